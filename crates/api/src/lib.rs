@@ -1,0 +1,2 @@
+//! Docker Engine API routes over the controller; error kind to HTTP status
+#![warn(missing_docs)]

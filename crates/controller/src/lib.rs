@@ -1,0 +1,2 @@
+//! Orchestration: intent to store, planners, kernel executor, reconcile
+#![warn(missing_docs)]

@@ -1,0 +1,150 @@
+//! Desired kernel operations, the contract between planners and the kernel executor.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use cove_model::MacAddr;
+
+/// The network namespace an operation runs in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Netns {
+    /// The daemon's own namespace (the host, or a fake host in tests).
+    Host,
+    /// A sandbox namespace, by the path of its bind mount.
+    Path(PathBuf),
+}
+
+impl fmt::Display for Netns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Netns::Host => f.write_str("host"),
+            Netns::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// One kernel change. Create-type ops have an inverse ([`Op::inverse`]) used for rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Create a bridge in the host namespace (left down; see [`Op::SetUp`]).
+    CreateBridge {
+        /// Device name.
+        name: String,
+        /// MTU.
+        mtu: u32,
+    },
+    /// Create a veth pair: `host_name` in the host namespace, enslaved to `bridge` and up;
+    /// `peer_name` created directly inside `peer_netns` (not up: the kernel refuses that).
+    CreateVeth {
+        /// Host-side name (unique, never reused).
+        host_name: String,
+        /// Bridge to enslave the host side to.
+        bridge: String,
+        /// MTU of both ends.
+        mtu: u32,
+        /// Name inside the sandbox (`eth0`).
+        peer_name: String,
+        /// Sandbox namespace (bind-mount path).
+        peer_netns: PathBuf,
+        /// MAC of the sandbox end.
+        peer_mac: MacAddr,
+    },
+    /// Add an address (with prefix length) to a link.
+    AddAddress {
+        /// Namespace.
+        netns: Netns,
+        /// Link name.
+        link: String,
+        /// Address and prefix length.
+        addr: IpNet,
+    },
+    /// Bring a link up.
+    SetUp {
+        /// Namespace.
+        netns: Netns,
+        /// Link name.
+        link: String,
+    },
+    /// Add a route out of `link`, via `gateway` if given.
+    AddRoute {
+        /// Namespace.
+        netns: Netns,
+        /// Destination (`0.0.0.0/0` for a default route).
+        dst: IpNet,
+        /// Next hop.
+        gateway: Option<IpAddr>,
+        /// Outgoing link.
+        link: String,
+    },
+    /// Write a sysctl (`net/ipv6/conf/cove0/disable_ipv6` style key, relative to /proc/sys).
+    Sysctl {
+        /// Namespace.
+        netns: Netns,
+        /// Key relative to `/proc/sys`, with `/` separators.
+        key: String,
+        /// Value to write.
+        value: String,
+    },
+    /// Delete a link (missing counts as done).
+    DeleteLink {
+        /// Namespace.
+        netns: Netns,
+        /// Link name.
+        name: String,
+    },
+    /// Remove an address (missing counts as done).
+    DelAddress {
+        /// Namespace.
+        netns: Netns,
+        /// Link name.
+        link: String,
+        /// Address and prefix length.
+        addr: IpNet,
+    },
+}
+
+impl Op {
+    /// The op that undoes this one during rollback, if it needs undoing. Addresses and
+    /// routes on a link that is itself rolled back go with the link, so they need none.
+    pub fn inverse(&self) -> Option<Op> {
+        match self {
+            Op::CreateBridge { name, .. } => {
+                Some(Op::DeleteLink { netns: Netns::Host, name: name.clone() })
+            }
+            Op::CreateVeth { host_name, .. } => {
+                Some(Op::DeleteLink { netns: Netns::Host, name: host_name.clone() })
+            }
+            Op::AddAddress { netns, link, addr } => {
+                Some(Op::DelAddress { netns: netns.clone(), link: link.clone(), addr: *addr })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::CreateBridge { name, mtu } => write!(f, "create bridge {name} mtu {mtu}"),
+            Op::CreateVeth { host_name, bridge, peer_name, peer_netns, peer_mac, mtu } => write!(
+                f,
+                "create veth {host_name} (master {bridge}) peer {peer_name} in {} mac {peer_mac} mtu {mtu}",
+                peer_netns.display()
+            ),
+            Op::AddAddress { netns, link, addr } => write!(f, "add address {addr} to {link} in {netns}"),
+            Op::SetUp { netns, link } => write!(f, "set {link} up in {netns}"),
+            Op::AddRoute { netns, dst, gateway, link } => match gateway {
+                Some(gw) => write!(f, "add route {dst} via {gw} dev {link} in {netns}"),
+                None => write!(f, "add route {dst} dev {link} in {netns}"),
+            },
+            Op::Sysctl { netns, key, value } => write!(f, "sysctl {key}={value} in {netns}"),
+            Op::DeleteLink { netns, name } => write!(f, "delete link {name} in {netns}"),
+            Op::DelAddress { netns, link, addr } => {
+                write!(f, "delete address {addr} from {link} in {netns}")
+            }
+        }
+    }
+}

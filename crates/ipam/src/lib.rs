@@ -1,0 +1,2 @@
+//! Pure IPAM: address pools, subnet choice, address allocation
+#![warn(missing_docs)]

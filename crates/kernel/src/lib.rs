@@ -1,0 +1,2 @@
+//! Kernel effects: network namespaces, netlink, sysctl
+#![warn(missing_docs)]

@@ -1,0 +1,15 @@
+//! The Container Network Model vocabulary shared by every Cove crate.
+//!
+//! Pure data: no I/O, no async runtime, no kernel access. Records here are what the
+//! controller persists in the store and what drivers and IPAM plan from.
+#![warn(missing_docs)]
+
+pub mod container;
+pub mod error;
+pub mod id;
+pub mod network;
+
+pub use container::*;
+pub use error::{Error, ErrorKind, Result};
+pub use id::*;
+pub use network::*;

@@ -1,0 +1,2 @@
+//! Container runtime: images, OCI bundles, runc, logs, exec
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! Netlab: fake hosts in namespaces, probes and leak audits for Cove tests
+#![warn(missing_docs)]
