@@ -1,2 +1,83 @@
-//! Orchestration: intent to store, planners, kernel executor, reconcile
+//! Orchestration: user intent goes to the store first, then planners and IPAM compute the
+//! desired kernel objects and the kernel executor applies them. On start the controller
+//! reconciles the kernel and the runtime with what the store says.
 #![warn(missing_docs)]
+
+mod config;
+mod containers;
+mod etc_files;
+mod exec;
+mod images;
+mod networks;
+mod reconcile;
+mod sandbox;
+mod state;
+mod views;
+
+pub use config::ControllerConfig;
+pub use cove_runtime::{ImageInfo, LogEntry, Stream};
+pub use exec::{ExecRequest, ExecView};
+pub use views::{ContainerCreate, ContainerView, IpamConfigRequest, NetworkCreate, NetworkView};
+
+use std::sync::{Arc, OnceLock, Weak};
+use tokio::sync::Mutex;
+
+use cove_kernel::Kernel;
+use cove_model::Error;
+use cove_runtime::Runtime;
+use cove_store::Store;
+
+/// The controller: one per daemon, shared by every API request.
+#[derive(Debug)]
+pub struct Controller {
+    cfg: ControllerConfig,
+    kernel: Kernel,
+    runtime: Runtime,
+    store: Store,
+    state: Mutex<state::State>,
+    execs: std::sync::Mutex<exec::ExecTable>,
+    /// A weak handle to itself, for background tasks (container monitors).
+    me: OnceLock<Weak<Controller>>,
+}
+
+/// Shared handle to the controller.
+pub type SharedController = Arc<Controller>;
+
+/// Now, as Docker prints times: RFC 3339 with nanoseconds, UTC.
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+impl Controller {
+    /// Open the store, create the built-in networks, reconcile kernel and runtime state.
+    pub async fn start(cfg: ControllerConfig) -> cove_model::Result<SharedController> {
+        std::fs::create_dir_all(&cfg.data_root)
+            .and_then(|_| std::fs::create_dir_all(cfg.exec_root.join("netns")))
+            .map_err(|e| Error::unavailable(format!("create state directories: {e}")))?;
+        let store = Store::open(&cfg.data_root.join("cove.redb"))?;
+        let runtime = Runtime::new(&cfg.data_root, &cfg.exec_root)?;
+        let kernel = Kernel::new().await.map_err(Error::from)?;
+        let state = state::State::load(&store)?;
+        let ctl = Arc::new(Controller {
+            cfg,
+            kernel,
+            runtime,
+            store,
+            state: Mutex::new(state),
+            execs: std::sync::Mutex::new(exec::ExecTable::default()),
+            me: OnceLock::new(),
+        });
+        let _ = ctl.me.set(Arc::downgrade(&ctl));
+        {
+            let mut st = ctl.state.lock().await;
+            ctl.reconcile(&mut st).await?;
+            ctl.ensure_builtins(&mut st).await?;
+        }
+        Ok(ctl)
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.cfg
+    }
+}

@@ -4,4 +4,5 @@
 //! executor applies (create: stop at the first failure and roll back; delete: keep going).
 #![warn(missing_docs)]
 
+pub mod bridge;
 pub mod plan;

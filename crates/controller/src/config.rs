@@ -1,0 +1,22 @@
+//! Controller configuration, resolved by the daemon from flags and the config file.
+
+use cove_ipam::PoolSpec;
+use ipnet::IpNet;
+use std::path::PathBuf;
+
+/// What the daemon tells the controller at start.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Persistent state root (`--data-root`).
+    pub data_root: PathBuf,
+    /// Runtime state root (`--exec-root`).
+    pub exec_root: PathBuf,
+    /// `--bip`: the default bridge's gateway address with prefix length.
+    pub bip: Option<IpNet>,
+    /// `--fixed-cidr`: the default bridge's dynamic range.
+    pub fixed_cidr: Option<IpNet>,
+    /// `--default-address-pool` entries (empty: Docker's defaults).
+    pub default_address_pools: Vec<PoolSpec>,
+    /// `--mtu` for the default bridge and the default for new networks.
+    pub mtu: u32,
+}

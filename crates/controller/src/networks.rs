@@ -1,0 +1,466 @@
+//! Network lifecycle: create, list, inspect, remove, prune, connect, disconnect.
+
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use tracing::{info, warn};
+
+use cove_drivers::bridge;
+use cove_ipam::{PoolSpec, PoolState};
+use cove_model::{
+    DriverKind, EndpointSettings, Error, IpamPool, NetworkMode, NetworkRecord, Result,
+};
+use cove_store::{Batch, Table};
+
+use crate::state::State;
+use crate::{Controller, NetworkCreate, NetworkView};
+
+/// Docker's name for the default bridge network.
+pub(crate) const DEFAULT_BRIDGE: &str = "bridge";
+/// Device name of the default bridge.
+pub(crate) const DEFAULT_BRIDGE_DEVICE: &str = "cove0";
+
+/// Validate a network name (Docker accepts the container-name alphabet).
+fn validate_network_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid("network name must not be empty"));
+    }
+    cove_model::validate_name("network", name)
+}
+
+impl Controller {
+    /// Subnets in use by other networks and routes the host already has, for IPAM.
+    pub(crate) async fn subnets_in_use(&self, st: &State) -> Result<Vec<(String, IpNet)>> {
+        let mut used: Vec<(String, IpNet)> = st
+            .networks
+            .values()
+            .flat_map(|n| n.ipam.iter().map(move |p| (format!("network {}", n.name), p.subnet)))
+            .collect();
+        let ours: Vec<IpNet> = used.iter().map(|(_, s)| *s).collect();
+        for route in self.kernel.route_prefixes().await.map_err(Error::from)? {
+            // Our own bridges' connected routes are already listed as networks.
+            if !ours.contains(&route) {
+                used.push(("a host route".to_string(), route));
+            }
+        }
+        Ok(used)
+    }
+
+    /// Resolve the IPAM pools of a new network: validate what the user gave, pick free
+    /// subnets from the default pools for what they did not.
+    pub(crate) async fn resolve_pools(
+        &self,
+        st: &State,
+        req: &NetworkCreate,
+        pools_spec: &[PoolSpec],
+    ) -> Result<Vec<IpamPool>> {
+        let mut pools = vec![];
+        for c in &req.ipam_config {
+            let subnet = c.subnet.as_deref().ok_or_else(|| {
+                Error::invalid("IPAM config has an ip-range, gateway or aux-address but no subnet")
+            })?;
+            pools.push(cove_ipam::validate_pool(
+                subnet,
+                c.ip_range.as_deref(),
+                c.gateway.as_deref(),
+                &c.aux_addresses,
+            )?);
+        }
+        cove_ipam::validate_pools_together(&pools)?;
+        if pools.iter().any(|p| p.subnet.addr().is_ipv6()) && !req.enable_ipv6 {
+            return Err(Error::invalid(
+                "an IPv6 subnet was given but IPv6 is not enabled on the network (use --ipv6)",
+            ));
+        }
+        let in_use = self.subnets_in_use(st).await?;
+        cove_ipam::check_no_overlap(&pools, &in_use)?;
+        let used: Vec<IpNet> = in_use.iter().map(|(_, s)| *s).collect();
+        if !pools.iter().any(|p| p.subnet.addr().is_ipv4()) {
+            let subnet = cove_ipam::choose_subnet(pools_spec, &used, false)?;
+            pools.insert(0, cove_ipam::validate_pool(&subnet.to_string(), None, None, &[])?);
+        }
+        if req.enable_ipv6 && !pools.iter().any(|p| p.subnet.addr().is_ipv6()) {
+            let subnet = cove_ipam::choose_subnet(pools_spec, &used, true)?;
+            pools.push(cove_ipam::validate_pool(&subnet.to_string(), None, None, &[])?);
+        }
+        Ok(pools)
+    }
+
+    /// Build a validated network record (no side effects).
+    pub(crate) async fn plan_network(
+        &self,
+        st: &State,
+        req: &NetworkCreate,
+        id: String,
+        builtin: bool,
+        default_bridge_name: Option<&str>,
+    ) -> Result<NetworkRecord> {
+        validate_network_name(&req.name)?;
+        if st.networks.values().any(|n| n.name == req.name) {
+            return Err(Error::conflict(format!("network with name {} already exists", req.name)));
+        }
+        let driver = DriverKind::parse(&req.driver)?;
+        if !builtin && driver != DriverKind::Bridge {
+            return Err(Error::forbidden(format!(
+                "only one instance of \"{}\" network is allowed",
+                driver.as_str()
+            )));
+        }
+        match req.ipam_driver.as_str() {
+            "" | "default" => {}
+            other => {
+                return Err(Error::invalid(format!(
+                    "IPAM driver \"{other}\" not found (supported: default)"
+                )))
+            }
+        }
+        if !req.ipam_options.is_empty() {
+            let keys: Vec<_> = req.ipam_options.keys().cloned().collect();
+            return Err(Error::invalid(format!(
+                "unknown IPAM option(s) {} for the default IPAM driver",
+                keys.join(", ")
+            )));
+        }
+        let (ipam, bridge_opts) = if driver == DriverKind::Bridge {
+            let default_name = default_bridge_name
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("br-{}", cove_model::short_id(&id)));
+            let opts = bridge::parse_options(&req.options, &default_name, self.cfg.mtu)?;
+            if let Some(other) =
+                st.networks.values().find(|n| n.bridge.as_ref().is_some_and(|b| b.name == opts.name))
+            {
+                return Err(Error::conflict(format!(
+                    "bridge name {} is already used by network {}",
+                    opts.name, other.name
+                )));
+            }
+            let links = self.kernel.links().await.map_err(Error::from)?;
+            if links.iter().any(|l| l.name == opts.name) {
+                return Err(Error::conflict(format!(
+                    "bridge name {} is already used by an existing interface on the host",
+                    opts.name
+                )));
+            }
+            let pools_spec = cove_ipam::effective_pools(&self.cfg.default_address_pools);
+            (self.resolve_pools(st, req, &pools_spec).await?, Some(opts))
+        } else {
+            if !req.options.is_empty() || !req.ipam_config.is_empty() {
+                return Err(Error::invalid(format!(
+                    "the {} driver takes no options or IPAM configuration",
+                    driver.as_str()
+                )));
+            }
+            (vec![], None)
+        };
+        Ok(NetworkRecord {
+            id,
+            name: req.name.clone(),
+            driver,
+            created: crate::now(),
+            enable_ipv6: req.enable_ipv6,
+            internal: req.internal,
+            attachable: req.attachable,
+            ipam_driver: "default".into(),
+            ipam_options: req.ipam_options.clone(),
+            ipam,
+            options: req.options.clone(),
+            labels: req.labels.clone(),
+            bridge: bridge_opts,
+            builtin,
+        })
+    }
+
+    /// Store the record (intent first), then create its kernel objects; roll the record
+    /// back if the kernel refuses.
+    pub(crate) async fn install_network(&self, st: &mut State, net: NetworkRecord) -> Result<()> {
+        let mut b = Batch::new();
+        b.put(Table::Networks, &net.id, &net);
+        self.store.commit(b)?;
+        if net.driver == DriverKind::Bridge {
+            let ops = bridge::network_ops(&net)?;
+            if let Err(e) = self.kernel.apply(&ops).await {
+                let mut b = Batch::new();
+                b.delete(Table::Networks, &net.id);
+                if let Err(se) = self.store.commit(b) {
+                    warn!(network = %net.name, error = %se, "could not roll back network record");
+                }
+                return Err(Error::from(e).context(format!("create network {}", net.name)));
+            }
+        }
+        for pool in &net.ipam {
+            st.pools.insert((net.id.clone(), pool.subnet.addr().is_ipv6()), PoolState::new(pool));
+        }
+        info!(network = %net.name, id = %cove_model::short_id(&net.id), "network created");
+        st.networks.insert(net.id.clone(), net);
+        Ok(())
+    }
+
+    /// Create a network; returns its id.
+    pub async fn network_create(&self, req: NetworkCreate) -> Result<String> {
+        let mut st = self.state.lock().await;
+        let net = self.plan_network(&st, &req, cove_model::new_id(), false, None).await?;
+        let id = net.id.clone();
+        self.install_network(&mut st, net).await?;
+        Ok(id)
+    }
+
+    fn view(st: &State, net: &NetworkRecord) -> NetworkView {
+        let endpoints = st
+            .endpoints_of_network(&net.id)
+            .into_iter()
+            .map(|e| {
+                let name = st.containers.get(&e.container_id).map(|c| c.name.clone()).unwrap_or_default();
+                (e.clone(), name)
+            })
+            .collect();
+        NetworkView { record: net.clone(), endpoints }
+    }
+
+    /// Every network.
+    pub async fn network_list(&self) -> Vec<NetworkView> {
+        let st = self.state.lock().await;
+        st.networks.values().map(|n| Self::view(&st, n)).collect()
+    }
+
+    /// One network by name, id or unique id prefix.
+    pub async fn network_get(&self, reference: &str) -> Result<NetworkView> {
+        let st = self.state.lock().await;
+        let net = st.network(reference)?;
+        Ok(Self::view(&st, net))
+    }
+
+    async fn remove_network_locked(&self, st: &mut State, id: &str) -> Result<()> {
+        let net = st.networks[id].clone();
+        if net.builtin {
+            return Err(Error::forbidden(format!(
+                "{} is a pre-defined network and cannot be removed",
+                net.name
+            )));
+        }
+        if !st.endpoints_of_network(id).is_empty() {
+            return Err(Error::forbidden(format!(
+                "error while removing network: network {} id {} has active endpoints",
+                net.name, net.id
+            )));
+        }
+        if net.driver == DriverKind::Bridge {
+            let errors = self.kernel.teardown(&bridge::network_teardown_ops(&net)?).await;
+            if !errors.is_empty() {
+                let msgs: Vec<String> = errors.into_iter().map(|e| Error::from(e).message).collect();
+                return Err(Error::internal(format!(
+                    "remove network {}: {}",
+                    net.name,
+                    msgs.join("; ")
+                )));
+            }
+        }
+        // Stopped containers forget the network, so they start without it.
+        let mut b = Batch::new();
+        b.delete(Table::Networks, id);
+        let mut changed = vec![];
+        for c in st.containers.values() {
+            if c.networks.iter().any(|(n, _)| n == id) {
+                let mut c = c.clone();
+                c.networks.retain(|(n, _)| n != id);
+                b.put(Table::Containers, &c.id, &c);
+                changed.push(c);
+            }
+        }
+        self.store.commit(b)?;
+        for c in changed {
+            st.containers.insert(c.id.clone(), c);
+        }
+        st.networks.remove(id);
+        st.pools.retain(|(n, _), _| n != id);
+        info!(network = %net.name, "network removed");
+        Ok(())
+    }
+
+    /// Remove a network (refused for built-ins and networks with active endpoints).
+    pub async fn network_remove(&self, reference: &str) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let id = st.network_id(reference)?;
+        self.remove_network_locked(&mut st, &id).await
+    }
+
+    /// Remove every unused, non-built-in network `select` accepts; returns their names.
+    pub async fn network_prune(
+        &self,
+        select: &(dyn Fn(&NetworkRecord) -> bool + Send + Sync),
+    ) -> Result<Vec<String>> {
+        let mut st = self.state.lock().await;
+        let candidates: Vec<(String, String)> = st
+            .networks
+            .values()
+            .filter(|n| !n.builtin && select(n))
+            .filter(|n| st.endpoints_of_network(&n.id).is_empty())
+            .filter(|n| !st.containers.values().any(|c| c.networks.iter().any(|(id, _)| *id == n.id)))
+            .map(|n| (n.id.clone(), n.name.clone()))
+            .collect();
+        let mut removed = vec![];
+        for (id, name) in candidates {
+            match self.remove_network_locked(&mut st, &id).await {
+                Ok(()) => removed.push(name),
+                Err(e) => warn!(network = %name, error = %e, "prune: could not remove network"),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Connect a container (running or not) to a network.
+    pub async fn network_connect(
+        &self,
+        network: &str,
+        container: &str,
+        settings: EndpointSettings,
+    ) -> Result<()> {
+        let mut st = self.state.lock().await;
+        let net = st.network(network)?.clone();
+        let c = st.container(container)?.clone();
+        if c.host_config.network_mode != NetworkMode::Sandbox {
+            return Err(Error::invalid(format!(
+                "container {} shares the network stack of {}: it cannot be connected to another network",
+                c.name, c.host_config.network_mode_name
+            )));
+        }
+        if net.driver != DriverKind::Bridge {
+            return Err(Error::invalid(format!(
+                "container cannot be connected to network {}: a container on its own network stack cannot join the {} network",
+                net.name,
+                net.driver.as_str()
+            )));
+        }
+        if c.networks.iter().any(|(n, _)| *n == net.id) {
+            return Err(Error::forbidden(format!(
+                "endpoint with name {} already exists in network {}",
+                c.name, net.name
+            )));
+        }
+        check_endpoint_settings(&net, &settings)?;
+        let mut updated = c.clone();
+        updated.networks.push((net.id.clone(), settings.clone()));
+        if c.state.status == cove_model::Status::Running {
+            self.join_network(&mut st, &updated, &net.id, &settings).await?;
+        }
+        let mut b = Batch::new();
+        b.put(Table::Containers, &updated.id, &updated);
+        self.store.commit(b)?;
+        st.containers.insert(updated.id.clone(), updated);
+        Ok(())
+    }
+
+    /// Disconnect a container from a network.
+    pub async fn network_disconnect(&self, network: &str, container: &str, force: bool) -> Result<()> {
+        let _ = force;
+        let mut st = self.state.lock().await;
+        let net = st.network(network)?.clone();
+        let c = st.container(container)?.clone();
+        if !c.networks.iter().any(|(n, _)| *n == net.id) {
+            return Err(Error::not_found(format!(
+                "container {} is not connected to network {}",
+                c.name, net.name
+            )));
+        }
+        if net.builtin && net.driver != DriverKind::Bridge {
+            return Err(Error::invalid(format!(
+                "container {} cannot be disconnected from the {} network: change its network mode instead",
+                c.name, net.name
+            )));
+        }
+        if c.state.status == cove_model::Status::Running {
+            self.leave_network(&mut st, &c, &net.id).await?;
+        }
+        let mut updated = c;
+        updated.networks.retain(|(n, _)| *n != net.id);
+        let mut b = Batch::new();
+        b.put(Table::Containers, &updated.id, &updated);
+        self.store.commit(b)?;
+        st.containers.insert(updated.id.clone(), updated);
+        Ok(())
+    }
+}
+
+/// Checks on `--ip`, `--ip6`, `--alias` that Docker makes before anything is allocated.
+pub(crate) fn check_endpoint_settings(net: &NetworkRecord, s: &EndpointSettings) -> Result<()> {
+    let user_subnet = !net.builtin;
+    if (s.ipv4_address.is_some() || s.ipv6_address.is_some()) && !user_subnet {
+        return Err(Error::invalid(
+            "user specified IP address is supported on user defined networks only",
+        ));
+    }
+    if !s.aliases.is_empty() && net.builtin {
+        return Err(Error::invalid(
+            "network-scoped alias is supported only for containers in user defined networks",
+        ));
+    }
+    for (addr, v6) in [(s.ipv4_address, false), (s.ipv6_address, true)] {
+        let Some(addr) = addr else { continue };
+        if addr.is_ipv6() != v6 {
+            return Err(Error::invalid(format!(
+                "invalid {} address {addr}",
+                if v6 { "IPv6" } else { "IPv4" }
+            )));
+        }
+        let pool = if v6 { net.pool_v6() } else { net.pool_v4() };
+        match pool {
+            Some(p) if p.subnet.contains(&addr) => {}
+            Some(p) => {
+                return Err(Error::invalid(format!(
+                    "requested address {addr} is outside the subnet {} of network {}",
+                    p.subnet, net.name
+                )))
+            }
+            None => {
+                return Err(Error::invalid(format!(
+                    "network {} has no {} subnet for address {addr}",
+                    net.name,
+                    if v6 { "IPv6" } else { "IPv4" }
+                )))
+            }
+        }
+    }
+    for a in &s.aliases {
+        if a.is_empty() || a.len() > 253 || a.split('.').any(|l| l.is_empty() || l.len() > 63) {
+            return Err(Error::invalid(format!("invalid alias \"{a}\": not a valid DNS name")));
+        }
+    }
+    Ok(())
+}
+
+/// Built-in network requests: `bridge` (from `--bip`/`--fixed-cidr` or the first free
+/// default pool), `host` and `none`.
+pub(crate) fn builtin_requests(
+    bip: Option<IpNet>,
+    fixed_cidr: Option<IpNet>,
+) -> Vec<(NetworkCreate, Option<&'static str>)> {
+    let mut bridge = NetworkCreate {
+        name: DEFAULT_BRIDGE.into(),
+        driver: "bridge".into(),
+        options: BTreeMap::from([
+            (bridge::keys::DEFAULT_BRIDGE.to_string(), "true".to_string()),
+            (bridge::keys::ICC.to_string(), "true".to_string()),
+            (bridge::keys::MASQUERADE.to_string(), "true".to_string()),
+            (bridge::keys::HOST_BINDING_IPV4.to_string(), "0.0.0.0".to_string()),
+            (bridge::keys::NAME.to_string(), DEFAULT_BRIDGE_DEVICE.to_string()),
+        ]),
+        ..Default::default()
+    };
+    if let Some(bip) = bip {
+        bridge.ipam_config.push(crate::IpamConfigRequest {
+            subnet: Some(bip.trunc().to_string()),
+            ip_range: fixed_cidr.map(|c| c.to_string()),
+            gateway: Some(bip.addr().to_string()),
+            aux_addresses: vec![],
+        });
+    } else if let Some(fc) = fixed_cidr {
+        bridge.ipam_config.push(crate::IpamConfigRequest {
+            subnet: Some(fc.trunc().to_string()),
+            ip_range: Some(fc.to_string()),
+            ..Default::default()
+        });
+    }
+    vec![
+        (bridge, Some(DEFAULT_BRIDGE_DEVICE)),
+        (NetworkCreate { name: "host".into(), driver: "host".into(), ..Default::default() }, None),
+        (NetworkCreate { name: "none".into(), driver: "null".into(), ..Default::default() }, None),
+    ]
+}

@@ -1,0 +1,364 @@
+//! Sandboxes and endpoints: allocate addresses, plan and apply the joins of a container's
+//! network namespace, release them when it stops.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use tracing::{debug, warn};
+
+use cove_drivers::bridge;
+use cove_drivers::plan::Op;
+use cove_model::{
+    ContainerRecord, EndpointRecord, EndpointSettings, Error, MacAddr, NetworkMode, NetworkRecord,
+    Result,
+};
+use cove_store::{Batch, Table};
+
+use crate::etc_files;
+use crate::state::{ifindex, State};
+use crate::Controller;
+
+/// A fresh host-side veth name: `cv` + 12 random hex digits. Never reused, because the
+/// kernel reaps the pair of a removed sandbox asynchronously.
+fn host_ifname() -> String {
+    let id = cove_model::new_id();
+    format!("cv{}", &id[..12])
+}
+
+/// Release an endpoint's addresses back to its network's pools.
+fn release_ipam(st: &mut State, ep: &EndpointRecord) {
+    if let Some(v4) = ep.ipv4 {
+        if let Some(p) = st.pool_mut(&ep.network_id, false) {
+            p.release(IpAddr::V4(v4.addr()));
+        }
+    }
+    if let Some(v6) = ep.ipv6 {
+        if let Some(p) = st.pool_mut(&ep.network_id, true) {
+            p.release(IpAddr::V6(v6.addr()));
+        }
+    }
+}
+
+/// Allocate addresses and names for one endpoint (in memory only).
+fn allocate_endpoint(
+    st: &mut State,
+    container_id: &str,
+    net: &NetworkRecord,
+    settings: &EndpointSettings,
+    ifname: String,
+) -> Result<EndpointRecord> {
+    let mut ep = EndpointRecord {
+        id: cove_model::new_id(),
+        network_id: net.id.clone(),
+        container_id: container_id.to_string(),
+        ifname,
+        host_ifname: host_ifname(),
+        mac: MacAddr([0; 6]),
+        ipv4: None,
+        ipv6: None,
+        gateway4: None,
+        gateway6: None,
+        aliases: settings.aliases.clone(),
+    };
+    if let Some(pool) = net.pool_v4() {
+        let state = st
+            .pool_mut(&net.id, false)
+            .ok_or_else(|| Error::internal(format!("network {} has no IPv4 pool state", net.name)))?;
+        let addr = state.request(settings.ipv4_address).map_err(|e| e.context(format!("network {}", net.name)))?;
+        let IpAddr::V4(a) = addr else { unreachable!("the IPv4 pool returns IPv4 addresses") };
+        ep.ipv4 = Some(ipnet::Ipv4Net::new(a, pool.subnet.prefix_len()).expect("valid prefix"));
+        ep.gateway4 = pool.gateway.and_then(|g| match g {
+            IpAddr::V4(g) => Some(g),
+            IpAddr::V6(_) => None,
+        });
+    }
+    if let (true, Some(pool)) = (net.enable_ipv6, net.pool_v6()) {
+        let res = st
+            .pool_mut(&net.id, true)
+            .ok_or_else(|| Error::internal(format!("network {} has no IPv6 pool state", net.name)))
+            .and_then(|s| s.request(settings.ipv6_address));
+        let addr = match res {
+            Ok(a) => a,
+            Err(e) => {
+                release_ipam(st, &ep);
+                return Err(e.context(format!("network {}", net.name)));
+            }
+        };
+        let IpAddr::V6(a) = addr else { unreachable!("the IPv6 pool returns IPv6 addresses") };
+        ep.ipv6 = Some(ipnet::Ipv6Net::new(a, pool.subnet.prefix_len()).expect("valid prefix"));
+        ep.gateway6 = pool.gateway.and_then(|g| match g {
+            IpAddr::V6(g) => Some(g),
+            IpAddr::V4(_) => None,
+        });
+    }
+    ep.mac = settings
+        .mac_address
+        .or_else(|| ep.ipv4.map(|v4| MacAddr::from_ipv4(v4.addr())))
+        .unwrap_or_else(MacAddr::random);
+    Ok(ep)
+}
+
+/// Whether an endpoint can carry the sandbox's default route.
+fn provides_gateway(st: &State, ep: &EndpointRecord) -> bool {
+    st.networks
+        .get(&ep.network_id)
+        .is_some_and(|n| !n.internal && (ep.gateway4.is_some() || ep.gateway6.is_some()))
+}
+
+impl Controller {
+    /// Path of a container's sandbox network namespace.
+    pub(crate) fn sandbox_path(&self, container_id: &str) -> PathBuf {
+        self.cfg.exec_root.join("netns").join(cove_model::short_id(container_id))
+    }
+
+    /// Build the sandbox of a container about to start: its network namespace and every
+    /// endpoint, persisted before the kernel is touched. Returns the netns path (None for
+    /// host mode). On failure nothing is left behind.
+    pub(crate) async fn setup_sandbox(
+        &self,
+        st: &mut State,
+        c: &ContainerRecord,
+    ) -> Result<Option<PathBuf>> {
+        match &c.host_config.network_mode {
+            NetworkMode::Host => return Ok(None),
+            NetworkMode::Container(target) => {
+                let t = st.containers.get(target).ok_or_else(|| {
+                    Error::not_found(format!("No such container: {target}"))
+                })?;
+                if t.state.status != cove_model::Status::Running || t.state.sandbox_key.is_empty() {
+                    return Err(Error::conflict(format!(
+                        "cannot join network namespace of a non running container: {}",
+                        t.name
+                    )));
+                }
+                return Ok(Some(PathBuf::from(&t.state.sandbox_key)));
+            }
+            NetworkMode::None | NetworkMode::Sandbox => {}
+        }
+        let path = self.sandbox_path(&c.id);
+        let mut eps = vec![];
+        if c.host_config.network_mode == NetworkMode::Sandbox {
+            for (i, (net_id, settings)) in c.networks.iter().enumerate() {
+                let net = match st.networks.get(net_id) {
+                    Some(n) => n.clone(),
+                    None => {
+                        for ep in &eps {
+                            release_ipam(st, ep);
+                        }
+                        return Err(Error::not_found(format!("network {net_id} not found")));
+                    }
+                };
+                match allocate_endpoint(st, &c.id, &net, settings, format!("eth{i}")) {
+                    Ok(ep) => eps.push(ep),
+                    Err(e) => {
+                        for ep in &eps {
+                            release_ipam(st, ep);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let mut batch = Batch::new();
+        for ep in &eps {
+            batch.put(Table::Endpoints, &ep.id, ep);
+        }
+        let undo_ipam = |st: &mut State, eps: &[EndpointRecord]| {
+            for ep in eps {
+                release_ipam(st, ep);
+            }
+        };
+        if let Err(e) = self.store.commit(batch) {
+            undo_ipam(st, &eps);
+            return Err(e);
+        }
+        let result = async {
+            self.kernel.create_netns(&path).await.map_err(Error::from)?;
+            let mut ops: Vec<Op> = vec![];
+            for ep in &eps {
+                ops.extend(bridge::join_ops(&st.networks[&ep.network_id], ep, &path)?);
+            }
+            if let Some(gw) = eps.iter().find(|e| provides_gateway(st, e)) {
+                ops.extend(bridge::gateway_ops(&st.networks[&gw.network_id], gw, &path));
+            }
+            self.kernel.apply(&ops).await.map_err(Error::from)
+        }
+        .await;
+        if let Err(e) = result {
+            if let Err(re) = self.kernel.remove_netns(&path).await {
+                warn!(error = %re, "rollback: could not remove sandbox");
+            }
+            undo_ipam(st, &eps);
+            let mut b = Batch::new();
+            for ep in &eps {
+                b.delete(Table::Endpoints, &ep.id);
+            }
+            if let Err(se) = self.store.commit(b) {
+                warn!(error = %se, "rollback: could not delete endpoint records");
+            }
+            return Err(e.context(format!("start container {}", c.name)));
+        }
+        for ep in eps {
+            debug!(endpoint = %cove_model::short_id(&ep.id), ifname = %ep.ifname, "endpoint joined");
+            st.endpoints.insert(ep.id.clone(), ep);
+        }
+        Ok(Some(path))
+    }
+
+    /// Release a stopped container's sandbox: unmount its netns (the kernel reaps the veth
+    /// pairs) and free its endpoints. Keeps going past errors and logs them.
+    pub(crate) async fn release_sandbox(&self, st: &mut State, c: &ContainerRecord) {
+        if matches!(c.host_config.network_mode, NetworkMode::Sandbox | NetworkMode::None) {
+            let path = self.sandbox_path(&c.id);
+            if let Err(e) = self.kernel.remove_netns(&path).await {
+                warn!(container = %c.name, error = %e, "could not remove sandbox netns");
+            }
+        }
+        let eps: Vec<EndpointRecord> =
+            st.endpoints_of_container(&c.id).into_iter().cloned().collect();
+        let mut b = Batch::new();
+        for ep in &eps {
+            b.delete(Table::Endpoints, &ep.id);
+        }
+        if let Err(e) = self.store.commit(b) {
+            warn!(container = %c.name, error = %e, "could not delete endpoint records");
+        }
+        for ep in eps {
+            release_ipam(st, &ep);
+            st.endpoints.remove(&ep.id);
+        }
+    }
+
+    /// Join one more network in a running container's sandbox.
+    pub(crate) async fn join_network(
+        &self,
+        st: &mut State,
+        c: &ContainerRecord,
+        net_id: &str,
+        settings: &EndpointSettings,
+    ) -> Result<()> {
+        let path = PathBuf::from(&c.state.sandbox_key);
+        let existing: Vec<EndpointRecord> =
+            st.endpoints_of_container(&c.id).into_iter().cloned().collect();
+        let next = existing.iter().map(|e| ifindex(&e.ifname) + 1).max().unwrap_or(0);
+        let net = st.networks[net_id].clone();
+        let ep = allocate_endpoint(st, &c.id, &net, settings, format!("eth{next}"))?;
+        let mut b = Batch::new();
+        b.put(Table::Endpoints, &ep.id, &ep);
+        if let Err(e) = self.store.commit(b) {
+            release_ipam(st, &ep);
+            return Err(e);
+        }
+        let mut ops = bridge::join_ops(&net, &ep, &path)?;
+        if !existing.iter().any(|e| provides_gateway(st, e)) && provides_gateway(st, &ep) {
+            ops.extend(bridge::gateway_ops(&net, &ep, &path));
+        }
+        if let Err(e) = self.kernel.apply(&ops).await {
+            release_ipam(st, &ep);
+            let mut b = Batch::new();
+            b.delete(Table::Endpoints, &ep.id);
+            if let Err(se) = self.store.commit(b) {
+                warn!(error = %se, "rollback: could not delete endpoint record");
+            }
+            return Err(Error::from(e).context(format!("connect {} to {}", c.name, net.name)));
+        }
+        st.endpoints.insert(ep.id.clone(), ep);
+        self.refresh_hosts(st, c);
+        Ok(())
+    }
+
+    /// Leave one network in a running container's sandbox; moves the default route to the
+    /// next eligible endpoint if this one carried it.
+    pub(crate) async fn leave_network(
+        &self,
+        st: &mut State,
+        c: &ContainerRecord,
+        net_id: &str,
+    ) -> Result<()> {
+        let path = PathBuf::from(&c.state.sandbox_key);
+        let eps: Vec<EndpointRecord> =
+            st.endpoints_of_container(&c.id).into_iter().cloned().collect();
+        let Some(ep) = eps.iter().find(|e| e.network_id == net_id).cloned() else {
+            return Ok(());
+        };
+        let was_gateway = eps.iter().find(|e| provides_gateway(st, e)).map(|e| e.id.clone());
+        let errors = self.kernel.teardown(&bridge::leave_ops(&ep, &path)).await;
+        if let Some(e) = errors.into_iter().next() {
+            return Err(Error::from(e).context(format!("disconnect {}", c.name)));
+        }
+        let mut b = Batch::new();
+        b.delete(Table::Endpoints, &ep.id);
+        self.store.commit(b)?;
+        release_ipam(st, &ep);
+        st.endpoints.remove(&ep.id);
+        if was_gateway.as_deref() == Some(ep.id.as_str()) {
+            if let Some(next) = eps.iter().find(|e| e.id != ep.id && provides_gateway(st, e)) {
+                let ops = bridge::gateway_ops(&st.networks[&next.network_id], next, &path);
+                if let Err(e) = self.kernel.apply(&ops).await {
+                    warn!(container = %c.name, error = %e, "could not move the default route");
+                }
+            }
+        }
+        self.refresh_hosts(st, c);
+        Ok(())
+    }
+
+    /// The container's addresses, for `/etc/hosts`.
+    pub(crate) fn own_addresses(st: &State, container_id: &str) -> Vec<IpAddr> {
+        let eps = st.endpoints_of_container(container_id);
+        let v4 = eps.iter().filter_map(|e| e.ipv4.map(|a| IpAddr::V4(a.addr())));
+        let v6 = eps.iter().filter_map(|e| e.ipv6.map(|a| IpAddr::V6(a.addr())));
+        v4.chain(v6).collect()
+    }
+
+    /// The default bridge's gateway, which `host-gateway` stands for.
+    pub(crate) fn host_gateway(st: &State) -> Option<IpAddr> {
+        st.networks
+            .values()
+            .find(|n| n.builtin && n.name == crate::networks::DEFAULT_BRIDGE)
+            .and_then(|n| n.pool_v4())
+            .and_then(|p| p.gateway)
+    }
+
+    /// Generate `/etc/hosts` for a container.
+    pub(crate) fn hosts_for(st: &State, c: &ContainerRecord) -> Result<String> {
+        let extra = etc_files::parse_extra_hosts(&c.host_config.extra_hosts, Self::host_gateway(st))?;
+        // Containers sharing another's stack list that container's addresses.
+        let owner = match &c.host_config.network_mode {
+            NetworkMode::Container(t) => t.as_str(),
+            _ => c.id.as_str(),
+        };
+        Ok(etc_files::hosts_file(
+            &c.config.hostname,
+            &c.config.domainname,
+            &Self::own_addresses(st, owner),
+            &extra,
+        ))
+    }
+
+    /// Rewrite a running container's `/etc/hosts` after its addresses changed.
+    pub(crate) fn refresh_hosts(&self, st: &State, c: &ContainerRecord) {
+        match Self::hosts_for(st, c) {
+            Ok(h) => {
+                if let Err(e) = self.runtime.write_etc_file(&c.id, "hosts", &h) {
+                    warn!(container = %c.name, error = %e, "could not update /etc/hosts");
+                }
+            }
+            Err(e) => warn!(container = %c.name, error = %e, "could not generate /etc/hosts"),
+        }
+    }
+
+    /// Generate `/etc/resolv.conf` for a container from the daemon's own.
+    pub(crate) fn resolv_for(st: &State, c: &ContainerRecord) -> String {
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let ipv6 = st.endpoints_of_container(&c.id).iter().any(|e| e.ipv6.is_some());
+        etc_files::resolv_conf(
+            &host,
+            &etc_files::DnsSettings {
+                servers: &c.host_config.dns,
+                search: &c.host_config.dns_search,
+                options: &c.host_config.dns_options,
+            },
+            ipv6,
+        )
+    }
+}

@@ -1,0 +1,109 @@
+//! In-memory view of the store, kept write-through: every change is committed to the store
+//! in one batch first, then applied here.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cove_ipam::PoolState;
+use cove_model::{ContainerRecord, EndpointRecord, Error, NetworkRecord, Result};
+use cove_store::{Store, Table};
+
+/// Everything the controller knows, guarded by one async mutex.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) networks: BTreeMap<String, NetworkRecord>,
+    pub(crate) endpoints: BTreeMap<String, EndpointRecord>,
+    pub(crate) containers: BTreeMap<String, ContainerRecord>,
+    /// IPAM state per `(network id, is_v6)`, derived from endpoint records at start, so an
+    /// address is never allocated twice and never leaked across a crash.
+    pub(crate) pools: HashMap<(String, bool), PoolState>,
+}
+
+impl State {
+    /// Load every record and rebuild IPAM allocations from the endpoints.
+    pub(crate) fn load(store: &Store) -> Result<Self> {
+        let mut s = State {
+            networks: store.list(Table::Networks)?.into_iter().collect(),
+            endpoints: store.list(Table::Endpoints)?.into_iter().collect(),
+            containers: store.list(Table::Containers)?.into_iter().collect(),
+            pools: HashMap::new(),
+        };
+        for net in s.networks.values() {
+            for pool in &net.ipam {
+                s.pools.insert((net.id.clone(), pool.subnet.addr().is_ipv6()), PoolState::new(pool));
+            }
+        }
+        for ep in s.endpoints.values() {
+            if let Some(v4) = ep.ipv4 {
+                if let Some(p) = s.pools.get_mut(&(ep.network_id.clone(), false)) {
+                    p.restore(v4.addr().into());
+                }
+            }
+            if let Some(v6) = ep.ipv6 {
+                if let Some(p) = s.pools.get_mut(&(ep.network_id.clone(), true)) {
+                    p.restore(v6.addr().into());
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// Resolve a network reference (name, id, unique id prefix).
+    pub(crate) fn network_id(&self, reference: &str) -> Result<String> {
+        cove_model::resolve(
+            "network",
+            reference,
+            self.networks.values().map(|n| (n.id.as_str(), n.name.as_str())),
+        )
+    }
+
+    /// Resolve a network reference to its record.
+    pub(crate) fn network(&self, reference: &str) -> Result<&NetworkRecord> {
+        let id = self.network_id(reference)?;
+        Ok(&self.networks[&id])
+    }
+
+    /// Resolve a container reference (name with or without `/`, id, unique id prefix).
+    pub(crate) fn container_id(&self, reference: &str) -> Result<String> {
+        let r = reference.strip_prefix('/').unwrap_or(reference);
+        cove_model::resolve(
+            "container",
+            r,
+            self.containers.values().map(|c| (c.id.as_str(), c.name.as_str())),
+        )
+        .map_err(|e| match e.kind {
+            cove_model::ErrorKind::NotFound => {
+                Error::not_found(format!("No such container: {reference}"))
+            }
+            _ => e,
+        })
+    }
+
+    /// Resolve a container reference to its record.
+    pub(crate) fn container(&self, reference: &str) -> Result<&ContainerRecord> {
+        let id = self.container_id(reference)?;
+        Ok(&self.containers[&id])
+    }
+
+    /// Endpoints of a container, in interface order.
+    pub(crate) fn endpoints_of_container(&self, container_id: &str) -> Vec<&EndpointRecord> {
+        let mut eps: Vec<_> =
+            self.endpoints.values().filter(|e| e.container_id == container_id).collect();
+        eps.sort_by_key(|e| ifindex(&e.ifname));
+        eps
+    }
+
+    /// Endpoints on a network.
+    pub(crate) fn endpoints_of_network(&self, network_id: &str) -> Vec<&EndpointRecord> {
+        self.endpoints.values().filter(|e| e.network_id == network_id).collect()
+    }
+
+    /// The pool of a network for one family.
+    pub(crate) fn pool_mut(&mut self, network_id: &str, v6: bool) -> Option<&mut PoolState> {
+        self.pools.get_mut(&(network_id.to_string(), v6))
+    }
+}
+
+/// The number in `ethN`, for ordering.
+pub(crate) fn ifindex(ifname: &str) -> u32 {
+    ifname.trim_start_matches("eth").parse().unwrap_or(u32::MAX)
+}

@@ -1,0 +1,209 @@
+//! `cove daemon`: configuration, tracing, the API listener and signal handling.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tracing::info;
+
+use cove_controller::{Controller, ControllerConfig};
+
+/// Flags of `cove daemon`, named as dockerd's where Docker has the same thing.
+#[derive(Debug, Args, Default)]
+pub struct DaemonArgs {
+    /// Daemon socket to listen on (unix only) [default: unix:///run/cove/cove.sock].
+    #[arg(short = 'H', long = "host")]
+    pub host: Option<String>,
+    /// Root of persistent state [default: /var/lib/cove].
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// Root of runtime state [default: /run/cove].
+    #[arg(long)]
+    pub exec_root: Option<PathBuf>,
+    /// Default bridge address and prefix, e.g. 172.17.0.1/16.
+    #[arg(long)]
+    pub bip: Option<String>,
+    /// Range for dynamic addresses on the default bridge, e.g. 172.17.1.0/24.
+    #[arg(long)]
+    pub fixed_cidr: Option<String>,
+    /// Pool for new networks' subnets: base=CIDR,size=N (repeatable).
+    #[arg(long = "default-address-pool")]
+    pub default_address_pool: Vec<String>,
+    /// MTU of the default bridge and default for new networks.
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(short = 'l', long)]
+    pub log_level: Option<String>,
+    /// TOML configuration file with the same keys as the flags (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// The configuration file: the flags' names as keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    host: Option<String>,
+    data_root: Option<PathBuf>,
+    exec_root: Option<PathBuf>,
+    bip: Option<String>,
+    fixed_cidr: Option<String>,
+    #[serde(default)]
+    default_address_pools: Vec<String>,
+    mtu: Option<u32>,
+    log_level: Option<String>,
+}
+
+/// Fully resolved daemon settings.
+#[derive(Debug)]
+struct Settings {
+    socket: PathBuf,
+    log_level: String,
+    controller: ControllerConfig,
+}
+
+/// The path of a `unix://` address.
+pub fn unix_path(host: &str) -> anyhow::Result<PathBuf> {
+    match host.strip_prefix("unix://") {
+        Some(p) if p.starts_with('/') => Ok(PathBuf::from(p)),
+        Some(_) => bail!("invalid host {host}: the socket path must be absolute"),
+        None => bail!("invalid host {host}: only unix:// sockets are supported (no TCP, no abstract sockets)"),
+    }
+}
+
+fn parse_cidr(flag: &str, v: &str) -> anyhow::Result<IpNet> {
+    v.parse::<IpNet>().with_context(|| format!("invalid {flag} {v:?}: expected an address with a prefix length"))
+}
+
+fn resolve(args: DaemonArgs) -> anyhow::Result<Settings> {
+    let file: FileConfig = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("read config file {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("invalid config file {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let host = args.host.or(file.host).unwrap_or_else(|| "unix:///run/cove/cove.sock".into());
+    let bip = args.bip.or(file.bip).map(|v| parse_cidr("--bip", &v)).transpose()?;
+    let fixed_cidr = args.fixed_cidr.or(file.fixed_cidr).map(|v| parse_cidr("--fixed-cidr", &v)).transpose()?;
+    if let (Some(b), Some(f)) = (bip, fixed_cidr) {
+        if !b.trunc().contains(&f) {
+            bail!("invalid --fixed-cidr {f}: it is not inside the --bip subnet {}", b.trunc());
+        }
+    }
+    let pools_src = if args.default_address_pool.is_empty() { file.default_address_pools } else { args.default_address_pool };
+    let default_address_pools = pools_src
+        .iter()
+        .map(|p| cove_ipam::parse_pool_spec(p).map_err(|e| anyhow::anyhow!("invalid --default-address-pool {p:?}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mtu = args.mtu.or(file.mtu).unwrap_or(1500);
+    if !(68..=65535).contains(&mtu) {
+        bail!("invalid --mtu {mtu}: must be between 68 and 65535");
+    }
+    Ok(Settings {
+        socket: unix_path(&host)?,
+        log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+        controller: ControllerConfig {
+            data_root: args.data_root.or(file.data_root).unwrap_or_else(|| "/var/lib/cove".into()),
+            exec_root: args.exec_root.or(file.exec_root).unwrap_or_else(|| "/run/cove".into()),
+            bip,
+            fixed_cidr,
+            default_address_pools,
+            mtu,
+        },
+    })
+}
+
+fn init_tracing(level: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COVE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .with_context(|| format!("invalid log level {level:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Ok(())
+}
+
+/// Bind the API socket with mode 0660 from the start (umask during bind), refusing to
+/// steal a socket another daemon is serving.
+fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another daemon is already listening on {}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+    let listener = tokio::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = listener.with_context(|| format!("listen on {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Run the daemon until SIGTERM/SIGINT. Containers keep running across a daemon restart;
+/// the next start reconciles with them.
+pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    let settings = resolve(args)?;
+    init_tracing(&settings.log_level)?;
+    let ctl = Controller::start(settings.controller).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let listener = bind_socket(&settings.socket)?;
+    info!(socket = %settings.socket.display(), "cove daemon ready");
+    let shutdown = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("signal handler");
+        let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        info!("shutting down");
+    };
+    cove_api::serve(listener, ctl, shutdown).await.context("serve API")?;
+    let _ = std::fs::remove_file(&settings.socket);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_pools_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cove.toml");
+        std::fs::write(&f, "mtu = 1400\nbip = \"10.99.0.1/24\"\ndefault-address-pools = [\"base=10.200.0.0/16,size=24\"]\n").unwrap();
+        let s = resolve(DaemonArgs { config: Some(f), mtu: Some(1450), ..Default::default() }).unwrap();
+        assert_eq!(s.controller.mtu, 1450);
+        assert_eq!(s.controller.bip.unwrap().to_string(), "10.99.0.1/24");
+        assert_eq!(s.controller.default_address_pools.len(), 1);
+        assert_eq!(s.socket, PathBuf::from("/run/cove/cove.sock"));
+    }
+
+    #[test]
+    fn bad_config_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cove.toml");
+        std::fs::write(&f, "nope = 1\n").unwrap();
+        let e = resolve(DaemonArgs { config: Some(f), ..Default::default() }).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field"), "{e:#}");
+        for args in [
+            DaemonArgs { host: Some("tcp://0.0.0.0:2375".into()), ..Default::default() },
+            DaemonArgs { bip: Some("nope".into()), ..Default::default() },
+            DaemonArgs { mtu: Some(10), ..Default::default() },
+            DaemonArgs { default_address_pool: vec!["base=10.0.0.0/8".into()], ..Default::default() },
+            DaemonArgs { bip: Some("10.1.0.1/24".into()), fixed_cidr: Some("10.2.0.0/24".into()), ..Default::default() },
+        ] {
+            assert!(resolve(args).is_err());
+        }
+    }
+}

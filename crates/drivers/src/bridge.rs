@@ -1,0 +1,334 @@
+//! The bridge driver: a Linux bridge per network, a veth pair per endpoint.
+
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use cove_model::{BridgeOptions, EndpointRecord, Error, NetworkRecord, Result};
+
+use crate::plan::{Netns, Op};
+
+/// `-o` option keys the bridge driver understands (Docker's names).
+pub mod keys {
+    /// Bridge device name.
+    pub const NAME: &str = "com.docker.network.bridge.name";
+    /// Inter-container communication.
+    pub const ICC: &str = "com.docker.network.bridge.enable_icc";
+    /// Outbound masquerade.
+    pub const MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
+    /// Default host address for published ports.
+    pub const HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4";
+    /// MTU of the bridge and its veths.
+    pub const MTU: &str = "com.docker.network.driver.mtu";
+    /// Marks the default bridge (set by the daemon, accepted for compatibility).
+    pub const DEFAULT_BRIDGE: &str = "com.docker.network.bridge.default_bridge";
+}
+
+/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
+pub const MAX_IFNAME: usize = 15;
+
+/// Validate an interface name as the kernel would (`dev_valid_name`).
+pub fn validate_ifname(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_IFNAME {
+        return Err(Error::invalid(format!(
+            "invalid bridge name \"{name}\": must be 1 to {MAX_IFNAME} bytes long"
+        )));
+    }
+    if name == "." || name == ".." || name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b < 0x21 || b > 0x7e) {
+        return Err(Error::invalid(format!(
+            "invalid bridge name \"{name}\": must not contain '/', ':', whitespace or control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "1" | "True" | "TRUE" => Ok(true),
+        "false" | "0" | "False" | "FALSE" => Ok(false),
+        _ => Err(Error::invalid(format!("invalid value \"{value}\" for option {key}: expected true or false"))),
+    }
+}
+
+/// Parse `-o` options into typed bridge options. Unknown keys are refused, so a typo never
+/// silently changes nothing. `default_name` is used when no bridge name is given.
+pub fn parse_options(
+    options: &BTreeMap<String, String>,
+    default_name: &str,
+    default_mtu: u32,
+) -> Result<BridgeOptions> {
+    let mut o = BridgeOptions {
+        name: default_name.to_string(),
+        enable_icc: true,
+        enable_ip_masquerade: true,
+        host_binding_ipv4: None,
+        mtu: default_mtu,
+    };
+    for (key, value) in options {
+        match key.as_str() {
+            keys::NAME => o.name = value.clone(),
+            keys::ICC => o.enable_icc = parse_bool(key, value)?,
+            keys::MASQUERADE => o.enable_ip_masquerade = parse_bool(key, value)?,
+            keys::HOST_BINDING_IPV4 => {
+                let ip: IpAddr = value.parse().map_err(|_| {
+                    Error::invalid(format!("invalid value \"{value}\" for option {key}: expected an IP address"))
+                })?;
+                o.host_binding_ipv4 = Some(ip);
+            }
+            keys::MTU => {
+                let mtu: u32 = value.parse().ok().filter(|m| (68..=65535).contains(m)).ok_or_else(|| {
+                    Error::invalid(format!("invalid value \"{value}\" for option {key}: expected an MTU between 68 and 65535"))
+                })?;
+                o.mtu = mtu;
+            }
+            keys::DEFAULT_BRIDGE => {
+                parse_bool(key, value)?;
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown option \"{other}\" for the bridge driver (supported: {}, {}, {}, {}, {})",
+                    keys::NAME,
+                    keys::ICC,
+                    keys::MASQUERADE,
+                    keys::HOST_BINDING_IPV4,
+                    keys::MTU
+                )))
+            }
+        }
+    }
+    validate_ifname(&o.name)?;
+    Ok(o)
+}
+
+fn bridge_of(net: &NetworkRecord) -> Result<&BridgeOptions> {
+    net.bridge
+        .as_ref()
+        .ok_or_else(|| Error::internal(format!("network {} has no bridge options", net.name)))
+}
+
+fn gateway_net(pool_subnet: IpNet, gw: IpAddr) -> IpNet {
+    IpNet::new(gw, pool_subnet.prefix_len()).expect("prefix length comes from a valid subnet")
+}
+
+/// Host-side objects that exist while the network exists: the bridge, its gateway
+/// addresses, and IPv6 enabled on it only when the network has IPv6.
+pub fn network_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
+    let b = bridge_of(net)?;
+    let mut ops = vec![Op::CreateBridge { name: b.name.clone(), mtu: b.mtu }];
+    ops.push(Op::Sysctl {
+        netns: Netns::Host,
+        key: format!("net/ipv6/conf/{}/disable_ipv6", b.name),
+        value: if net.enable_ipv6 { "0" } else { "1" }.into(),
+    });
+    for pool in &net.ipam {
+        if let Some(gw) = pool.gateway {
+            ops.push(Op::AddAddress { netns: Netns::Host, link: b.name.clone(), addr: gateway_net(pool.subnet, gw) });
+        }
+    }
+    ops.push(Op::SetUp { netns: Netns::Host, link: b.name.clone() });
+    Ok(ops)
+}
+
+/// What removing the network takes: deleting the bridge (its addresses go with it).
+pub fn network_teardown_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
+    let b = bridge_of(net)?;
+    Ok(vec![Op::DeleteLink { netns: Netns::Host, name: b.name.clone() }])
+}
+
+/// Objects of one endpoint inside sandbox `netns`: the veth pair (peer created directly in
+/// the sandbox), IPv6 off on it unless the network has IPv6, its addresses, and link up.
+/// The default route is added separately ([`gateway_ops`]) because only one endpoint of a
+/// sandbox provides it.
+pub fn join_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Result<Vec<Op>> {
+    let b = bridge_of(net)?;
+    let sb = Netns::Path(netns.to_path_buf());
+    let mut ops = vec![Op::CreateVeth {
+        host_name: ep.host_ifname.clone(),
+        bridge: b.name.clone(),
+        mtu: b.mtu,
+        peer_name: ep.ifname.clone(),
+        peer_netns: netns.to_path_buf(),
+        peer_mac: ep.mac,
+    }];
+    if ep.ipv6.is_none() {
+        ops.push(Op::Sysctl {
+            netns: sb.clone(),
+            key: format!("net/ipv6/conf/{}/disable_ipv6", ep.ifname),
+            value: "1".into(),
+        });
+    }
+    if let Some(v4) = ep.ipv4 {
+        ops.push(Op::AddAddress { netns: sb.clone(), link: ep.ifname.clone(), addr: IpNet::V4(v4) });
+    }
+    if let Some(v6) = ep.ipv6 {
+        ops.push(Op::AddAddress { netns: sb.clone(), link: ep.ifname.clone(), addr: IpNet::V6(v6) });
+    }
+    ops.push(Op::SetUp { netns: sb, link: ep.ifname.clone() });
+    Ok(ops)
+}
+
+/// Default routes through `ep`'s gateways, for the endpoint chosen to be the sandbox's
+/// gateway endpoint. Internal networks never provide one.
+pub fn gateway_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Vec<Op> {
+    if net.internal {
+        return vec![];
+    }
+    let sb = Netns::Path(netns.to_path_buf());
+    let mut ops = vec![];
+    if let Some(gw) = ep.gateway4 {
+        ops.push(Op::AddRoute {
+            netns: sb.clone(),
+            dst: "0.0.0.0/0".parse().expect("literal"),
+            gateway: Some(IpAddr::V4(gw)),
+            link: ep.ifname.clone(),
+        });
+    }
+    if let Some(gw) = ep.gateway6 {
+        ops.push(Op::AddRoute {
+            netns: sb,
+            dst: "::/0".parse().expect("literal"),
+            gateway: Some(IpAddr::V6(gw)),
+            link: ep.ifname.clone(),
+        });
+    }
+    ops
+}
+
+/// Removing one endpoint from a running sandbox: delete its interface inside the sandbox
+/// (the host end goes with it).
+pub fn leave_ops(ep: &EndpointRecord, netns: &Path) -> Vec<Op> {
+    vec![Op::DeleteLink { netns: Netns::Path(netns.to_path_buf()), name: ep.ifname.clone() }]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cove_model::{DriverKind, IpamPool, MacAddr};
+
+    fn net(ipv6: bool, internal: bool) -> NetworkRecord {
+        let mut ipam = vec![IpamPool {
+            subnet: "172.18.0.0/16".parse().unwrap(),
+            ip_range: None,
+            gateway: Some("172.18.0.1".parse().unwrap()),
+            aux_addresses: BTreeMap::new(),
+        }];
+        if ipv6 {
+            ipam.push(IpamPool {
+                subnet: "2001:db8:1::/64".parse().unwrap(),
+                ip_range: None,
+                gateway: Some("2001:db8:1::1".parse().unwrap()),
+                aux_addresses: BTreeMap::new(),
+            });
+        }
+        NetworkRecord {
+            id: "n".repeat(64),
+            name: "app".into(),
+            driver: DriverKind::Bridge,
+            created: String::new(),
+            enable_ipv6: ipv6,
+            internal,
+            attachable: false,
+            ipam_driver: "default".into(),
+            ipam_options: BTreeMap::new(),
+            ipam,
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            bridge: Some(parse_options(&BTreeMap::new(), "br-nnnnnnnnnnnn", 1500).unwrap()),
+            builtin: false,
+        }
+    }
+
+    fn ep() -> EndpointRecord {
+        EndpointRecord {
+            id: "e".repeat(64),
+            network_id: "n".repeat(64),
+            container_id: "c".repeat(64),
+            ifname: "eth0".into(),
+            host_ifname: "cv0123456789ab".into(),
+            mac: MacAddr::from_ipv4("172.18.0.2".parse().unwrap()),
+            ipv4: Some("172.18.0.2/16".parse().unwrap()),
+            ipv6: None,
+            gateway4: Some("172.18.0.1".parse().unwrap()),
+            gateway6: None,
+            aliases: vec![],
+        }
+    }
+
+    fn render(ops: &[Op]) -> String {
+        ops.iter().map(|o| format!("{o}\n")).collect()
+    }
+
+    #[test]
+    fn network_plan_v4() {
+        let got = render(&network_ops(&net(false, false)).unwrap());
+        assert_eq!(
+            got,
+            "create bridge br-nnnnnnnnnnnn mtu 1500\n\
+             sysctl net/ipv6/conf/br-nnnnnnnnnnnn/disable_ipv6=1 in host\n\
+             add address 172.18.0.1/16 to br-nnnnnnnnnnnn in host\n\
+             set br-nnnnnnnnnnnn up in host\n"
+        );
+    }
+
+    #[test]
+    fn network_plan_dual_stack_enables_ipv6() {
+        let got = render(&network_ops(&net(true, false)).unwrap());
+        assert!(got.contains("disable_ipv6=0"));
+        assert!(got.contains("add address 2001:db8:1::1/64 to br-nnnnnnnnnnnn"));
+    }
+
+    #[test]
+    fn join_plan_creates_peer_in_sandbox_and_disables_v6() {
+        let got = render(&join_ops(&net(false, false), &ep(), Path::new("/run/cove/netns/c")).unwrap());
+        assert_eq!(
+            got,
+            "create veth cv0123456789ab (master br-nnnnnnnnnnnn) peer eth0 in /run/cove/netns/c mac 02:42:ac:12:00:02 mtu 1500\n\
+             sysctl net/ipv6/conf/eth0/disable_ipv6=1 in /run/cove/netns/c\n\
+             add address 172.18.0.2/16 to eth0 in /run/cove/netns/c\n\
+             set eth0 up in /run/cove/netns/c\n"
+        );
+    }
+
+    #[test]
+    fn internal_networks_give_no_default_route() {
+        let p = Path::new("/x");
+        assert!(gateway_ops(&net(false, true), &ep(), p).is_empty());
+        let got = render(&gateway_ops(&net(false, false), &ep(), p));
+        assert_eq!(got, "add route 0.0.0.0/0 via 172.18.0.1 dev eth0 in /x\n");
+    }
+
+    #[test]
+    fn options_are_typed_and_unknown_ones_refused() {
+        let mut o = BTreeMap::new();
+        o.insert(keys::ICC.to_string(), "false".to_string());
+        o.insert(keys::MTU.to_string(), "1400".to_string());
+        o.insert(keys::NAME.to_string(), "mybr".to_string());
+        let b = parse_options(&o, "x", 1500).unwrap();
+        assert!(!b.enable_icc && b.enable_ip_masquerade);
+        assert_eq!((b.mtu, b.name.as_str()), (1400, "mybr"));
+
+        o.insert("com.docker.network.bridge.nope".into(), "1".into());
+        let e = parse_options(&o, "x", 1500).unwrap_err();
+        assert!(e.message.contains("unknown option \"com.docker.network.bridge.nope\""), "{}", e.message);
+
+        let mut o = BTreeMap::new();
+        o.insert(keys::NAME.to_string(), "a-very-long-bridge-name".to_string());
+        let e = parse_options(&o, "x", 1500).unwrap_err();
+        assert!(e.message.contains("1 to 15 bytes"), "{}", e.message);
+
+        for (k, v) in [(keys::ICC, "maybe"), (keys::MTU, "10"), (keys::HOST_BINDING_IPV4, "nope")] {
+            let mut o = BTreeMap::new();
+            o.insert(k.to_string(), v.to_string());
+            assert!(parse_options(&o, "x", 1500).is_err(), "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn ifname_rules() {
+        assert!(validate_ifname("cove0").is_ok());
+        for bad in ["", "a/b", "a b", "a:b", ".", "..", "0123456789abcdef"] {
+            assert!(validate_ifname(bad).is_err(), "{bad:?}");
+        }
+    }
+}
