@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up and run every test: formatting, lints, unit tests and the privileged end-to-end
+# tests (they run the daemon inside fake hosts made of namespaces; root required).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export COVE_PRIVILEGED_TESTS=1
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo nextest run --locked --workspace --no-fail-fast "$@"
