@@ -1,2 +1,162 @@
-//! Kernel effects: network namespaces, netlink, sysctl
+//! Kernel effects: network namespaces, netlink, sysctl.
+//!
+//! The one place where Cove changes the kernel. Planners (`cove-drivers`) describe what
+//! should exist as [`Op`]s; [`Kernel::apply`] creates it (stopping at the first failure and
+//! rolling back), [`Kernel::teardown`] removes it (best effort, "already gone" is done).
+//!
+//! Netlink runs in-process over `rtnetlink`, one socket per network namespace. A socket for
+//! a sandbox netns is opened on a throwaway OS thread that entered the netns; tokio workers
+//! never change namespace. Network namespaces are created without `fork` (a throwaway
+//! thread unshares and bind-mounts its own netns) and torn down by unmounting them, which
+//! lets the kernel reap their links asynchronously.
 #![warn(missing_docs)]
+
+mod error;
+mod handles;
+mod netns;
+mod nl;
+mod ops;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cove_drivers::plan::Op;
+use tracing::{debug, warn};
+
+pub use error::{Cause, KernelError};
+
+use handles::Handles;
+use ops::Outcome;
+
+/// One link as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Link kind (`"bridge"`, `"veth"`, ...); `None` for physical devices and `lo`.
+    pub kind: Option<String>,
+    /// Index of the master device (the bridge a port is enslaved to).
+    pub master: Option<u32>,
+    /// MTU.
+    pub mtu: u32,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+}
+
+/// The kernel executor: rtnetlink connections of the daemon's netns and of sandbox netns.
+/// Cheap to clone (shared inside).
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    inner: Arc<Handles>,
+}
+
+impl Kernel {
+    /// Open the rtnetlink connection of the daemon's own netns (the calling thread's netns;
+    /// called from the daemon's tokio runtime).
+    pub async fn new() -> Result<Kernel, KernelError> {
+        let inner = Handles::new().map_err(|c| KernelError::new("open netlink connection", c))?;
+        Ok(Kernel { inner: Arc::new(inner) })
+    }
+
+    /// Apply `ops` in order. On the first failure, roll back the ops already applied by
+    /// running their [`Op::inverse`]s in reverse order (best effort, failures logged at
+    /// warn), then return the error, with the failing op's Display as context.
+    ///
+    /// An address or route that already exists exactly as asked counts as applied (so a
+    /// reconcile can re-apply a plan), but is not rolled back: Cove did not add it this time.
+    pub async fn apply(&self, ops: &[Op]) -> Result<(), KernelError> {
+        let mut undo: Vec<Op> = Vec::new();
+        for op in ops {
+            debug!("{op}");
+            match ops::exec(&self.inner, op).await {
+                Ok(Outcome::Changed) => undo.extend(op.inverse()),
+                Ok(Outcome::Unchanged) => debug!("already present: {op}"),
+                Err(cause) => {
+                    let err = KernelError::new(op.to_string(), cause);
+                    debug!("failed: {err}; rolling back {} op(s)", undo.len());
+                    for inv in undo.iter().rev() {
+                        debug!("rollback: {inv}");
+                        match ops::exec(&self.inner, inv).await {
+                            Err(c) if !c.is_gone() => warn!("rollback failed: {inv}: {c}"),
+                            _ => {}
+                        }
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Best-effort removal: run every op, keep going past failures; "already gone" (ENODEV,
+    /// ENOENT, ESRCH, EADDRNOTAVAIL, netns path missing) counts as success. Returns every
+    /// real error.
+    pub async fn teardown(&self, ops: &[Op]) -> Vec<KernelError> {
+        let mut errors = Vec::new();
+        for op in ops {
+            debug!("{op}");
+            match ops::exec(&self.inner, op).await {
+                Err(c) if c.is_gone() => debug!("already gone: {op}"),
+                Err(c) => errors.push(KernelError::new(op.to_string(), c)),
+                Ok(_) => {}
+            }
+        }
+        errors
+    }
+
+    /// Create a new network namespace bind-mounted at `path` (parent directory created if
+    /// missing), with `lo` up. No fork: a throwaway thread unshares its netns, bind-mounts
+    /// `/proc/thread-self/ns/net` onto `path`, opens the netlink socket later ops in this
+    /// netns use, and exits. An existing netns at `path` is a conflict (EEXIST); a stale
+    /// plain file there (left by a crash) is reused.
+    pub async fn create_netns(&self, path: &Path) -> Result<(), KernelError> {
+        let ctx = || format!("create netns {}", path.display());
+        debug!("{}", ctx());
+        let (p, rt, dev) = (path.to_owned(), self.inner.runtime().clone(), self.inner.nsfs_dev());
+        let (id, handle) = netns::on_thread(move || {
+            let id = netns::create_here(&p, dev)?;
+            match handles::connect(&rt) {
+                Ok(h) => Ok((id, h)),
+                Err(c) => {
+                    let _ = netns::remove(&p);
+                    Err(c)
+                }
+            }
+        })
+        .await
+        .map_err(|c| KernelError::new(ctx(), c))?;
+        if let Err(c) = ops::set_up(&handle, "lo").await {
+            drop(handle);
+            let _ = netns::remove(path);
+            return Err(KernelError::new(ctx(), c));
+        }
+        self.inner.insert(path, id, handle);
+        Ok(())
+    }
+
+    /// Remove the network namespace mounted at `path`: `umount2(MNT_DETACH)` and remove the
+    /// file; a missing path is fine. The cached netlink handle for it is dropped. This is
+    /// the fast teardown: the kernel reaps the namespace's links (and so the host ends of
+    /// its veth pairs) asynchronously, once nothing else holds the namespace.
+    pub async fn remove_netns(&self, path: &Path) -> Result<(), KernelError> {
+        debug!("remove netns {}", path.display());
+        self.inner.forget(path);
+        netns::remove(path)
+            .map_err(|c| KernelError::new(format!("remove netns {}", path.display()), c))
+    }
+
+    /// Links in the daemon's netns.
+    pub async fn links(&self) -> Result<Vec<LinkInfo>, KernelError> {
+        nl::links(self.inner.host()).await.map_err(|c| KernelError::new("list links", c))
+    }
+
+    /// Destination prefixes of the routes in the daemon's netns main table (IPv4 and IPv6),
+    /// excluding default routes, link-local (fe80::/10) and multicast prefixes, and
+    /// local/broadcast-type routes. Sorted, without duplicates. IPAM uses it to avoid
+    /// subnets the host already routes.
+    pub async fn route_prefixes(&self) -> Result<Vec<ipnet::IpNet>, KernelError> {
+        nl::route_prefixes(self.inner.host()).await.map_err(|c| KernelError::new("list routes", c))
+    }
+}
