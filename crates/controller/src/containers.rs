@@ -160,7 +160,10 @@ impl Controller {
             if net.driver != cove_model::DriverKind::Bridge {
                 return Err(Error::invalid(format!("network {mode_name} cannot be used here")));
             }
-            let s = take_settings(&mut extra, &[mode_name.as_str(), net.id.as_str(), net.name.as_str()]);
+            let s = take_settings(
+                &mut extra,
+                &[mode_name.as_str(), net.id.as_str(), net.name.as_str()],
+            );
             check_endpoint_settings(&net, &s)?;
             networks.push((net.id.clone(), s));
             host_config.network_mode = NetworkMode::Sandbox;
@@ -196,7 +199,11 @@ impl Controller {
             networks,
             state: ContainerState::default(),
         };
-        self.runtime.create_bundle(&bundle_spec(&record, &Self::hosts_for(&st, &record)?, &Self::resolv_for(&st, &record)))?;
+        self.runtime.create_bundle(&bundle_spec(
+            &record,
+            &Self::hosts_for(&st, &record)?,
+            &Self::resolv_for(&st, &record),
+        ))?;
         if let Err(e) = self.save_container(&mut st, record) {
             let _ = self.runtime.remove(&id);
             return Err(e);
@@ -214,11 +221,16 @@ impl Controller {
         }
         let netns = self.setup_sandbox(&mut st, &c).await?;
         let mut started = c.clone();
-        started.state.sandbox_key = netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        started.state.sandbox_key =
+            netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         let result = (|| {
             self.runtime.write_etc_file(&c.id, "hosts", &Self::hosts_for(&st, &started)?)?;
             self.runtime.write_etc_file(&c.id, "resolv.conf", &Self::resolv_for(&st, &started))?;
-            self.runtime.write_etc_file(&c.id, "hostname", &etc_files::hostname_file(&c.config.hostname))?;
+            self.runtime.write_etc_file(
+                &c.id,
+                "hostname",
+                &etc_files::hostname_file(&c.config.hostname),
+            )?;
             let bundle_net = match &c.host_config.network_mode {
                 NetworkMode::Host => None,
                 _ => netns.as_deref(),
@@ -336,7 +348,9 @@ impl Controller {
         if !self.wait_not_running(&id, Some(grace)).await {
             let _ = self.runtime.kill(&id, libc::SIGKILL);
             if !self.wait_not_running(&id, Some(Duration::from_secs(30))).await {
-                return Err(Error::internal(format!("container {reference} did not stop after SIGKILL")));
+                return Err(Error::internal(format!(
+                    "container {reference} did not stop after SIGKILL"
+                )));
             }
         }
         Ok(true)
@@ -491,7 +505,11 @@ pub(crate) fn bundle_spec(c: &ContainerRecord, hosts: &str, resolv: &str) -> Bun
         image_id: c.config.image_id.clone(),
         args,
         env: c.config.env.clone(),
-        cwd: if c.config.working_dir.is_empty() { "/".into() } else { c.config.working_dir.clone() },
+        cwd: if c.config.working_dir.is_empty() {
+            "/".into()
+        } else {
+            c.config.working_dir.clone()
+        },
         hostname: c.config.hostname.clone(),
         domainname: c.config.domainname.clone(),
         hosts: hosts.to_string(),

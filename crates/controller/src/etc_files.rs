@@ -44,20 +44,24 @@ pub(crate) fn parse_extra_hosts(
         .iter()
         .map(|e| {
             // The address may be IPv6 with colons: split at the first ':' (or '=').
-            let (name, ip) = e
-                .split_once(['=', ':'])
-                .ok_or_else(|| Error::invalid(format!("invalid extra host \"{e}\": expected name:ip")))?;
+            let (name, ip) = e.split_once(['=', ':']).ok_or_else(|| {
+                Error::invalid(format!("invalid extra host \"{e}\": expected name:ip"))
+            })?;
             if name.is_empty() {
                 return Err(Error::invalid(format!("invalid extra host \"{e}\": empty name")));
             }
             let ip = ip.trim_start_matches('[').trim_end_matches(']');
             let addr = if ip == "host-gateway" {
                 host_gateway.ok_or_else(|| {
-                    Error::invalid("host-gateway is not available: the default bridge has no gateway")
+                    Error::invalid(
+                        "host-gateway is not available: the default bridge has no gateway",
+                    )
                 })?
             } else {
                 ip.parse().map_err(|_| {
-                    Error::invalid(format!("invalid extra host \"{e}\": \"{ip}\" is not an IP address"))
+                    Error::invalid(format!(
+                        "invalid extra host \"{e}\": \"{ip}\" is not an IP address"
+                    ))
                 })?
             };
             Ok((name.to_string(), addr))
@@ -144,8 +148,11 @@ mod tests {
     #[test]
     fn extra_hosts_parse_v6_and_host_gateway() {
         let gw = Some("172.17.0.1".parse().unwrap());
-        let e = parse_extra_hosts(&["a:2001:db8::1".into(), "b:host-gateway".into(), "c=[::1]".into()], gw)
-            .unwrap();
+        let e = parse_extra_hosts(
+            &["a:2001:db8::1".into(), "b:host-gateway".into(), "c=[::1]".into()],
+            gw,
+        )
+        .unwrap();
         assert_eq!(e[0].1.to_string(), "2001:db8::1");
         assert_eq!(e[1].1.to_string(), "172.17.0.1");
         assert_eq!(e[2].1.to_string(), "::1");
@@ -155,12 +162,17 @@ mod tests {
 
     #[test]
     fn resolv_conf_drops_loopback_and_honours_overrides() {
-        let host = "nameserver 127.0.0.53\nnameserver 198.51.100.53\nsearch corp.example\noptions edns0\n";
+        let host =
+            "nameserver 127.0.0.53\nnameserver 198.51.100.53\nsearch corp.example\noptions edns0\n";
         let r = resolv_conf(host, &DnsSettings::default(), false);
         assert_eq!(r, "search corp.example\nnameserver 198.51.100.53\noptions edns0\n");
         let servers = vec!["203.0.113.1".to_string()];
         let opts = vec!["ndots:2".to_string()];
-        let r = resolv_conf(host, &DnsSettings { servers: &servers, search: &[], options: &opts }, false);
+        let r = resolv_conf(
+            host,
+            &DnsSettings { servers: &servers, search: &[], options: &opts },
+            false,
+        );
         assert_eq!(r, "search corp.example\nnameserver 203.0.113.1\noptions ndots:2\n");
         let r = resolv_conf("nameserver 127.0.0.1\n", &DnsSettings::default(), false);
         assert_eq!(r, "nameserver 8.8.8.8\nnameserver 8.8.4.4\n");

@@ -42,14 +42,15 @@ pub(crate) struct ExecTable {
 
 impl crate::Controller {
     /// Create an exec instance in a running container; returns its id.
-    pub async fn exec_create(&self, container: &str, req: ExecRequest) -> cove_model::Result<String> {
+    pub async fn exec_create(
+        &self,
+        container: &str,
+        req: ExecRequest,
+    ) -> cove_model::Result<String> {
         let st = self.state.lock().await;
         let c = st.container(container)?;
         if c.state.status != cove_model::Status::Running {
-            return Err(cove_model::Error::conflict(format!(
-                "container {} is not running",
-                c.id
-            )));
+            return Err(cove_model::Error::conflict(format!("container {} is not running", c.id)));
         }
         if req.cmd.is_empty() {
             return Err(cove_model::Error::invalid("no exec command specified"));

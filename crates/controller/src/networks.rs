@@ -125,8 +125,10 @@ impl Controller {
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("br-{}", cove_model::short_id(&id)));
             let opts = bridge::parse_options(&req.options, &default_name, self.cfg.mtu)?;
-            if let Some(other) =
-                st.networks.values().find(|n| n.bridge.as_ref().is_some_and(|b| b.name == opts.name))
+            if let Some(other) = st
+                .networks
+                .values()
+                .find(|n| n.bridge.as_ref().is_some_and(|b| b.name == opts.name))
             {
                 return Err(Error::conflict(format!(
                     "bridge name {} is already used by network {}",
@@ -208,7 +210,8 @@ impl Controller {
             .endpoints_of_network(&net.id)
             .into_iter()
             .map(|e| {
-                let name = st.containers.get(&e.container_id).map(|c| c.name.clone()).unwrap_or_default();
+                let name =
+                    st.containers.get(&e.container_id).map(|c| c.name.clone()).unwrap_or_default();
                 (e.clone(), name)
             })
             .collect();
@@ -245,7 +248,8 @@ impl Controller {
         if net.driver == DriverKind::Bridge {
             let errors = self.kernel.teardown(&bridge::network_teardown_ops(&net)?).await;
             if !errors.is_empty() {
-                let msgs: Vec<String> = errors.into_iter().map(|e| Error::from(e).message).collect();
+                let msgs: Vec<String> =
+                    errors.into_iter().map(|e| Error::from(e).message).collect();
                 return Err(Error::internal(format!(
                     "remove network {}: {}",
                     net.name,
@@ -293,7 +297,9 @@ impl Controller {
             .values()
             .filter(|n| !n.builtin && select(n))
             .filter(|n| st.endpoints_of_network(&n.id).is_empty())
-            .filter(|n| !st.containers.values().any(|c| c.networks.iter().any(|(id, _)| *id == n.id)))
+            .filter(|n| {
+                !st.containers.values().any(|c| c.networks.iter().any(|(id, _)| *id == n.id))
+            })
             .map(|n| (n.id.clone(), n.name.clone()))
             .collect();
         let mut removed = vec![];
@@ -349,7 +355,12 @@ impl Controller {
     }
 
     /// Disconnect a container from a network.
-    pub async fn network_disconnect(&self, network: &str, container: &str, force: bool) -> Result<()> {
+    pub async fn network_disconnect(
+        &self,
+        network: &str,
+        container: &str,
+        force: bool,
+    ) -> Result<()> {
         let _ = force;
         let mut st = self.state.lock().await;
         let net = st.network(network)?.clone();

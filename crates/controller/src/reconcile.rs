@@ -116,7 +116,7 @@ impl Controller {
         for (req, device) in builtin_requests(self.cfg.bip, self.cfg.fixed_cidr) {
             if let Some(existing) = st.networks.values().find(|n| n.name == req.name) {
                 if let (Some(bip), Some(pool)) = (self.cfg.bip, existing.pool_v4()) {
-                    if pool.subnet != bip.trunc().into() {
+                    if pool.subnet != bip.trunc() {
                         warn!(
                             network = %existing.name,
                             subnet = %pool.subnet,

@@ -60,10 +60,12 @@ fn allocate_endpoint(
         aliases: settings.aliases.clone(),
     };
     if let Some(pool) = net.pool_v4() {
-        let state = st
-            .pool_mut(&net.id, false)
-            .ok_or_else(|| Error::internal(format!("network {} has no IPv4 pool state", net.name)))?;
-        let addr = state.request(settings.ipv4_address).map_err(|e| e.context(format!("network {}", net.name)))?;
+        let state = st.pool_mut(&net.id, false).ok_or_else(|| {
+            Error::internal(format!("network {} has no IPv4 pool state", net.name))
+        })?;
+        let addr = state
+            .request(settings.ipv4_address)
+            .map_err(|e| e.context(format!("network {}", net.name)))?;
         let IpAddr::V4(a) = addr else { unreachable!("the IPv4 pool returns IPv4 addresses") };
         ep.ipv4 = Some(ipnet::Ipv4Net::new(a, pool.subnet.prefix_len()).expect("valid prefix"));
         ep.gateway4 = pool.gateway.and_then(|g| match g {
@@ -121,9 +123,10 @@ impl Controller {
         match &c.host_config.network_mode {
             NetworkMode::Host => return Ok(None),
             NetworkMode::Container(target) => {
-                let t = st.containers.get(target).ok_or_else(|| {
-                    Error::not_found(format!("No such container: {target}"))
-                })?;
+                let t = st
+                    .containers
+                    .get(target)
+                    .ok_or_else(|| Error::not_found(format!("No such container: {target}")))?;
                 if t.state.status != cove_model::Status::Running || t.state.sandbox_key.is_empty() {
                     return Err(Error::conflict(format!(
                         "cannot join network namespace of a non running container: {}",
@@ -321,7 +324,8 @@ impl Controller {
 
     /// Generate `/etc/hosts` for a container.
     pub(crate) fn hosts_for(st: &State, c: &ContainerRecord) -> Result<String> {
-        let extra = etc_files::parse_extra_hosts(&c.host_config.extra_hosts, Self::host_gateway(st))?;
+        let extra =
+            etc_files::parse_extra_hosts(&c.host_config.extra_hosts, Self::host_gateway(st))?;
         // Containers sharing another's stack list that container's addresses.
         let owner = match &c.host_config.network_mode {
             NetworkMode::Container(t) => t.as_str(),

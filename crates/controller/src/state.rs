@@ -29,7 +29,8 @@ impl State {
         };
         for net in s.networks.values() {
             for pool in &net.ipam {
-                s.pools.insert((net.id.clone(), pool.subnet.addr().is_ipv6()), PoolState::new(pool));
+                s.pools
+                    .insert((net.id.clone(), pool.subnet.addr().is_ipv6()), PoolState::new(pool));
             }
         }
         for ep in s.endpoints.values() {

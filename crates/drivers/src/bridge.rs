@@ -35,7 +35,10 @@ pub fn validate_ifname(name: &str) -> Result<()> {
             "invalid bridge name \"{name}\": must be 1 to {MAX_IFNAME} bytes long"
         )));
     }
-    if name == "." || name == ".." || name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b < 0x21 || b > 0x7e) {
+    if name == "."
+        || name == ".."
+        || name.bytes().any(|b| b == b'/' || b == b':' || !(0x21..=0x7e).contains(&b))
+    {
         return Err(Error::invalid(format!(
             "invalid bridge name \"{name}\": must not contain '/', ':', whitespace or control characters"
         )));
@@ -47,7 +50,9 @@ fn parse_bool(key: &str, value: &str) -> Result<bool> {
     match value {
         "true" | "1" | "True" | "TRUE" => Ok(true),
         "false" | "0" | "False" | "FALSE" => Ok(false),
-        _ => Err(Error::invalid(format!("invalid value \"{value}\" for option {key}: expected true or false"))),
+        _ => Err(Error::invalid(format!(
+            "invalid value \"{value}\" for option {key}: expected true or false"
+        ))),
     }
 }
 
@@ -72,7 +77,9 @@ pub fn parse_options(
             keys::MASQUERADE => o.enable_ip_masquerade = parse_bool(key, value)?,
             keys::HOST_BINDING_IPV4 => {
                 let ip: IpAddr = value.parse().map_err(|_| {
-                    Error::invalid(format!("invalid value \"{value}\" for option {key}: expected an IP address"))
+                    Error::invalid(format!(
+                        "invalid value \"{value}\" for option {key}: expected an IP address"
+                    ))
                 })?;
                 o.host_binding_ipv4 = Some(ip);
             }
@@ -85,16 +92,14 @@ pub fn parse_options(
             keys::DEFAULT_BRIDGE => {
                 parse_bool(key, value)?;
             }
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown option \"{other}\" for the bridge driver (supported: {}, {}, {}, {}, {})",
-                    keys::NAME,
-                    keys::ICC,
-                    keys::MASQUERADE,
-                    keys::HOST_BINDING_IPV4,
-                    keys::MTU
-                )))
-            }
+            other => return Err(Error::invalid(format!(
+                "unknown option \"{other}\" for the bridge driver (supported: {}, {}, {}, {}, {})",
+                keys::NAME,
+                keys::ICC,
+                keys::MASQUERADE,
+                keys::HOST_BINDING_IPV4,
+                keys::MTU
+            ))),
         }
     }
     validate_ifname(&o.name)?;
@@ -123,7 +128,11 @@ pub fn network_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
     });
     for pool in &net.ipam {
         if let Some(gw) = pool.gateway {
-            ops.push(Op::AddAddress { netns: Netns::Host, link: b.name.clone(), addr: gateway_net(pool.subnet, gw) });
+            ops.push(Op::AddAddress {
+                netns: Netns::Host,
+                link: b.name.clone(),
+                addr: gateway_net(pool.subnet, gw),
+            });
         }
     }
     ops.push(Op::SetUp { netns: Netns::Host, link: b.name.clone() });
@@ -159,10 +168,18 @@ pub fn join_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Resul
         });
     }
     if let Some(v4) = ep.ipv4 {
-        ops.push(Op::AddAddress { netns: sb.clone(), link: ep.ifname.clone(), addr: IpNet::V4(v4) });
+        ops.push(Op::AddAddress {
+            netns: sb.clone(),
+            link: ep.ifname.clone(),
+            addr: IpNet::V4(v4),
+        });
     }
     if let Some(v6) = ep.ipv6 {
-        ops.push(Op::AddAddress { netns: sb.clone(), link: ep.ifname.clone(), addr: IpNet::V6(v6) });
+        ops.push(Op::AddAddress {
+            netns: sb.clone(),
+            link: ep.ifname.clone(),
+            addr: IpNet::V6(v6),
+        });
     }
     ops.push(Op::SetUp { netns: sb, link: ep.ifname.clone() });
     Ok(ops)
@@ -280,7 +297,8 @@ mod tests {
 
     #[test]
     fn join_plan_creates_peer_in_sandbox_and_disables_v6() {
-        let got = render(&join_ops(&net(false, false), &ep(), Path::new("/run/cove/netns/c")).unwrap());
+        let got =
+            render(&join_ops(&net(false, false), &ep(), Path::new("/run/cove/netns/c")).unwrap());
         assert_eq!(
             got,
             "create veth cv0123456789ab (master br-nnnnnnnnnnnn) peer eth0 in /run/cove/netns/c mac 02:42:ac:12:00:02 mtu 1500\n\
@@ -310,7 +328,11 @@ mod tests {
 
         o.insert("com.docker.network.bridge.nope".into(), "1".into());
         let e = parse_options(&o, "x", 1500).unwrap_err();
-        assert!(e.message.contains("unknown option \"com.docker.network.bridge.nope\""), "{}", e.message);
+        assert!(
+            e.message.contains("unknown option \"com.docker.network.bridge.nope\""),
+            "{}",
+            e.message
+        );
 
         let mut o = BTreeMap::new();
         o.insert(keys::NAME.to_string(), "a-very-long-bridge-name".to_string());
