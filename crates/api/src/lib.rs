@@ -1,2 +1,347 @@
-//! Docker Engine API routes over the controller; error kind to HTTP status
+//! Docker Engine API routes over the controller; error kind to HTTP status.
+//!
+//! The API **is** the Docker Engine API (shapes of versions 1.41 to 1.50), so the real
+//! `docker` CLI and Docker SDKs work against Cove, and `cove` the CLI is a client of the same
+//! routes. Every handler decodes Docker's JSON into a typed controller request, calls the
+//! controller, and encodes the result in Docker's JSON shape (see [`encode`]).
+//!
+//! Errors are always JSON `{"message": "..."}` with the status [`status_of`] gives the
+//! error's kind; unknown routes answer 501 with the same body.
 #![warn(missing_docs)]
+
+mod attach;
+mod containers;
+mod create;
+pub mod encode;
+mod exec;
+mod filters;
+mod hijack;
+mod images;
+mod json;
+mod networks;
+mod prefix;
+mod signal;
+mod stream;
+mod system;
+#[cfg(test)]
+mod testutil;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, head, post};
+use axum::Router;
+use cove_controller::SharedController;
+use cove_model::ErrorKind;
+use tower::Layer;
+
+pub use prefix::strip_version;
+
+/// The API version Cove speaks (the newest whose shapes it follows).
+pub const API_VERSION: &str = "1.50";
+/// The oldest API version whose clients Cove serves.
+pub const MIN_API_VERSION: &str = "1.41";
+/// Cove's version, as `GET /version` reports it.
+pub const VERSION: &str = "0.1.0-cove";
+
+/// Body limit of JSON requests.
+pub(crate) const JSON_LIMIT: usize = 16 << 20;
+/// Body limit of image imports and loads.
+pub(crate) const IMAGE_LIMIT: usize = 2 << 30;
+
+/// How long [`serve`] waits for open connections after `shutdown` before it returns.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Map an error kind to an HTTP status. The one place this mapping lives.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error answer: a status and Docker's `{"message": ...}` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The message (lowercase, naming the object and the problem).
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+    /// A 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    /// A 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<cove_model::Error> for ApiError {
+    fn from(e: cove_model::Error) -> Self {
+        Self::new(status_of(e.kind), e.message)
+    }
+}
+
+/// The message of an error response, kept for the request log.
+#[derive(Debug, Clone)]
+struct ErrorNote(String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = json::error_response(self.status, &self.message);
+        r.extensions_mut().insert(ErrorNote(self.message));
+        r
+    }
+}
+
+/// Handler result.
+pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
+
+/// What every handler gets: the controller, and a signal that ends long streams (logs,
+/// events, waits) when the server shuts down.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) ctl: SharedController,
+    pub(crate) shutdown: stream::Shutdown,
+    /// Containers started through this API (the reference as given), so waiters look at
+    /// them at once instead of at their next poll.
+    pub(crate) started: tokio::sync::broadcast::Sender<String>,
+}
+
+impl AppState {
+    fn new(ctl: SharedController, shutdown: stream::Shutdown) -> Self {
+        Self { ctl, shutdown, started: tokio::sync::broadcast::channel(64).0 }
+    }
+}
+
+/// The router over a shared controller: any `/vX.Y` prefix is stripped before routing, every
+/// response carries `Api-Version`, and every request is logged (method, path, status,
+/// duration). Serve it with `axum::serve(listener, app(ctl))`.
+pub fn app(ctl: SharedController) -> Router {
+    build(AppState::new(ctl, stream::Shutdown::never()))
+}
+
+/// Serve on an already-bound unix listener until `shutdown` resolves, then stop accepting,
+/// end long-running streams, and let in-flight requests finish (for at most a few seconds).
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    ctl: SharedController,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (trigger, signal) = stream::Shutdown::new();
+    let app = build(AppState::new(ctl, signal.clone()));
+    let graceful = async move {
+        shutdown.await;
+        trigger.fire();
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let mut after = signal;
+    tokio::select! {
+        r = server => r,
+        _ = async { after.wait().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!("api: connections still open {SHUTDOWN_GRACE:?} after shutdown; closing");
+            Ok(())
+        }
+    }
+}
+
+fn build(state: AppState) -> Router {
+    wrap(route_table().with_state(state))
+}
+
+/// Strip the version prefix before `inner` routes; log and add headers around it all.
+fn wrap(inner: Router) -> Router {
+    let stripped = tower::util::MapRequestLayer::new(strip_version).layer(inner);
+    Router::new().fallback_service(stripped).layer(axum::middleware::from_fn(log_and_headers))
+}
+
+fn route_table() -> Router<AppState> {
+    Router::new()
+        .route("/_ping", get(system::ping).head(system::ping))
+        .route("/version", get(system::version))
+        .route("/info", get(system::info))
+        .route("/events", get(system::events))
+        .route("/networks", get(networks::list))
+        .route("/networks/", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route("/networks/{id}", get(networks::inspect).delete(networks::remove))
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::disconnect))
+        .route("/containers/json", get(containers::list))
+        .route("/containers/create", post(containers::create))
+        .route("/containers/{id}/json", get(containers::inspect))
+        .route("/containers/{id}/start", post(containers::start))
+        .route("/containers/{id}/stop", post(containers::stop))
+        .route("/containers/{id}/restart", post(containers::restart))
+        .route("/containers/{id}/kill", post(containers::kill))
+        .route("/containers/{id}/wait", post(containers::wait))
+        .route("/containers/{id}/logs", get(containers::logs))
+        .route("/containers/{id}/attach", post(containers::attach))
+        .route("/containers/{id}/resize", post(containers::resize))
+        .route("/containers/{id}/top", get(containers::top))
+        .route("/containers/{id}", delete(containers::remove))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/resize", post(containers::resize))
+        .route("/exec/{id}/json", get(exec::inspect))
+        .route("/images/json", get(images::list))
+        .route("/images/create", post(images::create))
+        .route("/images/load", post(images::load))
+        .route("/images/{*rest}", get(images::get_rest).delete(images::remove))
+        .route("/session", head(unsupported).post(unsupported))
+        .fallback(unsupported)
+        .method_not_allowed_fallback(unsupported)
+}
+
+/// Unknown routes: 501 with a JSON message naming the route.
+async fn unsupported(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        format!("route {method} {} is not supported by cove", uri.path()),
+    )
+}
+
+/// One log line per request, and `Api-Version` (plus Docker's `Server`) on every response.
+async fn log_and_headers(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    headers.insert("api-version", HeaderValue::from_static(API_VERSION));
+    headers.entry("server").or_insert(HeaderValue::from_static(concat!(
+        "Cove/",
+        env!("CARGO_PKG_VERSION"),
+        " (linux)"
+    )));
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let status = resp.status().as_u16();
+    match resp.extensions_mut().remove::<ErrorNote>() {
+        Some(ErrorNote(error)) => tracing::info!(
+            method = %method,
+            path = %path,
+            status,
+            duration_ms = format_args!("{ms:.3}"),
+            error = %error,
+            "api request"
+        ),
+        None => tracing::info!(
+            method = %method,
+            path = %path,
+            status,
+            duration_ms = format_args!("{ms:.3}"),
+            "api request"
+        ),
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[test]
+    fn route_table_has_no_conflicts() {
+        // Building the table panics on overlapping routes.
+        let _ = route_table();
+    }
+
+    #[tokio::test]
+    async fn prefix_is_stripped_before_routing_and_headers_are_added() {
+        async fn path(uri: axum::http::Uri) -> String {
+            uri.to_string()
+        }
+        let inner = Router::new()
+            .route("/_ping", get(system::ping).head(system::ping))
+            .route("/networks", get(path))
+            .route("/images/json", get(|| async { "list" }))
+            .route("/images/create", post(|| async { "create" }))
+            .route(
+                "/images/{*rest}",
+                get(|json::Id(rest): json::Id| async move { format!("rest={rest}") }),
+            )
+            .fallback(unsupported)
+            .method_not_allowed_fallback(unsupported);
+        let app = wrap(inner);
+        let (st, h, body) = call(&app, "GET", "/v1.50/networks?filters=x").await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(body, "/networks?filters=x");
+        assert_eq!(h["api-version"], API_VERSION);
+        let (st, _, body) = call(&app, "GET", "/networks").await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, "/networks"));
+
+        let (st, h, body) = call(&app, "HEAD", "/v1.41/_ping").await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(h["ostype"], "linux");
+        assert!(body.is_empty());
+        let (st, _, body) = call(&app, "GET", "/_ping").await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, "OK"));
+
+        let (st, h, body) = call(&app, "GET", "/v1.50/foo/bar").await;
+        assert_eq!(st, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(h["api-version"], API_VERSION);
+        assert_eq!(h["content-type"], "application/json");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["message"], "route GET /foo/bar is not supported by cove");
+
+        let (_, _, body) = call(&app, "GET", "/v1.50/images/json").await;
+        assert_eq!(body, "list");
+        let (_, _, body) = call(&app, "GET", "/v1.50/images/localhost:5000/a/b:v1/json").await;
+        assert_eq!(body, "rest=localhost:5000/a/b:v1/json");
+        let (st, _, body) = call(&app, "DELETE", "/v1.50/images/json").await;
+        assert_eq!(st, StatusCode::NOT_IMPLEMENTED);
+        assert!(body.contains("route DELETE /images/json is not supported"), "{body}");
+    }
+
+    #[test]
+    fn status_mapping() {
+        let cases = [
+            (ErrorKind::InvalidInput, 400),
+            (ErrorKind::NotFound, 404),
+            (ErrorKind::Conflict, 409),
+            (ErrorKind::Forbidden, 403),
+            (ErrorKind::Unavailable, 503),
+            (ErrorKind::NotImplemented, 501),
+            (ErrorKind::Internal, 500),
+        ];
+        for (kind, code) in cases {
+            assert_eq!(status_of(kind).as_u16(), code, "{kind:?}");
+        }
+        let e: ApiError = cove_model::Error::conflict("network with name x already exists").into();
+        assert_eq!(e.status, StatusCode::CONFLICT);
+        assert_eq!(e.message, "network with name x already exists");
+    }
+}

@@ -23,6 +23,25 @@ const NAMES: &[&str] = &[
     "perlman", "postel", "ritchie", "shannon", "thompson", "torvalds", "turing",
 ];
 
+/// Docker's `wait` conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    /// Return at once if not running, else at the next exit.
+    NotRunning,
+    /// Return at the next exit, even if not running now.
+    NextExit,
+    /// Return when the container is removed.
+    Removed,
+}
+
+/// A container exited (and maybe was removed), or was removed.
+#[derive(Debug, Clone)]
+pub(crate) struct ExitEvent {
+    id: String,
+    code: i32,
+    removed: bool,
+}
+
 /// A Docker-style `adjective_name`, unique among existing containers.
 fn generate_name(st: &State) -> String {
     loop {
@@ -290,9 +309,12 @@ impl Controller {
         ended.state.sandbox_key.clear();
         info!(container = %c.name, code, "container exited");
         if c.host_config.auto_remove {
-            self.delete_container(&mut st, &c);
-        } else if let Err(e) = self.save_container(&mut st, ended) {
-            warn!(container = %c.name, error = %e, "could not record exit");
+            self.delete_container(&mut st, &ended);
+        } else {
+            if let Err(e) = self.save_container(&mut st, ended) {
+                warn!(container = %c.name, error = %e, "could not record exit");
+            }
+            let _ = self.exits.send(ExitEvent { id: id.to_string(), code, removed: false });
         }
     }
 
@@ -307,6 +329,11 @@ impl Controller {
             warn!(container = %c.name, error = %e, "could not remove container files");
         }
         st.containers.remove(&c.id);
+        let _ = self.exits.send(ExitEvent {
+            id: c.id.clone(),
+            code: c.state.exit_code,
+            removed: true,
+        });
         info!(container = %c.name, "container removed");
     }
 
@@ -414,9 +441,46 @@ impl Controller {
 
     /// Wait until the container is not running; its exit code.
     pub async fn container_wait(&self, reference: &str) -> Result<i32> {
-        let id = self.state.lock().await.container_id(reference)?;
-        self.wait_not_running(&id, None).await;
-        Ok(self.status_of(&id).await.map(|(_, code)| code).unwrap_or(0))
+        self.container_wait_until(reference, WaitCondition::NotRunning).await
+    }
+
+    /// Wait for `condition`; the exit code of the run that ended.
+    pub async fn container_wait_until(
+        &self,
+        reference: &str,
+        condition: WaitCondition,
+    ) -> Result<i32> {
+        let (id, mut events) = {
+            let st = self.state.lock().await;
+            let c = st.container(reference)?;
+            if condition == WaitCondition::NotRunning && c.state.status != Status::Running {
+                return Ok(c.state.exit_code);
+            }
+            (c.id.clone(), self.exits.subscribe())
+        };
+        loop {
+            match events.recv().await {
+                Ok(ev) if ev.id == id && (ev.removed || condition != WaitCondition::Removed) => {
+                    return Ok(ev.code)
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Missed events: fall back to the record.
+                    let st = self.state.lock().await;
+                    match st.containers.get(&id) {
+                        None if condition == WaitCondition::Removed => return Ok(0),
+                        None => return Err(Error::not_found(format!("No such container: {reference}"))),
+                        Some(c) if c.state.status != Status::Running && condition == WaitCondition::NotRunning => {
+                            return Ok(c.state.exit_code)
+                        }
+                        Some(_) => events = self.exits.subscribe(),
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(Error::unavailable("daemon is shutting down"))
+                }
+            }
+        }
     }
 
     fn container_view(st: &State, c: &ContainerRecord) -> ContainerView {

@@ -15,6 +15,7 @@ mod state;
 mod views;
 
 pub use config::ControllerConfig;
+pub use containers::WaitCondition;
 pub use cove_runtime::{ImageInfo, LogEntry, Stream};
 pub use exec::{ExecRequest, ExecView};
 pub use views::{ContainerCreate, ContainerView, IpamConfigRequest, NetworkCreate, NetworkView};
@@ -38,6 +39,9 @@ pub struct Controller {
     execs: std::sync::Mutex<exec::ExecTable>,
     /// A weak handle to itself, for background tasks (container monitors).
     me: OnceLock<Weak<Controller>>,
+    /// Container exits and removals, for `wait` conditions. Sent with the state lock held,
+    /// so a waiter that subscribes under the lock cannot miss one.
+    exits: tokio::sync::broadcast::Sender<containers::ExitEvent>,
 }
 
 /// Shared handle to the controller.
@@ -66,6 +70,7 @@ impl Controller {
             state: Mutex::new(state),
             execs: std::sync::Mutex::new(exec::ExecTable::default()),
             me: OnceLock::new(),
+            exits: tokio::sync::broadcast::channel(1024).0,
         });
         let _ = ctl.me.set(Arc::downgrade(&ctl));
         {

@@ -25,7 +25,9 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Whether `s` could be a full id or an id prefix (non-empty lowercase hex, at most 64).
 pub fn looks_like_id_prefix(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Validate an object name the way Docker does for containers: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.

@@ -213,7 +213,9 @@ mod tests {
 
     #[test]
     fn mac_parse_rejects_bad_input() {
-        for bad in ["", "zz:42:ac:11:00:02", "01:00:5e:00:00:01", "00:00:00:00:00:00", "02:42:ac:11:00"] {
+        for bad in
+            ["", "zz:42:ac:11:00:02", "01:00:5e:00:00:01", "00:00:00:00:00:00", "02:42:ac:11:00"]
+        {
             assert!(MacAddr::parse(bad).is_err(), "{bad}");
         }
         assert!(MacAddr::random().0[0] & 0x03 == 0x02);

@@ -1,0 +1,272 @@
+//! `POST /containers/create`: Docker's body to the controller's [`ContainerCreate`].
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use cove_controller::ContainerCreate;
+use cove_model::{ContainerConfig, EndpointSettings, HostConfig, NetworkMode, PortBinding};
+use serde::Deserialize;
+
+use crate::json::{nullable, str_or_vec};
+use crate::networks::{endpoint_settings, parse_mac, EndpointBody};
+use crate::ApiError;
+
+/// The create body (`ContainerConfig` + `HostConfig` + `NetworkingConfig`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct CreateBody {
+    #[serde(default, deserialize_with = "nullable")]
+    hostname: String,
+    #[serde(default, deserialize_with = "nullable")]
+    domainname: String,
+    #[serde(default, deserialize_with = "nullable")]
+    env: Vec<String>,
+    #[serde(default, deserialize_with = "str_or_vec")]
+    cmd: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "str_or_vec")]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    image: String,
+    #[serde(default, deserialize_with = "nullable")]
+    working_dir: String,
+    #[serde(default, deserialize_with = "nullable")]
+    labels: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "nullable")]
+    exposed_ports: BTreeMap<String, serde_json::Value>,
+    #[serde(default, deserialize_with = "nullable")]
+    tty: bool,
+    #[serde(default, deserialize_with = "nullable")]
+    open_stdin: bool,
+    #[serde(default, deserialize_with = "nullable")]
+    mac_address: String,
+    #[serde(default, deserialize_with = "nullable")]
+    network_disabled: bool,
+    #[serde(default, deserialize_with = "nullable")]
+    host_config: HostConfigBody,
+    #[serde(default, deserialize_with = "nullable")]
+    networking_config: NetworkingConfigBody,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HostConfigBody {
+    #[serde(default, deserialize_with = "nullable")]
+    network_mode: String,
+    #[serde(default, deserialize_with = "nullable")]
+    dns: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    dns_search: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    dns_options: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    extra_hosts: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    auto_remove: bool,
+    #[serde(default, deserialize_with = "nullable")]
+    port_bindings: BTreeMap<String, Option<Vec<HostPortBody>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    publish_all_ports: bool,
+    #[serde(default, deserialize_with = "nullable")]
+    links: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HostPortBody {
+    #[serde(default, deserialize_with = "nullable")]
+    host_ip: String,
+    #[serde(default, deserialize_with = "nullable")]
+    host_port: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NetworkingConfigBody {
+    #[serde(default, deserialize_with = "nullable")]
+    endpoints_config: BTreeMap<String, Option<EndpointBody>>,
+}
+
+/// A port key (`80/tcp`, `53/udp`, `80`): port and protocol.
+pub(crate) fn parse_port_key(key: &str) -> Result<(u16, String), ApiError> {
+    let bad = |why: &str| ApiError::bad_request(format!("invalid port \"{key}\": {why}"));
+    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(bad("protocol must be tcp, udp or sctp"));
+    }
+    if port.contains('-') {
+        return Err(bad("port ranges must be expanded by the client"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((p, proto)),
+        _ => Err(bad("not a port number between 1 and 65535")),
+    }
+}
+
+fn parse_binding(
+    port: u16,
+    proto: &str,
+    key: &str,
+    b: &HostPortBody,
+) -> Result<PortBinding, ApiError> {
+    let host_ip = match b.host_ip.trim() {
+        "" => None,
+        ip => Some(ip.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().map_err(
+            |_| {
+                ApiError::bad_request(format!(
+                    "invalid host IP \"{ip}\" in the port binding of {key}"
+                ))
+            },
+        )?),
+    };
+    let host_port = match b.host_port.trim() {
+        "" => 0,
+        p if p.contains('-') => {
+            return Err(ApiError::bad_request(format!(
+                "host port range \"{p}\" in the port binding of {key} is not supported by cove: give one port"
+            )))
+        }
+        p => p.parse::<u16>().map_err(|_| {
+            ApiError::bad_request(format!("invalid host port \"{p}\" in the port binding of {key}"))
+        })?,
+    };
+    Ok(PortBinding { container_port: port, protocol: proto.to_owned(), host_ip, host_port })
+}
+
+fn port_bindings(h: &HostConfigBody) -> Result<Vec<PortBinding>, ApiError> {
+    let mut out = vec![];
+    for (key, list) in &h.port_bindings {
+        let (port, proto) = parse_port_key(key)?;
+        match list.as_deref() {
+            // An empty list publishes on an ephemeral port (Docker before API 1.52).
+            None | Some([]) => {
+                out.push(parse_binding(port, &proto, key, &HostPortBody::default())?)
+            }
+            Some(list) => {
+                for b in list {
+                    out.push(parse_binding(port, &proto, key, b)?);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `HostConfig.NetworkMode` to the record's mode and the name as shown.
+pub(crate) fn network_mode(raw: &str) -> Result<(NetworkMode, String), ApiError> {
+    let name = match raw.trim() {
+        "" | "default" => "bridge",
+        m => m,
+    };
+    let mode = match name {
+        "host" => NetworkMode::Host,
+        "none" => NetworkMode::None,
+        m => match m.strip_prefix("container:") {
+            Some("") => {
+                return Err(ApiError::bad_request(
+                    "invalid network mode \"container:\": no container named",
+                ))
+            }
+            Some(target) => NetworkMode::Container(target.to_owned()),
+            None => NetworkMode::Sandbox,
+        },
+    };
+    Ok((mode, name.to_owned()))
+}
+
+/// Decode the body of `POST /containers/create?name=`.
+pub(crate) fn create_request(
+    name: Option<&str>,
+    b: CreateBody,
+) -> Result<ContainerCreate, ApiError> {
+    let image = b.image.trim().to_owned();
+    if image.is_empty() {
+        return Err(ApiError::bad_request("no image specified (field Image is empty)"));
+    }
+    let name =
+        name.map(|n| n.trim().trim_start_matches('/')).filter(|n| !n.is_empty()).map(str::to_owned);
+    let mut exposed_ports = vec![];
+    for key in b.exposed_ports.keys() {
+        let (p, proto) = parse_port_key(key)?;
+        let k = format!("{p}/{proto}");
+        if !exposed_ports.contains(&k) {
+            exposed_ports.push(k);
+        }
+    }
+    let h = &b.host_config;
+    let (mode, mode_name) = if b.network_disabled {
+        (NetworkMode::None, "none".to_owned())
+    } else {
+        network_mode(&h.network_mode)?
+    };
+    let mut endpoints: Vec<(String, EndpointSettings)> = vec![];
+    for (net, body) in &b.networking_config.endpoints_config {
+        let settings = body
+            .as_ref()
+            .map_or_else(|| Ok(EndpointSettings::default()), endpoint_settings)
+            .map_err(|e| ApiError::bad_request(format!("network {net}: {}", e.message)))?;
+        // The CLI keys the default network's settings "default" when no --network is given.
+        let net = if net == "default" { "bridge" } else { net.as_str() };
+        if endpoints.iter().any(|(n, _)| n == net) {
+            return Err(ApiError::bad_request(format!(
+                "network {net} appears twice in NetworkingConfig.EndpointsConfig"
+            )));
+        }
+        endpoints.push((net.to_owned(), settings));
+    }
+    // The network the mode names goes first, as Docker connects it first.
+    if let Some(i) = endpoints.iter().position(|(n, _)| *n == mode_name) {
+        let first = endpoints.remove(i);
+        endpoints.insert(0, first);
+    }
+    if let Some(mac) = parse_mac(&b.mac_address)? {
+        if mode != NetworkMode::Sandbox {
+            return Err(ApiError::bad_request(format!(
+                "conflicting options: mac-address and the network mode \"{mode_name}\""
+            )));
+        }
+        match endpoints.iter_mut().find(|(n, _)| *n == mode_name) {
+            Some((_, s)) => {
+                s.mac_address.get_or_insert(mac);
+            }
+            None => endpoints.insert(
+                0,
+                (
+                    mode_name.clone(),
+                    EndpointSettings { mac_address: Some(mac), ..Default::default() },
+                ),
+            ),
+        }
+    }
+    let config = ContainerConfig {
+        image_id: String::new(),
+        image,
+        entrypoint: b.entrypoint.unwrap_or_default(),
+        cmd: b.cmd.unwrap_or_default(),
+        env: b.env,
+        working_dir: b.working_dir,
+        hostname: b.hostname,
+        domainname: b.domainname,
+        labels: b.labels,
+        tty: b.tty,
+        open_stdin: b.open_stdin,
+        exposed_ports,
+    };
+    let host_config = HostConfig {
+        port_bindings: port_bindings(h)?,
+        network_mode: mode,
+        network_mode_name: mode_name,
+        dns: h.dns.clone(),
+        dns_search: h.dns_search.clone(),
+        dns_options: h.dns_options.clone(),
+        extra_hosts: h.extra_hosts.clone(),
+        auto_remove: h.auto_remove,
+        publish_all_ports: h.publish_all_ports,
+        links: h.links.clone(),
+    };
+    Ok(ContainerCreate { name, config, host_config, endpoints })
+}
+
+#[cfg(test)]
+#[path = "create_tests.rs"]
+mod tests;

@@ -1,0 +1,137 @@
+//! Docker's network object (`GET /networks`, `GET /networks/{id}`).
+
+use std::collections::BTreeMap;
+
+use cove_controller::NetworkView;
+use cove_model::{EndpointRecord, IpamPool, NetworkRecord};
+use serde::Serialize;
+
+/// `Network` / `NetworkInspect`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Network {
+    pub(crate) name: String,
+    pub(crate) id: String,
+    pub(crate) created: String,
+    pub(crate) scope: &'static str,
+    pub(crate) driver: &'static str,
+    #[serde(rename = "EnableIPv4")]
+    pub(crate) enable_ipv4: bool,
+    #[serde(rename = "EnableIPv6")]
+    pub(crate) enable_ipv6: bool,
+    #[serde(rename = "IPAM")]
+    pub(crate) ipam: Ipam,
+    pub(crate) internal: bool,
+    pub(crate) attachable: bool,
+    pub(crate) ingress: bool,
+    pub(crate) config_from: ConfigFrom,
+    pub(crate) config_only: bool,
+    pub(crate) containers: BTreeMap<String, NetworkContainer>,
+    pub(crate) options: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+/// `IPAM`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ipam {
+    pub(crate) driver: String,
+    pub(crate) options: BTreeMap<String, String>,
+    pub(crate) config: Vec<IpamConfig>,
+}
+
+/// One `IPAM.Config` entry.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamConfig {
+    pub(crate) subnet: String,
+    #[serde(rename = "IPRange", skip_serializing_if = "Option::is_none")]
+    pub(crate) ip_range: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) gateway: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) auxiliary_addresses: BTreeMap<String, String>,
+}
+
+/// `ConfigFrom`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConfigFrom {
+    pub(crate) network: String,
+}
+
+/// One entry of `Containers`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkContainer {
+    pub(crate) name: String,
+    #[serde(rename = "EndpointID")]
+    pub(crate) endpoint_id: String,
+    pub(crate) mac_address: String,
+    #[serde(rename = "IPv4Address")]
+    pub(crate) ipv4_address: String,
+    #[serde(rename = "IPv6Address")]
+    pub(crate) ipv6_address: String,
+}
+
+fn ipam_config(p: &IpamPool) -> IpamConfig {
+    IpamConfig {
+        subnet: p.subnet.to_string(),
+        ip_range: p.ip_range.map(|r| r.to_string()),
+        gateway: p.gateway.map(|g| g.to_string()),
+        auxiliary_addresses: p
+            .aux_addresses
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+    }
+}
+
+fn container(ep: &EndpointRecord, name: &str) -> NetworkContainer {
+    NetworkContainer {
+        name: name.to_owned(),
+        endpoint_id: ep.id.clone(),
+        mac_address: ep.mac.to_string(),
+        ipv4_address: ep.ipv4.map(|a| a.to_string()).unwrap_or_default(),
+        ipv6_address: ep.ipv6.map(|a| a.to_string()).unwrap_or_default(),
+    }
+}
+
+/// The network object of a record, with `Containers` filled from `endpoints`.
+pub fn network(r: &NetworkRecord, endpoints: &[(EndpointRecord, String)]) -> Network {
+    Network {
+        name: r.name.clone(),
+        id: r.id.clone(),
+        created: r.created.clone(),
+        scope: "local",
+        driver: r.driver.as_str(),
+        enable_ipv4: true,
+        enable_ipv6: r.enable_ipv6,
+        ipam: Ipam {
+            driver: if r.ipam_driver.is_empty() { "default".into() } else { r.ipam_driver.clone() },
+            options: r.ipam_options.clone(),
+            config: r.ipam.iter().map(ipam_config).collect(),
+        },
+        internal: r.internal,
+        attachable: r.attachable,
+        ingress: false,
+        config_from: ConfigFrom { network: String::new() },
+        config_only: false,
+        containers: endpoints
+            .iter()
+            .map(|(ep, name)| (ep.container_id.clone(), container(ep, name)))
+            .collect(),
+        options: r.options.clone(),
+        labels: r.labels.clone(),
+    }
+}
+
+/// `GET /networks/{id}`: with its containers.
+pub fn inspect(v: &NetworkView) -> Network {
+    network(&v.record, &v.endpoints)
+}
+
+/// `GET /networks` entries: `Containers` is `{}`, as Docker has it since API 1.28.
+pub fn summary(v: &NetworkView) -> Network {
+    network(&v.record, &[])
+}

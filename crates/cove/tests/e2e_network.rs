@@ -1,0 +1,156 @@
+//! End-to-end: networks, containers on them, real traffic, leak audits.
+
+mod common;
+
+use common::{host, inspect, ip_of, tcp_probe, tcp_server};
+
+#[test]
+fn harness_runs_in_a_fake_host_namespace() {
+    let h = host("harness_runs_in_a_fake_host_namespace");
+    let own = cove_testkit::ns_inode("self", "net").expect("own netns");
+    assert_ne!(h.netns_inode(), own, "the fake host must not share the test's netns");
+    // The daemon's bridge exists inside the fake host only.
+    let links = h.sh_ok("ip -o link show");
+    assert!(links.contains("cove0"), "{links}");
+    let real = std::process::Command::new("ip").args(["-o", "link", "show", "cove0"]).output().unwrap();
+    assert!(!real.status.success(), "cove0 must not exist on the real host");
+}
+
+#[test]
+fn builtin_networks_exist_and_cannot_be_removed() {
+    let h = host("builtin_networks_exist_and_cannot_be_removed");
+    let ls = h.cove(&["network", "ls"]);
+    ls.ok();
+    for (name, driver) in [("bridge", "bridge"), ("host", "host"), ("none", "null")] {
+        assert!(
+            ls.stdout.lines().any(|l| l.split_whitespace().nth(1) == Some(name)
+                && l.split_whitespace().nth(2) == Some(driver)),
+            "{name} missing: {}",
+            ls.stdout
+        );
+        h.cove(&["network", "rm", name]).fails().stderr_has("pre-defined network");
+        let (status, body) = h.api("DELETE", &format!("/v1.45/networks/{name}"), None);
+        assert_eq!(status, 403, "{body}");
+    }
+    let bridge = inspect(&h, &["network", "inspect", "bridge"]);
+    assert_eq!(bridge["IPAM"]["Config"][0]["Subnet"], "172.17.0.0/16", "{bridge}");
+    assert_eq!(bridge["Options"]["com.docker.network.bridge.name"], "cove0");
+}
+
+#[test]
+fn two_containers_talk_on_a_network_and_not_across_networks() {
+    let h = host("two_containers_talk_on_a_network_and_not_across_networks");
+    let baseline = h.snapshot();
+    h.cove(&["network", "create", "--subnet", "10.89.1.0/24", "front"]).ok();
+    h.cove(&["network", "create", "--subnet", "10.89.2.0/24", "back"]).ok();
+    tcp_server(&h, "srv", &["--network", "front", "--ip", "10.89.1.10"], "hello-front");
+
+    // Positive: same network.
+    let out = tcp_probe(&h, &["--network", "front"], "10.89.1.10");
+    out.ok();
+    assert!(out.stdout.contains("hello-front"), "{out:?}");
+
+    // Negative: a container on another network cannot reach it, though its probe does
+    // reach the host (counted there).
+    h.add_probe_counter("cross", "ip saddr 10.89.2.0/24 ip daddr 10.89.1.10 tcp dport 8080");
+    let out = tcp_probe(&h, &["--network", "back"], "10.89.1.10");
+    assert!(!out.stdout.contains("hello-front"), "crossed networks: {out:?}");
+    assert!(h.probe_counter("cross") > 0, "the cross-network probe never reached the host");
+
+    h.cove(&["rm", "-f", "srv"]).ok();
+    h.cove(&["network", "rm", "front", "back"]).ok();
+    h.assert_no_leaks(&baseline);
+}
+
+#[test]
+fn network_create_inspect_ls_rm() {
+    let h = host("network_create_inspect_ls_rm");
+    let baseline = h.snapshot();
+    let id = h
+        .cove(&[
+            "network", "create", "--subnet", "10.90.0.0/16", "--ip-range", "10.90.5.0/24",
+            "--gateway", "10.90.0.254", "--aux-address", "router=10.90.0.2", "--label", "team=net",
+            "-o", "com.docker.network.bridge.name=cvtest0", "-o", "com.docker.network.driver.mtu=1400",
+            "--internal", "--attachable", "app",
+        ])
+        .out()
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let v = inspect(&h, &["network", "inspect", "app"]);
+    assert_eq!(v["Name"], "app");
+    assert_eq!(v["Id"], id.as_str());
+    assert_eq!(v["Driver"], "bridge");
+    assert_eq!(v["Scope"], "local");
+    assert_eq!(v["Internal"], true);
+    assert_eq!(v["Attachable"], true);
+    assert_eq!(v["EnableIPv6"], false);
+    assert_eq!(v["IPAM"]["Driver"], "default");
+    assert_eq!(v["IPAM"]["Config"][0]["Subnet"], "10.90.0.0/16");
+    assert_eq!(v["IPAM"]["Config"][0]["IPRange"], "10.90.5.0/24");
+    assert_eq!(v["IPAM"]["Config"][0]["Gateway"], "10.90.0.254");
+    assert_eq!(v["IPAM"]["Config"][0]["AuxiliaryAddresses"]["router"], "10.90.0.2");
+    assert_eq!(v["Labels"]["team"], "net");
+    assert!(v["Created"].as_str().unwrap().contains('T'), "{v}");
+    // The kernel has the bridge with the gateway address and MTU.
+    let link = h.sh_ok("ip -o addr show dev cvtest0");
+    assert!(link.contains("10.90.0.254/16"), "{link}");
+    assert!(h.sh_ok("ip -o link show cvtest0").contains("mtu 1400"));
+
+    // By id prefix, ls filters and -q.
+    let by_prefix = inspect(&h, &["network", "inspect", &id[..10]]);
+    assert_eq!(by_prefix["Name"], "app");
+    let q = h.cove(&["network", "ls", "-q", "--filter", "name=app"]);
+    assert_eq!(q.out().trim(), &id[..12]);
+    let lbl = h.cove(&["network", "ls", "--filter", "label=team=net", "--format", "{{.Name}}"]);
+    assert_eq!(lbl.out().trim(), "app");
+
+    // A dynamic address comes from the ip-range.
+    h.cove(&["run", "-d", "--name", "c1", "--network", "app", "busybox", "sleep", "60"]).ok();
+    let ip = ip_of(&h, "c1", "app");
+    assert!(ip.starts_with("10.90.5."), "{ip}");
+    let v = inspect(&h, &["network", "inspect", "app"]);
+    let containers = v["Containers"].as_object().expect("Containers map");
+    assert_eq!(containers.len(), 1, "{v}");
+    // In use: cannot be removed.
+    h.cove(&["network", "rm", "app"]).fails().stderr_has("active endpoints");
+    h.cove(&["rm", "-f", "c1"]).ok();
+    h.cove(&["network", "rm", id.as_str()]).ok();
+    assert!(!h.sh("ip link show cvtest0").status.success(), "bridge left behind");
+    h.assert_no_leaks(&baseline);
+}
+
+#[test]
+fn subnets_are_chosen_from_default_pools_without_overlap() {
+    let h = host("subnets_are_chosen_from_default_pools_without_overlap");
+    // A route the fake host already has must be avoided.
+    h.sh_ok("ip link add cvt-r type bridge && ip link set cvt-r up && ip route add 172.18.5.0/24 dev cvt-r");
+    h.cove(&["network", "create", "a"]).ok();
+    h.cove(&["network", "create", "b"]).ok();
+    let a = inspect(&h, &["network", "inspect", "a"]);
+    let b = inspect(&h, &["network", "inspect", "b"]);
+    assert_eq!(a["IPAM"]["Config"][0]["Subnet"], "172.19.0.0/16", "{a}");
+    assert_eq!(a["IPAM"]["Config"][0]["Gateway"], "172.19.0.1", "{a}");
+    assert_eq!(b["IPAM"]["Config"][0]["Subnet"], "172.20.0.0/16", "{b}");
+    // Overlap with an existing network is refused.
+    h.cove(&["network", "create", "--subnet", "172.19.128.0/17", "c"]).fails().stderr_has("overlaps");
+}
+
+#[test]
+fn dual_stack_network_gives_both_families() {
+    let h = host("dual_stack_network_gives_both_families");
+    h.cove(&["network", "create", "--ipv6", "--subnet", "10.91.0.0/24", "--subnet", "2001:db8:91::/64", "ds"]).ok();
+    h.cove(&["run", "-d", "--name", "s", "--network", "ds", "--ip6", "2001:db8:91::10", "busybox", "sleep", "60"]).ok();
+    let v = inspect(&h, &["inspect", "s"]);
+    let n = &v["NetworkSettings"]["Networks"]["ds"];
+    assert_eq!(n["GlobalIPv6Address"], "2001:db8:91::10", "{v}");
+    assert_eq!(n["GlobalIPv6PrefixLen"], 64);
+    assert_eq!(n["IPv6Gateway"], "2001:db8:91::1");
+    assert!(n["IPAddress"].as_str().unwrap().starts_with("10.91.0."), "{v}");
+    let addrs = h.cove(&["exec", "s", "ip", "-o", "addr", "show", "eth0"]);
+    addrs.ok();
+    assert!(addrs.stdout.contains("2001:db8:91::10/64"), "{addrs:?}");
+    // Reachability over IPv6 from the host to the container.
+    let ping = h.sh("busybox ping -6 -c 1 -W 2 2001:db8:91::10");
+    assert!(ping.status.success(), "{ping:?}");
+}

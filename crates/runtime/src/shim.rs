@@ -1,0 +1,411 @@
+//! The shim: one small process per container run, detached from the daemon, that runs
+//! `runc run`, copies the container's stdout and stderr to a docker json-file log, and
+//! records the exit code, so a container outlives a daemon restart.
+//!
+//! Files it writes:
+//! - `<state>/shim.pid`: its own pid (first thing);
+//! - `<state>/init.pid`: the container init pid (written by `runc --pid-file`);
+//! - `<state>/runc.log`: runc's own log (json);
+//! - `<bundle>/container.log`: the container output, one JSON object per line;
+//! - `<bundle>/start-error`: runc's error text when the container never started;
+//! - `<bundle>/exit`: `{"code":N,"finished_at":"..."}`, written last, atomically.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::atomic_write;
+use crate::{timefmt, Stream};
+
+/// Longest log entry; longer lines are split, as Docker's json-file driver does.
+pub(crate) const MAX_LOG_LINE: usize = 16 * 1024;
+
+/// How long output may keep coming after runc exited (a process that escaped with the
+/// pipes) before the shim stops copying.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// The record of a finished run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ExitRecord {
+    pub(crate) code: i32,
+    pub(crate) finished_at: String,
+}
+
+/// One line of container.log (docker json-file format).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct LogLine {
+    pub(crate) log: String,
+    pub(crate) stream: Stream,
+    pub(crate) time: String,
+}
+
+pub(crate) fn exit_path(bundle: &Path) -> PathBuf {
+    bundle.join("exit")
+}
+
+pub(crate) fn start_error_path(bundle: &Path) -> PathBuf {
+    bundle.join("start-error")
+}
+
+pub(crate) fn log_path(bundle: &Path) -> PathBuf {
+    bundle.join("container.log")
+}
+
+pub(crate) fn shim_pid_path(state: &Path) -> PathBuf {
+    state.join("shim.pid")
+}
+
+pub(crate) fn init_pid_path(state: &Path) -> PathBuf {
+    state.join("init.pid")
+}
+
+/// The exit record of the last run, if it finished.
+pub(crate) fn read_exit(bundle: &Path) -> Option<ExitRecord> {
+    serde_json::from_slice(&std::fs::read(exit_path(bundle)).ok()?).ok()
+}
+
+/// The exit code Docker reports for a container that failed to start with `message`.
+pub(crate) fn start_failure_code(message: &str) -> i32 {
+    if message.contains("executable file not found")
+        || message.contains("no such file or directory")
+    {
+        127
+    } else if message.contains("permission denied") {
+        126
+    } else {
+        128
+    }
+}
+
+/// The shim's arguments (after the `shim` word).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ShimArgs {
+    pub(crate) id: String,
+    pub(crate) bundle: PathBuf,
+    pub(crate) state: PathBuf,
+    pub(crate) runc: PathBuf,
+    pub(crate) runc_root: PathBuf,
+}
+
+impl ShimArgs {
+    pub(crate) fn to_args(&self) -> Vec<String> {
+        let p = |p: &Path| p.to_string_lossy().into_owned();
+        vec![
+            "--id".into(),
+            self.id.clone(),
+            "--bundle".into(),
+            p(&self.bundle),
+            "--state".into(),
+            p(&self.state),
+            "--runc".into(),
+            p(&self.runc),
+            "--runc-root".into(),
+            p(&self.runc_root),
+        ]
+    }
+
+    pub(crate) fn parse(args: &[String]) -> Result<ShimArgs, String> {
+        let (mut id, mut bundle, mut state, mut runc, mut root) = (None, None, None, None, None);
+        let mut it = args.iter();
+        while let Some(k) = it.next() {
+            let v = it.next().ok_or_else(|| format!("missing value for {k}"))?.clone();
+            match k.as_str() {
+                "--id" => id = Some(v),
+                "--bundle" => bundle = Some(PathBuf::from(v)),
+                "--state" => state = Some(PathBuf::from(v)),
+                "--runc" => runc = Some(PathBuf::from(v)),
+                "--runc-root" => root = Some(PathBuf::from(v)),
+                _ => return Err(format!("unknown argument {k}")),
+            }
+        }
+        Ok(ShimArgs {
+            id: id.ok_or("missing --id")?,
+            bundle: bundle.ok_or("missing --bundle")?,
+            state: state.ok_or("missing --state")?,
+            runc: runc.ok_or("missing --runc")?,
+            runc_root: root.ok_or("missing --runc-root")?,
+        })
+    }
+}
+
+/// Entry point of the shim, run as `<cove binary> shim <args...>`: pass the arguments after
+/// `shim`, exit with the returned code. It ignores SIGTERM, SIGINT and SIGHUP (it must
+/// survive the daemon being killed; the container gets signals through the runtime), runs
+/// `runc run` with stdin on /dev/null, copies stdout and stderr to `container.log` as
+/// docker json-file lines, then writes the exit code and finish time atomically to the
+/// `exit` file (and runc's error to `start-error` when the container never started).
+pub fn shim_main(args: &[String]) -> i32 {
+    let a = match ShimArgs::parse(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cove shim: {e}");
+            return 2;
+        }
+    };
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: installing SIG_IGN has no handler code to run; no memory is touched.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    let _ = atomic_write(&shim_pid_path(&a.state), format!("{}\n", std::process::id()).as_bytes());
+    let record = run(&a);
+    match atomic_write(&exit_path(&a.bundle), &serde_json::to_vec(&record).unwrap_or_default()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cove shim: write exit file: {e}");
+            1
+        }
+    }
+}
+
+type Entry = (Stream, Vec<u8>, String);
+
+fn run(a: &ShimArgs) -> ExitRecord {
+    let fail = |msg: String| {
+        let _ = atomic_write(&start_error_path(&a.bundle), msg.as_bytes());
+        ExitRecord { code: start_failure_code(&msg), finished_at: timefmt::now() }
+    };
+    let mut log =
+        match std::fs::OpenOptions::new().create(true).append(true).open(log_path(&a.bundle)) {
+            Ok(f) => f,
+            Err(e) => return fail(format!("open container log: {e}")),
+        };
+    let pid_file = init_pid_path(&a.state);
+    let mut cmd = Command::new(&a.runc);
+    cmd.arg("--root")
+        .arg(&a.runc_root)
+        .arg("--log")
+        .arg(a.state.join("runc.log"))
+        .args(["--log-format", "json", "run", "--bundle"])
+        .arg(&a.bundle)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(&a.id)
+        .current_dir(&a.bundle)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure only calls signal(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Ignored dispositions survive exec: give runc (and the container) the defaults.
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("run {}: {e}", a.runc.display())),
+    };
+    let (tx, rx) = mpsc::channel::<Entry>();
+    if let Some(out) = child.stdout.take() {
+        let tx = tx.clone();
+        std::thread::spawn(move || copy_lines(out, Stream::Stdout, tx));
+    }
+    if let Some(err) = child.stderr.take() {
+        let tx = tx.clone();
+        std::thread::spawn(move || copy_lines(err, Stream::Stderr, tx));
+    }
+    drop(tx);
+    let (wtx, wrx) = mpsc::channel::<std::io::Result<ExitStatus>>();
+    std::thread::spawn(move || {
+        let _ = wtx.send(child.wait());
+    });
+
+    // Output is held back until runc wrote the pid file: before that, stderr is runc's
+    // own error (the container never started), not the container's.
+    let mut started = false;
+    let mut pending: Vec<Entry> = Vec::new();
+    let mut status: Option<std::io::Result<ExitStatus>> = None;
+    let mut exited_at: Option<Instant> = None;
+    loop {
+        let got = rx.recv_timeout(Duration::from_millis(20));
+        if !started && pid_file.exists() {
+            started = true;
+            for e in pending.drain(..) {
+                write_entry(&mut log, &e);
+            }
+        }
+        match got {
+            Ok(e) if started => write_entry(&mut log, &e),
+            Ok(e) => pending.push(e),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if status.is_none() {
+            if let Ok(s) = wrx.try_recv() {
+                status = Some(s);
+                exited_at = Some(Instant::now());
+            }
+        }
+        if exited_at.is_some_and(|t| t.elapsed() > DRAIN_GRACE) {
+            break;
+        }
+    }
+    let status = status.or_else(|| wrx.recv().ok());
+    let code = match &status {
+        Some(Ok(s)) => s.code().unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            128 + s.signal().unwrap_or(0)
+        }),
+        _ => 255,
+    };
+    started = started || pid_file.exists();
+    if started {
+        for e in pending.drain(..) {
+            write_entry(&mut log, &e);
+        }
+        return ExitRecord { code, finished_at: timefmt::now() };
+    }
+    let mut stderr = Vec::new();
+    for e in pending.drain(..) {
+        match e.0 {
+            Stream::Stderr => stderr.extend_from_slice(&e.1),
+            Stream::Stdout => write_entry(&mut log, &e),
+        }
+    }
+    let mut msg = String::from_utf8_lossy(&stderr).trim().to_string();
+    if msg.is_empty() {
+        msg = runc_log_errors(&a.state.join("runc.log"));
+    }
+    if msg.is_empty() {
+        msg = format!("runc exited with code {code} before the container started");
+    }
+    fail(msg)
+}
+
+/// The `error`-level messages of runc's json log.
+fn runc_log_errors(path: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else { return String::new() };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "error" || v["level"] == "fatal")
+        .filter_map(|v| v["msg"].as_str().map(str::to_string))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn write_entry(log: &mut File, (stream, line, time): &Entry) {
+    let rec = LogLine {
+        log: String::from_utf8_lossy(line).into_owned(),
+        stream: *stream,
+        time: time.clone(),
+    };
+    if let Ok(mut data) = serde_json::to_vec(&rec) {
+        data.push(b'\n');
+        let _ = log.write_all(&data);
+    }
+}
+
+/// Split `r` into lines (at most [`MAX_LOG_LINE`] bytes each) and send them.
+fn copy_lines(mut r: impl Read, stream: Stream, tx: mpsc::Sender<Entry>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut cur: Vec<u8> = Vec::new();
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        for line in split_lines(&mut cur, &buf[..n]) {
+            if tx.send((stream, line, timefmt::now())).is_err() {
+                return;
+            }
+        }
+    }
+    if !cur.is_empty() {
+        let _ = tx.send((stream, cur, timefmt::now()));
+    }
+}
+
+/// Append `data` to the partial line `cur` and return the complete lines (with their
+/// newline) and pieces of [`MAX_LOG_LINE`] bytes; the rest stays in `cur`.
+pub(crate) fn split_lines(cur: &mut Vec<u8>, mut data: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let room = MAX_LOG_LINE - cur.len();
+        let window = &data[..data.len().min(room)];
+        match window.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                cur.extend_from_slice(&data[..=i]);
+                out.push(std::mem::take(cur));
+                data = &data[i + 1..];
+            }
+            None => {
+                cur.extend_from_slice(window);
+                data = &data[window.len()..];
+                if cur.len() == MAX_LOG_LINE {
+                    out.push(std::mem::take(cur));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_round_trip() {
+        let a = ShimArgs {
+            id: "c1".into(),
+            bundle: "/var/lib/cove/containers/c1".into(),
+            state: "/run/cove/shims/c1".into(),
+            runc: "/usr/sbin/runc".into(),
+            runc_root: "/run/cove/runc".into(),
+        };
+        assert_eq!(ShimArgs::parse(&a.to_args()).unwrap(), a);
+        assert!(ShimArgs::parse(&["--id".into()]).is_err());
+        assert!(ShimArgs::parse(&["--bogus".into(), "x".into()]).is_err());
+    }
+
+    #[test]
+    fn splits_lines_and_long_lines() {
+        let mut cur = Vec::new();
+        assert_eq!(split_lines(&mut cur, b"a\nbc"), vec![b"a\n".to_vec()]);
+        assert_eq!(cur, b"bc");
+        assert_eq!(split_lines(&mut cur, b"d\n\n"), vec![b"bcd\n".to_vec(), b"\n".to_vec()]);
+        assert!(cur.is_empty());
+        let long = vec![b'x'; MAX_LOG_LINE * 2 + 5];
+        let lines = split_lines(&mut cur, &long);
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l.len() == MAX_LOG_LINE));
+        assert_eq!(cur.len(), 5);
+        // A newline right after a full piece.
+        let mut cur = vec![b'y'; MAX_LOG_LINE - 1];
+        let lines = split_lines(&mut cur, b"z\n");
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1], b"\n");
+    }
+
+    #[test]
+    fn failure_codes() {
+        assert_eq!(start_failure_code("exec: \"x\": executable file not found in $PATH"), 127);
+        assert_eq!(start_failure_code("exec /x: no such file or directory"), 127);
+        assert_eq!(start_failure_code("exec /x: permission denied"), 126);
+        assert_eq!(start_failure_code("cgroup trouble"), 128);
+    }
+
+    #[test]
+    fn log_line_format() {
+        let rec = LogLine {
+            log: "hi\n".into(),
+            stream: Stream::Stderr,
+            time: "2024-01-01T00:00:00Z".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&rec).unwrap(),
+            r#"{"log":"hi\n","stream":"stderr","time":"2024-01-01T00:00:00Z"}"#
+        );
+    }
+}
