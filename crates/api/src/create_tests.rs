@@ -180,7 +180,10 @@ fn default_network_key_is_bridge() {
     assert_eq!(r.host_config.network_mode_name, "bridge");
     assert_eq!(r.endpoints.len(), 1);
     assert_eq!(r.endpoints[0].0, "bridge");
-    let e = req(None, r#"{"Image":"b","NetworkingConfig":{"EndpointsConfig":{"default":{},"bridge":{}}}}"#)
-        .unwrap_err();
+    let e = req(
+        None,
+        r#"{"Image":"b","NetworkingConfig":{"EndpointsConfig":{"default":{},"bridge":{}}}}"#,
+    )
+    .unwrap_err();
     assert!(e.message.contains("appears twice"), "{}", e.message);
 }

@@ -122,10 +122,12 @@ pub(crate) async fn create(State(st): State<AppState>, q: Params, req: Request) 
     if let Some(full) = pull_reference(&q) {
         let info = st.ctl.image_get(&full).await.map_err(|_| no_pull(&full))?;
         let shown = info.tags.first().cloned().unwrap_or(full);
-        let mut body = json!({ "status": format!("Status: Image is up to date for {shown}") }).to_string();
+        let mut body =
+            json!({ "status": format!("Status: Image is up to date for {shown}") }).to_string();
         body.push('\n');
         let mut r = Response::new(axum::body::Body::from(body));
-        r.headers_mut().insert(axum::http::header::CONTENT_TYPE, "application/json".parse().expect("static"));
+        r.headers_mut()
+            .insert(axum::http::header::CONTENT_TYPE, "application/json".parse().expect("static"));
         return Ok(r);
     }
     let reference = import_reference(&q)?;

@@ -329,11 +329,8 @@ impl Controller {
             warn!(container = %c.name, error = %e, "could not remove container files");
         }
         st.containers.remove(&c.id);
-        let _ = self.exits.send(ExitEvent {
-            id: c.id.clone(),
-            code: c.state.exit_code,
-            removed: true,
-        });
+        let _ =
+            self.exits.send(ExitEvent { id: c.id.clone(), code: c.state.exit_code, removed: true });
         info!(container = %c.name, "container removed");
     }
 
@@ -469,8 +466,13 @@ impl Controller {
                     let st = self.state.lock().await;
                     match st.containers.get(&id) {
                         None if condition == WaitCondition::Removed => return Ok(0),
-                        None => return Err(Error::not_found(format!("No such container: {reference}"))),
-                        Some(c) if c.state.status != Status::Running && condition == WaitCondition::NotRunning => {
+                        None => {
+                            return Err(Error::not_found(format!("No such container: {reference}")))
+                        }
+                        Some(c)
+                            if c.state.status != Status::Running
+                                && condition == WaitCondition::NotRunning =>
+                        {
                             return Ok(c.state.exit_code)
                         }
                         Some(_) => events = self.exits.subscribe(),

@@ -69,34 +69,46 @@ pub fn unix_path(host: &str) -> anyhow::Result<PathBuf> {
     match host.strip_prefix("unix://") {
         Some(p) if p.starts_with('/') => Ok(PathBuf::from(p)),
         Some(_) => bail!("invalid host {host}: the socket path must be absolute"),
-        None => bail!("invalid host {host}: only unix:// sockets are supported (no TCP, no abstract sockets)"),
+        None => bail!(
+            "invalid host {host}: only unix:// sockets are supported (no TCP, no abstract sockets)"
+        ),
     }
 }
 
 fn parse_cidr(flag: &str, v: &str) -> anyhow::Result<IpNet> {
-    v.parse::<IpNet>().with_context(|| format!("invalid {flag} {v:?}: expected an address with a prefix length"))
+    v.parse::<IpNet>()
+        .with_context(|| format!("invalid {flag} {v:?}: expected an address with a prefix length"))
 }
 
 fn resolve(args: DaemonArgs) -> anyhow::Result<Settings> {
     let file: FileConfig = match &args.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("read config file {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("read config file {}", p.display()))?;
             toml::from_str(&text).with_context(|| format!("invalid config file {}", p.display()))?
         }
         None => FileConfig::default(),
     };
     let host = args.host.or(file.host).unwrap_or_else(|| "unix:///run/cove/cove.sock".into());
     let bip = args.bip.or(file.bip).map(|v| parse_cidr("--bip", &v)).transpose()?;
-    let fixed_cidr = args.fixed_cidr.or(file.fixed_cidr).map(|v| parse_cidr("--fixed-cidr", &v)).transpose()?;
+    let fixed_cidr =
+        args.fixed_cidr.or(file.fixed_cidr).map(|v| parse_cidr("--fixed-cidr", &v)).transpose()?;
     if let (Some(b), Some(f)) = (bip, fixed_cidr) {
         if !b.trunc().contains(&f) {
             bail!("invalid --fixed-cidr {f}: it is not inside the --bip subnet {}", b.trunc());
         }
     }
-    let pools_src = if args.default_address_pool.is_empty() { file.default_address_pools } else { args.default_address_pool };
+    let pools_src = if args.default_address_pool.is_empty() {
+        file.default_address_pools
+    } else {
+        args.default_address_pool
+    };
     let default_address_pools = pools_src
         .iter()
-        .map(|p| cove_ipam::parse_pool_spec(p).map_err(|e| anyhow::anyhow!("invalid --default-address-pool {p:?}: {e}")))
+        .map(|p| {
+            cove_ipam::parse_pool_spec(p)
+                .map_err(|e| anyhow::anyhow!("invalid --default-address-pool {p:?}: {e}"))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mtu = args.mtu.or(file.mtu).unwrap_or(1500);
     if !(68..=65535).contains(&mtu) {
@@ -139,7 +151,8 @@ fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             bail!("another daemon is already listening on {}", path.display());
         }
-        std::fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("remove stale socket {}", path.display()))?;
     }
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
     let listener = tokio::net::UnixListener::bind(path);
@@ -182,7 +195,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("cove.toml");
         std::fs::write(&f, "mtu = 1400\nbip = \"10.99.0.1/24\"\ndefault-address-pools = [\"base=10.200.0.0/16,size=24\"]\n").unwrap();
-        let s = resolve(DaemonArgs { config: Some(f), mtu: Some(1450), ..Default::default() }).unwrap();
+        let s =
+            resolve(DaemonArgs { config: Some(f), mtu: Some(1450), ..Default::default() }).unwrap();
         assert_eq!(s.controller.mtu, 1450);
         assert_eq!(s.controller.bip.unwrap().to_string(), "10.99.0.1/24");
         assert_eq!(s.controller.default_address_pools.len(), 1);
@@ -200,8 +214,15 @@ mod tests {
             DaemonArgs { host: Some("tcp://0.0.0.0:2375".into()), ..Default::default() },
             DaemonArgs { bip: Some("nope".into()), ..Default::default() },
             DaemonArgs { mtu: Some(10), ..Default::default() },
-            DaemonArgs { default_address_pool: vec!["base=10.0.0.0/8".into()], ..Default::default() },
-            DaemonArgs { bip: Some("10.1.0.1/24".into()), fixed_cidr: Some("10.2.0.0/24".into()), ..Default::default() },
+            DaemonArgs {
+                default_address_pool: vec!["base=10.0.0.0/8".into()],
+                ..Default::default()
+            },
+            DaemonArgs {
+                bip: Some("10.1.0.1/24".into()),
+                fixed_cidr: Some("10.2.0.0/24".into()),
+                ..Default::default()
+            },
         ] {
             assert!(resolve(args).is_err());
         }

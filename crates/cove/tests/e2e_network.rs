@@ -12,7 +12,8 @@ fn harness_runs_in_a_fake_host_namespace() {
     // The daemon's bridge exists inside the fake host only.
     let links = h.sh_ok("ip -o link show");
     assert!(links.contains("cove0"), "{links}");
-    let real = std::process::Command::new("ip").args(["-o", "link", "show", "cove0"]).output().unwrap();
+    let real =
+        std::process::Command::new("ip").args(["-o", "link", "show", "cove0"]).output().unwrap();
     assert!(!real.status.success(), "cove0 must not exist on the real host");
 }
 
@@ -40,6 +41,7 @@ fn builtin_networks_exist_and_cannot_be_removed() {
 #[test]
 fn two_containers_talk_on_a_network_and_not_across_networks() {
     let h = host("two_containers_talk_on_a_network_and_not_across_networks");
+    h.add_probe_counter("cross", "ip saddr 10.89.2.0/24 ip daddr 10.89.1.10 tcp dport 8080");
     let baseline = h.snapshot();
     h.cove(&["network", "create", "--subnet", "10.89.1.0/24", "front"]).ok();
     h.cove(&["network", "create", "--subnet", "10.89.2.0/24", "back"]).ok();
@@ -52,7 +54,6 @@ fn two_containers_talk_on_a_network_and_not_across_networks() {
 
     // Negative: a container on another network cannot reach it, though its probe does
     // reach the host (counted there).
-    h.add_probe_counter("cross", "ip saddr 10.89.2.0/24 ip daddr 10.89.1.10 tcp dport 8080");
     let out = tcp_probe(&h, &["--network", "back"], "10.89.1.10");
     assert!(!out.stdout.contains("hello-front"), "crossed networks: {out:?}");
     assert!(h.probe_counter("cross") > 0, "the cross-network probe never reached the host");
@@ -68,10 +69,25 @@ fn network_create_inspect_ls_rm() {
     let baseline = h.snapshot();
     let id = h
         .cove(&[
-            "network", "create", "--subnet", "10.90.0.0/16", "--ip-range", "10.90.5.0/24",
-            "--gateway", "10.90.0.254", "--aux-address", "router=10.90.0.2", "--label", "team=net",
-            "-o", "com.docker.network.bridge.name=cvtest0", "-o", "com.docker.network.driver.mtu=1400",
-            "--internal", "--attachable", "app",
+            "network",
+            "create",
+            "--subnet",
+            "10.90.0.0/16",
+            "--ip-range",
+            "10.90.5.0/24",
+            "--gateway",
+            "10.90.0.254",
+            "--aux-address",
+            "router=10.90.0.2",
+            "--label",
+            "team=net",
+            "-o",
+            "com.docker.network.bridge.name=cvtest0",
+            "-o",
+            "com.docker.network.driver.mtu=1400",
+            "--internal",
+            "--attachable",
+            "app",
         ])
         .out()
         .trim()
@@ -133,14 +149,39 @@ fn subnets_are_chosen_from_default_pools_without_overlap() {
     assert_eq!(a["IPAM"]["Config"][0]["Gateway"], "172.19.0.1", "{a}");
     assert_eq!(b["IPAM"]["Config"][0]["Subnet"], "172.20.0.0/16", "{b}");
     // Overlap with an existing network is refused.
-    h.cove(&["network", "create", "--subnet", "172.19.128.0/17", "c"]).fails().stderr_has("overlaps");
+    h.cove(&["network", "create", "--subnet", "172.19.128.0/17", "c"])
+        .fails()
+        .stderr_has("overlaps");
 }
 
 #[test]
 fn dual_stack_network_gives_both_families() {
     let h = host("dual_stack_network_gives_both_families");
-    h.cove(&["network", "create", "--ipv6", "--subnet", "10.91.0.0/24", "--subnet", "2001:db8:91::/64", "ds"]).ok();
-    h.cove(&["run", "-d", "--name", "s", "--network", "ds", "--ip6", "2001:db8:91::10", "busybox", "sleep", "60"]).ok();
+    h.cove(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.91.0.0/24",
+        "--subnet",
+        "2001:db8:91::/64",
+        "ds",
+    ])
+    .ok();
+    h.cove(&[
+        "run",
+        "-d",
+        "--name",
+        "s",
+        "--network",
+        "ds",
+        "--ip6",
+        "2001:db8:91::10",
+        "busybox",
+        "sleep",
+        "60",
+    ])
+    .ok();
     let v = inspect(&h, &["inspect", "s"]);
     let n = &v["NetworkSettings"]["Networks"]["ds"];
     assert_eq!(n["GlobalIPv6Address"], "2001:db8:91::10", "{v}");

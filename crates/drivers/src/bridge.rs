@@ -92,14 +92,16 @@ pub fn parse_options(
             keys::DEFAULT_BRIDGE => {
                 parse_bool(key, value)?;
             }
-            other => return Err(Error::invalid(format!(
+            other => {
+                return Err(Error::invalid(format!(
                 "unknown option \"{other}\" for the bridge driver (supported: {}, {}, {}, {}, {})",
                 keys::NAME,
                 keys::ICC,
                 keys::MASQUERADE,
                 keys::HOST_BINDING_IPV4,
                 keys::MTU
-            ))),
+            )))
+            }
         }
     }
     validate_ifname(&o.name)?;
