@@ -4,11 +4,9 @@
 
 use axum::extract::{Request, State};
 use cove_controller::{LogEntry, SharedController};
-use cove_model::{ContainerRecord, ErrorKind, Status};
 use hyper::upgrade::OnUpgrade;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
-use crate::containers::{nap, ran_since};
 use crate::hijack::{
     spawn_hijacked, stream_type, streamed, switching_protocols, wants_upgrade, Sink,
 };
@@ -31,14 +29,17 @@ pub(crate) async fn attach(
     }
     let now = chrono::Utc::now();
     let attached_at = now.timestamp() as f64 + f64::from(now.timestamp_subsec_nanos()) / 1e9;
+    // Subscribe to the live output before answering: the client starts the container only
+    // after this response, and a container may exit (and be removed) at once.
+    let live =
+        if q.flag("stream") { Some(st.ctl.container_attach(&v.record.id).await?) } else { None };
     let job = Attach {
         ctl: st.ctl.clone(),
-        initial: v.record,
+        id: v.record.id.clone(),
         history: q.flag("logs"),
-        follow: q.flag("stream"),
+        live,
         opts: LogOptions { stdout, stderr, raw, ..Default::default() },
         attached_at,
-        started: st.started.subscribe(),
         shutdown: st.shutdown.clone(),
     };
     let on_upgrade = if wants_upgrade(req.headers()) {
@@ -67,52 +68,27 @@ pub(crate) async fn attach(
 
 struct Attach {
     ctl: SharedController,
-    initial: ContainerRecord,
+    id: String,
     history: bool,
-    follow: bool,
+    live: Option<mpsc::Receiver<LogEntry>>,
     opts: LogOptions,
     attached_at: f64,
-    started: broadcast::Receiver<String>,
     shutdown: Shutdown,
 }
 
 impl Attach {
     async fn run(mut self, sink: &mut Sink) {
-        let id = self.initial.id.clone();
         if self.history {
-            if let Ok(rx) = self.ctl.container_logs(&id, false, None).await {
+            if let Ok(rx) = self.ctl.container_logs(&self.id, false, None).await {
                 let opts = LogOptions { until: Some(self.attached_at), ..self.opts.clone() };
                 forward(rx, &opts, sink, self.shutdown.clone()).await;
             }
         }
-        if !self.follow || sink.is_gone() {
+        if sink.is_gone() {
             return;
         }
-        // Output from now on: wait for the container to run (the CLI attaches, then starts).
-        loop {
-            let r = match self.ctl.container_get(&id).await {
-                Ok(v) => v.record,
-                Err(e) if e.kind == ErrorKind::NotFound => return,
-                Err(e) => {
-                    tracing::warn!("attach {id}: {e}");
-                    return;
-                }
-            };
-            if r.state.status == Status::Running || ran_since(&self.initial, &r) {
-                break;
-            }
-            let mut sd = self.shutdown.clone();
-            tokio::select! {
-                _ = nap(&mut self.started, &r) => {}
-                _ = sd.wait() => return,
-            }
-        }
-        match self.ctl.container_logs(&id, true, None).await {
-            Ok(rx) => {
-                let opts = LogOptions { since: Some(self.attached_at), ..self.opts.clone() };
-                forward(rx, &opts, sink, self.shutdown.clone()).await;
-            }
-            Err(e) => tracing::warn!("attach {id}: logs: {e}"),
+        if let Some(rx) = self.live.take() {
+            forward(rx, &self.opts, sink, self.shutdown.clone()).await;
         }
     }
 }

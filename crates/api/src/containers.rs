@@ -1,14 +1,11 @@
 //! `/containers` routes: create, lifecycle, wait, list, inspect, logs.
 
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cove_controller::{ContainerView, SharedController};
-use cove_model::{ContainerRecord, ErrorKind, Status};
-use tokio::sync::broadcast;
+use cove_controller::{ContainerView, WaitCondition};
+use cove_model::{ContainerRecord, Status};
 
 use crate::create::{create_request, CreateBody};
 use crate::encode::{container, container_inspect, time};
@@ -20,9 +17,6 @@ use crate::stream::{deferred_body, log_body, LogOptions};
 use crate::{ApiError, ApiResult, AppState};
 
 pub(crate) use crate::attach::attach;
-
-/// How often long waits look at a container's state again.
-pub(crate) const POLL: Duration = Duration::from_millis(50);
 
 /// `POST /containers/create?name=`.
 pub(crate) async fn create(
@@ -46,7 +40,6 @@ fn done_or_not_modified(changed: bool) -> Response {
 /// `POST /containers/{id}/start`: 204, or 304 when already running.
 pub(crate) async fn start(State(st): State<AppState>, Id(id): Id) -> ApiResult {
     let started = st.ctl.container_start(&id).await?;
-    let _ = st.started.send(id);
     Ok(done_or_not_modified(started))
 }
 
@@ -60,7 +53,6 @@ pub(crate) async fn stop(State(st): State<AppState>, Id(id): Id, q: Params) -> A
 pub(crate) async fn restart(State(st): State<AppState>, Id(id): Id, q: Params) -> ApiResult {
     let t = q.int::<i64>("t")?;
     st.ctl.container_restart(&id, t).await?;
-    let _ = st.started.send(id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -83,13 +75,6 @@ pub(crate) async fn remove(State(st): State<AppState>, Id(id): Id, q: Params) ->
 }
 
 /// `condition` of `POST /containers/{id}/wait`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WaitCondition {
-    NotRunning,
-    NextExit,
-    Removed,
-}
-
 pub(crate) fn wait_condition(v: Option<&str>) -> Result<WaitCondition, ApiError> {
     match v.unwrap_or("") {
         "" | "not-running" => Ok(WaitCondition::NotRunning),
@@ -101,102 +86,38 @@ pub(crate) fn wait_condition(v: Option<&str>) -> Result<WaitCondition, ApiError>
     }
 }
 
+/// The body of a wait's answer.
+fn wait_body(result: Result<i32, cove_model::Error>) -> Bytes {
+    let body = match result {
+        Ok(code) => serde_json::json!({ "StatusCode": code, "Error": null }),
+        Err(e) => serde_json::json!({ "StatusCode": -1, "Error": { "Message": e.message } }),
+    };
+    let mut b = serde_json::to_vec(&body).unwrap_or_default();
+    b.push(b'\n');
+    Bytes::from(b)
+}
+
 /// `POST /containers/{id}/wait`: the headers go out at once (the CLI starts the container
 /// only after they arrive); the body `{"StatusCode", "Error"}` when the condition is met.
 pub(crate) async fn wait(State(st): State<AppState>, Id(id): Id, q: Params) -> ApiResult {
     let cond = wait_condition(q.get("condition"))?;
-    let initial = st.ctl.container_get(&id).await?.record;
+    let full_id = st.ctl.container_get(&id).await?.record.id;
     let ctl = st.ctl.clone();
-    let started = st.started.subscribe();
-    let fut = async move {
-        let body = match wait_for(&ctl, cond, &initial, started).await {
-            Ok(code) => serde_json::json!({ "StatusCode": code, "Error": null }),
-            Err(e) => serde_json::json!({ "StatusCode": -1, "Error": { "Message": e.message } }),
-        };
-        let mut b = serde_json::to_vec(&body).unwrap_or_default();
-        b.push(b'\n');
-        Bytes::from(b)
+    let mut fut = Box::pin(async move { ctl.container_wait_until(&full_id, cond).await });
+    // Poll once before the headers go out, so the wait is registered before the client
+    // (which waits for the headers) starts the container.
+    let body = match futures::poll!(&mut fut) {
+        std::task::Poll::Ready(r) => {
+            deferred_body(std::future::ready(wait_body(r)), st.shutdown.clone())
+        }
+        std::task::Poll::Pending => {
+            deferred_body(async move { wait_body(fut.await) }, st.shutdown.clone())
+        }
     };
-    let mut r = Response::new(deferred_body(fut, st.shutdown.clone()));
+    let mut r = Response::new(body);
     r.headers_mut()
         .insert(axum::http::header::CONTENT_TYPE, "application/json".parse().expect("static"));
     Ok(r)
-}
-
-/// Whether the container ran (and stopped) since `initial` was read.
-pub(crate) fn ran_since(initial: &ContainerRecord, now: &ContainerRecord) -> bool {
-    now.state.finished_at != initial.state.finished_at
-        || now.state.started_at != initial.state.started_at
-}
-
-/// Whether a start notification (the reference a client gave) names this container.
-pub(crate) fn names(reference: &str, r: &ContainerRecord) -> bool {
-    reference == r.name || (!reference.is_empty() && r.id.starts_with(reference))
-}
-
-/// Sleep one poll interval, or less when this container is started through the API.
-pub(crate) async fn nap(started: &mut broadcast::Receiver<String>, r: &ContainerRecord) {
-    let deadline = tokio::time::sleep(POLL);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            _ = &mut deadline => return,
-            m = started.recv() => match m {
-                Ok(reference) if names(&reference, r) => return,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => {
-                    deadline.as_mut().await;
-                    return;
-                }
-            },
-        }
-    }
-}
-
-async fn wait_for(
-    ctl: &SharedController,
-    cond: WaitCondition,
-    initial: &ContainerRecord,
-    mut started: broadcast::Receiver<String>,
-) -> Result<i32, ApiError> {
-    let id = initial.id.as_str();
-    if cond == WaitCondition::NotRunning {
-        return Ok(ctl.container_wait(id).await?);
-    }
-    let mut code = initial.state.exit_code;
-    let mut seen_exit = false;
-    loop {
-        let r = match ctl.container_get(id).await {
-            Ok(v) => v.record,
-            Err(e) if e.kind == ErrorKind::NotFound && cond == WaitCondition::Removed => {
-                return Ok(code)
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if r.state.status == Status::Running {
-            match ctl.container_wait(id).await {
-                Ok(c) => code = c,
-                // Exited and auto-removed in between: its exit code is gone with it.
-                Err(e) if e.kind == ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-            if cond == WaitCondition::NextExit {
-                return Ok(code);
-            }
-            seen_exit = true;
-        } else if ran_since(initial, &r) {
-            code = r.state.exit_code;
-            if cond == WaitCondition::NextExit {
-                return Ok(code);
-            }
-            seen_exit = true;
-        } else if cond == WaitCondition::Removed && !seen_exit && r.state.status != Status::Created
-        {
-            // Already stopped: "removed" waits only for the removal.
-            code = r.state.exit_code;
-        }
-        nap(&mut started, &r).await;
-    }
 }
 
 const LIST_FILTERS: &[&str] = &[

@@ -61,29 +61,6 @@ fn list_selection() {
     );
 }
 
-#[test]
-fn wait_conditions() {
-    assert_eq!(wait_condition(None).unwrap(), WaitCondition::NotRunning);
-    assert_eq!(wait_condition(Some("next-exit")).unwrap(), WaitCondition::NextExit);
-    assert_eq!(wait_condition(Some("removed")).unwrap(), WaitCondition::Removed);
-    assert!(wait_condition(Some("later")).is_err());
-    let a = container_view(Status::Created).record;
-    let mut b = a.clone();
-    assert!(!ran_since(&a, &b));
-    b.state.finished_at = "2024-01-01T00:01:00Z".into();
-    assert!(ran_since(&a, &b));
-    assert!(
-        names_ref("test", &a)
-            && names_ref("19a4d5", &a)
-            && !names_ref("", &a)
-            && !names_ref("tes", &a)
-    );
-}
-
-fn names_ref(r: &str, c: &ContainerRecord) -> bool {
-    super::names(r, c)
-}
-
 fn params(pairs: &[(&str, &str)]) -> Params {
     Params(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>())
 }

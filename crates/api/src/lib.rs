@@ -120,14 +120,11 @@ pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
 pub(crate) struct AppState {
     pub(crate) ctl: SharedController,
     pub(crate) shutdown: stream::Shutdown,
-    /// Containers started through this API (the reference as given), so waiters look at
-    /// them at once instead of at their next poll.
-    pub(crate) started: tokio::sync::broadcast::Sender<String>,
 }
 
 impl AppState {
     fn new(ctl: SharedController, shutdown: stream::Shutdown) -> Self {
-        Self { ctl, shutdown, started: tokio::sync::broadcast::channel(64).0 }
+        Self { ctl, shutdown }
     }
 }
 

@@ -523,6 +523,45 @@ impl Controller {
         self.runtime.logs(&id, follow, tail)
     }
 
+    /// Output of the container's next run (or of the current one, from now on), until that
+    /// run exits. Subscribes before returning, so a client that attaches and then starts a
+    /// container that exits at once (and is removed, with `--rm`) still gets all of it.
+    pub async fn container_attach(
+        &self,
+        reference: &str,
+    ) -> Result<tokio::sync::mpsc::Receiver<LogEntry>> {
+        let (id, mut events, mut follower) = {
+            let st = self.state.lock().await;
+            let id = st.container_id(reference)?;
+            (id.clone(), self.exits.subscribe(), self.runtime.log_follower(&id)?)
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                let done = tokio::select! {
+                    ev = events.recv() => match ev {
+                        Ok(ev) => ev.id == id,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => false,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => true,
+                    },
+                    _ = tick.tick() => false,
+                };
+                // The shim writes all output before the exit is recorded: one more read
+                // after the exit event drains it.
+                for e in follower.read_new() {
+                    if tx.send(e).await.is_err() {
+                        return;
+                    }
+                }
+                if done || tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
     /// Reconcile one stored container with the runtime after a daemon restart.
     pub(crate) async fn recover_container(&self, st: &mut State, c: &ContainerRecord) {
         match (c.state.status, self.runtime.state(&c.id)) {

@@ -79,6 +79,19 @@ pub(crate) fn mount_points() -> Vec<PathBuf> {
         .collect()
 }
 
+/// Mount points of cgroup (v1 and v2) filesystems in the calling process's mount namespace.
+pub(crate) fn cgroup_mounts() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    info.lines()
+        .filter(|l| {
+            let fstype = l.split(" - ").nth(1).and_then(|r| r.split(' ').next());
+            matches!(fstype, Some("cgroup" | "cgroup2"))
+        })
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .collect()
+}
+
 /// Whether `path` is a mount point in the calling process's mount namespace.
 pub(crate) fn is_mount_point(path: &Path) -> bool {
     let p = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());

@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex};
 use cove_model::Error;
 use serde::{Deserialize, Serialize};
 
+pub use logs::LogFollower;
 pub use shim::shim_main;
 
 /// The container runtime: image store, OCI bundles, runc-driven container processes.
@@ -130,7 +131,7 @@ pub enum RunState {
         /// When it exited, RFC 3339 with nanoseconds.
         finished_at: String,
     },
-    /// Never started, or cleaned up after its run.
+    /// Never started, cleaned up after its run, or a start still in progress.
     NotRunning,
 }
 
@@ -174,9 +175,13 @@ impl Runtime {
     /// `exec_root` (e.g. `/run/cove`: `runc --root exec_root/runc`,
     /// `exec_root/shims/<id>`). Creates the directories.
     pub fn new(data_root: &Path, exec_root: &Path) -> Result<Runtime, Error> {
+        let abs = |p: &Path| {
+            std::path::absolute(p)
+                .map_err(|e| Error::invalid(format!("invalid path {}: {e}", p.display())))
+        };
         let rt = Runtime {
-            data_root: data_root.to_path_buf(),
-            exec_root: exec_root.to_path_buf(),
+            data_root: abs(data_root)?,
+            exec_root: abs(exec_root)?,
             runc: find_runc(),
             image_lock: Arc::new(Mutex::new(())),
         };

@@ -43,6 +43,25 @@ impl LogReader {
     }
 }
 
+/// A reader positioned at the end of a container's log at the moment it was opened: it
+/// yields exactly the output written afterwards, even if the container's directory is
+/// removed meanwhile (the open file keeps the data). For attaching before a start.
+#[derive(Debug)]
+pub struct LogFollower(LogReader);
+
+impl LogFollower {
+    /// Entries written since the last call (complete lines only).
+    pub fn read_new(&mut self) -> Vec<LogEntry> {
+        self.0.read_new()
+    }
+}
+
+impl std::fmt::Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogReader({})", self.path.display())
+    }
+}
+
 fn parse_line(line: &[u8]) -> Option<LogEntry> {
     let l: LogLine = serde_json::from_slice(line).ok()?;
     Some(LogEntry { stream: l.stream, line: l.log.into_bytes(), time: l.time })
@@ -71,6 +90,28 @@ impl Runtime {
             .spawn(move || stream_log(&rt, &owned_id, &bundle, follow, tail, tx))
             .map_err(|e| Error::internal(format!("read logs of container {id}: {e}")))?;
         Ok(rx)
+    }
+}
+
+impl Runtime {
+    /// Open the container's log at its current end (creating it, as the shim appends to
+    /// the same file) for following output from now on.
+    pub fn log_follower(&self, id: &str) -> Result<LogFollower, Error> {
+        let bundle = self.bundle_dir(id)?;
+        if !bundle.is_dir() {
+            return Err(Error::not_found(format!("no bundle for container {id}")));
+        }
+        let path = log_path(&bundle);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(|e| Error::internal(format!("open log of container {id}: {e}")))?;
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::End(0))
+            .map_err(|e| Error::internal(format!("seek log of container {id}: {e}")))?;
+        Ok(LogFollower(LogReader { path, file: Some(file), partial: Vec::new() }))
     }
 }
 

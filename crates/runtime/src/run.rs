@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cove_model::Error;
 
-use crate::fsutil::{is_mount_point, read_pid};
+use crate::fsutil::{cgroup_mounts, is_mount_point, read_pid};
 use crate::shim::{self, read_exit, ShimArgs};
 use crate::{timefmt, RunState, Runtime};
 
@@ -67,8 +67,11 @@ impl Runtime {
     /// Start container `id`: write config.json joining the network namespace at `netns`
     /// (None: the host's, no network namespace entry), mount the root filesystem, spawn the
     /// shim detached, and wait until runc reports the init pid, which is returned. When the
-    /// container fails to start, everything is cleaned up and runc's error is returned
-    /// (InvalidInput for a missing or non-executable command, as Docker does).
+    /// container fails to start, everything is cleaned up (state NotRunning) and runc's error
+    /// is returned (InvalidInput for a missing or non-executable command, as Docker does).
+    /// Needs the bundle (create_bundle) and, for a sandbox, the network namespace mounted at
+    /// `netns`. Blocks for the duration of runc's start (tens of ms): call it from
+    /// `spawn_blocking` in async code. Already running: Conflict.
     pub fn start(&self, id: &str, netns: Option<&Path>) -> Result<u32, Error> {
         let spec = self.load_spec(id)?;
         let bundle = self.bundle_dir(id)?;
@@ -184,7 +187,8 @@ impl Runtime {
     /// Resolve when the current run of `id` exits, with its exit code. Works for a shim that
     /// is not our child (after a daemon restart): it watches the shim with a pidfd, falling
     /// back to polling. Returns at once with the last exit code if the run already exited,
-    /// or -1 if the container never started (or was cleaned up).
+    /// or -1 if the container never started (or was cleaned up): call it after `start`
+    /// returned. Needs a tokio runtime with I/O and time enabled.
     pub async fn wait(&self, id: &str) -> i32 {
         let (Ok(bundle), Ok(state)) = (self.bundle_dir(id), self.state_dir(id)) else {
             return -1;
@@ -269,8 +273,9 @@ impl Runtime {
     }
 
     /// After the run exited, or to force it: `runc delete --force` (which kills a running
-    /// container), wait for the shim, unmount the root filesystem, and forget the run
-    /// (state becomes NotRunning). Idempotent.
+    /// container), wait for the shim, remove leftover cgroups, unmount the root filesystem,
+    /// and forget the run (state becomes NotRunning). Idempotent. Blocks (runc, the shim's
+    /// exit): call it from `spawn_blocking` in async code.
     pub fn cleanup(&self, id: &str) -> Result<(), Error> {
         let bundle = self.bundle_dir(id)?;
         let state = self.state_dir(id)?;
@@ -289,6 +294,7 @@ impl Runtime {
                 unsafe { libc::kill(shim_pid as libc::pid_t, libc::SIGKILL) };
             }
         }
+        remove_cgroups(id);
         self.unmount_rootfs(id)?;
         for f in [shim::exit_path(&bundle), shim::start_error_path(&bundle)] {
             let _ = std::fs::remove_file(f);
@@ -335,6 +341,20 @@ impl Runtime {
             .collect();
         ids.sort();
         ids
+    }
+}
+
+/// Remove the container's cgroups (`<cgroup mount>/cove/<id>`) that runc left behind when
+/// it was killed before it could clean up. rmdir fails harmlessly on a cgroup that still
+/// has processes.
+fn remove_cgroups(id: &str) {
+    for m in cgroup_mounts() {
+        let dir = m.join("cove").join(id);
+        if dir.is_dir() {
+            if let Err(e) = std::fs::remove_dir(&dir) {
+                tracing::debug!(container = id, "remove cgroup {}: {e}", dir.display());
+            }
+        }
     }
 }
 

@@ -149,18 +149,25 @@ fn host_ip_shown(b: &PortBinding) -> String {
 fn ports_summary(r: &ContainerRecord) -> Vec<PortSummary> {
     let running = r.state.status == Status::Running;
     let mut out: Vec<PortSummary> = vec![];
+    let mut shown: Vec<String> = vec![];
     if running {
         for b in &r.host_config.port_bindings {
+            // An ephemeral port whose number the record does not know shows as unpublished.
+            let public = (b.host_port != 0).then_some(b.host_port);
+            if public.is_none() && shown.contains(&port_key(b)) {
+                continue;
+            }
             out.push(PortSummary {
-                ip: Some(host_ip_shown(b)),
+                ip: public.map(|_| host_ip_shown(b)),
                 private_port: b.container_port,
-                public_port: Some(b.host_port),
+                public_port: public,
                 proto: b.protocol.clone(),
             });
+            shown.push(port_key(b));
         }
     }
     for key in &r.config.exposed_ports {
-        if running && r.host_config.port_bindings.iter().any(|b| port_key(b) == *key) {
+        if shown.contains(key) {
             continue;
         }
         let (private_port, proto) = split_port_key(key);

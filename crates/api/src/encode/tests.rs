@@ -125,6 +125,14 @@ fn container_summary_shape() {
     assert_eq!(ep["IPPrefixLen"], 16);
     assert_eq!(ep["NetworkID"], NET_ID);
 
+    let mut v = container_view(Status::Running);
+    v.record.host_config.port_bindings[0].host_port = 0;
+    let j = to_json(&container::summary(&v, now));
+    assert_eq!(
+        j["Ports"],
+        json!([{ "PrivatePort": 80, "Type": "tcp" }, { "PrivatePort": 53, "Type": "udp" }])
+    );
+
     let j = to_json(&container::summary(&container_view(Status::Created), now));
     assert_eq!(j["Status"], "Created");
     assert_eq!(

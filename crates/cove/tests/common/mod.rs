@@ -4,6 +4,7 @@
 
 use cove_testkit::FakeHost;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// A fake host running the daemon, with the `busybox` image imported.
 pub fn host(test: &str) -> FakeHost {
@@ -46,4 +47,87 @@ pub fn tcp_probe(h: &FakeHost, extra: &[&str], ip: &str) -> cove_testkit::CmdRes
     let cmd = format!("nc -w 3 {ip} 8080");
     args.extend_from_slice(&["busybox", "sh", "-c", &cmd]);
     h.cove(&args)
+}
+
+/// Start `busybox sleep 600` detached as `name`, with `extra` run flags.
+pub fn sleeper(h: &FakeHost, name: &str, extra: &[&str]) {
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["busybox", "sleep", "600"]);
+    h.cove(&args).ok();
+}
+
+/// `cove exec <container> <argv...>`, which must succeed; its stdout.
+#[track_caller]
+pub fn exec_ok(h: &FakeHost, container: &str, argv: &[&str]) -> String {
+    let mut args = vec!["exec", container];
+    args.extend_from_slice(argv);
+    let r = h.cove(&args);
+    r.ok();
+    r.stdout
+}
+
+/// Poll `f` every 50 ms until it holds; panic naming `what` after `secs` seconds.
+#[track_caller]
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Wait until something in `container`'s network namespace listens on TCP `port`
+/// (read from `/proc/net/tcp{,6}` inside it), so that probes do not race the server.
+#[track_caller]
+pub fn wait_listening(h: &FakeHost, container: &str, port: u16) {
+    let needle = format!(":{port:04X} ");
+    wait_until(&format!("{container} to listen on {port}"), 10, || {
+        let r = h.cove(&["exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6"]);
+        r.stdout.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && format!("{} ", f[1]).ends_with(&needle) && f[3] == "0A"
+        })
+    });
+}
+
+/// Connect from the running container `from` to `ip:8080` with `nc` (via `exec`).
+pub fn exec_probe(h: &FakeHost, from: &str, ip: &str) -> cove_testkit::CmdResult {
+    h.cove(&["exec", from, "nc", "-w", "2", ip, "8080"])
+}
+
+/// Add a counter `name` in a table of the `bridge` family (`table bridge cove_test_probe`,
+/// prerouting), counting frames that enter any bridge port and match one of `matches`
+/// (e.g. `arp daddr ip 10.0.0.5`): proof that a probe reached the host's bridge even when
+/// it never became an IP packet. Add it before the baseline snapshot.
+#[track_caller]
+pub fn add_bridge_counter(h: &FakeHost, name: &str, matches: &[&str]) {
+    let mut script = format!(
+        "add table bridge cove_test_probe\n\
+         add chain bridge cove_test_probe pre {{ type filter hook prerouting priority -300; policy accept; }}\n\
+         add counter bridge cove_test_probe {name}\n"
+    );
+    for m in matches {
+        script.push_str(&format!(
+            "add rule bridge cove_test_probe pre {m} counter name \"{name}\"\n"
+        ));
+    }
+    let path = h.dir().join(format!("bridge-counter-{name}.nft"));
+    std::fs::write(&path, &script).expect("writing the nft script");
+    h.sh_ok(&format!("nft -f {}", path.display()));
+}
+
+/// Packets counted so far by the bridge counter `name` (see [`add_bridge_counter`]).
+#[track_caller]
+pub fn bridge_counter(h: &FakeHost, name: &str) -> u64 {
+    let out = h.sh_ok(&format!("nft list counter bridge cove_test_probe {name}"));
+    let mut words = out.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "packets" {
+            if let Some(n) = words.next().and_then(|n| n.parse().ok()) {
+                return n;
+            }
+        }
+    }
+    panic!("no packet count in {out}")
 }

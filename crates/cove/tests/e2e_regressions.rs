@@ -1,0 +1,25 @@
+//! End-to-end regression tests, each named after the bug it pins down.
+
+mod common;
+
+use common::host;
+
+/// `run --rm` of a container that exits at once lost its output: the attach only started
+/// reading after the start, when the container (and its log) could already be gone.
+#[test]
+fn run_rm_keeps_output_of_a_container_that_exits_at_once() {
+    let h = host("run_rm_keeps_output_of_a_container_that_exits_at_once");
+    let baseline = h.snapshot();
+    for i in 0..10 {
+        let marker = format!("fast-{i}");
+        let r = h.cove(&["run", "--rm", "busybox", "echo", &marker]);
+        r.ok();
+        assert_eq!(r.stdout.trim(), marker, "run {i}: {r:?}");
+    }
+    let r = h.cove(&["run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 5"]);
+    assert_eq!(r.status, 5, "{r:?}");
+    assert_eq!(r.stdout.trim(), "out");
+    assert_eq!(r.stderr.trim(), "err");
+    assert_eq!(h.cove(&["ps", "-aq"]).out(), "", "--rm containers must be gone");
+    h.assert_no_leaks(&baseline);
+}
