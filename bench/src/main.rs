@@ -112,7 +112,11 @@ impl Floor {
         let kernel = Kernel::new().await?;
         kernel
             .apply(&[
-                Op::CreateBridge { name: "flbr0".into(), mtu: 1500 },
+                Op::CreateBridge {
+                    name: "flbr0".into(),
+                    mtu: 1500,
+                    mac: MacAddr([2, 0x42, 9, 9, 9, 9]),
+                },
                 Op::AddAddress {
                     netns: Netns::Host,
                     link: "flbr0".into(),

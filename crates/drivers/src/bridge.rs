@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-use cove_model::{BridgeOptions, EndpointRecord, Error, NetworkRecord, Result};
+use cove_model::{BridgeOptions, EndpointRecord, Error, MacAddr, NetworkRecord, Result};
 
 use crate::plan::{Netns, Op};
 
@@ -118,11 +118,24 @@ fn gateway_net(pool_subnet: IpNet, gw: IpAddr) -> IpNet {
     IpNet::new(gw, pool_subnet.prefix_len()).expect("prefix length comes from a valid subnet")
 }
 
+/// The bridge's MAC, derived from the network id so it is stable across restarts.
+pub fn bridge_mac(network_id: &str) -> MacAddr {
+    let mut b = [0x02, 0x42, 0, 0, 0, 0];
+    for (i, pair) in network_id.as_bytes().chunks(2).take(4).enumerate() {
+        b[2 + i] = std::str::from_utf8(pair)
+            .ok()
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    MacAddr(b)
+}
+
 /// Host-side objects that exist while the network exists: the bridge, its gateway
 /// addresses, and IPv6 enabled on it only when the network has IPv6.
 pub fn network_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
     let b = bridge_of(net)?;
-    let mut ops = vec![Op::CreateBridge { name: b.name.clone(), mtu: b.mtu }];
+    let mut ops =
+        vec![Op::CreateBridge { name: b.name.clone(), mtu: b.mtu, mac: bridge_mac(&net.id) }];
     ops.push(Op::Sysctl {
         netns: Netns::Host,
         key: format!("net/ipv6/conf/{}/disable_ipv6", b.name),
@@ -223,7 +236,7 @@ pub fn leave_ops(ep: &EndpointRecord, netns: &Path) -> Vec<Op> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cove_model::{DriverKind, IpamPool, MacAddr};
+    use cove_model::{DriverKind, IpamPool};
 
     fn net(ipv6: bool, internal: bool) -> NetworkRecord {
         let mut ipam = vec![IpamPool {
@@ -283,7 +296,7 @@ mod tests {
         let got = render(&network_ops(&net(false, false)).unwrap());
         assert_eq!(
             got,
-            "create bridge br-nnnnnnnnnnnn mtu 1500\n\
+            "create bridge br-nnnnnnnnnnnn mtu 1500 mac 02:42:00:00:00:00\n\
              sysctl net/ipv6/conf/br-nnnnnnnnnnnn/disable_ipv6=1 in host\n\
              add address 172.18.0.1/16 to br-nnnnnnnnnnnn in host\n\
              set br-nnnnnnnnnnnn up in host\n"

@@ -35,6 +35,9 @@ pub enum Op {
         name: String,
         /// MTU.
         mtu: u32,
+        /// Fixed MAC: without one the kernel gives the bridge the lowest MAC of its ports,
+        /// so it would change as containers come and go.
+        mac: MacAddr,
     },
     /// Create a veth pair: `host_name` in the host namespace, enslaved to `bridge` and up;
     /// `peer_name` created directly inside `peer_netns` (not up: the kernel refuses that).
@@ -128,7 +131,9 @@ impl Op {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::CreateBridge { name, mtu } => write!(f, "create bridge {name} mtu {mtu}"),
+            Op::CreateBridge { name, mtu, mac } => {
+                write!(f, "create bridge {name} mtu {mtu} mac {mac}")
+            }
             Op::CreateVeth { host_name, bridge, peer_name, peer_netns, peer_mac, mtu } => write!(
                 f,
                 "create veth {host_name} (master {bridge}) peer {peer_name} in {} mac {peer_mac} mtu {mtu}",

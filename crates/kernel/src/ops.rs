@@ -35,8 +35,11 @@ const CREATE: u16 = NLM_F_CREATE | NLM_F_EXCL;
 /// Execute `op`.
 pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
     match op {
-        Op::CreateBridge { name, mtu } => {
-            let msg = LinkMessageBuilder::<LinkBridge>::new(name).mtu(*mtu).build();
+        Op::CreateBridge { name, mtu, mac } => {
+            let msg = LinkMessageBuilder::<LinkBridge>::new(name)
+                .mtu(*mtu)
+                .address(mac.0.to_vec())
+                .build();
             nl::ack(hs.host(), RouteNetlinkMessage::NewLink(msg), CREATE).await?;
         }
         Op::CreateVeth { host_name, bridge, mtu, peer_name, peer_netns, peer_mac } => {

@@ -19,7 +19,11 @@ const MAC: MacAddr = MacAddr([0x02, 0x42, 10, 123, 0, 2]);
 
 fn bridge_ops(name: &str) -> Vec<Op> {
     vec![
-        Op::CreateBridge { name: name.into(), mtu: 1400 },
+        Op::CreateBridge {
+            name: name.into(),
+            mtu: 1400,
+            mac: cove_model::MacAddr([2, 0x42, 1, 2, 3, 4]),
+        },
         Op::Sysctl {
             netns: Netns::Host,
             key: format!("net/ipv6/conf/{name}/disable_ipv6"),

@@ -157,6 +157,14 @@ pub(crate) fn routes(json: &str) -> Result<Vec<String>, String> {
         let mut obj = obj.clone();
         obj.entry("table").or_insert_with(|| "main".into());
         obj.entry("type").or_insert_with(|| "unicast".into());
+        // A bridge's carrier follows whether it has ports, so "linkdown" comes and goes
+        // with containers: state, not a leaked object.
+        if let Some(Value::Array(flags)) = obj.get_mut("flags") {
+            flags.retain(|f| f != "linkdown");
+            if flags.is_empty() {
+                obj.remove("flags");
+            }
+        }
         out.push(kv(
             &obj,
             &["table", "type", "dst", "gateway", "dev", "protocol", "scope", "prefsrc", "metric"],
