@@ -87,8 +87,21 @@ fn check_content_type(req: &Request) -> Result<(), ApiError> {
 /// Decode Docker's JSON: unknown fields are tolerated, wrong types are errors naming the
 /// field path (`HostConfig.PortBindings`).
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every Docker request body is one JSON object: serde would also take an array as the
+    // fields in order, which no client means.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(ApiError::bad_request("invalid JSON: the request body must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(de) {
+    let result = serde_path_to_error::deserialize::<_, T>(&mut *de);
+    // Anything after the object (a second document, trailing garbage) is refused.
+    if result.is_ok() {
+        if let Err(e) = de.end() {
+            return Err(ApiError::bad_request(format!("invalid JSON: {e}")));
+        }
+    }
+    match result {
         Ok(v) => Ok(v),
         Err(e) => {
             let path = e.path().to_string();
@@ -266,6 +279,15 @@ mod tests {
         assert_eq!(p.cmd, Some(vec!["a".to_string(), "b".to_string()]));
         let p: Probe = decode(br#"{"Cmd":null}"#).unwrap();
         assert_eq!(p.cmd, None);
+    }
+
+    #[test]
+    fn trailing_content_and_arrays_are_refused() {
+        for bad in [&b"{} trailing"[..], br#"{"Name":"a"}{"Name":"b"}"#, br#"["a"]"#] {
+            let e = decode::<Probe>(bad).unwrap_err();
+            assert!(format!("{e:?}").contains("JSON"), "{e:?}");
+        }
+        assert!(decode::<Probe>(b" {} \n").is_ok());
     }
 
     #[test]

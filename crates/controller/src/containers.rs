@@ -140,6 +140,11 @@ impl Controller {
             if t.id == id {
                 return Err(Error::invalid("cannot join own network namespace"));
             }
+            // Clients key the endpoint settings by the mode itself; empty ones mean nothing.
+            let s = take_settings(&mut extra, &[mode_name.as_str()]);
+            if s != EndpointSettings::default() {
+                return Err(conflicting("ip, mac-address or alias"));
+            }
             if !extra.is_empty() {
                 return Err(conflicting("network endpoints"));
             }

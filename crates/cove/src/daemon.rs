@@ -163,13 +163,32 @@ fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// One daemon per network namespace: it owns the bridges, veths and (later) firewall
+/// tables there. The lock is an abstract unix socket, which is scoped to the network
+/// namespace and released by the kernel when the process dies, even by SIGKILL. (It is
+/// never listened on; the API socket is a path socket.)
+fn lock_netns() -> anyhow::Result<std::os::unix::net::UnixDatagram> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(b"cove-daemon-lock")?;
+    std::os::unix::net::UnixDatagram::bind_addr(&addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("another cove daemon is already running in this network namespace")
+        } else {
+            anyhow::anyhow!("take the daemon lock: {e}")
+        }
+    })
+}
+
 /// Run the daemon until SIGTERM/SIGINT. Containers keep running across a daemon restart;
 /// the next start reconciles with them.
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let settings = resolve(args)?;
     init_tracing(&settings.log_level)?;
-    let ctl = Controller::start(settings.controller).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Both checks come before the controller starts: its reconcile removes kernel objects
+    // it does not own, which would wreck another daemon's networks.
+    let _netns_lock = lock_netns()?;
     let listener = bind_socket(&settings.socket)?;
+    let ctl = Controller::start(settings.controller).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(socket = %settings.socket.display(), "cove daemon ready");
     let shutdown = async {
         use tokio::signal::unix::{signal, SignalKind};

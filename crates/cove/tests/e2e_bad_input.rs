@@ -52,10 +52,7 @@ fn assert_unchanged(h: &FakeHost, before: &World, case: &str) {
     assert_eq!(lines(h, &["network", "ls", "-q", "--no-trunc"]), before.networks, "{case}");
     assert_eq!(lines(h, &["ps", "-aq", "--no-trunc"]), before.containers, "{case}");
     assert_eq!(bundles(h), before.bundles, "{case}: container directories changed");
-    if h.snapshot() != before.snap {
-        eprintln!("case {case:?} changed the fake host:");
-        h.assert_no_leaks(&before.snap);
-    }
+    common::assert_same_as(h, &before.snap, case);
 }
 
 /// One raw API request that must be refused.

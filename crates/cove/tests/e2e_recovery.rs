@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{host, inspect, ip_of, tcp_probe, tcp_server};
+use common::{assert_same_as, host, inspect, ip_of, tcp_probe, tcp_server};
 use cove_testkit::FakeHost;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -169,7 +169,7 @@ fn clean_restart_keeps_networks_containers_addresses_and_traffic() {
     assert_eq!(ip_of(&h, "srv", "rc-app"), ips[0]);
     assert_eq!(ip_of(&h, "cli", "rc-app"), ips[1]);
     assert_eq!(ip_of(&h, "dflt", "bridge"), ips[2]);
-    h.assert_no_leaks(&running);
+    assert_same_as(&h, &running, "after a clean restart");
     assert!(h.sh_ok("ip -o link show rc-app0").contains("mtu 1400"));
     // Traffic: between the two containers, and from a new one.
     assert!(probe_exec(&h, "cli", "10.75.1.10").contains("hello-rc"), "no traffic after restart");
@@ -210,7 +210,7 @@ fn kill9_leaves_containers_running_and_restart_adopts_them() {
     assert!(host_probe(&h, "10.76.1.10").contains("alive"), "host -> srv while daemon dead");
     let out = probe_from_pid(&h, cli_pid, "10.76.1.10");
     assert!(out.contains("alive"), "cli -> srv while the daemon is dead: {out:?}");
-    h.assert_no_leaks(&running);
+    assert_same_as(&h, &running, "while the daemon is dead");
 
     h.start_daemon(&[]);
     for (n, p) in [("srv", srv_pid), ("cli", cli_pid)] {
@@ -220,7 +220,7 @@ fn kill9_leaves_containers_running_and_restart_adopts_them() {
     }
     assert_eq!(ip_of(&h, "srv", "rc-k"), "10.76.1.10");
     assert_eq!(ip_of(&h, "cli", "rc-k"), cli_ip);
-    h.assert_no_leaks(&running);
+    assert_same_as(&h, &running, "after the restart");
     assert!(probe_exec(&h, "cli", "10.76.1.10").contains("alive"), "cli -> srv after restart");
     let out = tcp_probe(&h, &["--network", "rc-k"], "10.76.1.10");
     assert!(out.stdout.contains("alive"), "{out}");
@@ -310,7 +310,8 @@ fn orphans_that_look_like_coves_are_removed_at_start_and_nothing_else() {
          ip link set br-0123456789ab up && ip addr add 10.78.9.1/24 dev br-0123456789ab && \
          ip link add foo0 type bridge && ip link set foo0 up && \
          ip addr add 10.78.10.1/24 dev foo0 && \
-         ip link add br-notcove type bridge && ip link add cv0123456789 type dummy && \
+         ip link add br-notcove type bridge && \
+         ip link add foov0 type veth peer name foov1 && ip link set foov0 master foo0 && \
          touch {stray_ns} && unshare --net={stray_ns} true"
     ));
     assert_eq!(h.snapshot().netns.len(), 1, "the stray sandbox is mounted");
@@ -321,11 +322,13 @@ fn orphans_that_look_like_coves_are_removed_at_start_and_nothing_else() {
     for gone in ["cv0123456789ab", "cvx0123456789a", "br-0123456789ab"] {
         assert!(!links.iter().any(|l| l == gone), "{gone} survived the start: {links:?}");
     }
-    for kept in ["foo0", "br-notcove", "cv0123456789"] {
+    for kept in ["foo0", "br-notcove", "foov0", "foov1"] {
         assert!(links.iter().any(|l| l == kept), "{kept} was removed: {links:?}");
     }
     assert_eq!(h.sh_ok("ip -o addr show dev foo0"), kept_before, "foo0 was changed");
-    assert!(h.sh_ok("ip -o link show foo0").contains("state UP"), "foo0 was set down");
+    let foo0 = h.sh_ok("ip -o link show foo0");
+    let flags = foo0.split('<').nth(1).and_then(|f| f.split('>').next()).unwrap_or("");
+    assert!(flags.split(',').any(|f| f == "UP"), "foo0 was set down: {foo0}");
     assert!(!h.sh_ok("ip route").contains("10.78.9.0/24"), "the stray bridge's route stayed");
     assert_eq!(netns_files(&h), Vec::<String>::new(), "the stray sandbox file stayed");
     assert_eq!(h.snapshot().netns, Vec::<String>::new(), "the stray sandbox stayed mounted");
@@ -333,7 +336,7 @@ fn orphans_that_look_like_coves_are_removed_at_start_and_nothing_else() {
     h.cove(&["network", "create", "--subnet", "10.78.1.0/24", "rc-o"]).ok();
     h.cove(&["network", "rm", "rc-o"]).ok();
 
-    h.sh_ok("ip link del foo0 && ip link del br-notcove && ip link del cv0123456789");
+    h.sh_ok("ip link del foo0 && ip link del br-notcove && ip link del foov0");
     h.assert_no_leaks(&baseline);
 }
 
@@ -452,7 +455,7 @@ fn stale_socket_is_replaced_and_a_second_daemon_is_refused() {
     let (status, out) = second_daemon(&h, (&h.data_root(), &h.exec_root()));
     assert!(!status.success(), "a second daemon on a live socket must be refused:\n{out}");
     assert!(out.contains("already"), "the refusal should say why:\n{out}");
-    h.assert_no_leaks(&before);
+    assert_same_as(&h, &before, "after a second daemon was refused");
     first_daemon_still_works(&h);
 
     h.cove(&["rm", "-f", "srv"]).ok();
@@ -469,8 +472,8 @@ fn second_daemon_with_other_roots_on_a_live_socket_touches_nothing() {
     let (data, run) = (h.state_dir().join("other-data"), h.state_dir().join("other-run"));
     let (status, out) = second_daemon(&h, (&data, &run));
     assert!(!status.success(), "a second daemon on a live socket must be refused:\n{out}");
-    assert!(out.contains("already listening"), "the refusal should say why:\n{out}");
-    h.assert_no_leaks(&before);
+    assert!(out.contains("another cove daemon is already running"), "the refusal should say why:\n{out}");
+    assert_same_as(&h, &before, "after a second daemon was refused");
     first_daemon_still_works(&h);
 
     h.cove(&["rm", "-f", "srv"]).ok();

@@ -227,10 +227,15 @@ pub fn gateway_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Ve
     ops
 }
 
-/// Removing one endpoint from a running sandbox: delete its interface inside the sandbox
-/// (the host end goes with it).
+/// Removing one endpoint from a running sandbox: take its interface out of service at once
+/// (down, and renamed to a tombstone so its `ethN` name is free again). The veth pair is
+/// not deleted here: a delete holds the RTNL lock through an RCU grace period (~30 ms),
+/// stalling every other link operation on the host. The tombstone is reaped with the
+/// sandbox, when the container stops, in the kernel's batched namespace cleanup.
 pub fn leave_ops(ep: &EndpointRecord, netns: &Path) -> Vec<Op> {
-    vec![Op::DeleteLink { netns: Netns::Path(netns.to_path_buf()), name: ep.ifname.clone() }]
+    // The host-side name is unique and never reused; it makes a unique tombstone too.
+    let tombstone = format!("x{}", ep.host_ifname.trim_start_matches("cv"));
+    vec![Op::Retire { netns: Netns::Path(netns.to_path_buf()), link: ep.ifname.clone(), tombstone }]
 }
 
 #[cfg(test)]
@@ -329,6 +334,19 @@ mod tests {
         assert!(gateway_ops(&net(false, true), &ep(), p).is_empty());
         let got = render(&gateway_ops(&net(false, false), &ep(), p));
         assert_eq!(got, "add route 0.0.0.0/0 via 172.18.0.1 dev eth0 in /x\n");
+    }
+
+    #[test]
+    fn leave_retires_the_interface() {
+        let ops = leave_ops(&ep(), Path::new("/s"));
+        assert_eq!(render(&ops), "retire eth0 as x0123456789ab in /s\n");
+    }
+
+    #[test]
+    fn bridge_mac_is_stable_and_local() {
+        let m = bridge_mac("a1b2c3d4e5");
+        assert_eq!(m.to_string(), "02:42:a1:b2:c3:d4");
+        assert_eq!(m, bridge_mac("a1b2c3d4e5"));
     }
 
     #[test]

@@ -91,6 +91,17 @@ pub enum Op {
         /// Value to write.
         value: String,
     },
+    /// Take a link out of service at once: set it down and rename it to `tombstone`, so
+    /// its name is free again while a later [`Op::DeleteLink`] of the tombstone (which
+    /// waits for an RCU grace period, ~30 ms) runs in the background.
+    Retire {
+        /// Namespace.
+        netns: Netns,
+        /// Link name.
+        link: String,
+        /// New, unique name (at most 15 bytes).
+        tombstone: String,
+    },
     /// Delete a link (missing counts as done).
     DeleteLink {
         /// Namespace.
@@ -146,6 +157,9 @@ impl fmt::Display for Op {
                 None => write!(f, "add route {dst} dev {link} in {netns}"),
             },
             Op::Sysctl { netns, key, value } => write!(f, "sysctl {key}={value} in {netns}"),
+            Op::Retire { netns, link, tombstone } => {
+                write!(f, "retire {link} as {tombstone} in {netns}")
+            }
             Op::DeleteLink { netns, name } => write!(f, "delete link {name} in {netns}"),
             Op::DelAddress { netns, link, addr } => {
                 write!(f, "delete address {addr} from {link} in {netns}")

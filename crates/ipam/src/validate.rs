@@ -162,14 +162,15 @@ pub fn validate_pools_together(pools: &[IpamPool]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Check `pools` against the subnets other networks already use (`(network name, subnet)`):
+/// Check `pools` against subnets already in use (`(owner, subnet)`, the owner as it should
+/// read in the message, e.g. "network web" or "a host route"):
 /// an overlap is Docker's 403 "Pool overlaps with other one on this address space", with the
 /// subnets and the other network named.
 pub fn check_no_overlap(pools: &[IpamPool], in_use: &[(String, IpNet)]) -> Result<(), Error> {
     for pool in pools {
         if let Some((name, other)) = in_use.iter().find(|(_, n)| overlaps(&pool.subnet, n)) {
             return Err(Error::forbidden(format!(
-                "Pool overlaps with other one on this address space: {} overlaps network {name}'s {other}",
+                "Pool overlaps with other one on this address space: {} overlaps {other} of {name}",
                 pool.subnet
             )));
         }
@@ -310,15 +311,15 @@ mod tests {
     #[test]
     fn overlap_with_other_networks() {
         let in_use = vec![
-            ("bridge".to_string(), net("172.17.0.0/16")),
-            ("web".to_string(), net("fd00::/64")),
+            ("network bridge".to_string(), net("172.17.0.0/16")),
+            ("network web".to_string(), net("fd00::/64")),
         ];
         assert!(check_no_overlap(&[pool("172.18.0.0/16"), pool("fd01::/64")], &in_use).is_ok());
         assert!(check_no_overlap(&[], &in_use).is_ok());
         let cases = [
-            (pool("172.17.5.0/24"), "Pool overlaps with other one on this address space: 172.17.5.0/24 overlaps network bridge's 172.17.0.0/16"),
-            (pool("172.16.0.0/12"), "Pool overlaps with other one on this address space: 172.16.0.0/12 overlaps network bridge's 172.17.0.0/16"),
-            (pool("fd00::/48"), "Pool overlaps with other one on this address space: fd00::/48 overlaps network web's fd00::/64"),
+            (pool("172.17.5.0/24"), "Pool overlaps with other one on this address space: 172.17.5.0/24 overlaps 172.17.0.0/16 of network bridge"),
+            (pool("172.16.0.0/12"), "Pool overlaps with other one on this address space: 172.16.0.0/12 overlaps 172.17.0.0/16 of network bridge"),
+            (pool("fd00::/48"), "Pool overlaps with other one on this address space: fd00::/48 overlaps fd00::/64 of network web"),
         ];
         for (p, want) in cases {
             let err = check_no_overlap(&[pool("10.0.0.0/24"), p], &in_use).unwrap_err();

@@ -88,6 +88,15 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
             let h = hs.get(netns).await?;
             set_up(&h, link).await?;
         }
+        Op::Retire { netns, link, tombstone } => {
+            let h = hs.get(netns).await?;
+            let index = nl::link_index(&h, link).await.map_err(|c| no_link(c, link))?;
+            let down: LinkMessage = LinkUnspec::new_with_index(index).down().build();
+            nl::ack(&h, RouteNetlinkMessage::SetLink(down), 0).await?;
+            let rename: LinkMessage =
+                LinkUnspec::new_with_index(index).name(tombstone.clone()).build();
+            nl::ack(&h, RouteNetlinkMessage::SetLink(rename), 0).await?;
+        }
         Op::AddRoute { netns, dst, gateway, link } => {
             let h = hs.get(netns).await?;
             let oif = nl::link_index(&h, link).await?;

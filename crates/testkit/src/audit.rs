@@ -93,7 +93,8 @@ impl FakeHost {
                 .into_iter()
                 .filter(|p| !spare.contains(&p.pid))
                 .map(|p| {
-                    format!("{} pid={} [{}]: {}", p.comm, p.pid, p.state, procs::cmdline(p.pid))
+                    // Run state (R/S) is not part of it: it flickers and is no leak.
+                    format!("{} pid={}: {}", p.comm, p.pid, procs::cmdline(p.pid))
                 })
                 .collect(),
         );

@@ -2,7 +2,7 @@
 //! busybox test image imported.
 #![allow(dead_code)]
 
-use cove_testkit::FakeHost;
+use cove_testkit::{FakeHost, Snapshot};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,7 @@ pub fn tcp_probe(h: &FakeHost, extra: &[&str], ip: &str) -> cove_testkit::CmdRes
 }
 
 /// Start `busybox sleep 600` detached as `name`, with `extra` run flags.
+#[track_caller]
 pub fn sleeper(h: &FakeHost, name: &str, extra: &[&str]) {
     let mut args = vec!["run", "-d", "--name", name];
     args.extend_from_slice(extra);
@@ -130,4 +131,31 @@ pub fn bridge_counter(h: &FakeHost, name: &str) -> u64 {
         }
     }
     panic!("no packet count in {out}")
+}
+
+/// `s` without the `nc -l` that a [`tcp_server`] starts again after each connection
+/// (a new pid each time, not a leak).
+pub fn steady(s: &Snapshot) -> Snapshot {
+    let mut s = s.clone();
+    s.procs = s.procs.iter().filter(|p| !p.contains(": nc -l")).cloned().collect();
+    s
+}
+
+/// [`FakeHost::assert_no_leaks`] comparing [`steady`] snapshots: the fake host's links,
+/// addresses, routes, nft, mounts and container processes are (within 5 s) what they were
+/// in `before`; `when` names the moment in the panic message.
+#[track_caller]
+pub fn assert_same_as(h: &FakeHost, before: &Snapshot, when: &str) {
+    let want = steady(before);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = steady(&h.snapshot());
+        if now == want {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{when}: the fake host changed:\n  {}", want.diff(&now).join("\n  "));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
