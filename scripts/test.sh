@@ -8,3 +8,6 @@ export COVE_PRIVILEGED_TESTS=1
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo nextest run --locked --workspace --no-fail-fast "$@"
+# Benchmarks stay out of the tests; their smoke mode checks they still run.
+cargo build --locked -p cove-bench
+scripts/fake-host.sh target/debug/cove-bench --quick --cove target/debug/cove
