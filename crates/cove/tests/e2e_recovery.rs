@@ -472,7 +472,10 @@ fn second_daemon_with_other_roots_on_a_live_socket_touches_nothing() {
     let (data, run) = (h.state_dir().join("other-data"), h.state_dir().join("other-run"));
     let (status, out) = second_daemon(&h, (&data, &run));
     assert!(!status.success(), "a second daemon on a live socket must be refused:\n{out}");
-    assert!(out.contains("another cove daemon is already running"), "the refusal should say why:\n{out}");
+    assert!(
+        out.contains("another cove daemon is already running"),
+        "the refusal should say why:\n{out}"
+    );
     assert_same_as(&h, &before, "after a second daemon was refused");
     first_daemon_still_works(&h);
 
