@@ -213,6 +213,15 @@ impl Controller {
         if !host_config.links.is_empty() {
             return Err(Error::not_implemented("--link is not supported yet"));
         }
+        // Refused rather than recorded: a port that looks published but is not reachable
+        // would be worse than a clear error.
+        if !host_config.port_bindings.is_empty()
+            || (host_config.publish_all_ports && !config.exposed_ports.is_empty())
+        {
+            return Err(Error::not_implemented(
+                "publishing ports (-p/-P) is not supported yet: it comes with Cove's firewall",
+            ));
+        }
 
         let record = ContainerRecord {
             id: id.clone(),

@@ -23,3 +23,23 @@ fn run_rm_keeps_output_of_a_container_that_exits_at_once() {
     assert_eq!(h.cove(&["ps", "-aq"]).out(), "", "--rm containers must be gone");
     h.assert_no_leaks(&baseline);
 }
+
+/// Until the firewall exists, `-p` must not create a container that looks published but
+/// is unreachable: it is refused and nothing is created.
+#[test]
+fn publishing_ports_is_refused_until_the_firewall_exists() {
+    let h = host("publishing_ports_is_refused_until_the_firewall_exists");
+    let baseline = h.snapshot();
+    for args in [
+        &["run", "-d", "-p", "8080:80", "busybox", "sleep", "60"][..],
+        &["create", "-P", "--expose", "80", "busybox", "sleep", "60"][..],
+    ] {
+        let r = h.cove(args);
+        r.fails().stderr_has("publishing ports");
+    }
+    // A container with -P but nothing exposed publishes nothing, and is fine.
+    h.cove(&["create", "--name", "p0", "-P", "busybox", "true"]).ok();
+    h.cove(&["rm", "p0"]).ok();
+    assert_eq!(h.cove(&["ps", "-aq"]).out(), "");
+    h.assert_no_leaks(&baseline);
+}

@@ -146,7 +146,11 @@ fn bridge_with_addresses_comes_up() {
         k.apply(&bridge_ops("cove-t1")[1..]).await.unwrap();
         let e = k.apply(&bridge_ops("cove-t1")).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Conflict);
-        assert!(e.to_string().starts_with("create bridge cove-t1 mtu 1400: File exists"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("create bridge cove-t1 mtu 1400 mac 02:42:01:02:03:04: File exists"),
+            "{e}"
+        );
         // The failed apply rolled back nothing that existed before.
         assert!(link(&k, "cove-t1").await.is_some());
 

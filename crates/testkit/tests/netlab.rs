@@ -311,7 +311,7 @@ fn drop_leaves_nothing_behind() {
         .procs
         .iter()
         .filter(|p| p.starts_with("sleep pid="))
-        .map(|p| p["sleep pid=".len()..].split_whitespace().next().unwrap().parse().unwrap())
+        .map(|p| p["sleep pid=".len()..].split(':').next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(orphans.len(), 2, "{:?}\n{:?}", now.procs, base.diff(&now));
     let nb_pid = nb.holder_pid();
@@ -496,7 +496,7 @@ fn crash_helper() {
         .snapshot()
         .procs
         .iter()
-        .filter_map(|p| p.strip_prefix("sleep pid=")?.split_whitespace().next().map(String::from))
+        .filter_map(|p| p.strip_prefix("sleep pid=")?.split(':').next().map(String::from))
         .collect();
     println!(
         "READY {} {} {} {} {}",
