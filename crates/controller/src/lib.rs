@@ -5,6 +5,7 @@
 
 mod config;
 mod containers;
+mod create;
 mod etc_files;
 mod exec;
 mod images;
