@@ -195,3 +195,29 @@ fn dual_stack_network_gives_both_families() {
     let ping = h.sh("busybox ping -6 -c 1 -W 2 2001:db8:91::10");
     assert!(ping.status.success(), "{ping:?}");
 }
+
+#[test]
+fn network_prune_removes_only_unused_custom_networks() {
+    let h = host("network_prune_removes_only_unused_custom_networks");
+    let baseline = h.snapshot();
+    h.cove(&["network", "create", "--label", "keep=no", "unused1"]).ok();
+    h.cove(&["network", "create", "--label", "keep=yes", "unused2"]).ok();
+    h.cove(&["network", "create", "used"]).ok();
+    h.cove(&["run", "-d", "--name", "c", "--network", "used", "busybox", "sleep", "60"]).ok();
+    // Filters narrow it down.
+    let r = h.cove(&["network", "prune", "-f", "--filter", "label=keep=no"]);
+    r.ok();
+    assert!(r.stdout.contains("unused1") && !r.stdout.contains("unused2"), "{r:?}");
+    let r = h.cove(&["network", "prune", "-f"]);
+    r.ok();
+    assert!(r.stdout.contains("unused2") && !r.stdout.contains("used\n"), "{r:?}");
+    let names = h.cove(&["network", "ls", "--format", "{{.Name}}"]);
+    let mut names: Vec<&str> = names.stdout.lines().collect();
+    names.sort();
+    assert_eq!(names, ["bridge", "host", "none", "used"]);
+    let dangling = h.cove(&["network", "ls", "-q", "--filter", "dangling=true"]);
+    assert_eq!(dangling.out(), "", "only used or built-in networks remain");
+    h.cove(&["rm", "-f", "c"]).ok();
+    h.cove(&["network", "rm", "used"]).ok();
+    h.assert_no_leaks(&baseline);
+}
