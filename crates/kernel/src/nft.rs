@@ -1,0 +1,98 @@
+//! nftables effects: apply a rendered ruleset or delta with one `nft -f -` process (one
+//! atomic transaction), and watch for changes made by others with `nft monitor`.
+//!
+//! Text through the `nft` binary is the transport (see `shared/reference/crates.md` §2):
+//! no crate can express named verdict maps and concatenated map data, and nft 1.0.6's JSON
+//! parser crashes on them.
+
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tracing::{debug, trace, warn};
+
+use crate::error::{Cause, KernelError};
+
+/// Apply `text` (one or more nft commands) as one transaction: all or nothing.
+pub async fn apply(text: &str) -> Result<(), KernelError> {
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    trace!(ruleset = text, "nft -f -");
+    let ctx = "apply nftables transaction";
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            KernelError::new(
+                format!("{ctx}: run nft (install the nftables package)"),
+                Cause::from(e),
+            )
+        })?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin.write_all(text.as_bytes()).await.map_err(|e| KernelError::new(ctx, Cause::from(e)))?;
+    drop(stdin);
+    let out = child.wait_with_output().await.map_err(|e| KernelError::new(ctx, Cause::from(e)))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(KernelError::new(
+            ctx,
+            Cause::Protocol(format!("nft refused the transaction: {}", err.trim())),
+        ));
+    }
+    debug!(bytes = text.len(), "nftables transaction applied");
+    Ok(())
+}
+
+/// Whether a table exists (`nft list table FAMILY NAME` succeeds).
+pub async fn table_exists(family: &str, name: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "table", family, name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Follow `nft monitor`: every event line is sent on the returned channel until the
+/// receiver is dropped. The monitor process dies with the daemon (`kill_on_drop`).
+pub fn monitor() -> Result<mpsc::Receiver<String>, KernelError> {
+    let mut child = Command::new("nft")
+        .arg("monitor")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| KernelError::new("run nft monitor", Cause::from(e)))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    if tx.send(line).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    warn!("nft monitor ended");
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "nft monitor failed");
+                    break;
+                }
+            }
+        }
+        let _ = child.kill().await;
+    });
+    Ok(rx)
+}
