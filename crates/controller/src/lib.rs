@@ -10,6 +10,7 @@ mod etc_files;
 mod exec;
 mod images;
 mod networks;
+mod ports;
 mod reconcile;
 mod sandbox;
 mod state;

@@ -163,6 +163,9 @@ pub struct ContainerState {
     pub sandbox_key: String,
     /// Error of the last failed start.
     pub error: String,
+    /// Published ports of the current run, with the host ports actually bound.
+    #[serde(default)]
+    pub ports: Vec<PortBinding>,
 }
 
 /// Docker's zero time, used for times that have not happened.
@@ -178,6 +181,7 @@ impl Default for ContainerState {
             finished_at: ZERO_TIME.into(),
             sandbox_key: String::new(),
             error: String::new(),
+            ports: vec![],
         }
     }
 }
