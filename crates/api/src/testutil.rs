@@ -112,6 +112,16 @@ pub(crate) fn container(status: Status) -> ContainerRecord {
             } else {
                 String::new()
             },
+            ports: if status == Status::Running {
+                vec![PortBinding {
+                    container_port: 80,
+                    protocol: "tcp".into(),
+                    host_ip: None,
+                    host_port: 8080,
+                }]
+            } else {
+                vec![]
+            },
             ..ContainerState::default()
         },
     }

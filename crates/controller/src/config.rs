@@ -19,4 +19,10 @@ pub struct ControllerConfig {
     pub default_address_pools: Vec<PoolSpec>,
     /// `--mtu` for the default bridge and the default for new networks.
     pub mtu: u32,
+    /// `--iptables`: program the firewall.
+    pub firewall: bool,
+    /// `--ip6tables`: program its IPv6 half.
+    pub firewall6: bool,
+    /// `--ip-forward`: turn IP forwarding on if it is off.
+    pub ip_forward: bool,
 }

@@ -48,7 +48,15 @@ impl Controller {
             return Ok(false);
         }
         let netns = self.setup_sandbox(&mut st, &c).await?;
+        let ports = match self.reserve_ports(&st, &c) {
+            Ok(p) => p,
+            Err(e) => {
+                self.release_sandbox(&mut st, &c).await;
+                return Err(e.context(format!("start container {}", c.name)));
+            }
+        };
         let mut started = c.clone();
+        started.state.ports = ports;
         started.state.sandbox_key =
             netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         let result = (|| {
@@ -90,6 +98,44 @@ impl Controller {
         Ok(true)
     }
 
+    /// The ports a container publishes: `-p` bindings and, with `-P`, every exposed port
+    /// not bound explicitly (on an ephemeral host port).
+    pub(crate) fn port_bindings(c: &ContainerRecord) -> Vec<cove_model::PortBinding> {
+        let mut all = c.host_config.port_bindings.clone();
+        if c.host_config.publish_all_ports {
+            for key in &c.config.exposed_ports {
+                let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+                let Ok(port) = port.parse::<u16>() else { continue };
+                if !all.iter().any(|b| b.container_port == port && b.protocol == proto) {
+                    all.push(cove_model::PortBinding {
+                        container_port: port,
+                        protocol: proto.to_string(),
+                        host_ip: None,
+                        host_port: 0,
+                    });
+                }
+            }
+        }
+        all
+    }
+
+    /// Reserve the host ports of a container about to start.
+    fn reserve_ports(
+        &self,
+        st: &State,
+        c: &ContainerRecord,
+    ) -> Result<Vec<cove_model::PortBinding>> {
+        let bindings = Self::port_bindings(c);
+        if bindings.is_empty() {
+            return Ok(vec![]);
+        }
+        if c.host_config.network_mode != NetworkMode::Sandbox {
+            return Ok(vec![]);
+        }
+        let has_v6 = Self::own_addresses(st, &c.id).iter().any(|a| a.is_ipv6());
+        self.ports.lock().expect("ports lock").reserve(&c.id, &bindings, has_v6)
+    }
+
     /// Watch a run of a container and clean up after it when it exits.
     pub(crate) fn spawn_monitor(&self, id: String, run: String) {
         let Some(ctl) = self.me.get().and_then(|w| w.upgrade()) else { return };
@@ -116,6 +162,7 @@ impl Controller {
         ended.state.exit_code = code;
         ended.state.finished_at = crate::now();
         ended.state.sandbox_key.clear();
+        ended.state.ports.clear();
         info!(container = %c.name, code, "container exited");
         if c.host_config.auto_remove {
             self.delete_container(&mut st, &ended);
@@ -377,6 +424,15 @@ impl Controller {
             (Status::Running, RunState::Running { pid }) => {
                 let mut c2 = c.clone();
                 c2.state.pid = pid;
+                // Hold the same host ports again (they were freed with the old daemon).
+                let held = self.ports.lock().expect("ports lock").reserve(
+                    &c.id,
+                    &c.state.ports,
+                    Self::own_addresses(st, &c.id).iter().any(|a| a.is_ipv6()),
+                );
+                if let Err(e) = held {
+                    warn!(container = %c.name, error = %e, "could not reserve its published ports again");
+                }
                 let run = c2.state.started_at.clone();
                 let _ = self.save_container(st, c2);
                 self.spawn_monitor(c.id.clone(), run);
@@ -394,6 +450,7 @@ impl Controller {
                 ended.state.pid = 0;
                 ended.state.finished_at = finished;
                 ended.state.sandbox_key.clear();
+                ended.state.ports.clear();
                 if c.host_config.auto_remove {
                     self.delete_container(st, c);
                 } else {

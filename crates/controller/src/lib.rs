@@ -39,6 +39,8 @@ pub struct Controller {
     store: Store,
     state: Mutex<state::State>,
     execs: std::sync::Mutex<exec::ExecTable>,
+    /// Host ports held for published ports of running containers.
+    ports: std::sync::Mutex<ports::PortReservations>,
     /// A weak handle to itself, for background tasks (container monitors).
     me: OnceLock<Weak<Controller>>,
     /// Container exits and removals, for `wait` conditions. Sent with the state lock held,
@@ -71,6 +73,7 @@ impl Controller {
             store,
             state: Mutex::new(state),
             execs: std::sync::Mutex::new(exec::ExecTable::default()),
+            ports: std::sync::Mutex::new(ports::PortReservations::default()),
             me: OnceLock::new(),
             exits: tokio::sync::broadcast::channel(1024).0,
         });

@@ -26,7 +26,9 @@ fn protocol(proto: &str) -> Result<(SockType, SockProtocol)> {
         "tcp" => Ok((SockType::Stream, SockProtocol::Tcp)),
         "udp" => Ok((SockType::Datagram, SockProtocol::Udp)),
         "sctp" => Ok((SockType::Stream, SockProtocol::Sctp)),
-        other => Err(Error::invalid(format!("invalid protocol {other}: expected tcp, udp or sctp"))),
+        other => {
+            Err(Error::invalid(format!("invalid protocol {other}: expected tcp, udp or sctp")))
+        }
     }
 }
 
@@ -34,9 +36,8 @@ fn protocol(proto: &str) -> Result<(SockType, SockProtocol)> {
 fn reserve_one(ip: IpAddr, port: u16, proto: &str) -> Result<(OwnedFd, u16)> {
     let (ty, p) = protocol(proto)?;
     let family = if ip.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
-    let fd = socket(family, ty, SockFlag::SOCK_CLOEXEC, p).map_err(|e| {
-        Error::unavailable(format!("cannot reserve {proto} port {port}: {e}"))
-    })?;
+    let fd = socket(family, ty, SockFlag::SOCK_CLOEXEC, p)
+        .map_err(|e| Error::unavailable(format!("cannot reserve {proto} port {port}: {e}")))?;
     if ip.is_ipv6() {
         // [::]:port must not also claim the IPv4 port; that is reserved separately.
         let _ = setsockopt(&fd, sockopt::Ipv6V6Only, &true);
@@ -44,12 +45,12 @@ fn reserve_one(ip: IpAddr, port: u16, proto: &str) -> Result<(OwnedFd, u16)> {
     let addr = SockaddrStorage::from(SocketAddr::new(ip, port));
     let shown = if ip.is_ipv6() { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
     bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).map_err(|e| match e {
-        nix::errno::Errno::EADDRINUSE => Error::conflict(format!(
-            "Bind for {shown} failed: port is already allocated"
-        )),
-        nix::errno::Errno::EADDRNOTAVAIL => Error::invalid(format!(
-            "cannot publish on {ip}: it is not an address of this host"
-        )),
+        nix::errno::Errno::EADDRINUSE => {
+            Error::conflict(format!("Bind for {shown} failed: port is already allocated"))
+        }
+        nix::errno::Errno::EADDRNOTAVAIL => {
+            Error::invalid(format!("cannot publish on {ip}: it is not an address of this host"))
+        }
         e => Error::unavailable(format!("bind {proto} {shown}: {e}")),
     })?;
     let bound: SockaddrStorage = getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd))

@@ -210,6 +210,7 @@ impl Controller {
     /// Release a stopped container's sandbox: unmount its netns (the kernel reaps the veth
     /// pairs) and free its endpoints. Keeps going past errors and logs them.
     pub(crate) async fn release_sandbox(&self, st: &mut State, c: &ContainerRecord) {
+        self.ports.lock().expect("ports lock").release(&c.id);
         if matches!(c.host_config.network_mode, NetworkMode::Sandbox | NetworkMode::None) {
             let path = self.sandbox_path(&c.id);
             if let Err(e) = self.kernel.remove_netns(&path).await {

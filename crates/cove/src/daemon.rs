@@ -33,6 +33,16 @@ pub struct DaemonArgs {
     /// MTU of the default bridge and default for new networks.
     #[arg(long)]
     pub mtu: Option<u32>,
+    /// Program the firewall (nftables tables `inet cove`, `bridge cove`): NAT, published
+    /// ports, isolation. `--iptables=false` programs none (Docker's flag name).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub iptables: Option<bool>,
+    /// The IPv6 half of the firewall (`--ip6tables=false` to disable).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub ip6tables: Option<bool>,
+    /// Turn on IP forwarding (net.ipv4.ip_forward) if it is off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub ip_forward: Option<bool>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(short = 'l', long)]
     pub log_level: Option<String>,
@@ -54,6 +64,9 @@ struct FileConfig {
     default_address_pools: Vec<String>,
     mtu: Option<u32>,
     log_level: Option<String>,
+    iptables: Option<bool>,
+    ip6tables: Option<bool>,
+    ip_forward: Option<bool>,
 }
 
 /// Fully resolved daemon settings.
@@ -124,6 +137,9 @@ fn resolve(args: DaemonArgs) -> anyhow::Result<Settings> {
             fixed_cidr,
             default_address_pools,
             mtu,
+            firewall: args.iptables.or(file.iptables).unwrap_or(true),
+            firewall6: args.ip6tables.or(file.ip6tables).unwrap_or(true),
+            ip_forward: args.ip_forward.or(file.ip_forward).unwrap_or(true),
         },
     })
 }

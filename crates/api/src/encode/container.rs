@@ -151,8 +151,8 @@ fn ports_summary(r: &ContainerRecord) -> Vec<PortSummary> {
     let mut out: Vec<PortSummary> = vec![];
     let mut shown: Vec<String> = vec![];
     if running {
-        for b in &r.host_config.port_bindings {
-            // An ephemeral port whose number the record does not know shows as unpublished.
+        // The ports actually bound for this run (ephemeral ones resolved).
+        for b in &r.state.ports {
             let public = (b.host_port != 0).then_some(b.host_port);
             if public.is_none() && shown.contains(&port_key(b)) {
                 continue;
@@ -214,7 +214,7 @@ pub(crate) fn ports_map(r: &ContainerRecord) -> BTreeMap<String, Option<Vec<Host
     for key in &r.config.exposed_ports {
         out.insert(key.clone(), None);
     }
-    for b in &r.host_config.port_bindings {
+    for b in &r.state.ports {
         out.entry(port_key(b))
             .or_insert(None)
             .get_or_insert_with(Vec::new)
