@@ -5,13 +5,30 @@
 //! no crate can express named verdict maps and concatenated map data, and nft 1.0.6's JSON
 //! parser crashes on them.
 
+use std::collections::VecDeque;
 use std::process::Stdio;
+use std::sync::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tracing::{debug, trace, warn};
 
 use crate::error::{Cause, KernelError};
+
+/// Pids of the `nft` processes this daemon ran lately: their transactions are ours.
+static OWN_PIDS: Mutex<VecDeque<u32>> = Mutex::new(VecDeque::new());
+
+fn remember_own(pid: u32) {
+    let mut own = OWN_PIDS.lock().expect("own pids lock");
+    if own.len() >= 256 {
+        own.pop_front();
+    }
+    own.push_back(pid);
+}
+
+fn is_own(pid: u32) -> bool {
+    OWN_PIDS.lock().expect("own pids lock").contains(&pid)
+}
 
 /// Apply `text` (one or more nft commands) as one transaction: all or nothing.
 pub async fn apply(text: &str) -> Result<(), KernelError> {
@@ -33,6 +50,9 @@ pub async fn apply(text: &str) -> Result<(), KernelError> {
                 Cause::from(e),
             )
         })?;
+    if let Some(pid) = child.id() {
+        remember_own(pid);
+    }
     let mut stdin = child.stdin.take().expect("stdin is piped");
     stdin.write_all(text.as_bytes()).await.map_err(|e| KernelError::new(ctx, Cause::from(e)))?;
     drop(stdin);
@@ -58,6 +78,38 @@ pub async fn table_exists(family: &str, name: &str) -> bool {
         .await
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// Watch for changes that someone else made to the tables `tables` (`"inet cove"` style):
+/// a `()` arrives on the channel for every foreign transaction that deleted or flushed
+/// anything in them. `nft monitor` ends every transaction with
+/// `# new generation N by process PID (comm)`; transactions by our own `nft` processes
+/// ([`apply`]) are ignored.
+pub fn watch_foreign_changes(tables: &[&str]) -> Result<mpsc::Receiver<()>, KernelError> {
+    let mut events = monitor()?;
+    let tables: Vec<String> = tables.iter().map(|t| format!(" {t} ")).collect();
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut touched = false;
+        while let Some(line) = events.recv().await {
+            if let Some(rest) = line.strip_prefix("# new generation ") {
+                let pid = rest
+                    .split(" by process ")
+                    .nth(1)
+                    .and_then(|p| p.split_whitespace().next())
+                    .and_then(|p| p.parse::<u32>().ok());
+                let foreign = pid.is_none_or(|p| !is_own(p));
+                if touched && foreign && tx.send(()).await.is_err() {
+                    return;
+                }
+                touched = false;
+            } else if line.starts_with("delete ") || line.starts_with("flush ") {
+                let padded = format!("{line} ");
+                touched |= tables.iter().any(|t| padded.contains(t.as_str()));
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Follow `nft monitor`: every event line is sent on the returned channel until the
