@@ -59,6 +59,18 @@ impl Controller {
         started.state.ports = ports;
         started.state.sandbox_key =
             netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        // The firewall learns the endpoints (anti-spoofing) and ports before the process
+        // runs: provisionally mark it running in memory for the model.
+        let mut provisional = started.clone();
+        provisional.state.status = Status::Running;
+        st.containers.insert(c.id.clone(), provisional);
+        let fw = self.sync_firewall(&st).await;
+        st.containers.insert(c.id.clone(), c.clone());
+        if let Err(e) = fw {
+            self.release_sandbox(&mut st, &c).await;
+            let _ = self.sync_firewall(&st).await;
+            return Err(e.context(format!("start container {}", c.name)));
+        }
         let result = (|| {
             self.runtime.write_etc_file(&c.id, "hosts", &Self::hosts_for(&st, &started)?)?;
             self.runtime.write_etc_file(&c.id, "resolv.conf", &Self::resolv_for(&st, &started))?;
@@ -77,6 +89,7 @@ impl Controller {
             Ok(pid) => pid,
             Err(e) => {
                 self.release_sandbox(&mut st, &c).await;
+                let _ = self.sync_firewall(&st).await;
                 let _ = self.runtime.cleanup(&c.id);
                 let mut failed = c.clone();
                 failed.state.error = e.message.clone();
@@ -164,6 +177,10 @@ impl Controller {
         ended.state.sandbox_key.clear();
         ended.state.ports.clear();
         info!(container = %c.name, code, "container exited");
+        st.containers.insert(c.id.clone(), ended.clone());
+        if let Err(e) = self.sync_firewall(&st).await {
+            warn!(container = %c.name, error = %e, "firewall not updated after an exit");
+        }
         if c.host_config.auto_remove {
             self.delete_container(&mut st, &ended);
         } else {

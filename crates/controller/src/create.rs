@@ -180,13 +180,15 @@ impl Controller {
         if !host_config.links.is_empty() {
             return Err(Error::not_implemented("--link is not supported yet"));
         }
-        // Refused rather than recorded: a port that looks published but is not reachable
-        // would be worse than a clear error.
-        if !host_config.port_bindings.is_empty()
-            || (host_config.publish_all_ports && !config.exposed_ports.is_empty())
+        // Without the firewall there is nothing to publish with (Cove has no userland
+        // proxy): refused rather than recorded, since a port that looks published but is
+        // unreachable would be worse than a clear error.
+        if !self.cfg.firewall
+            && (!host_config.port_bindings.is_empty()
+                || (host_config.publish_all_ports && !config.exposed_ports.is_empty()))
         {
-            return Err(Error::not_implemented(
-                "publishing ports (-p/-P) is not supported yet: it comes with Cove's firewall",
+            return Err(Error::invalid(
+                "publishing ports (-p/-P) needs the firewall, which this daemon runs without (--iptables=false)",
             ));
         }
 

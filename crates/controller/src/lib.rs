@@ -8,6 +8,7 @@ mod containers;
 mod create;
 mod etc_files;
 mod exec;
+mod firewall;
 mod images;
 mod networks;
 mod ports;
@@ -39,6 +40,8 @@ pub struct Controller {
     store: Store,
     state: Mutex<state::State>,
     execs: std::sync::Mutex<exec::ExecTable>,
+    /// The firewall as last applied.
+    fw: Mutex<firewall::FirewallState>,
     /// Host ports held for published ports of running containers.
     ports: std::sync::Mutex<ports::PortReservations>,
     /// A weak handle to itself, for background tasks (container monitors).
@@ -74,6 +77,7 @@ impl Controller {
             state: Mutex::new(state),
             execs: std::sync::Mutex::new(exec::ExecTable::default()),
             ports: std::sync::Mutex::new(ports::PortReservations::default()),
+            fw: Mutex::new(firewall::FirewallState::default()),
             me: OnceLock::new(),
             exits: tokio::sync::broadcast::channel(1024).0,
         });
@@ -82,7 +86,10 @@ impl Controller {
             let mut st = ctl.state.lock().await;
             ctl.reconcile(&mut st).await?;
             ctl.ensure_builtins(&mut st).await?;
+            ctl.enable_forwarding().await?;
+            ctl.sync_firewall(&st).await?;
         }
+        ctl.spawn_firewall_watch()?;
         Ok(ctl)
     }
 

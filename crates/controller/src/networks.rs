@@ -178,7 +178,7 @@ impl Controller {
         b.put(Table::Networks, &net.id, &net);
         self.store.commit(b)?;
         if net.driver == DriverKind::Bridge {
-            let ops = bridge::network_ops(&net)?;
+            let ops = bridge::network_ops(&net, self.cfg.firewall)?;
             if let Err(e) = self.kernel.apply(&ops).await {
                 let mut b = Batch::new();
                 b.delete(Table::Networks, &net.id);
@@ -193,7 +193,7 @@ impl Controller {
         }
         info!(network = %net.name, id = %cove_model::short_id(&net.id), "network created");
         st.networks.insert(net.id.clone(), net);
-        Ok(())
+        self.sync_firewall(st).await
     }
 
     /// Create a network; returns its id.
@@ -276,6 +276,9 @@ impl Controller {
         st.networks.remove(id);
         st.pools.retain(|(n, _), _| n != id);
         info!(network = %net.name, "network removed");
+        if let Err(e) = self.sync_firewall(st).await {
+            warn!(error = %e, "firewall not updated after removing a network");
+        }
         Ok(())
     }
 
@@ -346,6 +349,7 @@ impl Controller {
         updated.networks.push((net.id.clone(), settings.clone()));
         if c.state.status == cove_model::Status::Running {
             self.join_network(&mut st, &updated, &net.id, &settings).await?;
+            self.sync_firewall(&st).await?;
         }
         let mut b = Batch::new();
         b.put(Table::Containers, &updated.id, &updated);
@@ -379,6 +383,9 @@ impl Controller {
         }
         if c.state.status == cove_model::Status::Running {
             self.leave_network(&mut st, &c, &net.id).await?;
+            if let Err(e) = self.sync_firewall(&st).await {
+                warn!(error = %e, "firewall not updated after a disconnect");
+            }
         }
         let mut updated = c;
         updated.networks.retain(|(n, _)| *n != net.id);

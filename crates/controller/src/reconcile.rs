@@ -99,7 +99,7 @@ impl Controller {
             if net.driver != DriverKind::Bridge {
                 continue;
             }
-            let mut ops = bridge::network_ops(net)?;
+            let mut ops = bridge::network_ops(net, self.cfg.firewall)?;
             if present.contains(&net.bridge.as_ref().map(|b| b.name.clone()).unwrap_or_default()) {
                 ops.retain(|o| !matches!(o, Op::CreateBridge { .. }));
             }

@@ -314,7 +314,8 @@ fn orphans_that_look_like_coves_are_removed_at_start_and_nothing_else() {
          ip link add foov0 type veth peer name foov1 && ip link set foov0 master foo0 && \
          touch {stray_ns} && unshare --net={stray_ns} true"
     ));
-    assert_eq!(h.snapshot().netns.len(), 1, "the stray sandbox is mounted");
+    let ns = h.snapshot().netns;
+    assert_eq!(ns.len(), 1, "the stray sandbox is mounted: {ns:?}");
     let kept_before = h.sh_ok("ip -o addr show dev foo0");
 
     h.start_daemon(&[]);

@@ -24,11 +24,16 @@ fn run_rm_keeps_output_of_a_container_that_exits_at_once() {
     h.assert_no_leaks(&baseline);
 }
 
-/// Until the firewall exists, `-p` must not create a container that looks published but
-/// is unreachable: it is refused and nothing is created.
+/// With `--iptables=false` there is nothing to publish ports with: `-p` must not create a
+/// container that looks published but is unreachable. It is refused and nothing is created.
 #[test]
-fn publishing_ports_is_refused_until_the_firewall_exists() {
-    let h = host("publishing_ports_is_refused_until_the_firewall_exists");
+fn publishing_ports_is_refused_without_the_firewall() {
+    let mut h = cove_testkit::FakeHost::new(
+        "publishing_ports_is_refused_without_the_firewall",
+        std::path::Path::new(env!("CARGO_BIN_EXE_cove")),
+    );
+    h.start_daemon(&["--iptables=false"]);
+    h.import_busybox("busybox");
     let baseline = h.snapshot();
     for args in [
         &["run", "-d", "-p", "8080:80", "busybox", "sleep", "60"][..],
@@ -41,5 +46,7 @@ fn publishing_ports_is_refused_until_the_firewall_exists() {
     h.cove(&["create", "--name", "p0", "-P", "busybox", "true"]).ok();
     h.cove(&["rm", "p0"]).ok();
     assert_eq!(h.cove(&["ps", "-aq"]).out(), "");
+    let tables = h.sh_ok("nft list tables");
+    assert!(!tables.contains("cove"), "no firewall tables with --iptables=false: {tables}");
     h.assert_no_leaks(&baseline);
 }

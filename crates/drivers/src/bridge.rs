@@ -131,8 +131,11 @@ pub fn bridge_mac(network_id: &str) -> MacAddr {
 }
 
 /// Host-side objects that exist while the network exists: the bridge, its gateway
-/// addresses, and IPv6 enabled on it only when the network has IPv6.
-pub fn network_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
+/// addresses, and IPv6 enabled on it only when the network has IPv6. With `firewall`,
+/// `route_localnet` is set on the bridge so published ports answer on 127.0.0.1 without a
+/// userland proxy; only with the firewall, whose raw rule drops 127.0.0.0/8 arriving from
+/// anywhere but `lo` (the CVE-2020-8558 class).
+pub fn network_ops(net: &NetworkRecord, firewall: bool) -> Result<Vec<Op>> {
     let b = bridge_of(net)?;
     let mut ops =
         vec![Op::CreateBridge { name: b.name.clone(), mtu: b.mtu, mac: bridge_mac(&net.id) }];
@@ -149,6 +152,13 @@ pub fn network_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
                 addr: gateway_net(pool.subnet, gw),
             });
         }
+    }
+    if firewall {
+        ops.push(Op::Sysctl {
+            netns: Netns::Host,
+            key: format!("net/ipv4/conf/{}/route_localnet", b.name),
+            value: "1".into(),
+        });
     }
     ops.push(Op::SetUp { netns: Netns::Host, link: b.name.clone() });
     Ok(ops)
@@ -298,7 +308,7 @@ mod tests {
 
     #[test]
     fn network_plan_v4() {
-        let got = render(&network_ops(&net(false, false)).unwrap());
+        let got = render(&network_ops(&net(false, false), false).unwrap());
         assert_eq!(
             got,
             "create bridge br-nnnnnnnnnnnn mtu 1500 mac 02:42:00:00:00:00\n\
@@ -310,9 +320,10 @@ mod tests {
 
     #[test]
     fn network_plan_dual_stack_enables_ipv6() {
-        let got = render(&network_ops(&net(true, false)).unwrap());
+        let got = render(&network_ops(&net(true, false), true).unwrap());
         assert!(got.contains("disable_ipv6=0"));
         assert!(got.contains("add address 2001:db8:1::1/64 to br-nnnnnnnnnnnn"));
+        assert!(got.contains("route_localnet=1"), "the firewall's localnet access: {got}");
     }
 
     #[test]

@@ -1,0 +1,204 @@
+//! The firewall: derive the model from the controller's state, apply it (the whole
+//! ruleset at start and after an outside flush; only set/map element changes otherwise),
+//! and restore it when someone else deletes or flushes it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+use cove_firewall::{EndpointRules, FirewallModel, NetworkRules, Proto, PublishedPort};
+use cove_model::{DriverKind, Error, NetworkMode, Result, Status};
+
+use crate::state::State;
+use crate::Controller;
+
+/// What the controller last applied, and whether it turned forwarding on itself.
+#[derive(Debug, Default)]
+pub(crate) struct FirewallState {
+    applied: Option<FirewallModel>,
+    pub(crate) own_forwarding: bool,
+}
+
+fn proto(p: &str) -> Option<Proto> {
+    match p {
+        "tcp" => Some(Proto::Tcp),
+        "udp" => Some(Proto::Udp),
+        "sctp" => Some(Proto::Sctp),
+        _ => None,
+    }
+}
+
+/// The firewall model of the current state. Pure.
+pub(crate) fn model(st: &State, drop_foreign_forwarding: bool, v6: bool) -> FirewallModel {
+    let mut networks = vec![];
+    for n in st.networks.values().filter(|n| n.driver == DriverKind::Bridge) {
+        let Some(b) = &n.bridge else { continue };
+        let subnets4 = n.ipam.iter().filter_map(|p| match p.subnet {
+            ipnet::IpNet::V4(s) => Some(s),
+            ipnet::IpNet::V6(_) => None,
+        });
+        let subnets6 = n.ipam.iter().filter_map(|p| match p.subnet {
+            ipnet::IpNet::V6(s) if v6 && n.enable_ipv6 => Some(s),
+            _ => None,
+        });
+        networks.push(NetworkRules {
+            bridge: b.name.clone(),
+            subnets4: subnets4.collect(),
+            subnets6: subnets6.collect(),
+            internal: n.internal,
+            icc: b.enable_icc,
+            masquerade: b.enable_ip_masquerade,
+        });
+    }
+    let bridge_of = |net_id: &str| {
+        st.networks.get(net_id).and_then(|n| n.bridge.as_ref()).map(|b| b.name.clone())
+    };
+    let mut endpoints = vec![];
+    for ep in st.endpoints.values() {
+        let Some(bridge) = bridge_of(&ep.network_id) else { continue };
+        endpoints.push(EndpointRules {
+            bridge,
+            host_ifname: ep.host_ifname.clone(),
+            mac: ep.mac,
+            ipv4: ep.ipv4.map(|a| a.addr()),
+            ipv6: if v6 { ep.ipv6.map(|a| a.addr()) } else { None },
+        });
+    }
+    let mut published = vec![];
+    for c in st.containers.values() {
+        if c.state.status != Status::Running
+            || c.host_config.network_mode != NetworkMode::Sandbox
+            || c.state.ports.is_empty()
+        {
+            continue;
+        }
+        // Published ports lead to the endpoint that carries the default route, as in
+        // Docker: the first one on a network that is not internal.
+        let eps = st.endpoints_of_container(&c.id);
+        let Some(ep) =
+            eps.iter().find(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.internal))
+        else {
+            continue;
+        };
+        let Some(bridge) = bridge_of(&ep.network_id) else { continue };
+        for b in &c.state.ports {
+            let Some(proto) = proto(&b.protocol) else { continue };
+            let host_ip = b.host_ip.filter(|ip| !ip.is_unspecified());
+            let wants = |v6_addr: bool| match b.host_ip {
+                Some(ip) => ip.is_ipv6() == v6_addr,
+                None => true,
+            };
+            if let (Some(v4), true) = (ep.ipv4, wants(false)) {
+                published.push(PublishedPort {
+                    proto,
+                    host_ip,
+                    host_port: b.host_port,
+                    container_ip: IpAddr::V4(v4.addr()),
+                    container_port: b.container_port,
+                    bridge: bridge.clone(),
+                });
+            }
+            if let (Some(a6), true, true) = (ep.ipv6, wants(true), v6) {
+                published.push(PublishedPort {
+                    proto,
+                    host_ip,
+                    host_port: b.host_port,
+                    container_ip: IpAddr::V6(a6.addr()),
+                    container_port: b.container_port,
+                    bridge: bridge.clone(),
+                });
+            }
+        }
+    }
+    FirewallModel { networks, endpoints, published, drop_foreign_forwarding }
+}
+
+impl Controller {
+    /// Bring the firewall in line with the state: element changes only, or the whole
+    /// ruleset when nothing was applied yet (or a delta is refused).
+    pub(crate) async fn sync_firewall(&self, st: &State) -> Result<()> {
+        if !self.cfg.firewall {
+            return Ok(());
+        }
+        let mut fw = self.fw.lock().await;
+        let new = model(st, fw.own_forwarding, self.cfg.firewall6);
+        if fw.applied.as_ref() == Some(&new) {
+            return Ok(());
+        }
+        let delta = fw.applied.as_ref().map(|old| cove_firewall::render_delta(old, &new));
+        let applied = match delta {
+            Some(d) => match cove_kernel::nft::apply(&d).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    warn!(error = %e, "firewall delta refused; applying the whole ruleset");
+                    cove_kernel::nft::apply(&cove_firewall::render(&new)).await
+                }
+            },
+            None => cove_kernel::nft::apply(&cove_firewall::render(&new)).await,
+        };
+        match applied {
+            Ok(()) => {
+                fw.applied = Some(new);
+                Ok(())
+            }
+            Err(e) => {
+                // Unknown state: the next sync writes everything.
+                fw.applied = None;
+                Err(Error::from(e).context("program the firewall"))
+            }
+        }
+    }
+
+    /// Rewrite the whole ruleset from the state (after an outside flush).
+    pub(crate) async fn restore_firewall(&self) {
+        let st = self.state.lock().await;
+        self.fw.lock().await.applied = None;
+        match self.sync_firewall(&st).await {
+            Ok(()) => info!("firewall restored after an outside change"),
+            Err(e) => warn!(error = %e, "could not restore the firewall"),
+        }
+    }
+
+    /// Turn forwarding on if it is off (and remember that Cove did, so the firewall drops
+    /// forwarding between the host's other interfaces, as Docker does).
+    pub(crate) async fn enable_forwarding(&self) -> Result<()> {
+        if !self.cfg.firewall || !self.cfg.ip_forward {
+            return Ok(());
+        }
+        let marker = self.cfg.exec_root.join("forwarding-enabled-by-cove");
+        let path = "/proc/sys/net/ipv4/ip_forward";
+        let on = std::fs::read_to_string(path).map(|v| v.trim() == "1").unwrap_or(false);
+        if !on {
+            std::fs::write(path, "1")
+                .map_err(|e| Error::unavailable(format!("enable net.ipv4.ip_forward: {e}")))?;
+            let _ = std::fs::write(&marker, "1\n");
+            info!("enabled net.ipv4.ip_forward");
+        }
+        self.fw.lock().await.own_forwarding = marker.exists();
+        Ok(())
+    }
+
+    /// Restore the firewall whenever someone else deletes or flushes any of it.
+    pub(crate) fn spawn_firewall_watch(self: &Arc<Self>) -> Result<()> {
+        if !self.cfg.firewall {
+            return Ok(());
+        }
+        let tables = [
+            format!("inet {}", cove_firewall::names::INET_TABLE),
+            format!("bridge {}", cove_firewall::names::BRIDGE_TABLE),
+        ];
+        let refs: Vec<&str> = tables.iter().map(String::as_str).collect();
+        let mut changes = cove_kernel::nft::watch_foreign_changes(&refs).map_err(Error::from)?;
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while changes.recv().await.is_some() {
+                // Coalesce a burst (a firewall reload is many transactions).
+                while changes.try_recv().is_ok() {}
+                let Some(ctl) = weak.upgrade() else { return };
+                warn!("the firewall was changed from outside; restoring it");
+                ctl.restore_firewall().await;
+            }
+        });
+        Ok(())
+    }
+}
