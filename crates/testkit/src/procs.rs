@@ -126,11 +126,26 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The inodes of network namespaces bind-mounted (nsfs) in a list of mounts.
+/// Namespaces (nsfs roots such as `net:[4026532999]`) bind-mounted in the test process's
+/// own mount namespace, i.e. on the real host (`ip netns add` and the like). A fake host's
+/// mount namespace starts as a copy of the real host's, so it lists these too; they are
+/// never the fake host's, and nothing of them may be audited or killed.
+pub(crate) fn real_host_nsfs() -> HashSet<String> {
+    mountinfo("self")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.fstype == "nsfs")
+        .map(|m| m.root)
+        .collect()
+}
+
+/// The inodes of network namespaces bind-mounted (nsfs) in a list of mounts, leaving out
+/// those the real host has mounted itself.
 pub(crate) fn nsfs_netns(mounts: &[Mount]) -> HashSet<u64> {
+    let real = real_host_nsfs();
     mounts
         .iter()
-        .filter(|m| m.fstype == "nsfs")
+        .filter(|m| m.fstype == "nsfs" && !real.contains(&m.root))
         .filter_map(|m| m.root.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok())
         .collect()
 }

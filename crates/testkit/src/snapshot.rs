@@ -270,7 +270,12 @@ pub(crate) fn nft_items(text: &str) -> Vec<String> {
 pub(crate) fn mount_items(mounts: &[Mount], dir: &str, tag: &str) -> (Vec<String>, Vec<String>) {
     let norm = |p: &str| p.replace(dir, "$D");
     let (mut ms, mut ns) = (Vec::new(), Vec::new());
+    let real = crate::procs::real_host_nsfs();
     for m in mounts {
+        if m.fstype == "nsfs" && real.contains(&m.root) {
+            // The real host's own (`ip netns add` there): not the fake host's business.
+            continue;
+        }
         if m.fstype == "nsfs" {
             let kind = m.root.split(':').next().unwrap_or_default();
             ns.push(format!("{} ({kind})", norm(&m.mount_point)));

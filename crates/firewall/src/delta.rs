@@ -1,0 +1,177 @@
+//! Element deltas between two models: the hot path (attach a container, publish a port).
+
+use std::fmt::Write as _;
+
+use crate::elements::{Contents, Elements, DECLS};
+use crate::model::FirewallModel;
+use crate::ruleset::{self, element_text};
+
+/// Keys of `from` that `to` lacks or maps to another value.
+fn removed(from: &Elements, to: &Elements) -> Vec<String> {
+    from.iter().filter(|(k, v)| to.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect()
+}
+
+/// Elements of `to` that `from` lacks or maps to another value.
+fn added(from: &Elements, to: &Elements) -> Vec<String> {
+    to.iter().filter(|(k, v)| from.get(*k) != Some(v)).map(|(k, v)| element_text(k, v)).collect()
+}
+
+/// Renders the element changes from `before` to `after` (see [`crate::render_delta`]).
+pub(crate) fn render_delta(before: &FirewallModel, after: &FirewallModel) -> String {
+    if before.drop_foreign_forwarding != after.drop_foreign_forwarding {
+        // A rule changes: only the full ruleset can say that.
+        return ruleset::render(after);
+    }
+    let (b, a) = (Contents::build(before), Contents::build(after));
+    let (mut deletes, mut adds) = (String::new(), String::new());
+    for (d, (from, to)) in DECLS.iter().zip(b.sets.iter().zip(&a.sets)) {
+        let table = d.family.table();
+        let gone = removed(from, to);
+        if !gone.is_empty() {
+            let _ =
+                writeln!(deletes, "delete element {table} {} {{ {} }}", d.name, gone.join(", "));
+        }
+        let new = added(from, to);
+        if !new.is_empty() {
+            let _ = writeln!(adds, "add element {table} {} {{ {} }}", d.name, new.join(", "));
+        }
+    }
+    // Deletions first: a key whose value changes, or an interval handed from a removed
+    // network to a new one, must be gone before it is added again. One file, one transaction.
+    deletes + &adds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EndpointRules, NetworkRules, Proto, PublishedPort};
+    use cove_model::MacAddr;
+
+    fn base() -> FirewallModel {
+        FirewallModel {
+            networks: vec![NetworkRules {
+                bridge: "br-test".into(),
+                subnets4: vec!["10.99.0.0/24".parse().unwrap()],
+                subnets6: vec!["fd00:99::/64".parse().unwrap()],
+                internal: false,
+                icc: false,
+                masquerade: true,
+            }],
+            endpoints: vec![endpoint("cv1", 2)],
+            published: vec![published(8080, 2)],
+            drop_foreign_forwarding: false,
+        }
+    }
+
+    fn endpoint(port: &str, host: u8) -> EndpointRules {
+        let ip = std::net::Ipv4Addr::new(10, 99, 0, host);
+        EndpointRules {
+            bridge: "br-test".into(),
+            host_ifname: port.into(),
+            mac: MacAddr::from_ipv4(ip),
+            ipv4: Some(ip),
+            ipv6: Some(format!("fd00:99::{host}").parse().unwrap()),
+        }
+    }
+
+    fn published(hport: u16, host: u8) -> PublishedPort {
+        PublishedPort {
+            proto: Proto::Tcp,
+            host_ip: None,
+            host_port: hport,
+            container_ip: format!("10.99.0.{host}").parse().unwrap(),
+            container_port: 80,
+            bridge: "br-test".into(),
+        }
+    }
+
+    fn lines(s: &str) -> Vec<&str> {
+        s.lines().collect()
+    }
+
+    #[test]
+    fn no_change_is_empty() {
+        assert_eq!(render_delta(&base(), &base()), "");
+        assert_eq!(render_delta(&FirewallModel::default(), &FirewallModel::default()), "");
+    }
+
+    #[test]
+    fn order_of_the_model_is_no_change() {
+        let mut a = base();
+        a.endpoints.push(endpoint("cv2", 3));
+        let mut b = a.clone();
+        b.endpoints.reverse();
+        assert_eq!(render_delta(&a, &b), "");
+    }
+
+    #[test]
+    fn adding_an_endpoint_adds_elements_only() {
+        let mut after = base();
+        after.endpoints.push(endpoint("cv2", 3));
+        let delta = render_delta(&base(), &after);
+        assert_eq!(
+            lines(&delta),
+            [
+                r#"add element bridge cove guarded { "cv2" }"#,
+                r#"add element bridge cove port_mac { "cv2" . 02:42:0a:63:00:03 }"#,
+                r#"add element bridge cove port_ip4 { "cv2" . 02:42:0a:63:00:03 . 10.99.0.3 }"#,
+                r#"add element bridge cove port_ip6 { "cv2" . 02:42:0a:63:00:03 . fd00:99::3 }"#,
+                r#"add element bridge cove port_nd6 { "cv2" . 02:42:0a:63:00:03 . 0xfd000099000000000000000000000003 }"#,
+                r#"add element bridge cove icc_off { "cv2" }"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn removing_an_endpoint_and_its_port_deletes_elements_only() {
+        let mut after = base();
+        after.endpoints.clear();
+        after.published.clear();
+        let delta = render_delta(&base(), &after);
+        assert!(delta.lines().all(|l| l.starts_with("delete element ")), "{delta}");
+        assert!(delta.contains("delete element inet cove dnat4_any { tcp . 8080 }\n"), "{delta}");
+        assert!(delta.contains(r#"delete element bridge cove icc_off { "cv1" }"#), "{delta}");
+        assert_eq!(delta.lines().count(), 7, "{delta}");
+    }
+
+    #[test]
+    fn publishing_a_port_is_one_element() {
+        let mut after = base();
+        after.published.push(published(8081, 2));
+        assert_eq!(
+            render_delta(&base(), &after),
+            "add element inet cove dnat4_any { tcp . 8081 : 10.99.0.2 . 80 }\n"
+        );
+    }
+
+    #[test]
+    fn a_host_port_moving_to_another_container_is_deleted_then_added() {
+        let mut after = base();
+        after.published[0].container_ip = "10.99.0.3".parse().unwrap();
+        assert_eq!(
+            lines(&render_delta(&base(), &after)),
+            [
+                "delete element inet cove dnat4_any { tcp . 8080 }",
+                "add element inet cove dnat4_any { tcp . 8080 : 10.99.0.3 . 80 }",
+            ]
+        );
+    }
+
+    #[test]
+    fn deletions_come_before_additions() {
+        let mut after = base();
+        after.networks[0].bridge = "br-new".into();
+        let delta = render_delta(&base(), &after);
+        let first_add = delta.find("add element").unwrap();
+        assert!(delta[first_add..].lines().all(|l| l.starts_with("add element")), "{delta}");
+        assert!(delta.contains(r#"delete element inet cove bridges { "br-test" }"#), "{delta}");
+    }
+
+    #[test]
+    fn a_rule_change_renders_everything() {
+        let after = FirewallModel { drop_foreign_forwarding: true, ..base() };
+        assert_eq!(render_delta(&base(), &after), ruleset::render(&after));
+        assert!(ruleset::render(&after).contains("counter name \"drop_foreign\" drop"));
+        assert!(!ruleset::render(&base()).contains("counter name \"drop_foreign\" drop"));
+    }
+}

@@ -1,0 +1,150 @@
+//! Names of every nftables object Cove creates: tables, chains, named sets and maps, named
+//! counters. `docs/kernel-objects.md` lists them; the executor uses the lists at the bottom
+//! to check that the whole ruleset is still in the kernel (a flush or a firewall reload by
+//! another agent removes it, and it must then be restored in full).
+//!
+//! Cove owns exactly two tables, [`INET_TABLE`] in family `inet` and [`BRIDGE_TABLE`] in
+//! family `bridge`, and never reads, edits or flushes any other.
+
+/// The `inet` table (IPv4 and IPv6 at L3): loopback protection, NAT, forwarding filter.
+pub const INET_TABLE: &str = "cove";
+/// The `bridge` table (L2, on Cove's bridges): anti-spoofing, router advertisements, icc.
+pub const BRIDGE_TABLE: &str = "cove";
+
+// ---- inet cove: chains ----
+
+/// `inet` base chain, hook prerouting, priority raw (-300): drops loopback-addressed
+/// packets that did not arrive on `lo`.
+pub const CHAIN_RAW_PREROUTING: &str = "raw_prerouting";
+/// `inet` base chain, nat hook prerouting, priority dstnat (-100): published ports.
+pub const CHAIN_NAT_PREROUTING: &str = "nat_prerouting";
+/// `inet` base chain, nat hook output, priority -100: published ports for the host itself.
+pub const CHAIN_NAT_OUTPUT: &str = "nat_output";
+/// `inet` base chain, filter hook forward, priority filter (0): isolation, internal
+/// networks, direct-routing protection, foreign forwarding.
+pub const CHAIN_FORWARD: &str = "forward";
+/// `inet` base chain, nat hook postrouting, priority srcnat (100): masquerade.
+pub const CHAIN_NAT_POSTROUTING: &str = "nat_postrouting";
+
+// ---- inet cove: sets and maps ----
+
+/// Set of `ifname`: every Cove bridge.
+pub const SET_BRIDGES: &str = "bridges";
+/// Set of `ifname . ifname`: `"br" . "br"` for every Cove bridge, so a static rule can
+/// recognise traffic that stays on one bridge (`iifname . oifname @bridge_self`).
+pub const SET_BRIDGE_SELF: &str = "bridge_self";
+/// Set of `ifname`: bridges of `--internal` networks.
+pub const SET_INTERNAL: &str = "internal";
+/// Interval set of `ipv4_addr`: every IPv4 subnet of every Cove network.
+pub const SET_SUBNETS4: &str = "subnets4";
+/// Interval set of `ipv6_addr`: every IPv6 subnet of every Cove network.
+pub const SET_SUBNETS6: &str = "subnets6";
+/// Interval set of `ipv4_addr`: IPv4 subnets masqueraded on their way out.
+pub const SET_MASQ4: &str = "masq4";
+/// Interval set of `ipv6_addr`: IPv6 subnets masqueraded on their way out.
+pub const SET_MASQ6: &str = "masq6";
+/// Map `inet_proto . inet_service : ipv4_addr . inet_service`: ports published on every
+/// IPv4 address of the host.
+pub const MAP_DNAT4_ANY: &str = "dnat4_any";
+/// Map `inet_proto . ipv4_addr . inet_service : ipv4_addr . inet_service`: ports published
+/// on one IPv4 address of the host (`127.0.0.1:8080:80`, `192.0.2.10:8080:80`).
+pub const MAP_DNAT4_ADDR: &str = "dnat4_addr";
+/// Map `inet_proto . inet_service : ipv6_addr . inet_service`: ports published on every
+/// IPv6 address of the host.
+pub const MAP_DNAT6_ANY: &str = "dnat6_any";
+/// Map `inet_proto . ipv6_addr . inet_service : ipv6_addr . inet_service`: ports published
+/// on one IPv6 address of the host.
+pub const MAP_DNAT6_ADDR: &str = "dnat6_addr";
+
+// ---- inet cove: counters (one per kind of drop, so tests can prove where a probe died) ----
+
+/// Packets to 127.0.0.0/8 or ::1 that arrived on an interface other than `lo`.
+pub const COUNTER_DROP_REMOTE_LOOPBACK: &str = "drop_remote_loopback";
+/// Packets forwarded into or out of an internal network's bridge.
+pub const COUNTER_DROP_INTERNAL: &str = "drop_internal";
+/// Packets forwarded from one Cove bridge to another (not DNAT'ed, not a reply).
+pub const COUNTER_DROP_ISOLATION: &str = "drop_isolation";
+/// Packets forwarded to a Cove bridge from a non-Cove interface (not DNAT'ed, not a reply):
+/// direct routing to container addresses.
+pub const COUNTER_DROP_DIRECT: &str = "drop_direct";
+/// Packets forwarded between two non-Cove interfaces (only with `drop_foreign_forwarding`).
+pub const COUNTER_DROP_FOREIGN: &str = "drop_foreign";
+
+// ---- bridge cove: chains ----
+
+/// `bridge` base chain, hook prerouting, priority -350: anti-spoofing and router
+/// advertisements, for every frame a container port sends.
+pub const CHAIN_BRIDGE_PREROUTING: &str = "prerouting";
+/// `bridge` base chain, hook forward, priority filter (-200): icc=false.
+pub const CHAIN_BRIDGE_FORWARD: &str = "forward";
+
+// ---- bridge cove: sets ----
+
+/// Set of `ifname`: every container port (endpoint `host_ifname`) under anti-spoof guard.
+pub const SET_GUARDED: &str = "guarded";
+/// Set of `ifname . ether_addr`: the MAC each container port may send from.
+pub const SET_PORT_MAC: &str = "port_mac";
+/// Set of `ifname . ether_addr . ipv4_addr`: the IPv4 address each port may send from
+/// (IPv4 source and ARP sender).
+pub const SET_PORT_IP4: &str = "port_ip4";
+/// Set of `ifname . ether_addr . ipv6_addr`: the IPv6 address each port may send from
+/// (besides `::` and fe80::/64).
+pub const SET_PORT_IP6: &str = "port_ip6";
+/// Set `typeof iifname . ether saddr . @th,64,128`: the IPv6 address each port may claim
+/// as the target of a neighbour advertisement. The same triples as [`SET_PORT_IP6`] with the
+/// address as a 128-bit integer: nft 1.0.6 has no `icmpv6 taddr`, so the target is read as
+/// raw payload, whose type is an integer.
+pub const SET_PORT_ND6: &str = "port_nd6";
+/// Set of `ifname`: container ports of networks with icc=false.
+pub const SET_ICC_OFF: &str = "icc_off";
+
+// ---- bridge cove: counters ----
+
+/// Frames from a container port with a foreign source MAC, or VLAN-tagged.
+pub const COUNTER_DROP_SPOOF_MAC: &str = "drop_spoof_mac";
+/// IPv4 packets or ARP from a container port with a source/sender IP that is not its own.
+pub const COUNTER_DROP_SPOOF_IP4: &str = "drop_spoof_ip4";
+/// IPv6 packets from a container port with a source that is not its own (nor `::`,
+/// fe80::/64), or neighbour advertisements for an address that is not its own.
+pub const COUNTER_DROP_SPOOF_IP6: &str = "drop_spoof_ip6";
+/// Router advertisements and redirects (ICMPv6 134 and 137, ICMP 5) from container ports.
+pub const COUNTER_DROP_ROUTER: &str = "drop_router";
+/// Frames between two container ports of an icc=false network.
+pub const COUNTER_DROP_ICC: &str = "drop_icc";
+
+// ---- lists, for the executor's presence check ----
+
+/// Every chain of `inet cove`.
+pub const INET_CHAINS: &[&str] = &[
+    CHAIN_RAW_PREROUTING,
+    CHAIN_NAT_PREROUTING,
+    CHAIN_NAT_OUTPUT,
+    CHAIN_FORWARD,
+    CHAIN_NAT_POSTROUTING,
+];
+/// Every named set of `inet cove`.
+pub const INET_SETS: &[&str] =
+    &[SET_BRIDGES, SET_BRIDGE_SELF, SET_INTERNAL, SET_SUBNETS4, SET_SUBNETS6, SET_MASQ4, SET_MASQ6];
+/// Every named map of `inet cove`.
+pub const INET_MAPS: &[&str] = &[MAP_DNAT4_ANY, MAP_DNAT4_ADDR, MAP_DNAT6_ANY, MAP_DNAT6_ADDR];
+/// Every named counter of `inet cove`.
+pub const INET_COUNTERS: &[&str] = &[
+    COUNTER_DROP_REMOTE_LOOPBACK,
+    COUNTER_DROP_INTERNAL,
+    COUNTER_DROP_ISOLATION,
+    COUNTER_DROP_DIRECT,
+    COUNTER_DROP_FOREIGN,
+];
+/// Every chain of `bridge cove`.
+pub const BRIDGE_CHAINS: &[&str] = &[CHAIN_BRIDGE_PREROUTING, CHAIN_BRIDGE_FORWARD];
+/// Every named set of `bridge cove`.
+pub const BRIDGE_SETS: &[&str] =
+    &[SET_GUARDED, SET_PORT_MAC, SET_PORT_IP4, SET_PORT_IP6, SET_PORT_ND6, SET_ICC_OFF];
+/// Every named counter of `bridge cove`.
+pub const BRIDGE_COUNTERS: &[&str] = &[
+    COUNTER_DROP_SPOOF_MAC,
+    COUNTER_DROP_SPOOF_IP4,
+    COUNTER_DROP_SPOOF_IP6,
+    COUNTER_DROP_ROUTER,
+    COUNTER_DROP_ICC,
+];

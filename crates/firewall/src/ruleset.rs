@@ -1,0 +1,247 @@
+//! The full ruleset: both tables with every chain, counter, set and map.
+//!
+//! Every rule here is static. What varies with networks, containers and ports lives only in
+//! the named sets and maps ([`crate::elements`]), so the hot path is a few element lines.
+//!
+//! Hook priorities follow the nftables wiki's tables ("Netfilter hooks", section "Priority
+//! within hook", and "Bridge filtering"):
+//!
+//! * `inet` prerouting `raw` (-300): before conntrack (-200) and DNAT (-100), so a packet
+//!   addressed to 127.0.0.1 is judged by its original destination, before NAT could turn it
+//!   into a container address and before it creates a conntrack entry.
+//! * `inet` nat prerouting `dstnat` (-100) and nat output -100: the standard DNAT slots.
+//! * `inet` forward `filter` (0): after conntrack and DNAT, so `ct status dnat` and
+//!   `ct state` are known.
+//! * `inet` nat postrouting `srcnat` (100): the standard SNAT slot.
+//! * `bridge` prerouting -350: every frame a container port sends, as it sent it: before
+//!   bridge-family dstnat (-300) and filter (-200) chains of other tables, and before
+//!   br_netfilter (0), which hands IP frames to the `inet` hooks.
+//! * `bridge` forward `filter` (-200): before br_netfilter's forward hook, so a frame
+//!   between two icc=false ports is dropped at L2 before it is ever seen as IP.
+
+use std::fmt::Write as _;
+
+use crate::elements::{Contents, Family, DECLS};
+use crate::model::FirewallModel;
+use crate::names::*;
+
+/// A base chain: header line, then rules (lines starting with `#` are comments).
+struct Chain {
+    name: &'static str,
+    hook: &'static str,
+    rules: Vec<String>,
+}
+
+/// `counter name "<counter>" drop`.
+fn counted_drop(counter: &str) -> String {
+    format!("counter name \"{counter}\" drop")
+}
+
+fn comment(text: &str) -> String {
+    format!("# {text}")
+}
+
+/// DNAT for published ports, shared by prerouting and output. Only for packets to one of
+/// the host's own addresses (`fib daddr type local`): a map entry must never capture traffic
+/// that merely passes through the host (CVE-2025-67499). The address-specific maps come
+/// first; the controller never lets both kinds hold one port.
+fn dnat_rules(rules: &mut Vec<String>) {
+    let local = "fib daddr type local";
+    let any = "meta l4proto . th dport";
+    rules.extend([
+        format!("{local} dnat ip to meta l4proto . ip daddr . th dport map @{MAP_DNAT4_ADDR}"),
+        format!("{local} meta nfproto ipv4 dnat ip to {any} map @{MAP_DNAT4_ANY}"),
+        format!("{local} dnat ip6 to meta l4proto . ip6 daddr . th dport map @{MAP_DNAT6_ADDR}"),
+        format!("{local} meta nfproto ipv6 dnat ip6 to {any} map @{MAP_DNAT6_ANY}"),
+    ]);
+}
+
+fn inet_chains(model: &FirewallModel) -> Vec<Chain> {
+    let raw = vec![
+        comment("loopback destinations only from lo: route_localnet on the bridges must not"),
+        comment("let the LAN or a container reach 127.0.0.1 (moby#41872, CVE-2020-8558)"),
+        format!(
+            "iifname != \"lo\" ip daddr 127.0.0.0/8 {}",
+            counted_drop(COUNTER_DROP_REMOTE_LOOPBACK)
+        ),
+        format!("iifname != \"lo\" ip6 daddr ::1 {}", counted_drop(COUNTER_DROP_REMOTE_LOOPBACK)),
+    ];
+
+    let mut prerouting =
+        vec![comment("published ports, for clients outside the host and in containers")];
+    dnat_rules(&mut prerouting);
+    let mut output =
+        vec![comment("published ports, for the host itself (its addresses, 127.0.0.1, ::1)")];
+    dnat_rules(&mut output);
+
+    let (br, internal) = (SET_BRIDGES, SET_INTERNAL);
+    let mut forward = vec![
+        "ct state established,related accept".to_string(),
+        comment("traffic that stays on one bridge is L2; it only gets here through br_netfilter"),
+        format!("iifname . oifname @{SET_BRIDGE_SELF} accept"),
+        comment("internal networks: nothing in, nothing out, not even published ports"),
+        format!("iifname @{internal} {}", counted_drop(COUNTER_DROP_INTERNAL)),
+        format!("oifname @{internal} {}", counted_drop(COUNTER_DROP_INTERNAL)),
+        comment("published ports, from anywhere (other networks included)"),
+        format!("oifname @{br} ct status dnat accept"),
+        comment("inter-network isolation"),
+        format!("iifname @{br} oifname @{br} {}", counted_drop(COUNTER_DROP_ISOLATION)),
+        comment("direct routing to container addresses from outside"),
+        format!("oifname @{br} {}", counted_drop(COUNTER_DROP_DIRECT)),
+        comment("containers to the outside"),
+        format!("iifname @{br} accept"),
+    ];
+    if model.drop_foreign_forwarding {
+        forward.push(comment("Cove enabled forwarding: nothing else is forwarded"));
+        forward.push(counted_drop(COUNTER_DROP_FOREIGN));
+    }
+
+    let postrouting = vec![
+        comment("the host reaching a published port through 127.0.0.1 / ::1"),
+        format!("oifname @{br} ip saddr 127.0.0.0/8 masquerade"),
+        format!("oifname @{br} ip6 saddr ::1 masquerade"),
+        comment("hairpin: a container reaching a published port through a host address"),
+        format!("oifname @{br} ct status dnat ip saddr @{SET_SUBNETS4} masquerade"),
+        format!("oifname @{br} ct status dnat ip6 saddr @{SET_SUBNETS6} masquerade"),
+        comment("outbound NAT; outside clients keep their own source address"),
+        format!("oifname != @{br} ip saddr @{SET_MASQ4} masquerade"),
+        format!("oifname != @{br} ip6 saddr @{SET_MASQ6} masquerade"),
+    ];
+
+    vec![
+        Chain {
+            name: CHAIN_RAW_PREROUTING,
+            hook: "type filter hook prerouting priority raw; policy accept;",
+            rules: raw,
+        },
+        Chain {
+            name: CHAIN_NAT_PREROUTING,
+            hook: "type nat hook prerouting priority dstnat; policy accept;",
+            rules: prerouting,
+        },
+        // nft 1.0.6 refuses the name `dstnat` in the output hook; -100 is its value.
+        Chain {
+            name: CHAIN_NAT_OUTPUT,
+            hook: "type nat hook output priority -100; policy accept;",
+            rules: output,
+        },
+        Chain {
+            name: CHAIN_FORWARD,
+            hook: "type filter hook forward priority filter; policy accept;",
+            rules: forward,
+        },
+        Chain {
+            name: CHAIN_NAT_POSTROUTING,
+            hook: "type nat hook postrouting priority srcnat; policy accept;",
+            rules: postrouting,
+        },
+    ]
+}
+
+fn bridge_chains() -> Vec<Chain> {
+    let port = "iifname . ether saddr";
+    let prerouting = vec![
+        format!("iifname != @{SET_GUARDED} accept"),
+        comment("a container port sends only from its own MAC, untagged"),
+        format!("{port} != @{SET_PORT_MAC} {}", counted_drop(COUNTER_DROP_SPOOF_MAC)),
+        format!("ether type {{ 8021q, 8021ad }} {}", counted_drop(COUNTER_DROP_SPOOF_MAC)),
+        comment("containers are never routers (CVE-2020-13401, CVE-2020-10749)"),
+        format!(
+            "icmpv6 type {{ nd-router-advert, nd-redirect }} {}",
+            counted_drop(COUNTER_DROP_ROUTER)
+        ),
+        format!("icmp type redirect {}", counted_drop(COUNTER_DROP_ROUTER)),
+        comment("IPv4 source and ARP sender: its own address and MAC"),
+        format!(
+            "ether type arp iifname . arp saddr ether . arp saddr ip != @{SET_PORT_IP4} {}",
+            counted_drop(COUNTER_DROP_SPOOF_IP4)
+        ),
+        format!(
+            "ether type ip {port} . ip saddr != @{SET_PORT_IP4} {}",
+            counted_drop(COUNTER_DROP_SPOOF_IP4)
+        ),
+        comment("IPv6 source: its own address, link-local, or :: (DAD); NA only for its own"),
+        format!(
+            "ether type ip6 ip6 saddr != {{ ::, fe80::/64 }} \
+             {port} . ip6 saddr != @{SET_PORT_IP6} {}",
+            counted_drop(COUNTER_DROP_SPOOF_IP6)
+        ),
+        // The NA target address is @th,64,128; its first half fe80:: means link-local.
+        format!(
+            "icmpv6 type nd-neighbor-advert @th,64,64 != 0xfe80000000000000 \
+             {port} . @th,64,128 != @{SET_PORT_ND6} {}",
+            counted_drop(COUNTER_DROP_SPOOF_IP6)
+        ),
+    ];
+    let forward = vec![
+        comment("icc=false: no frame at all between two containers of the network"),
+        format!("iifname @{SET_ICC_OFF} oifname @{SET_ICC_OFF} {}", counted_drop(COUNTER_DROP_ICC)),
+    ];
+    vec![
+        Chain {
+            name: CHAIN_BRIDGE_PREROUTING,
+            hook: "type filter hook prerouting priority -350; policy accept;",
+            rules: prerouting,
+        },
+        Chain {
+            name: CHAIN_BRIDGE_FORWARD,
+            hook: "type filter hook forward priority filter; policy accept;",
+            rules: forward,
+        },
+    ]
+}
+
+/// Elements as they appear in a set declaration or an `add element` statement.
+pub(crate) fn element_text(key: &str, value: &Option<String>) -> String {
+    match value {
+        Some(v) => format!("{key} : {v}"),
+        None => key.to_string(),
+    }
+}
+
+fn write_table(
+    out: &mut String,
+    family: Family,
+    counters: &[&str],
+    contents: &Contents,
+    chains: &[Chain],
+) {
+    let table = family.table();
+    // Create-if-missing, then delete, then create: one transaction that replaces the
+    // table whatever state it was in (absent, current, stale, half-flushed).
+    let _ = writeln!(out, "table {table} {{}}\ndelete table {table}\ntable {table} {{");
+    for c in counters {
+        let _ = writeln!(out, "\tcounter {c} {{}}");
+    }
+    for (d, elements) in DECLS.iter().zip(&contents.sets).filter(|(d, _)| d.family == family) {
+        let _ = writeln!(out, "\n\t{} {} {{", if d.map { "map" } else { "set" }, d.name);
+        for s in d.spec {
+            let _ = writeln!(out, "\t\t{s}");
+        }
+        if !elements.is_empty() {
+            let items: Vec<String> = elements.iter().map(|(k, v)| element_text(k, v)).collect();
+            let _ = writeln!(out, "\t\telements = {{\n\t\t\t{}\n\t\t}}", items.join(",\n\t\t\t"));
+        }
+        out.push_str("\t}\n");
+    }
+    for chain in chains {
+        let _ = writeln!(out, "\n\tchain {} {{\n\t\t{}", chain.name, chain.hook);
+        for r in &chain.rules {
+            let _ = writeln!(out, "\t\t{r}");
+        }
+        out.push_str("\t}\n");
+    }
+    out.push_str("}\n");
+}
+
+/// Renders the complete ruleset (see [`crate::render`]).
+pub(crate) fn render(model: &FirewallModel) -> String {
+    let contents = Contents::build(model);
+    let mut out = String::from(
+        "# Cove's firewall, generated by cove-firewall: apply with `nft -f -` (one transaction).\n\
+         # Cove owns exactly these two tables and never touches any other.\n",
+    );
+    write_table(&mut out, Family::Inet, INET_COUNTERS, &contents, &inet_chains(model));
+    write_table(&mut out, Family::Bridge, BRIDGE_COUNTERS, &contents, &bridge_chains());
+    out
+}

@@ -1,0 +1,146 @@
+//! Checks the rendered text against the real `nft` and kernel, inside throwaway network
+//! namespaces (`unshare -n`), so the host's own ruleset is never touched.
+//!
+//! These tests need root and nft (scripts/setup.sh installs it). They fail, loudly, when
+//! either is missing: a firewall that was never checked must not look checked.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+fn preflight() {
+    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("Uid line in /proc/self/status");
+    assert_eq!(
+        euid, "0",
+        "cove-firewall's nft tests must run as root: they load rulesets with nft in a throwaway \
+         network namespace (unshare -n). Run `cargo test -p cove-firewall` as root."
+    );
+    for tool in ["nft", "unshare"] {
+        let found = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "`{tool}` is not installed: run scripts/setup.sh (Debian: nftables, util-linux)"
+        );
+    }
+}
+
+/// Runs `script` with `sh` in a new, empty network namespace; returns stdout, panics with
+/// stderr on failure.
+fn in_netns(what: &str, script: &str, args: &[&Path]) -> String {
+    let out = Command::new("unshare")
+        .args(["-n", "sh", "-ec", script, "sh"])
+        .args(args)
+        .output()
+        .expect("spawn unshare");
+    assert!(
+        out.status.success(),
+        "{what}: nft refused it:\n{}\n(script: {script})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `nft list` output with every `elements = { ... }` list sorted, so two listings of the
+/// same contents compare equal whatever order the kernel keeps them in.
+fn normalized(listing: &str) -> String {
+    let mut out = String::new();
+    let mut rest = listing;
+    while let Some(start) = rest.find("elements = {") {
+        let open = start + "elements = {".len();
+        let close = open + rest[open..].find('}').expect("closing brace");
+        let mut items: Vec<&str> = rest[open..close].split(',').map(str::trim).collect();
+        items.sort_unstable();
+        out.push_str(&rest[..open]);
+        out.push_str(&items.join(", "));
+        rest = &rest[close..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn golden_files_pass_nft_check() {
+    preflight();
+    let dir = common::golden_dir();
+    let mut n = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "nft") {
+            in_netns(&path.display().to_string(), r#"nft -c -f "$1""#, &[&path]);
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "expected the golden files in {}", dir.display());
+}
+
+#[test]
+fn full_render_applies_twice_and_replaces_the_previous_version() {
+    preflight();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a.nft"), tmp.path().join("b.nft"));
+    fs::write(&a, cove_firewall::render(&common::full())).unwrap();
+    fs::write(&b, cove_firewall::render(&common::one_network())).unwrap();
+    // a, a again (idempotent), then b: the result is exactly b.
+    let replaced = in_netns(
+        "re-apply",
+        r#"nft -f "$1"; nft -f "$1"; nft -f "$2"; nft list ruleset"#,
+        &[&a, &b],
+    );
+    let fresh = in_netns("fresh", r#"nft -f "$1"; nft list ruleset"#, &[&b]);
+    assert_eq!(normalized(&replaced), normalized(&fresh));
+}
+
+#[test]
+fn deltas_pass_nft_check_and_reach_the_full_render() {
+    preflight();
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, before, after) in common::delta_pairs() {
+        let delta = cove_firewall::render_delta(&before, &after);
+        if name == "unchanged" {
+            assert_eq!(delta, "", "{name}");
+            continue;
+        }
+        let full_before = tmp.path().join(format!("{name}.before.nft"));
+        let full_after = tmp.path().join(format!("{name}.after.nft"));
+        let delta_path = tmp.path().join(format!("{name}.delta.nft"));
+        fs::write(&full_before, cove_firewall::render(&before)).unwrap();
+        fs::write(&full_after, cove_firewall::render(&after)).unwrap();
+        fs::write(&delta_path, &delta).unwrap();
+        // `nft -c` needs the tables to exist: load the full "before" first.
+        in_netns(
+            &format!("delta {name} (nft -c)"),
+            r#"nft -f "$1"; nft -c -f "$2""#,
+            &[&full_before, &delta_path],
+        );
+        // Applied for real, the delta must leave exactly what the full "after" gives.
+        let via_delta = in_netns(
+            &format!("delta {name}"),
+            r#"nft -f "$1"; nft -f "$2"; nft list ruleset"#,
+            &[&full_before, &delta_path],
+        );
+        let via_full =
+            in_netns(&format!("full {name}"), r#"nft -f "$1"; nft list ruleset"#, &[&full_after]);
+        assert_eq!(normalized(&via_delta), normalized(&via_full), "delta {name}:\n{delta}");
+        // ... and the comparison is not vacuous: the delta did change something.
+        let untouched = in_netns(
+            &format!("before {name}"),
+            r#"nft -f "$1"; nft list ruleset"#,
+            &[&full_before],
+        );
+        assert_ne!(normalized(&untouched), normalized(&via_delta), "delta {name} changed nothing");
+    }
+}
+
+#[test]
+fn normalized_sorts_element_lists() {
+    let a = "set s {\n\t\telements = { b, a,\n\t\t\t     c }\n\t}\n";
+    let b = "set s {\n\t\telements = { c, b, a }\n\t}\n";
+    assert_eq!(normalized(a), normalized(b));
+}
