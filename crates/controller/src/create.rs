@@ -180,6 +180,18 @@ impl Controller {
         if !host_config.links.is_empty() {
             return Err(Error::not_implemented("--link is not supported yet"));
         }
+        if let Some(b) = host_config
+            .port_bindings
+            .iter()
+            .find(|b| b.host_ip.is_some_and(|ip| ip.is_loopback() && ip.is_ipv6()))
+        {
+            // The kernel drops packets to ::1 on any interface but lo; DNAT cannot carry
+            // them to a container without policy routing Cove does not set up (yet).
+            return Err(Error::invalid(format!(
+                "publishing on [::1] ({}/{}) is not supported: use 127.0.0.1 or the host's IPv6 address",
+                b.container_port, b.protocol
+            )));
+        }
         // Without the firewall there is nothing to publish with (Cove has no userland
         // proxy): refused rather than recorded, since a port that looks published but is
         // unreachable would be worse than a clear error.

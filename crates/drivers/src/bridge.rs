@@ -160,6 +160,14 @@ pub fn network_ops(net: &NetworkRecord, firewall: bool) -> Result<Vec<Op>> {
             value: "1".into(),
         });
     }
+    if net.enable_ipv6 {
+        // Containers must not become the host's routers.
+        ops.push(Op::Sysctl {
+            netns: Netns::Host,
+            key: format!("net/ipv6/conf/{}/accept_ra", b.name),
+            value: "0".into(),
+        });
+    }
     ops.push(Op::SetUp { netns: Netns::Host, link: b.name.clone() });
     Ok(ops)
 }
@@ -177,14 +185,17 @@ pub fn network_teardown_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
 pub fn join_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Result<Vec<Op>> {
     let b = bridge_of(net)?;
     let sb = Netns::Path(netns.to_path_buf());
-    let mut ops = vec![Op::CreateVeth {
-        host_name: ep.host_ifname.clone(),
-        bridge: b.name.clone(),
-        mtu: b.mtu,
-        peer_name: ep.ifname.clone(),
-        peer_netns: netns.to_path_buf(),
-        peer_mac: ep.mac,
-    }];
+    let mut ops = vec![
+        Op::CreateVeth {
+            host_name: ep.host_ifname.clone(),
+            bridge: b.name.clone(),
+            mtu: b.mtu,
+            peer_name: ep.ifname.clone(),
+            peer_netns: netns.to_path_buf(),
+            peer_mac: ep.mac,
+        },
+        Op::Hairpin { link: ep.host_ifname.clone() },
+    ];
     if ep.ipv6.is_none() {
         ops.push(Op::Sysctl {
             netns: sb.clone(),
@@ -333,6 +344,7 @@ mod tests {
         assert_eq!(
             got,
             "create veth cv0123456789ab (master br-nnnnnnnnnnnn) peer eth0 in /run/cove/netns/c mac 02:42:ac:12:00:02 mtu 1500\n\
+             hairpin on for bridge port cv0123456789ab\n\
              sysctl net/ipv6/conf/eth0/disable_ipv6=1 in /run/cove/netns/c\n\
              add address 172.18.0.2/16 to eth0 in /run/cove/netns/c\n\
              set eth0 up in /run/cove/netns/c\n"

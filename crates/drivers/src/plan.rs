@@ -91,6 +91,13 @@ pub enum Op {
         /// Value to write.
         value: String,
     },
+    /// Turn on hairpin mode on a bridge port in the host namespace, so a frame may leave
+    /// through the port it came in on: a container reaching its own published port via a
+    /// host address is DNAT'ed back to itself (Docker does the same without its proxy).
+    Hairpin {
+        /// Host-side port name.
+        link: String,
+    },
     /// Take a link out of service at once: set it down and rename it to `tombstone`, so
     /// its name is free again while a later [`Op::DeleteLink`] of the tombstone (which
     /// waits for an RCU grace period, ~30 ms) runs in the background.
@@ -157,6 +164,7 @@ impl fmt::Display for Op {
                 None => write!(f, "add route {dst} dev {link} in {netns}"),
             },
             Op::Sysctl { netns, key, value } => write!(f, "sysctl {key}={value} in {netns}"),
+            Op::Hairpin { link } => write!(f, "hairpin on for bridge port {link}"),
             Op::Retire { netns, link, tombstone } => {
                 write!(f, "retire {link} as {tombstone} in {netns}")
             }

@@ -115,14 +115,24 @@ pub fn watch_foreign_changes(tables: &[&str]) -> Result<mpsc::Receiver<()>, Kern
 /// Follow `nft monitor`: every event line is sent on the returned channel until the
 /// receiver is dropped. The monitor process dies with the daemon (`kill_on_drop`).
 pub fn monitor() -> Result<mpsc::Receiver<String>, KernelError> {
-    let mut child = Command::new("nft")
-        .arg("monitor")
+    let mut cmd = Command::new("nft");
+    cmd.arg("monitor")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| KernelError::new("run nft monitor", Cause::from(e)))?;
+        .kill_on_drop(true);
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
+    // parent; it makes the monitor die with the daemon even when the daemon is SIGKILLed
+    // (kill_on_drop only covers orderly exits).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| KernelError::new("run nft monitor", Cause::from(e)))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {

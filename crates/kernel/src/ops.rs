@@ -70,6 +70,18 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
             .await
             .map_err(|e| Cause::Protocol(format!("veth request task failed: {e}")))??;
         }
+        Op::Hairpin { link } => {
+            // sysfs of the daemon's own namespace; one small write, no netlink attribute
+            // juggling (IFLA_PROTINFO) needed.
+            let path = format!("/sys/class/net/{link}/brport/hairpin_mode");
+            std::fs::write(&path, "1").map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Cause::NoSuchLink(link.clone())
+                } else {
+                    Cause::from(e)
+                }
+            })?;
+        }
         Op::AddAddress { netns, link, addr } => {
             let h = hs.get(netns).await?;
             let index = nl::link_index(&h, link).await?;

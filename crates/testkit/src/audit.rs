@@ -81,12 +81,19 @@ impl FakeHost {
             .unwrap_or_else(|| fail("cannot read the holder's mountinfo".into()));
         let (mounts, netns) =
             snapshot::mount_items(&mounts, &self.dir.display().to_string(), &self.tag);
-        let spare: Vec<i32> = [Some(self.holder.id()), self.daemon_pid()]
+        let all = procs::scan();
+        // The daemon and its own helper processes (its `nft monitor`) are the daemon, not
+        // something a test leaked; a new daemon run has new pids for them.
+        let daemon = self.daemon_pid().map(|p| p as i32);
+        let spare: Vec<i32> = [Some(self.holder.id() as i32), daemon]
             .into_iter()
             .flatten()
-            .map(|p| p as i32)
+            .chain(
+                all.iter()
+                    .filter(|p| Some(p.ppid) == daemon && procs::cmdline(p.pid) == "nft monitor")
+                    .map(|p| p.pid),
+            )
             .collect();
-        let all = procs::scan();
         let procs = snapshot::sorted(
             self.scope(false)
                 .members(&all)
