@@ -178,9 +178,7 @@ impl Controller {
         ended.state.ports.clear();
         info!(container = %c.name, code, "container exited");
         st.containers.insert(c.id.clone(), ended.clone());
-        if let Err(e) = self.sync_firewall(&st).await {
-            warn!(container = %c.name, error = %e, "firewall not updated after an exit");
-        }
+        self.sync_firewall_later(&st);
         if c.host_config.auto_remove {
             self.delete_container(&mut st, &ended);
         } else {

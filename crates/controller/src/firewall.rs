@@ -12,11 +12,48 @@ use cove_model::{DriverKind, Error, NetworkMode, Result, Status};
 use crate::state::State;
 use crate::Controller;
 
-/// What the controller last applied, and whether it turned forwarding on itself.
+/// What the controller last applied, and the `nft -i` session deltas go through.
 #[derive(Debug, Default)]
 pub(crate) struct FirewallState {
     applied: Option<FirewallModel>,
-    pub(crate) own_forwarding: bool,
+    session: Option<cove_kernel::nft::NftSession>,
+}
+
+impl FirewallState {
+    /// Run a delta through the long-lived session (started on first use, restarted if it
+    /// died).
+    async fn run_delta(
+        &mut self,
+        delta: &str,
+    ) -> std::result::Result<(), cove_kernel::KernelError> {
+        // The session takes one line per transaction: only element changes qualify. A
+        // delta that rewrites rules is a whole ruleset, which needs `nft -f`.
+        let elements_only = delta
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .all(|l| l.starts_with("add element ") || l.starts_with("delete element "));
+        if !elements_only {
+            return cove_kernel::nft::apply(delta).await;
+        }
+        if !self.session.as_mut().is_some_and(|s| s.alive()) {
+            self.session = Some(cove_kernel::nft::NftSession::spawn()?);
+        }
+        let session = self.session.as_mut().expect("just ensured");
+        let result = session.run(delta).await;
+        if result.is_err() && !session.alive() {
+            self.session = None;
+        }
+        result
+    }
+}
+
+/// The newest model computed (under the state lock), with its generation: appliers always
+/// write the newest one, so a slow background apply can never undo a newer state.
+#[derive(Debug, Default)]
+pub(crate) struct LatestModel {
+    generation: u64,
+    model: Option<FirewallModel>,
 }
 
 fn proto(p: &str) -> Option<Proto> {
@@ -114,20 +151,56 @@ pub(crate) fn model(st: &State, drop_foreign_forwarding: bool, v6: bool) -> Fire
 }
 
 impl Controller {
-    /// Bring the firewall in line with the state: element changes only, or the whole
-    /// ruleset when nothing was applied yet (or a delta is refused).
-    pub(crate) async fn sync_firewall(&self, st: &State) -> Result<()> {
+    /// Record the model of the current state as the newest (call with the state lock held).
+    fn note_latest(&self, st: &State) -> bool {
         if !self.cfg.firewall {
+            return false;
+        }
+        let own_forwarding = self.fw_forwarding.load(std::sync::atomic::Ordering::Relaxed);
+        let m = model(st, own_forwarding, self.cfg.firewall6);
+        let mut latest = self.fw_latest.lock().expect("firewall model lock");
+        latest.generation += 1;
+        latest.model = Some(m);
+        true
+    }
+
+    /// Bring the firewall in line with the state now (for changes that add access or
+    /// protections: they must be in place before the caller goes on).
+    pub(crate) async fn sync_firewall(&self, st: &State) -> Result<()> {
+        if !self.note_latest(st) {
             return Ok(());
         }
+        self.apply_latest().await
+    }
+
+    /// Bring the firewall in line with the state soon, without waiting (for removals: the
+    /// interfaces involved are already gone or down, so nothing opens meanwhile; this keeps
+    /// an `nft` run off the detach path).
+    pub(crate) fn sync_firewall_later(&self, st: &State) {
+        if !self.note_latest(st) {
+            return;
+        }
+        let Some(ctl) = self.me.get().and_then(|w| w.upgrade()) else { return };
+        tokio::spawn(async move {
+            if let Err(e) = ctl.apply_latest().await {
+                warn!(error = %e, "firewall update failed");
+            }
+        });
+    }
+
+    /// Write the newest model: element changes only, or the whole ruleset when nothing was
+    /// applied yet (or nft refuses a delta).
+    async fn apply_latest(&self) -> Result<()> {
         let mut fw = self.fw.lock().await;
-        let new = model(st, fw.own_forwarding, self.cfg.firewall6);
+        let Some(new) = self.fw_latest.lock().expect("firewall model lock").model.clone() else {
+            return Ok(());
+        };
         if fw.applied.as_ref() == Some(&new) {
             return Ok(());
         }
         let delta = fw.applied.as_ref().map(|old| cove_firewall::render_delta(old, &new));
         let applied = match delta {
-            Some(d) => match cove_kernel::nft::apply(&d).await {
+            Some(d) => match fw.run_delta(&d).await {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     warn!(error = %e, "firewall delta refused; applying the whole ruleset");
@@ -174,7 +247,7 @@ impl Controller {
             let _ = std::fs::write(&marker, "1\n");
             info!("enabled net.ipv4.ip_forward");
         }
-        self.fw.lock().await.own_forwarding = marker.exists();
+        self.fw_forwarding.store(marker.exists(), std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

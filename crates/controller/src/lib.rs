@@ -40,8 +40,12 @@ pub struct Controller {
     store: Store,
     state: Mutex<state::State>,
     execs: std::sync::Mutex<exec::ExecTable>,
-    /// The firewall as last applied.
+    /// The firewall as last applied (held while an `nft` transaction runs).
     fw: Mutex<firewall::FirewallState>,
+    /// The newest firewall model.
+    fw_latest: std::sync::Mutex<firewall::LatestModel>,
+    /// Cove turned forwarding on itself.
+    fw_forwarding: std::sync::atomic::AtomicBool,
     /// Host ports held for published ports of running containers.
     ports: std::sync::Mutex<ports::PortReservations>,
     /// A weak handle to itself, for background tasks (container monitors).
@@ -78,15 +82,18 @@ impl Controller {
             execs: std::sync::Mutex::new(exec::ExecTable::default()),
             ports: std::sync::Mutex::new(ports::PortReservations::default()),
             fw: Mutex::new(firewall::FirewallState::default()),
+            fw_latest: std::sync::Mutex::new(firewall::LatestModel::default()),
+            fw_forwarding: std::sync::atomic::AtomicBool::new(false),
             me: OnceLock::new(),
             exits: tokio::sync::broadcast::channel(1024).0,
         });
         let _ = ctl.me.set(Arc::downgrade(&ctl));
         {
             let mut st = ctl.state.lock().await;
+            // Forwarding first: whether Cove turned it on is part of the firewall model.
+            ctl.enable_forwarding().await?;
             ctl.reconcile(&mut st).await?;
             ctl.ensure_builtins(&mut st).await?;
-            ctl.enable_forwarding().await?;
             ctl.sync_firewall(&st).await?;
         }
         ctl.spawn_firewall_watch()?;

@@ -276,9 +276,7 @@ impl Controller {
         st.networks.remove(id);
         st.pools.retain(|(n, _), _| n != id);
         info!(network = %net.name, "network removed");
-        if let Err(e) = self.sync_firewall(st).await {
-            warn!(error = %e, "firewall not updated after removing a network");
-        }
+        self.sync_firewall_later(st);
         Ok(())
     }
 
@@ -349,7 +347,6 @@ impl Controller {
         updated.networks.push((net.id.clone(), settings.clone()));
         if c.state.status == cove_model::Status::Running {
             self.join_network(&mut st, &updated, &net.id, &settings).await?;
-            self.sync_firewall(&st).await?;
         }
         let mut b = Batch::new();
         b.put(Table::Containers, &updated.id, &updated);
@@ -383,9 +380,6 @@ impl Controller {
         }
         if c.state.status == cove_model::Status::Running {
             self.leave_network(&mut st, &c, &net.id).await?;
-            if let Err(e) = self.sync_firewall(&st).await {
-                warn!(error = %e, "firewall not updated after a disconnect");
-            }
         }
         let mut updated = c;
         updated.networks.retain(|(n, _)| *n != net.id);
@@ -393,6 +387,7 @@ impl Controller {
         b.put(Table::Containers, &updated.id, &updated);
         self.store.commit(b)?;
         st.containers.insert(updated.id.clone(), updated);
+        self.sync_firewall_later(&st);
         Ok(())
     }
 }

@@ -256,16 +256,32 @@ impl Controller {
         if !existing.iter().any(|e| provides_gateway(st, e)) && provides_gateway(st, &ep) {
             ops.extend(bridge::gateway_ops(&net, &ep, &path));
         }
-        if let Err(e) = self.kernel.apply(&ops).await {
+        // The firewall elements (anti-spoofing for the new port) and the links are
+        // independent: program both at once, so the cost is the slower of the two.
+        st.endpoints.insert(ep.id.clone(), ep.clone());
+        let (kernel, firewall) = tokio::join!(self.kernel.apply(&ops), self.sync_firewall(st));
+        let failed = match (kernel, firewall) {
+            (Err(e), _) => Some(Error::from(e)),
+            (Ok(()), Err(e)) => {
+                let errors = self.kernel.teardown(&bridge::leave_ops(&ep, &path)).await;
+                for e in errors {
+                    warn!(error = %e, "rollback: could not retire the new interface");
+                }
+                Some(e)
+            }
+            (Ok(()), Ok(())) => None,
+        };
+        if let Some(e) = failed {
+            st.endpoints.remove(&ep.id);
             release_ipam(st, &ep);
             let mut b = Batch::new();
             b.delete(Table::Endpoints, &ep.id);
             if let Err(se) = self.store.commit(b) {
                 warn!(error = %se, "rollback: could not delete endpoint record");
             }
-            return Err(Error::from(e).context(format!("connect {} to {}", c.name, net.name)));
+            self.sync_firewall_later(st);
+            return Err(e.context(format!("connect {} to {}", c.name, net.name)));
         }
-        st.endpoints.insert(ep.id.clone(), ep);
         self.refresh_hosts(st, c);
         Ok(())
     }

@@ -158,3 +158,107 @@ pub fn monitor() -> Result<mpsc::Receiver<String>, KernelError> {
     });
     Ok(rx)
 }
+
+/// A long-lived `nft -i` process for the hot path: spawning `nft` costs 5–15 ms, far more
+/// than the transaction itself. Each [`NftSession::run`] sends one line (one transaction)
+/// followed by `describe ct mark`, a stateless command whose one-line answer marks the end
+/// of the transaction on stdout; anything nft printed on stderr by then is that
+/// transaction's error.
+#[derive(Debug)]
+pub struct NftSession {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    stderr: tokio::process::ChildStderr,
+}
+
+/// What `describe ct mark` prints.
+const MARKER: &str = "ct expression, datatype mark (packet mark) (basetype integer), 32 bits";
+
+impl NftSession {
+    /// Start `nft -i` (it dies with the daemon).
+    pub fn spawn() -> Result<Self, KernelError> {
+        let mut cmd = Command::new("nft");
+        cmd.arg("-i")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
+        // parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| KernelError::new("run nft -i", Cause::from(e)))?;
+        if let Some(pid) = child.id() {
+            remember_own(pid);
+        }
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        Ok(Self { child, stdin, stdout, stderr })
+    }
+
+    /// Run `text` (element commands, one per line) as one transaction.
+    pub async fn run(&mut self, text: &str) -> Result<(), KernelError> {
+        let ctx = "apply nftables transaction (session)";
+        let line: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if line.is_empty() {
+            return Ok(());
+        }
+        let input = format!("{}\ndescribe ct mark\n", line.join("; "));
+        trace!(ruleset = %input, "nft -i");
+        let io = |e: std::io::Error| KernelError::new(ctx, Cause::from(e));
+        self.stdin.write_all(input.as_bytes()).await.map_err(io)?;
+        self.stdin.flush().await.map_err(io)?;
+        let wait = async {
+            loop {
+                match self.stdout.next_line().await {
+                    Ok(Some(l)) if l == MARKER => return Ok(()),
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return Err(KernelError::new(ctx, Cause::Protocol("nft -i exited".into())))
+                    }
+                    Err(e) => return Err(io(e)),
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), wait).await.map_err(|_| {
+            KernelError::new(ctx, Cause::Protocol("nft -i did not answer".into()))
+        })??;
+        // nft wrote any error of the transaction before it ran the marker command, so it is
+        // already in the pipe.
+        let mut err = vec![0u8; 64 * 1024];
+        let mut got = 0;
+        while let Ok(Ok(n)) = tokio::time::timeout(
+            std::time::Duration::from_millis(1),
+            tokio::io::AsyncReadExt::read(&mut self.stderr, &mut err[got..]),
+        )
+        .await
+        {
+            if n == 0 || got + n >= err.len() {
+                break;
+            }
+            got += n;
+        }
+        if got > 0 {
+            let msg = String::from_utf8_lossy(&err[..got]);
+            return Err(KernelError::new(
+                ctx,
+                Cause::Protocol(format!("nft refused the transaction: {}", msg.trim())),
+            ));
+        }
+        debug!(bytes = text.len(), "nftables transaction applied (session)");
+        Ok(())
+    }
+
+    /// Whether the process is still there.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}

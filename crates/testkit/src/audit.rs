@@ -82,17 +82,13 @@ impl FakeHost {
         let (mounts, netns) =
             snapshot::mount_items(&mounts, &self.dir.display().to_string(), &self.tag);
         let all = procs::scan();
-        // The daemon and its own helper processes (its `nft monitor`) are the daemon, not
-        // something a test leaked; a new daemon run has new pids for them.
+        // The daemon and its own helper processes (`nft monitor`, the `nft -i` session)
+        // are the daemon, not something a test leaked; a new daemon run has new pids.
         let daemon = self.daemon_pid().map(|p| p as i32);
         let spare: Vec<i32> = [Some(self.holder.id() as i32), daemon]
             .into_iter()
             .flatten()
-            .chain(
-                all.iter()
-                    .filter(|p| Some(p.ppid) == daemon && procs::cmdline(p.pid) == "nft monitor")
-                    .map(|p| p.pid),
-            )
+            .chain(all.iter().filter(|p| Some(p.ppid) == daemon && p.comm == "nft").map(|p| p.pid))
             .collect();
         let procs = snapshot::sorted(
             self.scope(false)
