@@ -146,6 +146,20 @@ impl Controller {
             return Ok(vec![]);
         }
         let has_v6 = Self::own_addresses(st, &c.id).iter().any(|a| a.is_ipv6());
+        // A network's `host_binding_ipv4` is the default host address of its ports (the
+        // network of the gateway endpoint, which published ports lead to).
+        let default_ip = c
+            .networks
+            .iter()
+            .filter_map(|(id, _)| st.networks.get(id))
+            .find(|n| !n.internal)
+            .and_then(|n| n.bridge.as_ref())
+            .and_then(|b| b.host_binding_ipv4)
+            .filter(|ip| !ip.is_unspecified());
+        let bindings: Vec<_> = bindings
+            .into_iter()
+            .map(|b| cove_model::PortBinding { host_ip: b.host_ip.or(default_ip), ..b })
+            .collect();
         self.ports.lock().expect("ports lock").reserve(&c.id, &bindings, has_v6)
     }
 

@@ -251,6 +251,23 @@ impl Controller {
         Ok(())
     }
 
+    /// Turn IPv6 forwarding on once a network has IPv6 (as Docker does; not before, since
+    /// it changes how the host itself treats router advertisements).
+    pub(crate) fn enable_forwarding6(&self) -> Result<()> {
+        if !self.cfg.firewall || !self.cfg.firewall6 || !self.cfg.ip_forward {
+            return Ok(());
+        }
+        let path = "/proc/sys/net/ipv6/conf/all/forwarding";
+        let on = std::fs::read_to_string(path).map(|v| v.trim() == "1").unwrap_or(true);
+        if !on {
+            std::fs::write(path, "1").map_err(|e| {
+                Error::unavailable(format!("enable net.ipv6.conf.all.forwarding: {e}"))
+            })?;
+            info!("enabled net.ipv6.conf.all.forwarding");
+        }
+        Ok(())
+    }
+
     /// Restore the firewall whenever someone else deletes or flushes any of it.
     pub(crate) fn spawn_firewall_watch(self: &Arc<Self>) -> Result<()> {
         if !self.cfg.firewall {

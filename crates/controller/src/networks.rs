@@ -191,6 +191,9 @@ impl Controller {
         for pool in &net.ipam {
             st.pools.insert((net.id.clone(), pool.subnet.addr().is_ipv6()), PoolState::new(pool));
         }
+        if net.enable_ipv6 {
+            self.enable_forwarding6()?;
+        }
         info!(network = %net.name, id = %cove_model::short_id(&net.id), "network created");
         st.networks.insert(net.id.clone(), net);
         self.sync_firewall(st).await

@@ -63,20 +63,21 @@ fn reserve_one(ip: IpAddr, port: u16, proto: &str) -> Result<(OwnedFd, u16)> {
     Ok((fd, port))
 }
 
-/// The host addresses a binding listens on: its own, or every address of each family the
-/// container has (`0.0.0.0`, and `::` when it has IPv6).
+/// The host addresses a binding listens on: its own, or (none given) every address of each
+/// family the container has: `0.0.0.0`, and `::` when it has IPv6.
 fn host_ips(b: &PortBinding, has_v6: bool) -> Vec<IpAddr> {
     match b.host_ip {
-        Some(ip) if !ip.is_unspecified() => vec![ip],
-        Some(IpAddr::V6(_)) => vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
-        _ if has_v6 => vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
-        _ => vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+        Some(ip) => vec![ip],
+        None if has_v6 => {
+            vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
+        }
+        None => vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
     }
 }
 
 impl PortReservations {
     /// Reserve every binding of a container (all or nothing); returns the bindings with
-    /// the host ports actually bound (ephemeral ones chosen by the kernel).
+    /// the host addresses and ports actually bound (ephemeral ones chosen by the kernel).
     pub(crate) fn reserve(
         &mut self,
         container_id: &str,
@@ -86,13 +87,15 @@ impl PortReservations {
         let mut held = vec![];
         let mut actual = vec![];
         for b in bindings {
+            // One entry per family actually bound (as Docker reports them), all on the
+            // port the first bind got.
             let mut port = b.host_port;
             for ip in host_ips(b, has_v6) {
                 let (fd, p) = reserve_one(ip, port, &b.protocol)?;
                 held.push(fd);
                 port = p;
+                actual.push(PortBinding { host_ip: Some(ip), host_port: port, ..b.clone() });
             }
-            actual.push(PortBinding { host_port: port, ..b.clone() });
         }
         self.held.insert(container_id.to_string(), held);
         Ok(actual)

@@ -107,6 +107,9 @@ impl Controller {
                 .apply(&ops)
                 .await
                 .map_err(|e| Error::from(e).context(format!("restore network {}", net.name)))?;
+            if net.enable_ipv6 {
+                self.enable_forwarding6()?;
+            }
         }
         Ok(())
     }

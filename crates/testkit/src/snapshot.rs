@@ -154,6 +154,11 @@ pub(crate) fn routes(json: &str) -> Result<Vec<String>, String> {
         if is_link_local_v6(&dst) || dst == "ff00::/8" {
             continue;
         }
+        // Subnet-router anycast routes are the kernel's own, present while IPv6 forwarding
+        // is on (a documented sysctl the daemon sets), not objects anyone created.
+        if obj.get("type").map(s) == Some("anycast".to_string()) {
+            continue;
+        }
         let mut obj = obj.clone();
         obj.entry("table").or_insert_with(|| "main".into());
         obj.entry("type").or_insert_with(|| "unicast".into());
