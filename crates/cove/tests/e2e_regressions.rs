@@ -50,3 +50,23 @@ fn publishing_ports_is_refused_without_the_firewall() {
     assert!(!tables.contains("cove"), "no firewall tables with --iptables=false: {tables}");
     h.assert_no_leaks(&baseline);
 }
+
+/// A rule someone else inserts into Cove's tables (an `accept` at the top of `forward`
+/// opens every network to every other) was left in place: only deletions and flushes
+/// triggered a restore. Any foreign change to Cove's tables is now undone.
+#[test]
+fn a_foreign_rule_inserted_into_coves_tables_is_removed() {
+    let h = host("a_foreign_rule_inserted_into_coves_tables_is_removed");
+    let first_rule = || {
+        h.sh_ok("nft list chain inet cove forward").lines().nth(2).unwrap_or("").trim().to_string()
+    };
+    let genuine = first_rule();
+    h.sh_ok("nft insert rule inet cove forward accept");
+    assert_eq!(first_rule(), "accept", "the probe rule must land first");
+    let t = std::time::Instant::now();
+    while first_rule() == "accept" {
+        assert!(t.elapsed() < std::time::Duration::from_secs(1), "not restored within 1 s");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(first_rule(), genuine);
+}

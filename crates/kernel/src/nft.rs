@@ -81,8 +81,8 @@ pub async fn table_exists(family: &str, name: &str) -> bool {
 }
 
 /// Watch for changes that someone else made to the tables `tables` (`"inet cove"` style):
-/// a `()` arrives on the channel for every foreign transaction that deleted or flushed
-/// anything in them. `nft monitor` ends every transaction with
+/// a `()` arrives on the channel for every foreign transaction that changed anything in
+/// them (added, deleted or flushed). `nft monitor` ends every transaction with
 /// `# new generation N by process PID (comm)`; transactions by our own `nft` processes
 /// ([`apply`]) are ignored.
 pub fn watch_foreign_changes(tables: &[&str]) -> Result<mpsc::Receiver<()>, KernelError> {
@@ -103,7 +103,9 @@ pub fn watch_foreign_changes(tables: &[&str]) -> Result<mpsc::Receiver<()>, Kern
                     return;
                 }
                 touched = false;
-            } else if line.starts_with("delete ") || line.starts_with("flush ") {
+            } else if !line.starts_with('#') {
+                // Any change by someone else to our tables (a deletion, a flush, or an
+                // inserted `accept`) is tampering: the whole ruleset is written again.
                 let padded = format!("{line} ");
                 touched |= tables.iter().any(|t| padded.contains(t.as_str()));
             }
