@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# Benchmarks against the in-process netlink floor, in a throwaway fake host.
-# Usage: scripts/bench.sh [--quick] [--iterations N]
+# Benchmarks against the kernel floor measured in the same run, in a throwaway fake host:
+# attach/detach, published-port attach at 10 and 300 containers, and iperf3 throughput.
+# Usage: scripts/bench.sh [all|attach|ports|throughput] [--quick] [--full] [--iterations N]
+#        [--port-iterations N] [--counts N,N,...] [--reps N] [--seconds S]
+# Results: stdout (markdown), bench/out/{attach,ports,throughput}.json and bench/out/report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --release >&2
+# iperf3 for the throughput bench (the tests do not need it, so setup.sh does not install it).
+if ! command -v iperf3 >/dev/null 2>&1; then
+    echo "==> installing Debian packages: iperf3" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq iperf3 >/dev/null
+fi
 cargo build --locked --release -p cove-bench >&2
 mkdir -p bench/out
-exec scripts/fake-host.sh target/release/cove-bench --cove target/release/cove --out bench/out/attach.json "$@"
+exec scripts/fake-host.sh target/release/cove-bench --cove target/release/cove --out bench/out "$@"

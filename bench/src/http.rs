@@ -24,21 +24,61 @@ pub(crate) fn request(
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
     let status = text.get(9..12).and_then(|c| c.parse().ok()).context("malformed response")?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked { dechunk(body)? } else { body.to_string() };
     Ok((status, body))
 }
 
-/// A request that must answer `want`.
+/// The payload of a `Transfer-Encoding: chunked` body.
+fn dechunk(mut rest: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").context("malformed chunk")?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .context("malformed chunk size")?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(after.get(..size).context("short chunk")?);
+        rest = after.get(size..).context("short chunk")?.trim_start_matches("\r\n");
+    }
+}
+
+/// A request that must answer `want`; returns the body.
 pub(crate) fn expect(
     sock: &Path,
     method: &str,
     path: &str,
     body: Option<&str>,
     want: u16,
-) -> Result<()> {
+) -> Result<String> {
     let (status, text) = request(sock, method, path, body)?;
     if status != want {
         bail!("{method} {path}: {status} {text}");
     }
-    Ok(())
+    Ok(text)
+}
+
+/// A request that must answer `want` with a JSON body.
+pub(crate) fn json(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    want: u16,
+) -> Result<serde_json::Value> {
+    let text = expect(sock, method, path, body, want)?;
+    serde_json::from_str(&text).with_context(|| format!("{method} {path}: not JSON: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dechunk() {
+        assert_eq!(super::dechunk("5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n").unwrap(), "hello!");
+    }
 }

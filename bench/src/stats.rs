@@ -2,13 +2,22 @@
 
 /// Samples of one operation, in milliseconds.
 pub(crate) struct Series {
-    pub(crate) name: &'static str,
+    pub(crate) name: String,
     samples: Vec<f64>,
 }
 
 impl Series {
-    pub(crate) fn new(name: &'static str) -> Self {
-        Self { name, samples: vec![] }
+    pub(crate) fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), samples: vec![] }
+    }
+    pub(crate) fn samples(&self) -> &[f64] {
+        &self.samples
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.samples.len()
+    }
+    pub(crate) fn median(&self) -> f64 {
+        self.quantile(0.5)
     }
     pub(crate) fn push(&mut self, ms: f64) {
         self.samples.push(ms);
@@ -34,14 +43,50 @@ impl Series {
 
 /// A markdown table: median, p90, min, max, n, and ratio of medians to the named floor.
 pub(crate) fn report(series: &[Series], ratios: &[(&str, &str)]) -> String {
-    let mut s = String::from("| operation | median ms | p90 ms | min ms | max ms | n | ratio to floor |\n|---|---|---|---|---|---|---|\n");
+    table(None, series, ratios, "ratio to floor")
+}
+
+/// The rows of [`report`], with an optional first column (e.g. the number of containers)
+/// and header line; `ratio_head` names the last column. Series that are not the first of a
+/// ratio pair are shown as `1.00x (floor)` when some pair names them as the floor, else `-`.
+pub(crate) fn table(
+    first: Option<(&str, &str)>,
+    series: &[Series],
+    ratios: &[(&str, &str)],
+    ratio_head: &str,
+) -> String {
+    let mut s = String::new();
+    if let Some((head, _)) = first {
+        s.push_str(&format!("| {head} "));
+    }
+    s.push_str(&format!(
+        "| operation | median ms | p90 ms | min ms | max ms | n | {ratio_head} |\n"
+    ));
+    s.push_str(&"|---".repeat(7 + usize::from(first.is_some())));
+    s.push_str("|\n");
+    s.push_str(&rows(first.map(|(_, v)| v), series, ratios));
+    s
+}
+
+/// Table rows only (see [`table`]), so several groups can share one header.
+pub(crate) fn rows(first: Option<&str>, series: &[Series], ratios: &[(&str, &str)]) -> String {
+    let mut s = String::new();
     for x in series {
         let ratio = ratios
             .iter()
             .find(|(a, _)| *a == x.name)
             .and_then(|(_, f)| series.iter().find(|y| y.name == *f))
             .map(|f| format!("{:.2}x", x.quantile(0.5) / f.quantile(0.5)))
-            .unwrap_or_else(|| "1.00x (floor)".into());
+            .unwrap_or_else(|| {
+                if ratios.iter().any(|(_, f)| *f == x.name) {
+                    "1.00x (floor)".into()
+                } else {
+                    "-".into()
+                }
+            });
+        if let Some(v) = first {
+            s.push_str(&format!("| {v} "));
+        }
         s.push_str(&format!(
             "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} |\n",
             x.name,
