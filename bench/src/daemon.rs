@@ -141,6 +141,21 @@ impl Daemon {
     }
 }
 
+/// Lazily unmount whatever is still mounted under `dir` (netns bind mounts of a floor
+/// interrupted by an error), deepest first, so the directory can be removed.
+pub(crate) fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").arg("-l").arg(p).status();
+    }
+}
+
 /// `MemAvailable` of the machine in MiB.
 pub(crate) fn mem_available_mib() -> f64 {
     std::fs::read_to_string("/proc/meminfo")

@@ -22,6 +22,9 @@ pub(crate) fn request(
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
+    if buf.is_empty() {
+        bail!("{method} {path}: no response (did the daemon die?)");
+    }
     let text = String::from_utf8_lossy(&buf);
     let status = text.get(9..12).and_then(|c| c.parse().ok()).context("malformed response")?;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));

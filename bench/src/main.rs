@@ -58,7 +58,7 @@ fn parse_args() -> Result<Args> {
                 a.ports.iterations = 3;
                 a.throughput = throughput::Options { reps: 1, seconds: 1 };
             }
-            "--full" => a.ports.counts = vec![10, 300, 2000],
+            "--full" => a.ports.counts = vec![10, 300, 1000, 2000],
             "--iterations" => a.iterations = num(it.next(), "--iterations")?,
             "--port-iterations" => a.ports.iterations = num(it.next(), "--port-iterations")?,
             "--workers" => a.ports.workers = num(it.next(), "--workers")?.clamp(1, 16),
@@ -139,9 +139,14 @@ async fn main() -> Result<()> {
         Ok(()) => run(&args, &d, &root, &mut results).await,
         Err(e) => Err(e),
     };
-    // Whatever happened: no container, network or process of the bench outlives it.
-    let cleanup = d.remove_everything(4);
+    // Whatever happened: no container, network or process of the bench outlives it. If
+    // the daemon died, a new one on the same data root finds the containers again.
+    let mut cleanup = d.remove_everything(4);
     drop(d);
+    if cleanup.is_err() {
+        cleanup = Daemon::start(&args.cove, &root).and_then(|d| d.remove_everything(4));
+    }
+    daemon::unmount_under(&root);
     let _ = std::fs::remove_dir_all(&root);
     outcome?;
     cleanup?;

@@ -1,10 +1,13 @@
 //! Published-port attach at N containers: the host is filled with N running containers
-//! (busybox `sleep`, one published port each, spread over a few networks), then each
-//! iteration, in random order: Cove creates and starts a container with `-p <port>:80`,
-//! and the same container with `--network none` (the difference of the two starts is the
-//! networking share, firewall element changes included), and the floor builds a netlink
-//! sandbox and adds one DNAT map element in one `nft -f -` transaction. Then all three
-//! are removed, again in random order.
+//! (busybox `sleep`, one published port each, spread over a few networks, created through
+//! the API with a few requests in flight), then each iteration, in random order: Cove
+//! creates and starts a container with `-p <port>:80`, the same on the same network
+//! without a port, and the same with `--network none` (start -p − start none is the
+//! networking share, firewall element changes included); the floor builds a netlink
+//! sandbox and adds one DNAT map element (long-lived `nft -i`, and once more with one
+//! `nft -f -` process). Then everything is removed, again in random order. *Network
+//! ready* (request to the commit of the container's firewall transaction, seen by
+//! `nft monitor`) splits Cove's start into its networking part and the runtime's.
 
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
@@ -88,6 +91,7 @@ struct Point {
     mem_used_mib: f64,
     containers_pss_mib: f64,
     daemon_rss_mib: f64,
+    threads: usize,
     ruleset_lines: usize,
     series: Vec<Series>,
 }
@@ -184,6 +188,7 @@ pub(crate) async fn run(d: &Daemon, root: &Path, o: &Options) -> Result<Outcome>
                 d.pid(),
             ),
             daemon_rss_mib: d.rss_mib(),
+            threads: tasks().unwrap_or(0),
             ruleset_lines: ruleset_lines(),
             series,
         });
@@ -359,18 +364,19 @@ fn report(
         ));
     }
     md.push_str(
-        "\n| containers | filled in | container processes (PSS) | MemAvailable drop | daemon RSS | ruleset lines |\n\
-         |---|---|---|---|---|---|\n",
+        "\n| containers | filled in | container processes (PSS) | MemAvailable drop | daemon RSS | threads on the machine | ruleset lines |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     for p in points {
         md.push_str(&format!(
-            "| {} | {:.1} s ({:.1}/s) | {:.0} MiB | {:.0} MiB | {:.0} MiB | {} |\n",
+            "| {} | {:.1} s ({:.1}/s) | {:.0} MiB | {:.0} MiB | {:.0} MiB | {} | {} |\n",
             p.containers,
             p.fill_seconds,
             p.containers as f64 / p.fill_seconds.max(1e-9),
             p.containers_pss_mib,
             p.mem_used_mib,
             p.daemon_rss_mib,
+            p.threads,
             p.ruleset_lines,
         ));
     }
@@ -401,6 +407,7 @@ fn report(
             "mem_used_mib": p.mem_used_mib,
             "containers_pss_mib": p.containers_pss_mib,
             "daemon_rss_mib": p.daemon_rss_mib,
+            "threads": p.threads,
             "ruleset_lines": p.ruleset_lines,
             "series": p.series.iter().map(Series::to_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
