@@ -114,18 +114,13 @@ pub fn watch_foreign_changes(tables: &[&str]) -> Result<mpsc::Receiver<()>, Kern
     Ok(rx)
 }
 
-/// Follow `nft monitor`: every event line is sent on the returned channel until the
-/// receiver is dropped. The monitor process dies with the daemon (`kill_on_drop`).
-pub fn monitor() -> Result<mpsc::Receiver<String>, KernelError> {
+/// An `nft` child that lives as long as the daemon and dies with it, even when the daemon
+/// is SIGKILLed (`kill_on_drop` only covers orderly exits).
+fn long_lived_nft(args: &[&str]) -> Command {
     let mut cmd = Command::new("nft");
-    cmd.arg("monitor")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    cmd.args(args).kill_on_drop(true);
     // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
-    // parent; it makes the monitor die with the daemon even when the daemon is SIGKILLed
-    // (kill_on_drop only covers orderly exits).
+    // parent.
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -134,6 +129,14 @@ pub fn monitor() -> Result<mpsc::Receiver<String>, KernelError> {
             Ok(())
         });
     }
+    cmd
+}
+
+/// Follow `nft monitor`: every event line is sent on the returned channel until the
+/// receiver is dropped. The monitor process dies with the daemon (`kill_on_drop`).
+pub fn monitor() -> Result<mpsc::Receiver<String>, KernelError> {
+    let mut cmd = long_lived_nft(&["monitor"]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
     let mut child = cmd.spawn().map_err(|e| KernelError::new("run nft monitor", Cause::from(e)))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel(1024);
@@ -180,22 +183,8 @@ const MARKER: &str = "ct expression, datatype mark (packet mark) (basetype integ
 impl NftSession {
     /// Start `nft -i` (it dies with the daemon).
     pub fn spawn() -> Result<Self, KernelError> {
-        let mut cmd = Command::new("nft");
-        cmd.arg("-i")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
-        // parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        let mut cmd = long_lived_nft(&["-i"]);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| KernelError::new("run nft -i", Cause::from(e)))?;
         if let Some(pid) = child.id() {
             remember_own(pid);
