@@ -25,4 +25,6 @@ pub struct ControllerConfig {
     pub firewall6: bool,
     /// `--ip-forward`: turn IP forwarding on if it is off.
     pub ip_forward: bool,
+    /// `--cgroup-parent`: the cgroup (in every hierarchy) the containers' cgroups go under.
+    pub cgroup_parent: String,
 }

@@ -70,7 +70,8 @@ impl Controller {
             .and_then(|_| std::fs::create_dir_all(cfg.exec_root.join("netns")))
             .map_err(|e| Error::unavailable(format!("create state directories: {e}")))?;
         let store = Store::open(&cfg.data_root.join("cove.redb"))?;
-        let runtime = Runtime::new(&cfg.data_root, &cfg.exec_root)?;
+        let runtime =
+            Runtime::new(&cfg.data_root, &cfg.exec_root)?.with_cgroup_parent(&cfg.cgroup_parent)?;
         let kernel = Kernel::new().await.map_err(Error::from)?;
         let state = state::State::load(&store)?;
         let ctl = Arc::new(Controller {

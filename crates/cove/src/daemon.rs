@@ -43,6 +43,9 @@ pub struct DaemonArgs {
     /// Turn on IP forwarding (net.ipv4.ip_forward) if it is off.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub ip_forward: Option<bool>,
+    /// Parent cgroup of the containers' cgroups [default: /cove].
+    #[arg(long)]
+    pub cgroup_parent: Option<String>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(short = 'l', long)]
     pub log_level: Option<String>,
@@ -67,6 +70,7 @@ struct FileConfig {
     iptables: Option<bool>,
     ip6tables: Option<bool>,
     ip_forward: Option<bool>,
+    cgroup_parent: Option<String>,
 }
 
 /// Fully resolved daemon settings.
@@ -140,6 +144,10 @@ fn resolve(args: DaemonArgs) -> anyhow::Result<Settings> {
             firewall: args.iptables.or(file.iptables).unwrap_or(true),
             firewall6: args.ip6tables.or(file.ip6tables).unwrap_or(true),
             ip_forward: args.ip_forward.or(file.ip_forward).unwrap_or(true),
+            cgroup_parent: args
+                .cgroup_parent
+                .or(file.cgroup_parent)
+                .unwrap_or_else(|| cove_runtime::DEFAULT_CGROUP_PARENT.into()),
         },
     })
 }

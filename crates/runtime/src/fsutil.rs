@@ -79,8 +79,15 @@ pub(crate) fn mount_points() -> Vec<PathBuf> {
         .collect()
 }
 
-/// Mount points of cgroup (v1 and v2) filesystems in the calling process's mount namespace.
-pub(crate) fn cgroup_mounts() -> Vec<PathBuf> {
+/// Mount points of cgroup (v1 and v2) filesystems in the calling process's mount namespace,
+/// read once per process (they do not change under a running daemon, and mountinfo grows
+/// with every container).
+pub(crate) fn cgroup_mounts() -> &'static [PathBuf] {
+    static MOUNTS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    MOUNTS.get_or_init(read_cgroup_mounts)
+}
+
+fn read_cgroup_mounts() -> Vec<PathBuf> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
     info.lines()
         .filter(|l| {
@@ -92,10 +99,38 @@ pub(crate) fn cgroup_mounts() -> Vec<PathBuf> {
         .collect()
 }
 
-/// Whether `path` is a mount point in the calling process's mount namespace.
+/// Whether `path` is a mount point in the calling process's mount namespace. One statx(2)
+/// (STATX_ATTR_MOUNT_ROOT): mountinfo grows with every container, so scanning it on each
+/// start and stop would make them O(containers).
 pub(crate) fn is_mount_point(path: &Path) -> bool {
-    let p = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    mount_points().contains(&p)
+    match statx_mount_root(path) {
+        Some(root) => root,
+        None => {
+            let p = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+            mount_points().contains(&p)
+        }
+    }
+}
+
+/// Whether `path` is the root of a mount, from statx(2); None when the kernel or the file
+/// system does not report it (or the path cannot be looked up).
+fn statx_mount_root(path: &Path) -> Option<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    const STATX_ATTR_MOUNT_ROOT: u64 = 0x2000;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call and `stx` is a writable
+    // statx buffer of the right type; statx only writes into it.
+    let rc = unsafe {
+        libc::statx(libc::AT_FDCWD, c.as_ptr(), libc::AT_NO_AUTOMOUNT, 0, stx.as_mut_ptr())
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statx returned 0, so it filled the buffer (which started zeroed anyway).
+    let stx = unsafe { stx.assume_init() };
+    (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT != 0)
+        .then_some(stx.stx_attributes & STATX_ATTR_MOUNT_ROOT != 0)
 }
 
 /// Unmount everything mounted at `path` (lazily); a path that is not a mount point is fine.

@@ -55,7 +55,11 @@ pub struct Runtime {
     exec_root: PathBuf,
     runc: Option<PathBuf>,
     image_lock: Arc<Mutex<()>>,
+    cgroup_parent: String,
 }
+
+/// The cgroup containers' cgroups go under unless told otherwise (`/cove/<id>`).
+pub const DEFAULT_CGROUP_PARENT: &str = "/cove";
 
 /// How a container's bundle is networked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +188,7 @@ impl Runtime {
             exec_root: abs(exec_root)?,
             runc: find_runc(),
             image_lock: Arc::new(Mutex::new(())),
+            cgroup_parent: DEFAULT_CGROUP_PARENT.into(),
         };
         for dir in [rt.images_dir(), rt.containers_dir(), rt.runc_root(), rt.shims_dir()] {
             std::fs::create_dir_all(&dir)
@@ -195,6 +200,31 @@ impl Runtime {
             let _ = std::fs::remove_dir_all(&tmp);
         }
         Ok(rt)
+    }
+
+    /// Put the containers' cgroups under `parent` (`--cgroup-parent`, an absolute cgroup
+    /// path such as `/cove`) instead of [`DEFAULT_CGROUP_PARENT`].
+    pub fn with_cgroup_parent(mut self, parent: &str) -> Result<Runtime, Error> {
+        let ok = parent.starts_with('/')
+            && parent.len() > 1
+            && parent[1..].split('/').all(|c| {
+                !c.is_empty()
+                    && c != "."
+                    && c != ".."
+                    && c.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            });
+        if !ok {
+            return Err(Error::invalid(format!(
+                "invalid cgroup parent {parent:?}: expected an absolute path like /cove"
+            )));
+        }
+        self.cgroup_parent = parent.to_string();
+        Ok(self)
+    }
+
+    /// The cgroup (path inside each hierarchy) of container `id`.
+    pub(crate) fn cgroup_path(&self, id: &str) -> String {
+        format!("{}/{id}", self.cgroup_parent)
     }
 
     fn images_dir(&self) -> PathBuf {

@@ -216,8 +216,9 @@ impl Runtime {
                     .ok()
                 });
             match watched {
+                // A pidfd turns readable when the process exits: no timer while it runs.
                 Some(fd) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), fd.readable()).await;
+                    let _ = fd.readable().await;
                 }
                 None => tokio::time::sleep(Duration::from_millis(50)).await,
             }
@@ -232,9 +233,9 @@ impl Runtime {
         }
         let not_running = || Error::conflict(format!("container {id} is not running"));
         let RunState::Running { pid } = self.state(id) else { return Err(not_running()) };
-        // Guard against pid reuse: the init's parent is `runc run`, whose parent is the shim.
+        // Guard against pid reuse: the init's parent is the shim (its subreaper).
         let shim_pid = read_pid(&shim::shim_pid_path(&self.state_dir(id)?));
-        if ppid(pid).and_then(ppid) != shim_pid {
+        if ppid(pid) != shim_pid {
             return Err(not_running());
         }
         // SAFETY: kill(2) with a pid and a signal number; no memory is involved.
@@ -251,7 +252,7 @@ impl Runtime {
     fn runc_delete(&self, id: &str) {
         let Ok(runc) = self.runc() else { return };
         if !self.runc_root().join(id).exists() {
-            return; // `runc run` deletes the container when it exits.
+            return; // never created, or already deleted.
         }
         let out = Command::new(runc)
             .arg("--root")
@@ -294,7 +295,7 @@ impl Runtime {
                 unsafe { libc::kill(shim_pid as libc::pid_t, libc::SIGKILL) };
             }
         }
-        remove_cgroups(id);
+        remove_cgroups(&self.cgroup_path(id));
         self.unmount_rootfs(id)?;
         for f in [shim::exit_path(&bundle), shim::start_error_path(&bundle)] {
             let _ = std::fs::remove_file(f);
@@ -344,15 +345,15 @@ impl Runtime {
     }
 }
 
-/// Remove the container's cgroups (`<cgroup mount>/cove/<id>`) that runc left behind when
-/// it was killed before it could clean up. rmdir fails harmlessly on a cgroup that still
-/// has processes.
-fn remove_cgroups(id: &str) {
+/// Remove the container's cgroups (`<cgroup mount><cgroup path>`) that runc left behind
+/// when it was killed before it could clean up. rmdir fails harmlessly on a cgroup that
+/// still has processes.
+fn remove_cgroups(cgroup: &str) {
     for m in cgroup_mounts() {
-        let dir = m.join("cove").join(id);
+        let dir = m.join(cgroup.trim_start_matches('/'));
         if dir.is_dir() {
             if let Err(e) = std::fs::remove_dir(&dir) {
-                tracing::debug!(container = id, "remove cgroup {}: {e}", dir.display());
+                tracing::debug!(cgroup, "remove cgroup {}: {e}", dir.display());
             }
         }
     }

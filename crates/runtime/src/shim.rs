@@ -11,12 +11,20 @@
 //! - `<bundle>/exit`: `{"code":N,"finished_at":"..."}`, written last, atomically.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +37,10 @@ pub(crate) const MAX_LOG_LINE: usize = 16 * 1024;
 /// How long output may keep coming after runc exited (a process that escaped with the
 /// pipes) before the shim stops copying.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Exit code recorded when the container's init was reaped by someone else (it cannot
+/// happen while the shim is the subreaper, but the record must say something).
+const LOST_INIT_CODE: i32 = 255;
 
 /// The record of a finished run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +177,66 @@ pub fn shim_main(args: &[String]) -> i32 {
 
 type Entry = (Stream, Vec<u8>, String);
 
+/// One output pipe of the container: its read end and the partial line read so far.
+struct Pipe {
+    fd: OwnedFd,
+    stream: Stream,
+    cur: Vec<u8>,
+    open: bool,
+}
+
+impl Pipe {
+    /// Read what is there (the fd is non-blocking) and return the complete lines; at end of
+    /// file the partial line too, and the pipe is marked closed.
+    fn drain(&mut self, buf: &mut [u8]) -> Vec<Entry> {
+        let mut out = Vec::new();
+        loop {
+            match nix::unistd::read(&self.fd, buf) {
+                Ok(0) => {
+                    self.open = false;
+                    if !self.cur.is_empty() {
+                        out.push((self.stream, std::mem::take(&mut self.cur), timefmt::now()));
+                    }
+                    return out;
+                }
+                Ok(n) => {
+                    let now = timefmt::now();
+                    for line in split_lines(&mut self.cur, &buf[..n]) {
+                        out.push((self.stream, line, now.clone()));
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return out,
+                Err(_) => {
+                    self.open = false;
+                    return out;
+                }
+            }
+        }
+    }
+}
+
+/// A pipe whose read end is non-blocking and whose write end goes to runc (and through
+/// it to the container) as stdout or stderr.
+fn output_pipe(stream: Stream) -> std::io::Result<(Pipe, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok((Pipe { fd: r, stream, cur: Vec::new(), open: true }, w))
+}
+
+/// The exit code Docker reports for a wait status.
+fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// Run the container with `runc run --detach` as this process's child, with the shim as
+/// the child subreaper: the container's init is reparented here when runc exits, so the
+/// whole run costs one single-threaded shim process that sleeps in poll(2) until output or
+/// a child's exit arrives (no runc process and no threads kept around per container).
 fn run(a: &ShimArgs) -> ExitRecord {
     let fail = |msg: String| {
         let _ = atomic_write(&start_error_path(&a.bundle), msg.as_bytes());
@@ -175,21 +247,42 @@ fn run(a: &ShimArgs) -> ExitRecord {
             Ok(f) => f,
             Err(e) => return fail(format!("open container log: {e}")),
         };
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        return fail(format!("become the child subreaper: {e}"));
+    }
+    // SIGCHLD is read from a signalfd; std's spawn gives runc an empty signal mask again.
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    if let Err(e) = chld.thread_block() {
+        return fail(format!("block SIGCHLD: {e}"));
+    }
+    let sigfd = match SignalFd::with_flags(&chld, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("signalfd: {e}")),
+    };
+    let (mut out, out_w) = match output_pipe(Stream::Stdout) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("create stdout pipe: {e}")),
+    };
+    let (mut err, err_w) = match output_pipe(Stream::Stderr) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("create stderr pipe: {e}")),
+    };
     let pid_file = init_pid_path(&a.state);
     let mut cmd = Command::new(&a.runc);
     cmd.arg("--root")
         .arg(&a.runc_root)
         .arg("--log")
         .arg(a.state.join("runc.log"))
-        .args(["--log-format", "json", "run", "--bundle"])
+        .args(["--log-format", "json", "run", "--detach", "--bundle"])
         .arg(&a.bundle)
         .arg("--pid-file")
         .arg(&pid_file)
         .arg(&a.id)
         .current_dir(&a.bundle)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w));
     // SAFETY: the closure only calls signal(2), which is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -200,69 +293,96 @@ fn run(a: &ShimArgs) -> ExitRecord {
             Ok(())
         });
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    // The Command (and with it our copies of the pipes' write ends) is dropped right after
+    // the spawn, so end of file on the pipes means the container's side closed them.
+    let spawned = cmd.spawn();
+    drop(cmd);
+    let runc_pid = match spawned {
+        Ok(c) => Pid::from_raw(c.id() as i32),
         Err(e) => return fail(format!("run {}: {e}", a.runc.display())),
     };
-    let (tx, rx) = mpsc::channel::<Entry>();
-    if let Some(out) = child.stdout.take() {
-        let tx = tx.clone();
-        std::thread::spawn(move || copy_lines(out, Stream::Stdout, tx));
-    }
-    if let Some(err) = child.stderr.take() {
-        let tx = tx.clone();
-        std::thread::spawn(move || copy_lines(err, Stream::Stderr, tx));
-    }
-    drop(tx);
-    let (wtx, wrx) = mpsc::channel::<std::io::Result<ExitStatus>>();
-    std::thread::spawn(move || {
-        let _ = wtx.send(child.wait());
-    });
 
-    // Output is held back until runc wrote the pid file: before that, stderr is runc's
-    // own error (the container never started), not the container's.
-    let mut started = false;
+    // Output is held back until runc has started the container: before that, stderr is
+    // runc's own error (the container never started), not the container's.
     let mut pending: Vec<Entry> = Vec::new();
-    let mut status: Option<std::io::Result<ExitStatus>> = None;
+    let mut runc_status: Option<WaitStatus> = None;
+    let mut init_pid: Option<Pid> = None;
+    let mut init_code: Option<i32> = None;
+    // Children reaped before we knew which one was init (init can exit before runc does).
+    let mut early: Vec<(Pid, i32)> = Vec::new();
     let mut exited_at: Option<Instant> = None;
+    let mut buf = vec![0u8; 32 * 1024];
     loop {
-        let got = rx.recv_timeout(Duration::from_millis(20));
-        if !started && pid_file.exists() {
-            started = true;
-            for e in pending.drain(..) {
-                write_entry(&mut log, &e);
-            }
+        let runc_done = runc_status.is_some();
+        let finished = init_code.is_some() || runc_done && init_pid.is_none();
+        if finished && exited_at.is_none() {
+            exited_at = Some(Instant::now());
         }
-        match got {
-            Ok(e) if started => write_entry(&mut log, &e),
-            Ok(e) => pending.push(e),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if status.is_none() {
-            if let Ok(s) = wrx.try_recv() {
-                status = Some(s);
-                exited_at = Some(Instant::now());
-            }
-        }
-        if exited_at.is_some_and(|t| t.elapsed() > DRAIN_GRACE) {
+        if finished && !out.open && !err.open {
             break;
         }
-    }
-    let status = status.or_else(|| wrx.recv().ok());
-    let code = match &status {
-        Some(Ok(s)) => s.code().unwrap_or_else(|| {
-            use std::os::unix::process::ExitStatusExt;
-            128 + s.signal().unwrap_or(0)
-        }),
-        _ => 255,
-    };
-    started = started || pid_file.exists();
-    if started {
-        for e in pending.drain(..) {
-            write_entry(&mut log, &e);
+        let timeout = match exited_at {
+            Some(t) => match DRAIN_GRACE.checked_sub(t.elapsed()) {
+                Some(left) => PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+                None => break, // a process that escaped with the pipes: stop copying.
+            },
+            None => PollTimeout::NONE,
+        };
+        let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
+        for p in [&out, &err].into_iter().filter(|p| p.open) {
+            fds.push(PollFd::new(p.fd.as_fd(), PollFlags::POLLIN));
         }
-        return ExitRecord { code, finished_at: timefmt::now() };
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => break,
+        }
+        drop(fds);
+        let mut entries = out.drain(&mut buf);
+        entries.extend(err.drain(&mut buf));
+        if init_pid.is_some() {
+            for e in &entries {
+                write_entry(&mut log, e);
+            }
+        } else {
+            pending.extend(entries);
+        }
+        while let Ok(Some(_)) = sigfd.read_signal() {}
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(s) => {
+                    let (Some(pid), Some(code)) = (s.pid(), exit_code(s)) else { continue };
+                    if pid == runc_pid {
+                        runc_status = Some(s);
+                    } else if Some(pid) == init_pid {
+                        init_code = Some(code);
+                    } else if init_pid.is_none() && early.len() < 64 {
+                        early.push((pid, code));
+                    }
+                }
+            }
+        }
+        if init_pid.is_none() && matches!(runc_status, Some(WaitStatus::Exited(_, 0))) {
+            match crate::fsutil::read_pid(&pid_file) {
+                Some(pid) => {
+                    let pid = Pid::from_raw(pid as i32);
+                    init_pid = Some(pid);
+                    init_code = early.iter().find(|(p, _)| *p == pid).map(|(_, c)| *c);
+                    early.clear();
+                    for e in pending.drain(..) {
+                        write_entry(&mut log, &e);
+                    }
+                }
+                // runc said it started the container but wrote no pid: treat as a failure.
+                None => runc_status = Some(WaitStatus::Exited(runc_pid, 255)),
+            }
+        }
+    }
+    if init_pid.is_some() {
+        return ExitRecord {
+            code: init_code.unwrap_or(LOST_INIT_CODE),
+            finished_at: timefmt::now(),
+        };
     }
     let mut stderr = Vec::new();
     for e in pending.drain(..) {
@@ -271,6 +391,7 @@ fn run(a: &ShimArgs) -> ExitRecord {
             Stream::Stdout => write_entry(&mut log, &e),
         }
     }
+    let code = runc_status.and_then(exit_code).unwrap_or(255);
     let mut msg = String::from_utf8_lossy(&stderr).trim().to_string();
     if msg.is_empty() {
         msg = runc_log_errors(&a.state.join("runc.log"));
@@ -301,28 +422,6 @@ fn write_entry(log: &mut File, (stream, line, time): &Entry) {
     if let Ok(mut data) = serde_json::to_vec(&rec) {
         data.push(b'\n');
         let _ = log.write_all(&data);
-    }
-}
-
-/// Split `r` into lines (at most [`MAX_LOG_LINE`] bytes each) and send them.
-fn copy_lines(mut r: impl Read, stream: Stream, tx: mpsc::Sender<Entry>) {
-    let mut buf = vec![0u8; 32 * 1024];
-    let mut cur: Vec<u8> = Vec::new();
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        for line in split_lines(&mut cur, &buf[..n]) {
-            if tx.send((stream, line, timefmt::now())).is_err() {
-                return;
-            }
-        }
-    }
-    if !cur.is_empty() {
-        let _ = tx.send((stream, cur, timefmt::now()));
     }
 }
 

@@ -23,8 +23,12 @@ impl FakeHost {
         let (data, run) = (self.data_root(), self.exec_root());
         let bin = self.cove_bin.display().to_string();
         let (data, run) = (data.display().to_string(), run.display().to_string());
+        let cgroup = crate::cgroups::parent_for(&self.tag);
         let mut argv: Vec<&str> =
             vec![&bin, "daemon", "-H", &uri, "--data-root", &data, "--exec-root", &run];
+        if !extra.iter().any(|a| a.starts_with("--cgroup-parent") || a.starts_with("--config")) {
+            argv.extend(["--cgroup-parent", &cgroup]);
+        }
         argv.extend_from_slice(extra);
         let log_path = self.dir.join("daemon.log");
         let mut log = OpenOptions::new()

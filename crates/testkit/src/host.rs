@@ -291,6 +291,10 @@ impl Drop for FakeHost {
         if left > 0 {
             eprintln!("netlab: {left} process(es) of {} survived SIGKILL for 5 s", self.tag);
         }
+        let cg = crate::cgroups::remove_parent(&crate::cgroups::parent_for(&self.tag));
+        if cg > 0 {
+            eprintln!("netlab: {cg} cgroup(s) of {} are still populated", self.tag);
+        }
         if std::env::var_os("COVE_NETLAB_KEEP").is_some() {
             eprintln!("netlab: keeping {} (COVE_NETLAB_KEEP)", self.dir.display());
             return;

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod cgroups;
 mod daemon;
 mod env;
 mod holder;

@@ -64,6 +64,7 @@ pub fn cleanup_strays() -> Vec<PathBuf> {
         if left > 0 {
             eprintln!("netlab: {left} stray process(es) of {name} survived SIGKILL");
         }
+        crate::cgroups::remove_parent(&crate::cgroups::parent_for(&name));
         if remove_dir_safely(&path) {
             eprintln!("netlab: removed stray fake host {}", path.display());
             removed.push(path);

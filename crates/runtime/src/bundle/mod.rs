@@ -98,7 +98,7 @@ impl Runtime {
         netns: Option<&Path>,
     ) -> Result<(), Error> {
         let dir = self.bundle_dir(&spec.id)?;
-        let cfg = oci::config(spec, &dir, netns, nofile_limit());
+        let cfg = oci::config(spec, &dir, netns, nofile_limit(), &self.cgroup_path(&spec.id));
         let data = serde_json::to_vec_pretty(&cfg).map_err(|e| io_err("encode config.json", e))?;
         atomic_write(&dir.join("config.json"), &data).map_err(|e| io_err("write config.json", e))
     }

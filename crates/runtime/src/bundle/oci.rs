@@ -77,12 +77,13 @@ pub(crate) const DEFAULT_NOFILE: u64 = 1_048_576;
 
 /// The config.json for `spec`, with the generated files of `bundle_dir` bind-mounted, joining
 /// the network namespace at `netns` (None: the host's, i.e. no network namespace entry), with
-/// RLIMIT_NOFILE `nofile` (soft and hard).
+/// RLIMIT_NOFILE `nofile` (soft and hard), in cgroup `cgroup`.
 pub(crate) fn config(
     spec: &BundleSpec,
     bundle_dir: &Path,
     netns: Option<&Path>,
     nofile: u64,
+    cgroup: &str,
 ) -> Value {
     let sandbox = spec.network == BundleNetwork::Sandbox;
     let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
@@ -157,7 +158,7 @@ pub(crate) fn config(
             "namespaces": namespaces,
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
-            "cgroupsPath": format!("/cove/{}", spec.id),
+            "cgroupsPath": cgroup,
             "resources": {"devices": devices}
         }
     });
@@ -205,6 +206,7 @@ mod tests {
             Path::new("/b/c1"),
             Some(Path::new("/run/netns/x")),
             DEFAULT_NOFILE,
+            "/cove/c1",
         );
         assert_eq!(cfg["ociVersion"], "1.0.2");
         let p = &cfg["process"];
@@ -265,7 +267,13 @@ mod tests {
 
     #[test]
     fn host_network_config() {
-        let cfg = config(&spec(BundleNetwork::Host), Path::new("/b/c1"), None, DEFAULT_NOFILE);
+        let cfg = config(
+            &spec(BundleNetwork::Host),
+            Path::new("/b/c1"),
+            None,
+            DEFAULT_NOFILE,
+            "/cove/c1",
+        );
         let ns: Vec<&str> = cfg["linux"]["namespaces"]
             .as_array()
             .unwrap()
@@ -285,7 +293,7 @@ mod tests {
 
     #[test]
     fn sandbox_without_netns_has_no_network_entry() {
-        let cfg = config(&spec(BundleNetwork::Sandbox), Path::new("/b"), None, 1024);
+        let cfg = config(&spec(BundleNetwork::Sandbox), Path::new("/b"), None, 1024, "/cove/c1");
         let ns = cfg["linux"]["namespaces"].as_array().unwrap();
         assert!(!ns.iter().any(|n| n["type"] == "network"));
     }
@@ -296,6 +304,6 @@ mod tests {
         assert_eq!(process_env(&env, "box"), env);
         let mut s = spec(BundleNetwork::Sandbox);
         s.cwd = "/srv".into();
-        assert_eq!(config(&s, Path::new("/b"), None, 1024)["process"]["cwd"], "/srv");
+        assert_eq!(config(&s, Path::new("/b"), None, 1024, "/cove/c1")["process"]["cwd"], "/srv");
     }
 }

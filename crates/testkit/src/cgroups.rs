@@ -1,0 +1,51 @@
+//! The cgroups a fake host's containers live in: each fake host's daemon gets its own
+//! `--cgroup-parent` (`/<tag>`), so its teardown (or the stray sweep after a crashed run)
+//! can remove exactly that subtree from every hierarchy. cgroup v1 hierarchies are shared by
+//! all mount namespaces, so what a test leaves there is seen by the real host.
+
+use std::path::{Path, PathBuf};
+
+/// The `--cgroup-parent` of the daemon in the fake host tagged `tag`.
+pub(crate) fn parent_for(tag: &str) -> String {
+    format!("/{tag}")
+}
+
+/// Mount points of cgroup file systems seen by this process.
+fn hierarchies() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    info.lines()
+        .filter(|l| {
+            let fstype = l.split(" - ").nth(1).and_then(|r| r.split(' ').next());
+            matches!(fstype, Some("cgroup" | "cgroup2"))
+        })
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Remove cgroup directory `dir` and the cgroups below it, deepest first. A cgroup that
+/// still has processes stays (rmdir fails); returns how many could not be removed.
+fn remove_tree(dir: &Path) -> usize {
+    let mut left = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                left += remove_tree(&e.path());
+            }
+        }
+    }
+    if std::fs::remove_dir(dir).is_err() {
+        left += 1;
+    }
+    left
+}
+
+/// Remove the cgroup subtree `parent` (as given to `--cgroup-parent`) from every hierarchy;
+/// returns how many cgroups stayed (still populated).
+pub(crate) fn remove_parent(parent: &str) -> usize {
+    let rel = parent.trim_start_matches('/');
+    if rel.is_empty() || rel.contains("..") {
+        return 0;
+    }
+    hierarchies().iter().map(|h| h.join(rel)).filter(|d| d.is_dir()).map(|d| remove_tree(&d)).sum()
+}
