@@ -1,10 +1,33 @@
 //! Element deltas between two models: the hot path (attach a container, publish a port).
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::hash::Hash;
 
 use crate::elements::{Contents, Elements, DECLS};
 use crate::model::FirewallModel;
 use crate::ruleset::{self, element_text};
+
+/// Items of `a` that `b` lacks.
+fn missing<'a, T: Eq + Hash>(a: &'a [T], b: &[T]) -> Vec<&'a T> {
+    let b: HashSet<&T> = b.iter().collect();
+    a.iter().filter(|x| !b.contains(x)).collect()
+}
+
+/// The part of `m` an element delta depends on when only endpoints and published ports
+/// changed: its networks, and the given endpoints and ports.
+fn partial(
+    m: &FirewallModel,
+    endpoints: Vec<&crate::model::EndpointRules>,
+    published: Vec<&crate::model::PublishedPort>,
+) -> FirewallModel {
+    FirewallModel {
+        networks: m.networks.clone(),
+        endpoints: endpoints.into_iter().cloned().collect(),
+        published: published.into_iter().cloned().collect(),
+        drop_foreign_forwarding: m.drop_foreign_forwarding,
+    }
+}
 
 /// Keys of `from` that `to` lacks or maps to another value.
 fn removed(from: &Elements, to: &Elements) -> Vec<String> {
@@ -22,7 +45,31 @@ pub(crate) fn render_delta(before: &FirewallModel, after: &FirewallModel) -> Str
         // A rule changes: only the full ruleset can say that.
         return ruleset::render(after);
     }
-    let (b, a) = (Contents::build(before), Contents::build(after));
+    let (b, a) = if before.networks == after.networks {
+        // The hot path (attach, detach, publish): only endpoints or ports changed. Every
+        // element they contribute is keyed by something of their own (the port's interface
+        // name, the host port the controller reserved for it), so the delta is the
+        // difference of what the changed ones contribute: its cost does not grow with the
+        // number of containers on the host.
+        let gone = partial(
+            before,
+            missing(&before.endpoints, &after.endpoints),
+            missing(&before.published, &after.published),
+        );
+        let new = partial(
+            after,
+            missing(&after.endpoints, &before.endpoints),
+            missing(&after.published, &before.published),
+        );
+        (Contents::build(&gone), Contents::build(&new))
+    } else {
+        (Contents::build(before), Contents::build(after))
+    };
+    element_delta(&b, &a)
+}
+
+/// The `delete element` and `add element` lines that turn contents `b` into `a`.
+fn element_delta(b: &Contents, a: &Contents) -> String {
     let (mut deletes, mut adds) = (String::new(), String::new());
     for (d, (from, to)) in DECLS.iter().zip(b.sets.iter().zip(&a.sets)) {
         let table = d.family.table();
@@ -165,6 +212,41 @@ mod tests {
         let first_add = delta.find("add element").unwrap();
         assert!(delta[first_add..].lines().all(|l| l.starts_with("add element")), "{delta}");
         assert!(delta.contains(r#"delete element inet cove bridges { "br-test" }"#), "{delta}");
+    }
+
+    proptest::proptest! {
+        /// The hot path's delta (only what changed endpoints and ports contribute) is the
+        /// full diff of everything, for any change of endpoints and ports.
+        #[test]
+        fn entity_delta_equals_the_full_diff(
+            before_eps in proptest::collection::btree_set(2u8..60, 0..12),
+            after_eps in proptest::collection::btree_set(2u8..60, 0..12),
+            before_ports in proptest::collection::btree_map(8000u16..8040, 2u8..60, 0..10),
+            after_ports in proptest::collection::btree_map(8000u16..8040, 2u8..60, 0..10),
+            moved in 0u8..3,
+        ) {
+            let make = |eps: &std::collections::BTreeSet<u8>,
+                        ports: &std::collections::BTreeMap<u16, u8>,
+                        shift: u8| {
+                let mut m = base();
+                m.endpoints = eps
+                    .iter()
+                    .map(|&h| {
+                        let mut e = endpoint(&format!("cv{h}"), h);
+                        // Same interface, another address: a value change under one key.
+                        if shift > 0 && h % 7 == 0 {
+                            e.ipv4 = Some(std::net::Ipv4Addr::new(10, 99, 1, h));
+                        }
+                        e
+                    })
+                    .collect();
+                m.published = ports.iter().map(|(&p, &h)| published(p, h)).collect();
+                m
+            };
+            let (b, a) = (make(&before_eps, &before_ports, 0), make(&after_eps, &after_ports, moved));
+            let full = element_delta(&Contents::build(&b), &Contents::build(&a));
+            proptest::prop_assert_eq!(render_delta(&b, &a), full);
+        }
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub struct NetworkRules {
 }
 
 /// One container port on a bridge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EndpointRules {
     /// The bridge the port is attached to.
     pub bridge: String,
@@ -92,7 +92,7 @@ impl std::fmt::Display for Proto {
 }
 
 /// One published port: host (address, port) to container (address, port).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PublishedPort {
     /// Transport protocol.
     pub proto: Proto,

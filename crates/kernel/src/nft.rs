@@ -167,14 +167,14 @@ pub fn monitor() -> Result<mpsc::Receiver<String>, KernelError> {
 /// A long-lived `nft -i` process for the hot path: spawning `nft` costs 5–15 ms, far more
 /// than the transaction itself. Each [`NftSession::run`] sends one line (one transaction)
 /// followed by `describe ct mark`, a stateless command whose one-line answer marks the end
-/// of the transaction on stdout; anything nft printed on stderr by then is that
-/// transaction's error.
+/// of the transaction. stdout and stderr share one pipe, and a successful element change
+/// prints nothing, so whatever comes before the marker is that transaction's error: no
+/// waiting to see whether stderr has something.
 #[derive(Debug)]
 pub struct NftSession {
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
-    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    stderr: tokio::process::ChildStderr,
+    output: tokio::io::Lines<BufReader<tokio::net::unix::pipe::Receiver>>,
 }
 
 /// What `describe ct mark` prints.
@@ -183,16 +183,23 @@ const MARKER: &str = "ct expression, datatype mark (packet mark) (basetype integ
 impl NftSession {
     /// Start `nft -i` (it dies with the daemon).
     pub fn spawn() -> Result<Self, KernelError> {
+        let err = |e: std::io::Error| KernelError::new("run nft -i", Cause::from(e));
+        let (reader, writer) = std::io::pipe().map_err(err)?;
+        let writer2 = writer.try_clone().map_err(err)?;
         let mut cmd = long_lived_nft(&["-i"]);
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| KernelError::new("run nft -i", Cause::from(e)))?;
+        cmd.stdin(Stdio::piped()).stdout(Stdio::from(writer)).stderr(Stdio::from(writer2));
+        let spawned = cmd.spawn();
+        // Our copies of the write end must go, so the reader sees nft's exit as end of file.
+        drop(cmd);
+        let mut child = spawned.map_err(err)?;
         if let Some(pid) = child.id() {
             remember_own(pid);
         }
         let stdin = child.stdin.take().expect("stdin is piped");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
-        let stderr = child.stderr.take().expect("stderr is piped");
-        Ok(Self { child, stdin, stdout, stderr })
+        let reader =
+            tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))
+                .map_err(err)?;
+        Ok(Self { child, stdin, output: BufReader::new(reader).lines() })
     }
 
     /// Run `text` (element commands, one per line) as one transaction.
@@ -208,10 +215,11 @@ impl NftSession {
         self.stdin.write_all(input.as_bytes()).await.map_err(io)?;
         self.stdin.flush().await.map_err(io)?;
         let wait = async {
+            let mut errors = Vec::new();
             loop {
-                match self.stdout.next_line().await {
-                    Ok(Some(l)) if l == MARKER => return Ok(()),
-                    Ok(Some(_)) => {}
+                match self.output.next_line().await {
+                    Ok(Some(l)) if l == MARKER => return Ok(errors),
+                    Ok(Some(l)) => errors.push(l),
                     Ok(None) => {
                         return Err(KernelError::new(ctx, Cause::Protocol("nft -i exited".into())))
                     }
@@ -219,26 +227,12 @@ impl NftSession {
                 }
             }
         };
-        tokio::time::timeout(std::time::Duration::from_secs(10), wait).await.map_err(|_| {
-            KernelError::new(ctx, Cause::Protocol("nft -i did not answer".into()))
-        })??;
-        // nft wrote any error of the transaction before it ran the marker command, so it is
-        // already in the pipe.
-        let mut err = vec![0u8; 64 * 1024];
-        let mut got = 0;
-        while let Ok(Ok(n)) = tokio::time::timeout(
-            std::time::Duration::from_millis(1),
-            tokio::io::AsyncReadExt::read(&mut self.stderr, &mut err[got..]),
-        )
-        .await
-        {
-            if n == 0 || got + n >= err.len() {
-                break;
-            }
-            got += n;
-        }
-        if got > 0 {
-            let msg = String::from_utf8_lossy(&err[..got]);
+        let errors =
+            tokio::time::timeout(std::time::Duration::from_secs(10), wait).await.map_err(
+                |_| KernelError::new(ctx, Cause::Protocol("nft -i did not answer".into())),
+            )??;
+        let msg = errors.join("\n");
+        if !msg.trim().is_empty() {
             return Err(KernelError::new(
                 ctx,
                 Cause::Protocol(format!("nft refused the transaction: {}", msg.trim())),

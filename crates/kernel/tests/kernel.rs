@@ -370,3 +370,25 @@ fn netns_lifecycle_and_sysctl_isolation() {
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     });
 }
+
+#[test]
+fn nft_session_applies_and_reports_errors() {
+    in_fresh_netns(|_dir| async {
+        cove_kernel::nft::apply("table inet sess { set s { type ipv4_addr; }; }\n").await.unwrap();
+        let mut s = cove_kernel::nft::NftSession::spawn().unwrap();
+        s.run("add element inet sess s { 192.0.2.1 }").await.unwrap();
+        let err = s.run("add element inet sess nosuch { 192.0.2.2 }").await.unwrap_err();
+        assert!(err.to_string().contains("No such file or directory"), "{err}");
+        // The session goes on after an error, and each transaction sees only its own errors.
+        s.run("add element inet sess s { 192.0.2.3 }").await.unwrap();
+        assert!(s.alive());
+        // Spawned from this thread, nft runs in the test's netns.
+        let out = std::process::Command::new("nft")
+            .args(["list", "set", "inet", "sess", "s"])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(listed.contains("192.0.2.1") && listed.contains("192.0.2.3"), "{listed}");
+        assert!(!listed.contains("192.0.2.2"), "{listed}");
+    });
+}
