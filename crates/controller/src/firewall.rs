@@ -15,7 +15,7 @@ use crate::Controller;
 /// What the controller last applied, and the `nft -i` session deltas go through.
 #[derive(Debug, Default)]
 pub(crate) struct FirewallState {
-    applied: Option<FirewallModel>,
+    applied: Option<Arc<FirewallModel>>,
     session: Option<cove_kernel::nft::NftSession>,
 }
 
@@ -53,7 +53,8 @@ impl FirewallState {
 #[derive(Debug, Default)]
 pub(crate) struct LatestModel {
     generation: u64,
-    model: Option<FirewallModel>,
+    // Shared, not copied: the model holds every endpoint and port of the host.
+    model: Option<Arc<FirewallModel>>,
 }
 
 fn proto(p: &str) -> Option<Proto> {
@@ -101,6 +102,13 @@ pub(crate) fn model(st: &State, drop_foreign_forwarding: bool, v6: bool) -> Fire
             ipv6: if v6 { ep.ipv6.map(|a| a.addr()) } else { None },
         });
     }
+    // One pass over the endpoints, not one per container: the model is rebuilt on every
+    // change, so it must stay linear in the number of containers.
+    let mut by_container: std::collections::HashMap<&str, Vec<&cove_model::EndpointRecord>> =
+        std::collections::HashMap::new();
+    for ep in st.endpoints.values() {
+        by_container.entry(ep.container_id.as_str()).or_default().push(ep);
+    }
     let mut published = vec![];
     for c in st.containers.values() {
         if c.state.status != Status::Running
@@ -111,7 +119,8 @@ pub(crate) fn model(st: &State, drop_foreign_forwarding: bool, v6: bool) -> Fire
         }
         // Published ports lead to the endpoint that carries the default route, as in
         // Docker: the first one on a network that is not internal.
-        let eps = st.endpoints_of_container(&c.id);
+        let mut eps = by_container.get(c.id.as_str()).cloned().unwrap_or_default();
+        eps.sort_by_key(|e| crate::state::ifindex(&e.ifname));
         let Some(ep) =
             eps.iter().find(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.internal))
         else {
@@ -160,7 +169,7 @@ impl Controller {
         let m = model(st, own_forwarding, self.cfg.firewall6);
         let mut latest = self.fw_latest.lock().expect("firewall model lock");
         latest.generation += 1;
-        latest.model = Some(m);
+        latest.model = Some(Arc::new(m));
         true
     }
 
@@ -195,7 +204,7 @@ impl Controller {
         let Some(new) = self.fw_latest.lock().expect("firewall model lock").model.clone() else {
             return Ok(());
         };
-        if fw.applied.as_ref() == Some(&new) {
+        if fw.applied.as_ref().is_some_and(|a| Arc::ptr_eq(a, &new) || **a == *new) {
             return Ok(());
         }
         let delta = fw.applied.as_ref().map(|old| cove_firewall::render_delta(old, &new));
