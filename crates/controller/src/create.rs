@@ -40,7 +40,31 @@ fn rand_index(n: usize) -> usize {
     usize::from_str_radix(&id[..8], 16).unwrap_or(0) % n
 }
 
+/// Where br_netfilter says whether bridged IPv6 goes through netfilter.
+const BRIDGE_NF_CALL_IP6TABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-ip6tables";
+
 impl Controller {
+    /// Whether ports can be published on `[::1]` here. The host's connection to
+    /// `[::1]:<port>` is DNATed to the container and masqueraded to the bridge; the reply
+    /// is un-NATed back to `::1` and delivered through the bridge's `local ::1` route
+    /// (`Op::LoopbackRoute6`). With br_netfilter handing bridged IPv6 to netfilter, the
+    /// un-NAT happens at the bridge instead, and IPv6 input drops a `::1` destination on
+    /// any link but `lo` before routing: no kernel path is left, and Cove has no proxy.
+    fn loopback6_publishing(&self) -> std::result::Result<(), String> {
+        if !self.cfg.firewall || !self.cfg.firewall6 {
+            return Err("the IPv6 firewall is off (--ip6tables=false)".into());
+        }
+        match std::fs::read_to_string(BRIDGE_NF_CALL_IP6TABLES) {
+            Ok(v) if v.trim() != "0" => Err(format!(
+                "br_netfilter passes bridged IPv6 to netfilter ({} = {}), where the reply \
+                 un-NATed to ::1 is dropped",
+                "net.bridge.bridge-nf-call-ip6tables",
+                v.trim()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Create a container; returns its id.
     pub async fn container_create(&self, req: ContainerCreate) -> Result<String> {
         let image = self.runtime.find_image(&req.config.image)?;
@@ -185,12 +209,13 @@ impl Controller {
             .iter()
             .find(|b| b.host_ip.is_some_and(|ip| ip.is_loopback() && ip.is_ipv6()))
         {
-            // The kernel drops packets to ::1 on any interface but lo; DNAT cannot carry
-            // them to a container without policy routing Cove does not set up (yet).
-            return Err(Error::invalid(format!(
-                "publishing on [::1] ({}/{}) is not supported: use 127.0.0.1 or the host's IPv6 address",
-                b.container_port, b.protocol
-            )));
+            if let Err(why) = self.loopback6_publishing() {
+                return Err(Error::invalid(format!(
+                    "publishing on [::1] ({}/{}) is not possible on this host: {why}; use \
+                     127.0.0.1 or the host's IPv6 address",
+                    b.container_port, b.protocol
+                )));
+            }
         }
         // Without the firewall there is nothing to publish with (Cove has no userland
         // proxy): refused rather than recorded, since a port that looks published but is

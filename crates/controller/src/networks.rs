@@ -178,7 +178,7 @@ impl Controller {
         b.put(Table::Networks, &net.id, &net);
         self.store.commit(b)?;
         if net.driver == DriverKind::Bridge {
-            let ops = bridge::network_ops(&net, self.cfg.firewall)?;
+            let ops = bridge::network_ops(&net, self.cfg.firewall, self.cfg.firewall6)?;
             if let Err(e) = self.kernel.apply(&ops).await {
                 let mut b = Batch::new();
                 b.delete(Table::Networks, &net.id);

@@ -99,7 +99,7 @@ impl Controller {
             if net.driver != DriverKind::Bridge {
                 continue;
             }
-            let mut ops = bridge::network_ops(net, self.cfg.firewall)?;
+            let mut ops = bridge::network_ops(net, self.cfg.firewall, self.cfg.firewall6)?;
             if present.contains(&net.bridge.as_ref().map(|b| b.name.clone()).unwrap_or_default()) {
                 ops.retain(|o| !matches!(o, Op::CreateBridge { .. }));
             }

@@ -192,6 +192,7 @@ fn containers_cannot_forge_ipv6_sources_or_send_router_advertisements() {
     let h = host("containers_cannot_forge_ipv6_sources_or_send_router_advertisements");
     add_early_bridge_counter(&h, "ra", &["icmpv6 type nd-router-advert"]);
     add_early_bridge_counter(&h, "forged6", &["ip6 saddr fd00:74:4::99"]);
+    add_early_bridge_counter(&h, "to_lo6", &["ip6 daddr ::1"]);
     let baseline = h.snapshot();
     let brname = "com.docker.network.bridge.name=cvra";
     let net =
@@ -242,6 +243,41 @@ fn containers_cannot_forge_ipv6_sources_or_send_router_advertisements() {
     let host_view = h.sh_ok("ip -6 route; ip -6 addr");
     assert!(!host_view.contains("fd00:bad"), "{host_view}");
     assert_eq!(h.sh_ok("cat /proc/sys/net/ipv6/conf/cvra/accept_ra").trim(), "0");
+
+    // The bridge has `local ::1` (ports published on [::1]); only replies un-NATed to ::1
+    // may use it. a's echo requests framed to the gateway's MAC for ::1 reach the host
+    // (early counter) and are never delivered to it (input counter stays 0); the same to
+    // the gateway's own address are (positive control).
+    let local = h.sh_ok("ip -6 route show table local");
+    assert!(local.contains("local ::1 dev cvra"), "no ::1 route on the bridge: {local}");
+    h.sh_ok(
+        "nft add table inet lo6probe && nft add chain inet lo6probe input \
+         '{ type filter hook input priority 100; }' && \
+         nft add rule inet lo6probe input icmpv6 type echo-request ip6 daddr ::1 counter && \
+         nft add rule inet lo6probe input icmpv6 type echo-request ip6 daddr fd00:74:4::1 counter",
+    );
+    let br_mac = raw::mac(&h.sh_ok("cat /sys/class/net/cvra/address"));
+    let gw: Ipv6Addr = "fd00:74:4::1".parse().unwrap();
+    for (dst, seq) in [(gw, 3), (Ipv6Addr::LOCALHOST, 4)] {
+        let echo = raw::ether(
+            br_mac,
+            a_mac,
+            raw::ETH_IP6,
+            &raw::icmp6(a_ip, dst, &raw::echo_request6(9, seq)),
+        );
+        in_container_netns(&h, "a", || raw::send("eth0", &vec![echo; 3]));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let counts = h.sh_ok("nft list table inet lo6probe");
+    let delivered = |addr: &str| -> u64 {
+        let line = counts.lines().find(|l| l.contains(&format!("daddr {addr} "))).unwrap_or("");
+        let n = line.split("packets ").nth(1).and_then(|r| r.split(' ').next());
+        n.and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    assert!(delivered("fd00:74:4::1") >= 3, "control: echoes to the gateway: {counts}");
+    assert_eq!(delivered("::1"), 0, "a container's packets to ::1 were delivered: {counts}");
+    assert!(early_bridge_counter(&h, "to_lo6") >= 3, "the ::1 echoes never reached the bridge");
+    h.sh_ok("nft delete table inet lo6probe");
 
     h.cove(&["rm", "-f", "a", "b"]).ok();
     h.cove(&["network", "rm", "r6"]).ok();

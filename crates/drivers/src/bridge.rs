@@ -135,7 +135,10 @@ pub fn bridge_mac(network_id: &str) -> MacAddr {
 /// `route_localnet` is set on the bridge so published ports answer on 127.0.0.1 without a
 /// userland proxy; only with the firewall, whose raw rule drops 127.0.0.0/8 arriving from
 /// anywhere but `lo` (the CVE-2020-8558 class).
-pub fn network_ops(net: &NetworkRecord, firewall: bool) -> Result<Vec<Op>> {
+///
+/// With `firewall6` too, an IPv6 network's bridge gets [`Op::LoopbackRoute6`], so ports
+/// published on `[::1]` work without a proxy.
+pub fn network_ops(net: &NetworkRecord, firewall: bool, firewall6: bool) -> Result<Vec<Op>> {
     let b = bridge_of(net)?;
     let mut ops =
         vec![Op::CreateBridge { name: b.name.clone(), mtu: b.mtu, mac: bridge_mac(&net.id) }];
@@ -169,6 +172,9 @@ pub fn network_ops(net: &NetworkRecord, firewall: bool) -> Result<Vec<Op>> {
         });
     }
     ops.push(Op::SetUp { netns: Netns::Host, link: b.name.clone() });
+    if net.enable_ipv6 && firewall && firewall6 {
+        ops.push(Op::LoopbackRoute6 { link: b.name.clone() });
+    }
     Ok(ops)
 }
 
@@ -319,7 +325,7 @@ mod tests {
 
     #[test]
     fn network_plan_v4() {
-        let got = render(&network_ops(&net(false, false), false).unwrap());
+        let got = render(&network_ops(&net(false, false), false, false).unwrap());
         assert_eq!(
             got,
             "create bridge br-nnnnnnnnnnnn mtu 1500 mac 02:42:00:00:00:00\n\
@@ -331,10 +337,14 @@ mod tests {
 
     #[test]
     fn network_plan_dual_stack_enables_ipv6() {
-        let got = render(&network_ops(&net(true, false), true).unwrap());
+        let got = render(&network_ops(&net(true, false), true, true).unwrap());
         assert!(got.contains("disable_ipv6=0"));
         assert!(got.contains("add address 2001:db8:1::1/64 to br-nnnnnnnnnnnn"));
         assert!(got.contains("route_localnet=1"), "the firewall's localnet access: {got}");
+        assert!(got.ends_with("add route local ::1 dev br-nnnnnnnnnnnn table local metric 1024\n"));
+        // Without the IPv6 firewall (whose raw rule guards it), no `::1` route.
+        let got = render(&network_ops(&net(true, false), true, false).unwrap());
+        assert!(!got.contains("::1"), "{got}");
     }
 
     #[test]

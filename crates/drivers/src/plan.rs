@@ -82,6 +82,16 @@ pub enum Op {
         /// Outgoing link.
         link: String,
     },
+    /// Make `::1` a local destination for packets arriving on bridge `link` too (`local ::1
+    /// dev <link> table local metric 1024`, in the host namespace): the reply of a
+    /// connection the host made to `[::1]:<published port>` is un-NATed back to `::1` on
+    /// the bridge, and IPv6 only delivers `::1` through a route of the receiving link. Only
+    /// with the IPv6 firewall, whose raw rule drops every packet that *arrives* for `::1`
+    /// on another link than `lo`, so nothing else can use the route. Goes with the link.
+    LoopbackRoute6 {
+        /// The bridge.
+        link: String,
+    },
     /// Write a sysctl (`net/ipv6/conf/cove0/disable_ipv6` style key, relative to /proc/sys).
     Sysctl {
         /// Namespace.
@@ -164,6 +174,9 @@ impl fmt::Display for Op {
                 None => write!(f, "add route {dst} dev {link} in {netns}"),
             },
             Op::Sysctl { netns, key, value } => write!(f, "sysctl {key}={value} in {netns}"),
+            Op::LoopbackRoute6 { link } => {
+                write!(f, "add route local ::1 dev {link} table local metric 1024")
+            }
             Op::Hairpin { link } => write!(f, "hairpin on for bridge port {link}"),
             Op::Retire { netns, link, tombstone } => {
                 write!(f, "retire {link} as {tombstone} in {netns}")

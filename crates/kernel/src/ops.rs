@@ -123,6 +123,15 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
                 res => res?,
             }
         }
+        Op::LoopbackRoute6 { link } => {
+            let h = hs.get(&Netns::Host).await?;
+            let oif = nl::link_index(&h, link).await?;
+            let msg = loopback_route6(oif);
+            match nl::ack(&h, RouteNetlinkMessage::NewRoute(msg), CREATE).await {
+                Err(c) if c.errno() == Some(libc::EEXIST) => return Ok(Outcome::Unchanged),
+                res => res?,
+            }
+        }
         Op::Sysctl { netns: Netns::Host, key, value } => netns::write_sysctl(key, value)?,
         Op::Sysctl { netns: Netns::Path(path), key, value } => {
             let (path, key, value, dev) = (path.clone(), key.clone(), value.clone(), hs.nsfs_dev());
@@ -202,6 +211,20 @@ fn route_message(
         None => b = b.scope(RouteScope::Link),
     }
     Ok(b.build())
+}
+
+/// `local ::1 dev <oif> table local metric 1024` (see `Op::LoopbackRoute6`).
+fn loopback_route6(oif: u32) -> netlink_packet_route::route::RouteMessage {
+    use netlink_packet_route::route::{RouteProtocol, RouteType};
+    RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+        .destination_prefix(std::net::Ipv6Addr::LOCALHOST, 128)
+        .output_interface(oif)
+        .table_id(255)
+        .kind(RouteType::Local)
+        .scope(RouteScope::Host)
+        .protocol(RouteProtocol::Static)
+        .priority(1024)
+        .build()
 }
 
 #[cfg(test)]
