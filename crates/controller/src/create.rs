@@ -40,29 +40,17 @@ fn rand_index(n: usize) -> usize {
     usize::from_str_radix(&id[..8], 16).unwrap_or(0) % n
 }
 
-/// Where br_netfilter says whether bridged IPv6 goes through netfilter.
-const BRIDGE_NF_CALL_IP6TABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-ip6tables";
-
 impl Controller {
-    /// Whether ports can be published on `[::1]` here. The host's connection to
-    /// `[::1]:<port>` is DNATed to the container and masqueraded to the bridge; the reply
-    /// is un-NATed back to `::1` and delivered through the bridge's `local ::1` route
-    /// (`Op::LoopbackRoute6`). With br_netfilter handing bridged IPv6 to netfilter, the
-    /// un-NAT happens at the bridge instead, and IPv6 input drops a `::1` destination on
-    /// any link but `lo` before routing: no kernel path is left, and Cove has no proxy.
+    /// Whether ports can be published on `[::1]`: the host's connection to `[::1]:<port>`
+    /// is DNATed to the container and masqueraded to the bridge, and the reply, un-NATed
+    /// back to `::1`, is delivered by the bridge's `local ::1` route, or, where br_netfilter
+    /// un-NATs it at the bridge already, handed to `lo` by the `netdev` chain. Both need
+    /// the IPv6 firewall.
     fn loopback6_publishing(&self) -> std::result::Result<(), String> {
         if !self.cfg.firewall || !self.cfg.firewall6 {
             return Err("the IPv6 firewall is off (--ip6tables=false)".into());
         }
-        match std::fs::read_to_string(BRIDGE_NF_CALL_IP6TABLES) {
-            Ok(v) if v.trim() != "0" => Err(format!(
-                "br_netfilter passes bridged IPv6 to netfilter ({} = {}), where the reply \
-                 un-NATed to ::1 is dropped",
-                "net.bridge.bridge-nf-call-ip6tables",
-                v.trim()
-            )),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// Create a container; returns its id.

@@ -285,6 +285,7 @@ impl Controller {
         let tables = [
             format!("inet {}", cove_firewall::names::INET_TABLE),
             format!("bridge {}", cove_firewall::names::BRIDGE_TABLE),
+            format!("netdev {}", cove_firewall::names::NETDEV_TABLE),
         ];
         let refs: Vec<&str> = tables.iter().map(String::as_str).collect();
         let mut changes = cove_kernel::nft::watch_foreign_changes(&refs).map_err(Error::from)?;

@@ -19,7 +19,7 @@ struct Cove {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the Cove daemon
-    Daemon(daemon::DaemonArgs),
+    Daemon(Box<daemon::DaemonArgs>),
     /// Container shim (internal)
     #[command(hide = true)]
     Shim {
@@ -36,7 +36,7 @@ fn main() {
         Command::Daemon(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             let result = match runtime {
-                Ok(rt) => rt.block_on(daemon::run(args)),
+                Ok(rt) => rt.block_on(daemon::run(*args)),
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = result {

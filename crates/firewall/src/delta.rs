@@ -41,7 +41,9 @@ fn added(from: &Elements, to: &Elements) -> Vec<String> {
 
 /// Renders the element changes from `before` to `after` (see [`crate::render_delta`]).
 pub(crate) fn render_delta(before: &FirewallModel, after: &FirewallModel) -> String {
-    if before.drop_foreign_forwarding != after.drop_foreign_forwarding {
+    if before.drop_foreign_forwarding != after.drop_foreign_forwarding
+        || ruleset::lo6_bridges(before) != ruleset::lo6_bridges(after)
+    {
         // A rule changes: only the full ruleset can say that.
         return ruleset::render(after);
     }
@@ -206,9 +208,12 @@ mod tests {
 
     #[test]
     fn deletions_come_before_additions() {
-        let mut after = base();
+        // IPv4 only: a new IPv6 bridge needs a chain, so that would be a full render.
+        let mut before = base();
+        before.networks[0].subnets6.clear();
+        let mut after = before.clone();
         after.networks[0].bridge = "br-new".into();
-        let delta = render_delta(&base(), &after);
+        let delta = render_delta(&before, &after);
         let first_add = delta.find("add element").unwrap();
         assert!(delta[first_add..].lines().all(|l| l.starts_with("add element")), "{delta}");
         assert!(delta.contains(r#"delete element inet cove bridges { "br-test" }"#), "{delta}");
@@ -247,6 +252,16 @@ mod tests {
             let full = element_delta(&Contents::build(&b), &Contents::build(&a));
             proptest::prop_assert_eq!(render_delta(&b, &a), full);
         }
+    }
+
+    #[test]
+    fn a_new_or_removed_ipv6_bridge_renders_everything() {
+        let mut after = base();
+        after.networks[0].bridge = "br-new".into();
+        let full = render_delta(&base(), &after);
+        assert_eq!(full, ruleset::render(&after));
+        assert!(full.contains("chain lo6_br-new {"), "{full}");
+        assert!(!full.contains("lo6_br-test"), "{full}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::names::*;
 pub(crate) enum Family {
     Inet,
     Bridge,
+    Netdev,
 }
 
 impl Family {
@@ -22,6 +23,7 @@ impl Family {
         match self {
             Family::Inet => format!("inet {INET_TABLE}"),
             Family::Bridge => format!("bridge {BRIDGE_TABLE}"),
+            Family::Netdev => format!("netdev {NETDEV_TABLE}"),
         }
     }
 }
@@ -416,6 +418,7 @@ mod tests {
                 (Family::Inet, false) => INET_SETS,
                 (Family::Inet, true) => INET_MAPS,
                 (Family::Bridge, _) => BRIDGE_SETS,
+                (Family::Netdev, _) => &[],
             };
             assert!(list.contains(&d.name), "{}", d.name);
         }

@@ -10,6 +10,16 @@
 pub const INET_TABLE: &str = "cove";
 /// The `bridge` table (L2, on Cove's bridges): anti-spoofing, router advertisements, icc.
 pub const BRIDGE_TABLE: &str = "cove";
+/// The `netdev` table: one ingress chain per IPv6 bridge, for ports published on `[::1]`.
+pub const NETDEV_TABLE: &str = "cove";
+
+/// The mark bit the `inet` chain [`CHAIN_LO6_MARK`] sets on replies un-NATed to `::1`,
+/// and the `netdev` chains look for. Marks never cross a veth from a container
+/// (the namespace crossing scrubs them), so a container cannot forge one.
+pub const MARK_LO6: u32 = 0x0010_0000;
+
+/// Prefix of the `netdev` ingress chain of an IPv6 bridge: `lo6_<bridge>`.
+pub const CHAIN_LO6_PREFIX: &str = "lo6_";
 
 // ---- inet cove: chains ----
 
@@ -25,6 +35,10 @@ pub const CHAIN_NAT_OUTPUT: &str = "nat_output";
 pub const CHAIN_FORWARD: &str = "forward";
 /// `inet` base chain, nat hook postrouting, priority srcnat (100): masquerade.
 pub const CHAIN_NAT_POSTROUTING: &str = "nat_postrouting";
+/// `inet` base chain, filter hook prerouting, priority -90 (after DNAT): marks replies
+/// un-NATed to `::1` at a bridge, which br_netfilter would otherwise leave to be dropped
+/// (see the `netdev` table).
+pub const CHAIN_LO6_MARK: &str = "lo6_mark";
 
 // ---- inet cove: sets and maps ----
 
@@ -121,6 +135,7 @@ pub const INET_CHAINS: &[&str] = &[
     CHAIN_NAT_OUTPUT,
     CHAIN_FORWARD,
     CHAIN_NAT_POSTROUTING,
+    CHAIN_LO6_MARK,
 ];
 /// Every named set of `inet cove`.
 pub const INET_SETS: &[&str] =

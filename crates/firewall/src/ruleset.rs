@@ -27,8 +27,8 @@ use crate::names::*;
 
 /// A base chain: header line, then rules (lines starting with `#` are comments).
 struct Chain {
-    name: &'static str,
-    hook: &'static str,
+    name: String,
+    hook: String,
     rules: Vec<String>,
 }
 
@@ -110,32 +110,78 @@ fn inet_chains(model: &FirewallModel) -> Vec<Chain> {
 
     vec![
         Chain {
-            name: CHAIN_RAW_PREROUTING,
-            hook: "type filter hook prerouting priority raw; policy accept;",
+            name: CHAIN_RAW_PREROUTING.into(),
+            hook: "type filter hook prerouting priority raw; policy accept;".into(),
             rules: raw,
         },
         Chain {
-            name: CHAIN_NAT_PREROUTING,
-            hook: "type nat hook prerouting priority dstnat; policy accept;",
+            name: CHAIN_NAT_PREROUTING.into(),
+            hook: "type nat hook prerouting priority dstnat; policy accept;".into(),
             rules: prerouting,
         },
         // nft 1.0.6 refuses the name `dstnat` in the output hook; -100 is its value.
         Chain {
-            name: CHAIN_NAT_OUTPUT,
-            hook: "type nat hook output priority -100; policy accept;",
+            name: CHAIN_NAT_OUTPUT.into(),
+            hook: "type nat hook output priority -100; policy accept;".into(),
             rules: output,
         },
         Chain {
-            name: CHAIN_FORWARD,
-            hook: "type filter hook forward priority filter; policy accept;",
+            name: CHAIN_FORWARD.into(),
+            hook: "type filter hook forward priority filter; policy accept;".into(),
             rules: forward,
         },
         Chain {
-            name: CHAIN_NAT_POSTROUTING,
-            hook: "type nat hook postrouting priority srcnat; policy accept;",
+            name: CHAIN_NAT_POSTROUTING.into(),
+            hook: "type nat hook postrouting priority srcnat; policy accept;".into(),
             rules: postrouting,
         },
+        Chain {
+            name: CHAIN_LO6_MARK.into(),
+            hook: "type filter hook prerouting priority -90; policy accept;".into(),
+            rules: vec![
+                comment("a reply un-NATed to ::1 (the host used a port published on [::1]);"),
+                comment("under br_netfilter this runs at the bridge, before IPv6 input"),
+                format!(
+                    "iifname != \"lo\" ip6 daddr ::1 ct direction reply \
+                     meta mark set meta mark | {MARK_LO6:#010x}"
+                ),
+            ],
+        },
     ]
+}
+
+/// The `netdev` ingress chain of every IPv6 bridge. IPv6 input drops a `::1` destination
+/// on any link but `lo` before routing; where br_netfilter already un-NATed a reply to
+/// `::1` at the bridge, the chain hands it to `lo` instead, conntrack entry and all.
+/// Without br_netfilter the un-NAT happens later, in IP prerouting, and the bridge's
+/// `local ::1` route delivers it; the mark is then never set here, so nothing is moved.
+fn netdev_chains(model: &FirewallModel) -> Vec<Chain> {
+    lo6_bridges(model)
+        .into_iter()
+        .map(|br| Chain {
+            name: format!("{CHAIN_LO6_PREFIX}{br}"),
+            hook: format!("type filter hook ingress device \"{br}\" priority 0; policy accept;"),
+            // lo's address is all zeros: with the bridge's MAC still on it, the frame would
+            // be "for another host" on lo and dropped.
+            rules: vec![format!(
+                "ip6 daddr ::1 meta mark & {MARK_LO6:#010x} == {MARK_LO6:#010x} \
+                 ether daddr set 00:00:00:00:00:00 fwd to \"lo\""
+            )],
+        })
+        .collect()
+}
+
+/// The bridges that get a `netdev` chain: those of networks with IPv6, sorted.
+pub(crate) fn lo6_bridges(model: &FirewallModel) -> Vec<&str> {
+    let mut v: Vec<&str> = model
+        .networks
+        .iter()
+        .filter(|n| !n.subnets6.is_empty() && crate::model::valid_ifname(&n.bridge))
+        .map(|n| n.bridge.as_str())
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 fn bridge_chains() -> Vec<Chain> {
@@ -179,13 +225,13 @@ fn bridge_chains() -> Vec<Chain> {
     ];
     vec![
         Chain {
-            name: CHAIN_BRIDGE_PREROUTING,
-            hook: "type filter hook prerouting priority -350; policy accept;",
+            name: CHAIN_BRIDGE_PREROUTING.into(),
+            hook: "type filter hook prerouting priority -350; policy accept;".into(),
             rules: prerouting,
         },
         Chain {
-            name: CHAIN_BRIDGE_FORWARD,
-            hook: "type filter hook forward priority filter; policy accept;",
+            name: CHAIN_BRIDGE_FORWARD.into(),
+            hook: "type filter hook forward priority filter; policy accept;".into(),
             rules: forward,
         },
     ]
@@ -239,9 +285,10 @@ pub(crate) fn render(model: &FirewallModel) -> String {
     let contents = Contents::build(model);
     let mut out = String::from(
         "# Cove's firewall, generated by cove-firewall: apply with `nft -f -` (one transaction).\n\
-         # Cove owns exactly these two tables and never touches any other.\n",
+         # Cove owns exactly these three tables and never touches any other.\n",
     );
     write_table(&mut out, Family::Inet, INET_COUNTERS, &contents, &inet_chains(model));
     write_table(&mut out, Family::Bridge, BRIDGE_COUNTERS, &contents, &bridge_chains());
+    write_table(&mut out, Family::Netdev, &[], &contents, &netdev_chains(model));
     out
 }
