@@ -67,8 +67,8 @@ impl Controller {
     /// Open the store, create the built-in networks, reconcile kernel and runtime state.
     pub async fn start(cfg: ControllerConfig) -> cove_model::Result<SharedController> {
         std::fs::create_dir_all(&cfg.data_root)
-            .and_then(|_| std::fs::create_dir_all(cfg.exec_root.join("netns")))
             .map_err(|e| Error::unavailable(format!("create state directories: {e}")))?;
+        Kernel::prepare_netns_dir(&cfg.exec_root.join("netns")).map_err(Error::from)?;
         let store = Store::open(&cfg.data_root.join("cove.redb"))?;
         let runtime =
             Runtime::new(&cfg.data_root, &cfg.exec_root)?.with_cgroup_parent(&cfg.cgroup_parent)?;

@@ -107,6 +107,13 @@ impl Kernel {
         errors
     }
 
+    /// Prepare the directory sandboxes' namespaces are bind-mounted in: a private mount of
+    /// its own (created if missing). Call once at start, before any sandbox is created.
+    pub fn prepare_netns_dir(dir: &Path) -> Result<(), KernelError> {
+        netns::prepare_dir(dir)
+            .map_err(|c| KernelError::new(format!("prepare netns directory {}", dir.display()), c))
+    }
+
     /// Create a new network namespace bind-mounted at `path` (parent directory created if
     /// missing), with `lo` up. No fork: a throwaway thread unshares its netns, bind-mounts
     /// `/proc/thread-self/ns/net` onto `path`, opens the netlink socket later ops in this

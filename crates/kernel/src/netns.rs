@@ -98,6 +98,30 @@ pub(crate) fn create_here(path: &Path, nsfs_dev: u64) -> Result<NsId, Cause> {
     })
 }
 
+/// Make `dir` (created if missing) a mount of its own, private: every sandbox's namespace
+/// is bind-mounted below it, so a container shim can drop all of them from its own mount
+/// namespace with one lazy unmount (see the runtime's `shim_mounts`). Idempotent.
+pub(crate) fn prepare_dir(dir: &Path) -> Result<(), Cause> {
+    std::fs::create_dir_all(dir)?;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    // A mount of its own has another device than its parent, or the same device and is
+    // listed as a mount point: a bind of a directory onto itself keeps the device, so
+    // look at mountinfo for that case.
+    let own_mount = dev(dir)? != dev(parent)? || {
+        let canon = std::fs::canonicalize(dir)?;
+        std::fs::read_to_string("/proc/self/mountinfo")?
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|m| Path::new(m) == canon)
+    };
+    if !own_mount {
+        mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+    }
+    mount(None::<&str>, dir, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)?;
+    Ok(())
+}
+
 /// Unmount (lazily) and remove a netns mount point. A missing path is fine.
 pub(crate) fn remove(path: &Path) -> Result<(), Cause> {
     match umount2(path, MntFlags::MNT_DETACH) {

@@ -35,6 +35,7 @@ mod logs;
 mod reference;
 mod run;
 mod shim;
+mod shim_mounts;
 mod timefmt;
 
 use std::path::{Path, PathBuf};

@@ -83,7 +83,10 @@ impl Runtime {
             return Err(Error::conflict(format!("container {id} is already starting")));
         }
         let runc = self.runc()?.to_path_buf();
-        self.write_config(&spec, netns)?;
+        let lower = self.image_rootfs(&spec.image_id)?;
+        // runc joins the sandbox through the shim's bind mount of it (see shim_mounts).
+        let aside = shim::netns_aside_path(&state);
+        self.write_config(&spec, netns.map(|_| aside.as_path()))?;
         // Leftovers of the previous run.
         for f in [shim::exit_path(&bundle), shim::start_error_path(&bundle)] {
             let _ = std::fs::remove_file(f);
@@ -92,13 +95,14 @@ impl Runtime {
             std::fs::remove_dir_all(&state).map_err(|e| io_err("clear run state", e))?;
         }
         std::fs::create_dir_all(&state).map_err(|e| io_err("create run state dir", e))?;
-        self.mount_rootfs(&spec)?;
         let args = ShimArgs {
             id: id.to_string(),
             bundle: bundle.clone(),
             state: state.clone(),
             runc,
             runc_root: self.runc_root(),
+            lower,
+            netns: netns.map(Path::to_path_buf),
         };
         if let Err(e) = spawn_detached(&Self::shim_program()?, &args.to_args()) {
             let _ = self.cleanup(id);

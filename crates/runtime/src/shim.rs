@@ -103,6 +103,16 @@ pub(crate) struct ShimArgs {
     pub(crate) state: PathBuf,
     pub(crate) runc: PathBuf,
     pub(crate) runc_root: PathBuf,
+    /// The image's root filesystem (the overlay's lower layer).
+    pub(crate) lower: PathBuf,
+    /// The sandbox's network namespace, if the container has one.
+    pub(crate) netns: Option<PathBuf>,
+}
+
+/// Where config.json points runc for the network namespace: a bind mount of the sandbox's
+/// namespace that the shim makes in its own mount namespace (see `shim_mounts`).
+pub(crate) fn netns_aside_path(state: &Path) -> PathBuf {
+    state.join("netns")
 }
 
 impl ShimArgs {
@@ -119,11 +129,17 @@ impl ShimArgs {
             p(&self.runc),
             "--runc-root".into(),
             p(&self.runc_root),
+            "--lower".into(),
+            p(&self.lower),
         ]
+        .into_iter()
+        .chain(self.netns.iter().flat_map(|n| ["--netns".to_string(), p(n)]))
+        .collect()
     }
 
     pub(crate) fn parse(args: &[String]) -> Result<ShimArgs, String> {
         let (mut id, mut bundle, mut state, mut runc, mut root) = (None, None, None, None, None);
+        let (mut lower, mut netns) = (None, None);
         let mut it = args.iter();
         while let Some(k) = it.next() {
             let v = it.next().ok_or_else(|| format!("missing value for {k}"))?.clone();
@@ -133,6 +149,8 @@ impl ShimArgs {
                 "--state" => state = Some(PathBuf::from(v)),
                 "--runc" => runc = Some(PathBuf::from(v)),
                 "--runc-root" => root = Some(PathBuf::from(v)),
+                "--lower" => lower = Some(PathBuf::from(v)),
+                "--netns" => netns = Some(PathBuf::from(v)),
                 _ => return Err(format!("unknown argument {k}")),
             }
         }
@@ -142,6 +160,8 @@ impl ShimArgs {
             state: state.ok_or("missing --state")?,
             runc: runc.ok_or("missing --runc")?,
             runc_root: root.ok_or("missing --runc-root")?,
+            lower: lower.ok_or("missing --lower")?,
+            netns,
         })
     }
 }
@@ -268,6 +288,14 @@ fn run(a: &ShimArgs) -> ExitRecord {
         Ok(p) => p,
         Err(e) => return fail(format!("create stderr pipe: {e}")),
     };
+    let plan = crate::shim_mounts::RootfsPlan {
+        bundle: a.bundle.clone(),
+        lower: a.lower.clone(),
+        netns: a.netns.clone().map(|n| (n, netns_aside_path(&a.state))),
+    };
+    if let Err(e) = crate::shim_mounts::prepare(&plan) {
+        return fail(format!("prepare the container's mounts: {e}"));
+    }
     let pid_file = init_pid_path(&a.state);
     let mut cmd = Command::new(&a.runc);
     cmd.arg("--root")
@@ -462,8 +490,12 @@ mod tests {
             state: "/run/cove/shims/c1".into(),
             runc: "/usr/sbin/runc".into(),
             runc_root: "/run/cove/runc".into(),
+            lower: "/var/lib/cove/images/x/rootfs".into(),
+            netns: Some("/run/cove/netns/c1".into()),
         };
         assert_eq!(ShimArgs::parse(&a.to_args()).unwrap(), a);
+        let host = ShimArgs { netns: None, ..a };
+        assert_eq!(ShimArgs::parse(&host.to_args()).unwrap(), host);
         assert!(ShimArgs::parse(&["--id".into()]).is_err());
         assert!(ShimArgs::parse(&["--bogus".into(), "x".into()]).is_err());
     }

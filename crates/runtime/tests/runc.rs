@@ -100,16 +100,16 @@ impl World {
     }
 
     /// The filesystem type mounted on the container's rootfs, if any.
-    fn rootfs_fstype(&self, id: &str) -> Option<String> {
-        let rootfs = self.dir.path().join("data/containers").join(id).join("rootfs");
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    /// The file system type of the container's root, as its init sees it (the root
+    /// filesystem is mounted in the shim's mount namespace, not in ours).
+    fn rootfs_fstype(&self, pid: u32) -> Option<String> {
+        let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
         info.lines()
-            .rev()
-            .filter(|l| l.split(' ').nth(4) == rootfs.to_str())
+            .filter(|l| l.split(' ').nth(4) == Some("/"))
             .filter_map(|l| {
                 l.split(" - ").nth(1).and_then(|r| r.split(' ').next()).map(str::to_string)
             })
-            .next()
+            .last()
     }
 
     fn mounts_under_tempdir(&self) -> Vec<String> {
@@ -258,7 +258,9 @@ fn long_running_exec_and_kill() {
         assert_eq!(w.rt.state(&id), RunState::Running { pid });
         assert_eq!(w.rt.running_ids(), vec![id.clone()]);
         // Its root filesystem is an overlay on the image.
-        assert_eq!(w.rootfs_fstype(&id).as_deref(), Some("overlay"));
+        assert_eq!(w.rootfs_fstype(pid).as_deref(), Some("overlay"));
+        // ... and it is not mounted in the daemon's namespace at all.
+        assert!(w.mounts_under_tempdir().is_empty(), "{:?}", w.mounts_under_tempdir());
         // The container is in the network namespace we gave it.
         let ns = std::fs::metadata(format!("/proc/{pid}/ns/net")).unwrap();
         assert_eq!(ns.ino(), std::fs::metadata(&w.netns).unwrap().ino());

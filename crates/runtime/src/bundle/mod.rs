@@ -11,9 +11,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use cove_model::Error;
-use nix::mount::MsFlags;
 
-use crate::fsutil::{atomic_write, copy_tree, is_mount_point, unmount_all};
+use crate::fsutil::{atomic_write, is_mount_point, unmount_all};
 use crate::{BundleSpec, Runtime};
 
 /// The generated files a container gets bind-mounted under /etc.
@@ -103,41 +102,6 @@ impl Runtime {
         atomic_write(&dir.join("config.json"), &data).map_err(|e| io_err("write config.json", e))
     }
 
-    /// Mount the container's root filesystem on `rootfs/`: an overlay whose lower layer is the
-    /// image, or, when overlayfs fails, a bind mount of a private copy made once.
-    pub(crate) fn mount_rootfs(&self, spec: &BundleSpec) -> Result<(), Error> {
-        let dir = self.bundle_dir(&spec.id)?;
-        let rootfs = dir.join("rootfs");
-        if is_mount_point(&rootfs) {
-            return Ok(());
-        }
-        let copy = dir.join("copy");
-        if !copy.is_dir() {
-            let lower = self.image_rootfs(&spec.image_id)?;
-            match mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &rootfs) {
-                Ok(()) => return make_private(&rootfs),
-                Err(e) => {
-                    tracing::warn!(container = %spec.id, "overlay mount failed ({e}), using a copy of the image");
-                }
-            }
-            let tmp = dir.join("copy.tmp");
-            if tmp.exists() {
-                std::fs::remove_dir_all(&tmp).map_err(|e| io_err("remove partial copy", e))?;
-            }
-            copy_tree(&lower, &tmp).map_err(|e| io_err("copy image root filesystem", e))?;
-            std::fs::rename(&tmp, &copy).map_err(|e| io_err("copy image root filesystem", e))?;
-        }
-        nix::mount::mount(
-            Some(&copy),
-            &rootfs,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|e| io_err(format!("bind mount root filesystem of container {}", spec.id), e))?;
-        make_private(&rootfs)
-    }
-
     /// Unmount the container's root filesystem (idempotent).
     ///
     /// The lazy unmount detaches the mount at once, but the final teardown of an overlay
@@ -203,26 +167,4 @@ fn has_cap_sys_resource() -> bool {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
-}
-
-fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Result<(), String> {
-    let paths = [lower, upper, work].map(|p| p.to_string_lossy().into_owned());
-    if paths.iter().any(|p| p.contains(',') || p.contains(':')) {
-        return Err("a path contains ',' or ':'".into());
-    }
-    let opts = format!("lowerdir={},upperdir={},workdir={}", paths[0], paths[1], paths[2]);
-    nix::mount::mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(opts.as_str()),
-    )
-    .map_err(|e| e.to_string())
-}
-
-/// Keep the container's root mount from propagating to (or from) other mount namespaces.
-fn make_private(target: &Path) -> Result<(), Error> {
-    nix::mount::mount(None::<&str>, target, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| io_err(format!("make {} private", target.display()), e))
 }
