@@ -99,7 +99,6 @@ impl World {
         }
     }
 
-    /// The filesystem type mounted on the container's rootfs, if any.
     /// The file system type of the container's root, as its init sees it (the root
     /// filesystem is mounted in the shim's mount namespace, not in ours).
     fn rootfs_fstype(&self, pid: u32) -> Option<String> {
@@ -109,7 +108,7 @@ impl World {
             .filter_map(|l| {
                 l.split(" - ").nth(1).and_then(|r| r.split(' ').next()).map(str::to_string)
             })
-            .last()
+            .next_back()
     }
 
     fn mounts_under_tempdir(&self) -> Vec<String> {
