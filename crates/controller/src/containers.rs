@@ -8,6 +8,7 @@ use cove_model::{ContainerRecord, Error, NetworkMode, Result, Status};
 use cove_runtime::{LogEntry, RunState};
 use cove_store::{Batch, Table};
 
+use crate::create::bundle_spec;
 use crate::state::State;
 use crate::{etc_files, ContainerView, Controller};
 
@@ -47,6 +48,9 @@ impl Controller {
         if c.state.status == Status::Running {
             return Ok(false);
         }
+        // Links are checked before anything is set up, so a refused start leaves nothing.
+        Self::link_targets(&st, &c)
+            .map_err(|e| e.context(format!("start container {}", c.name)))?;
         let netns = self.setup_sandbox(&mut st, &c).await?;
         let ports = match self.reserve_ports(&st, &c) {
             Ok(p) => p,
@@ -71,20 +75,32 @@ impl Controller {
             let _ = self.sync_firewall(&st).await;
             return Err(e.context(format!("start container {}", c.name)));
         }
-        let result = (|| {
-            self.runtime.write_etc_file(&c.id, "hosts", &Self::hosts_for(&st, &started)?)?;
-            self.runtime.write_etc_file(&c.id, "resolv.conf", &Self::resolv_for(&st, &started))?;
-            self.runtime.write_etc_file(
-                &c.id,
-                "hostname",
-                &etc_files::hostname_file(&c.config.hostname),
-            )?;
+        // The resolver answers before the process runs.
+        let dns = self.dns_sync(&st, &started).await;
+        let result = dns.and_then(|()| {
+            let hosts = Self::hosts_for(&st, &started)?;
+            let resolv = Self::resolv_for(&st, &started);
+            if c.host_config.links.is_empty() {
+                self.runtime.write_etc_file(&c.id, "hosts", &hosts)?;
+                self.runtime.write_etc_file(&c.id, "resolv.conf", &resolv)?;
+                self.runtime.write_etc_file(
+                    &c.id,
+                    "hostname",
+                    &etc_files::hostname_file(&c.config.hostname),
+                )?;
+            } else {
+                // Link variables depend on the linked containers' current addresses: the
+                // bundle gets this run's environment.
+                let mut with_env = c.clone();
+                with_env.config.env = Self::env_with_links(&st, &started);
+                self.runtime.create_bundle(&bundle_spec(&with_env, &hosts, &resolv))?;
+            }
             let bundle_net = match &c.host_config.network_mode {
                 NetworkMode::Host => None,
                 _ => netns.as_deref(),
             };
             self.runtime.start(&c.id, bundle_net)
-        })();
+        });
         let pid = match result {
             Ok(pid) => pid,
             Err(e) => {
@@ -105,6 +121,7 @@ impl Controller {
         started.state.started_at = crate::now();
         let run = started.state.started_at.clone();
         self.save_container(&mut st, started)?;
+        self.refresh_linkers(&st, &c.id).await;
         drop(st);
         self.spawn_monitor(c.id.clone(), run);
         info!(container = %c.name, pid, "container started");

@@ -189,9 +189,20 @@ impl Controller {
             config.hostname = cove_model::short_id(&id).to_string();
         }
         etc_files::parse_extra_hosts(&host_config.extra_hosts, Self::host_gateway(&st))?;
-        if !host_config.links.is_empty() {
-            return Err(Error::not_implemented("--link is not supported yet"));
+        etc_files::check_dns_settings(&etc_files::DnsSettings {
+            servers: &host_config.dns,
+            search: &host_config.dns_search,
+            options: &host_config.dns_options,
+        })?;
+        for (what, v) in [("hostname", &config.hostname), ("domainname", &config.domainname)] {
+            etc_files::check_host_name(what, v)?;
         }
+        host_config.links = crate::links::check_at_create(
+            &st,
+            &name,
+            &host_config.network_mode,
+            &host_config.links,
+        )?;
         if let Some(b) = host_config
             .port_bindings
             .iter()

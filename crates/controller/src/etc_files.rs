@@ -69,6 +69,20 @@ pub(crate) fn parse_extra_hosts(
         .collect()
 }
 
+/// `--hostname` / `--domainname`: DNS-name characters only, so that neither can break the
+/// lines of `/etc/hosts` it is written into.
+pub(crate) fn check_host_name(what: &str, v: &str) -> Result<()> {
+    let ok = v.len() <= 255
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if ok {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "invalid {what} \"{}\": only letters, digits, '-', '_' and '.' are allowed",
+        v.escape_debug()
+    )))
+}
+
 /// DNS settings of one container.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct DnsSettings<'a> {
@@ -81,25 +95,7 @@ pub(crate) struct DnsSettings<'a> {
 /// container), overridden by `--dns*`. Like Docker, falls back to public resolvers when no
 /// usable nameserver remains.
 pub(crate) fn resolv_conf(host: &str, dns: &DnsSettings<'_>, ipv6: bool) -> String {
-    let mut servers: Vec<String> = vec![];
-    let mut search: Vec<String> = vec![];
-    let mut options: Vec<String> = vec![];
-    for line in host.lines() {
-        let mut words = line.split_whitespace();
-        match words.next() {
-            Some("nameserver") => {
-                if let Some(ip) = words.next() {
-                    let loopback = ip.parse::<IpAddr>().map(|a| a.is_loopback()).unwrap_or(false);
-                    if !loopback {
-                        servers.push(ip.to_string());
-                    }
-                }
-            }
-            Some("search") | Some("domain") => search = words.map(str::to_string).collect(),
-            Some("options") => options.extend(words.map(str::to_string)),
-            _ => {}
-        }
-    }
+    let (mut servers, mut search, mut options) = parse_host_resolv(host);
     if !dns.servers.is_empty() {
         servers = dns.servers.to_vec();
     }
@@ -126,6 +122,94 @@ pub(crate) fn resolv_conf(host: &str, dns: &DnsSettings<'_>, ipv6: bool) -> Stri
         out.push_str(&format!("options {}\n", options.join(" ")));
     }
     out
+}
+
+/// The host's resolv.conf split into nameservers (non-loopback), search domains and options.
+fn parse_host_resolv(host: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut servers, mut search, mut options) = (vec![], vec![], vec![]);
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => {
+                if let Some(ip) = words.next() {
+                    let loopback = ip.parse::<IpAddr>().map(|a| a.is_loopback()).unwrap_or(false);
+                    if !loopback {
+                        servers.push(ip.to_string());
+                    }
+                }
+            }
+            Some("search") | Some("domain") => search = words.map(str::to_string).collect(),
+            Some("options") => options.extend(words.map(str::to_string)),
+            _ => {}
+        }
+    }
+    (servers, search, options)
+}
+
+/// `/etc/resolv.conf` of a container that uses the embedded resolver: `nameserver
+/// 127.0.0.11` only (the real servers, the host's or `--dns`, are the resolver's
+/// upstreams), the host's search domains unless `--dns-search`, the host's options unless
+/// `--dns-option`, and `ndots:0` unless the user gave an ndots option (Docker replaces a
+/// host's ndots: names without dots must reach the resolver unchanged).
+pub(crate) fn resolv_conf_internal(host: &str, dns: &DnsSettings<'_>) -> String {
+    let (_, mut search, mut options) = parse_host_resolv(host);
+    if !dns.search.is_empty() {
+        search = dns.search.iter().filter(|s| s.as_str() != ".").cloned().collect();
+    }
+    let is_ndots = |o: &String| o.starts_with("ndots:");
+    if dns.options.is_empty() {
+        options.retain(|o| !is_ndots(o));
+    } else {
+        options = dns.options.to_vec();
+    }
+    if !options.iter().any(is_ndots) {
+        options.push("ndots:0".into());
+    }
+    let mut out = String::new();
+    if !search.is_empty() {
+        out.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    out.push_str(&format!("nameserver {}\n", cove_dns::EMBEDDED_DNS_IP));
+    out.push_str(&format!("options {}\n", options.join(" ")));
+    out
+}
+
+/// Checks `--dns`, `--dns-search` and `--dns-option` as Docker does (and more strictly
+/// where a value would otherwise corrupt resolv.conf), naming the bad value.
+pub(crate) fn check_dns_settings(dns: &DnsSettings<'_>) -> Result<()> {
+    for s in dns.servers {
+        if s.parse::<IpAddr>().is_err() {
+            return Err(Error::invalid(format!("invalid --dns server \"{s}\": not an IP address")));
+        }
+    }
+    for d in dns.search {
+        let ok = d == "."
+            || (d.len() <= 255
+                && d.trim_start_matches('.').split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                }));
+        if !ok {
+            return Err(Error::invalid(format!(
+                "invalid --dns-search domain \"{d}\": not a valid domain name"
+            )));
+        }
+    }
+    for o in dns.options {
+        let ok = !o.is_empty() && o.bytes().all(|b| b.is_ascii_graphic());
+        let ndots_ok = match o.strip_prefix("ndots:") {
+            Some(n) => n.parse::<u8>().is_ok(),
+            None => true,
+        };
+        if !ok || !ndots_ok {
+            return Err(Error::invalid(format!(
+                "invalid --dns-option \"{}\": options are single words such as ndots:2 or edns0",
+                o.escape_debug()
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -176,5 +260,34 @@ mod tests {
         assert_eq!(r, "search corp.example\nnameserver 203.0.113.1\noptions ndots:2\n");
         let r = resolv_conf("nameserver 127.0.0.1\n", &DnsSettings::default(), false);
         assert_eq!(r, "nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+
+    #[test]
+    fn internal_resolv_conf_points_at_the_resolver_and_sets_ndots() {
+        let host = "nameserver 198.51.100.53\nsearch corp.example\noptions edns0 ndots:3\n";
+        let r = resolv_conf_internal(host, &DnsSettings::default());
+        assert_eq!(r, "search corp.example\nnameserver 127.0.0.11\noptions edns0 ndots:0\n");
+        let opts = vec!["ndots:2".to_string()];
+        let search = vec!["a.example".to_string()];
+        let r = resolv_conf_internal(
+            host,
+            &DnsSettings { servers: &[], search: &search, options: &opts },
+        );
+        assert_eq!(r, "search a.example\nnameserver 127.0.0.11\noptions ndots:2\n");
+    }
+
+    #[test]
+    fn bad_dns_settings_are_refused() {
+        let ok = |s: &[&str], d: &[&str], o: &[&str]| {
+            let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            let (s, d, o) = (v(s), v(d), v(o));
+            check_dns_settings(&DnsSettings { servers: &s, search: &d, options: &o }).is_ok()
+        };
+        assert!(ok(&["192.0.2.1", "2001:db8::1"], &["example.com", "."], &["ndots:2", "edns0"]));
+        assert!(!ok(&["dns.example"], &[], &[]));
+        assert!(!ok(&[], &["bad domain"], &[]));
+        assert!(!ok(&[], &[], &["ndots:2\nnameserver 6.6.6.6"]));
+        assert!(!ok(&[], &[], &[""]));
+        assert!(!ok(&[], &[], &["ndots:x"]));
     }
 }

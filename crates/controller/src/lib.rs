@@ -6,10 +6,12 @@
 mod config;
 mod containers;
 mod create;
+mod dns;
 mod etc_files;
 mod exec;
 mod firewall;
 mod images;
+mod links;
 mod networks;
 mod ports;
 mod reconcile;
@@ -53,6 +55,8 @@ pub struct Controller {
     /// Container exits and removals, for `wait` conditions. Sent with the state lock held,
     /// so a waiter that subscribes under the lock cannot miss one.
     exits: tokio::sync::broadcast::Sender<containers::ExitEvent>,
+    /// The embedded DNS resolver and the sandboxes it serves.
+    dns: dns::Dns,
 }
 
 /// Shared handle to the controller.
@@ -87,6 +91,7 @@ impl Controller {
             fw_forwarding: std::sync::atomic::AtomicBool::new(false),
             me: OnceLock::new(),
             exits: tokio::sync::broadcast::channel(1024).0,
+            dns: dns::Dns::new(),
         });
         let _ = ctl.me.set(Arc::downgrade(&ctl));
         {
@@ -96,6 +101,8 @@ impl Controller {
             ctl.reconcile(&mut st).await?;
             ctl.ensure_builtins(&mut st).await?;
             ctl.sync_firewall(&st).await?;
+            // Adopted containers answer names again without being recreated.
+            ctl.dns_restore(&st).await;
         }
         ctl.spawn_firewall_watch()?;
         Ok(ctl)

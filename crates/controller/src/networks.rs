@@ -195,6 +195,7 @@ impl Controller {
             self.enable_forwarding6()?;
         }
         info!(network = %net.name, id = %cove_model::short_id(&net.id), "network created");
+        self.dns_network_added(&net);
         st.networks.insert(net.id.clone(), net);
         self.sync_firewall(st).await
     }
@@ -278,6 +279,7 @@ impl Controller {
         }
         st.networks.remove(id);
         st.pools.retain(|(n, _), _| n != id);
+        self.dns_network_removed(id);
         info!(network = %net.name, "network removed");
         self.sync_firewall_later(st);
         Ok(())
@@ -354,7 +356,10 @@ impl Controller {
         let mut b = Batch::new();
         b.put(Table::Containers, &updated.id, &updated);
         self.store.commit(b)?;
-        st.containers.insert(updated.id.clone(), updated);
+        st.containers.insert(updated.id.clone(), updated.clone());
+        if updated.state.status == cove_model::Status::Running {
+            self.dns_after_change(&st, &updated).await;
+        }
         Ok(())
     }
 
@@ -389,7 +394,10 @@ impl Controller {
         let mut b = Batch::new();
         b.put(Table::Containers, &updated.id, &updated);
         self.store.commit(b)?;
-        st.containers.insert(updated.id.clone(), updated);
+        st.containers.insert(updated.id.clone(), updated.clone());
+        if updated.state.status == cove_model::Status::Running {
+            self.dns_after_change(&st, &updated).await;
+        }
         self.sync_firewall_later(&st);
         Ok(())
     }

@@ -211,6 +211,8 @@ impl Controller {
     /// pairs) and free its endpoints. Keeps going past errors and logs them.
     pub(crate) async fn release_sandbox(&self, st: &mut State, c: &ContainerRecord) {
         self.ports.lock().expect("ports lock").release(&c.id);
+        // First: the resolver's sockets would keep the namespace (and its veths) alive.
+        self.dns_detach(st, c);
         if matches!(c.host_config.network_mode, NetworkMode::Sandbox | NetworkMode::None) {
             let path = self.sandbox_path(&c.id);
             if let Err(e) = self.kernel.remove_netns(&path).await {
@@ -230,6 +232,7 @@ impl Controller {
             release_ipam(st, &ep);
             st.endpoints.remove(&ep.id);
         }
+        self.dns_unlink(st, c);
     }
 
     /// Join one more network in a running container's sandbox.
@@ -308,6 +311,7 @@ impl Controller {
         let mut b = Batch::new();
         b.delete(Table::Endpoints, &ep.id);
         self.store.commit(b)?;
+        self.dns_endpoint_removed(&ep);
         release_ipam(st, &ep);
         st.endpoints.remove(&ep.id);
         if was_gateway.as_deref() == Some(ep.id.as_str()) {
@@ -341,8 +345,10 @@ impl Controller {
 
     /// Generate `/etc/hosts` for a container.
     pub(crate) fn hosts_for(st: &State, c: &ContainerRecord) -> Result<String> {
-        let extra =
+        let mut extra =
             etc_files::parse_extra_hosts(&c.host_config.extra_hosts, Self::host_gateway(st))?;
+        // Links after `--add-host`, as Docker orders its extra hosts.
+        extra.extend(Self::link_hosts(st, c));
         // Containers sharing another's stack list that container's addresses.
         let owner = match &c.host_config.network_mode {
             NetworkMode::Container(t) => t.as_str(),
@@ -368,18 +374,33 @@ impl Controller {
         }
     }
 
-    /// Generate `/etc/resolv.conf` for a container from the daemon's own.
+    /// Generate `/etc/resolv.conf` for a container from the daemon's own: the embedded
+    /// resolver for containers on user-defined networks, the host's servers otherwise. A
+    /// container sharing another's stack gets that container's.
     pub(crate) fn resolv_for(st: &State, c: &ContainerRecord) -> String {
+        let owner = match &c.host_config.network_mode {
+            NetworkMode::Container(t) => st.containers.get(t).unwrap_or(c),
+            _ => c,
+        };
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let ipv6 = st.endpoints_of_container(&c.id).iter().any(|e| e.ipv6.is_some());
-        etc_files::resolv_conf(
-            &host,
-            &etc_files::DnsSettings {
-                servers: &c.host_config.dns,
-                search: &c.host_config.dns_search,
-                options: &c.host_config.dns_options,
-            },
-            ipv6,
-        )
+        let dns = etc_files::DnsSettings {
+            servers: &owner.host_config.dns,
+            search: &owner.host_config.dns_search,
+            options: &owner.host_config.dns_options,
+        };
+        if crate::dns::dns_enabled(st, owner) {
+            return etc_files::resolv_conf_internal(&host, &dns);
+        }
+        let ipv6 = st.endpoints_of_container(&owner.id).iter().any(|e| e.ipv6.is_some());
+        etc_files::resolv_conf(&host, &dns, ipv6)
+    }
+
+    /// Rewrite a running container's `/etc/resolv.conf` (after it joined or left the last
+    /// user-defined network, which switches the embedded resolver on or off).
+    pub(crate) fn refresh_resolv(&self, st: &State, c: &ContainerRecord) {
+        if let Err(e) = self.runtime.write_etc_file(&c.id, "resolv.conf", &Self::resolv_for(st, c))
+        {
+            warn!(container = %c.name, error = %e, "could not update /etc/resolv.conf");
+        }
     }
 }

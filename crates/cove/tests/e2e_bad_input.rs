@@ -498,9 +498,13 @@ fn container_requests_refuse_bad_input() {
         create("unknown network", "bi-new", image(on("bi-nonet", json!({}))))
             .status(&[404])
             .names(&["network bi-nonet not found"]),
-        create("--link", "bi-new", image(json!({"HostConfig": {"Links": ["bi-c1:db"]}})))
-            .status(&[400, 501])
-            .names(&["link"]),
+        create(
+            "--link to a missing container",
+            "bi-new",
+            image(json!({"HostConfig": {"Links": ["bi-ghost:db"]}})),
+        )
+        .status(&[404])
+        .names(&["bi-ghost"]),
     ];
     for c in &api_cases {
         t.api(c);
@@ -532,7 +536,7 @@ fn container_requests_refuse_bad_input() {
         (run(&["--mac-address", "zz:00:00:00:00:01"]), &["zz:00:00:00:00:01"]),
         (run(&["--mac-address", "01:00:5e:00:00:01"]), &["01:00:5e:00:00:01"]),
         (run(&["--network", "bi-nonet"]), &["bi-nonet", "not found"]),
-        (run(&["--link", "bi-c1:db"]), &["link"]),
+        (run(&["--link", "bi-ghost:db"]), &["bi-ghost"]),
         (vec!["create", "--name", "bi-c1", "busybox", "true"], &["already in use"]),
         (vec!["start", "bi-ghost"], &[GHOST]),
         (vec!["stop", "bi-ghost"], &[GHOST]),

@@ -1,0 +1,300 @@
+//! Legacy links (`--link name[:alias]`), as Docker has them.
+//!
+//! On the default `bridge` network (which has no embedded DNS) a link gives the linking
+//! container an `/etc/hosts` line `<ip>\t<alias> <hostname> [<name>]` for the linked
+//! container and Docker's environment variables (`ALIAS_PORT_80_TCP_ADDR` and friends).
+//! On user-defined networks a link is a DNS alias seen by the linking container only (see
+//! `dns.rs`). The linked container must exist at create and run at start; when it starts
+//! again (with a new address) the hosts files and aliases of its linkers are rewritten.
+
+use std::net::IpAddr;
+
+use cove_model::{ContainerRecord, EndpointRecord, Error, NetworkMode, Result, Status};
+use tracing::warn;
+
+use crate::networks::DEFAULT_BRIDGE;
+use crate::state::State;
+use crate::Controller;
+
+/// Splits `name[:alias]` (leading `/` ignored on both, as Docker's `ParseLink`).
+pub(crate) fn parse(link: &str) -> Result<(String, String)> {
+    let (name, alias) = match link.split_once(':') {
+        Some((n, a)) => (n, a),
+        None => (link, link),
+    };
+    let name = name.trim_start_matches('/');
+    // Docker stores links as `/child:/linker/alias`: the alias is the last path element.
+    let alias = alias.rsplit('/').next().unwrap_or(alias);
+    if name.is_empty() || alias.is_empty() {
+        return Err(Error::invalid(format!("invalid link \"{link}\": expected name[:alias]")));
+    }
+    if alias.contains(char::is_whitespace) || !alias.is_ascii() {
+        return Err(Error::invalid(format!("invalid link alias \"{alias}\"")));
+    }
+    Ok((name.to_string(), alias.to_string()))
+}
+
+/// Every well-formed link of a record (they were validated at create).
+pub(crate) fn parse_all(links: &[String]) -> Vec<(String, String)> {
+    links.iter().filter_map(|l| parse(l).ok()).collect()
+}
+
+/// `--link` at create: every target must exist, the network mode must allow links. Returns
+/// the links as Docker stores them: `/<name>:/<linker>/<alias>`.
+pub(crate) fn check_at_create(
+    st: &State,
+    linker: &str,
+    mode: &NetworkMode,
+    links: &[String],
+) -> Result<Vec<String>> {
+    if links.is_empty() {
+        return Ok(vec![]);
+    }
+    match mode {
+        NetworkMode::Host => {
+            return Err(Error::invalid(
+                "conflicting options: host type networking can't be used with links",
+            ))
+        }
+        NetworkMode::Container(_) => {
+            return Err(Error::invalid(
+                "conflicting options: container type network can't be used with links",
+            ))
+        }
+        NetworkMode::None => {
+            return Err(Error::invalid("conflicting options: links need a network (not none)"))
+        }
+        NetworkMode::Sandbox => {}
+    }
+    let mut out = vec![];
+    for l in links {
+        let (name, alias) = parse(l)?;
+        let child = st.container(&name).map_err(|e| {
+            Error::not_found(format!("could not get container for {name}: {}", e.message))
+        })?;
+        if child.host_config.network_mode == NetworkMode::Host {
+            return Err(Error::invalid(format!(
+                "cannot link to {name}: it uses host networking, which can't be used with links"
+            )));
+        }
+        out.push(format!("/{}:/{linker}/{alias}", child.name));
+    }
+    Ok(out)
+}
+
+/// The default bridge's network id.
+fn default_bridge(st: &State) -> Option<&str> {
+    st.networks.values().find(|n| n.builtin && n.name == DEFAULT_BRIDGE).map(|n| n.id.as_str())
+}
+
+/// Whether the container is on the default bridge (where links are hosts entries).
+fn on_default_bridge(st: &State, c: &ContainerRecord) -> bool {
+    default_bridge(st).is_some_and(|b| c.networks.iter().any(|(id, _)| id == b))
+}
+
+/// The linked container's endpoint on the default bridge.
+fn bridge_endpoint<'a>(st: &'a State, child: &ContainerRecord) -> Option<&'a EndpointRecord> {
+    let b = default_bridge(st)?;
+    st.endpoints_of_container(&child.id).into_iter().find(|e| e.network_id == b)
+}
+
+/// Docker's link environment for one link (moby `daemon/links`: `Link.ToEnv`).
+fn env_of(linker: &str, alias: &str, ip: IpAddr, child: &ContainerRecord) -> Vec<String> {
+    let upper = alias.to_uppercase().replace('-', "_");
+    let mut ports: Vec<(u16, String)> = child
+        .config
+        .exposed_ports
+        .iter()
+        .filter_map(|k| {
+            let (p, proto) = k.split_once('/').unwrap_or((k.as_str(), "tcp"));
+            Some((p.parse().ok()?, proto.to_lowercase()))
+        })
+        .collect();
+    // By number, tcp first for equal numbers, as Docker sorts them.
+    ports.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| (a.1 != "tcp").cmp(&(b.1 != "tcp"))));
+    ports.dedup();
+    let mut env = vec![];
+    if let Some((p, proto)) = ports.first() {
+        env.push(format!("{upper}_PORT={proto}://{ip}:{p}"));
+    }
+    let range_env = |env: &mut Vec<String>, start: &(u16, String), end: &(u16, String)| {
+        if start.0 == end.0 {
+            return;
+        }
+        let prefix = format!("{upper}_PORT_{}_{}", start.0, start.1.to_uppercase());
+        env.push(format!("{prefix}_START={}://{ip}:{}", start.1, start.0));
+        env.push(format!("{prefix}_PORT_START={}", start.0));
+        env.push(format!("{prefix}_END={}://{ip}:{}", end.1, end.0));
+        env.push(format!("{prefix}_PORT_END={}", end.0));
+    };
+    let mut range: Option<((u16, String), (u16, String))> = None;
+    for (p, proto) in &ports {
+        let prefix = format!("{upper}_PORT_{p}_{}", proto.to_uppercase());
+        env.push(format!("{prefix}={proto}://{ip}:{p}"));
+        env.push(format!("{prefix}_ADDR={ip}"));
+        env.push(format!("{prefix}_PORT={p}"));
+        env.push(format!("{prefix}_PROTO={proto}"));
+        range = match range {
+            Some((s, e)) if e.0.checked_add(1) == Some(*p) && e.1 == *proto => {
+                Some((s, (*p, proto.clone())))
+            }
+            Some((s, e)) => {
+                range_env(&mut env, &s, &e);
+                Some(((*p, proto.clone()), (*p, proto.clone())))
+            }
+            None => Some(((*p, proto.clone()), (*p, proto.clone()))),
+        };
+    }
+    if let Some((s, e)) = range {
+        range_env(&mut env, &s, &e);
+    }
+    env.push(format!("{upper}_NAME=/{linker}/{alias}"));
+    for v in &child.config.env {
+        let Some((name, val)) = v.split_once('=') else { continue };
+        // Docker leaves these out: they come from the image build, not the service.
+        if name == "HOME" || name == "PATH" {
+            continue;
+        }
+        env.push(format!("{upper}_ENV_{name}={val}"));
+    }
+    env
+}
+
+impl Controller {
+    /// At start: every linked container must exist and run, and (for a container on the
+    /// default bridge) be on the default bridge too. Returns (alias, linked container).
+    pub(crate) fn link_targets<'a>(
+        st: &'a State,
+        c: &ContainerRecord,
+    ) -> Result<Vec<(String, &'a ContainerRecord)>> {
+        let mut out = vec![];
+        for (name, alias) in parse_all(&c.host_config.links) {
+            let child = st.container(&name).map_err(|_| {
+                Error::not_found(format!(
+                    "Cannot link to /{name}: no such container (it was removed)"
+                ))
+            })?;
+            if child.state.status != Status::Running {
+                return Err(Error::conflict(format!(
+                    "Cannot link to a non running container: /{} AS /{}/{alias}",
+                    child.name, c.name
+                )));
+            }
+            if on_default_bridge(st, c) && bridge_endpoint(st, child).is_none() {
+                return Err(Error::invalid(format!(
+                    "Cannot link to /{}, as it does not belong to the default network",
+                    child.name
+                )));
+            }
+            out.push((alias, child));
+        }
+        Ok(out)
+    }
+
+    /// `/etc/hosts` lines of a default-bridge container's links: `<ip> <alias> <hostname>
+    /// [<name>]`, IPv4 then IPv6, as Docker writes them. Links to containers that are gone
+    /// or not on the bridge give nothing.
+    pub(crate) fn link_hosts(st: &State, c: &ContainerRecord) -> Vec<(String, IpAddr)> {
+        if !on_default_bridge(st, c) {
+            return vec![];
+        }
+        let mut out = vec![];
+        for (name, alias) in parse_all(&c.host_config.links) {
+            let Ok(child) = st.container(&name) else { continue };
+            let Some(ep) = bridge_endpoint(st, child) else { continue };
+            let mut names = format!("{alias} {}", child.config.hostname);
+            if alias != child.name {
+                names.push(' ');
+                names.push_str(&child.name);
+            }
+            let v4 = ep.ipv4.map(|a| IpAddr::V4(a.addr()));
+            let v6 = ep.ipv6.map(|a| IpAddr::V6(a.addr()));
+            out.extend([v4, v6].into_iter().flatten().map(|ip| (names.clone(), ip)));
+        }
+        out
+    }
+
+    /// The environment of a container about to start: link variables first (so the
+    /// container's own `-e` values win), then its own.
+    pub(crate) fn env_with_links(st: &State, c: &ContainerRecord) -> Vec<String> {
+        let mut env = vec![];
+        if on_default_bridge(st, c) {
+            for (name, alias) in parse_all(&c.host_config.links) {
+                let Ok(child) = st.container(&name) else { continue };
+                let Some(ip) = bridge_endpoint(st, child).and_then(|e| e.ipv4) else { continue };
+                env.extend(env_of(&c.name, &alias, IpAddr::V4(ip.addr()), child));
+            }
+        }
+        let own: Vec<&str> =
+            c.config.env.iter().map(|v| v.split_once('=').map_or(v.as_str(), |(k, _)| k)).collect();
+        env.retain(|v| !own.contains(&v.split_once('=').map_or(v.as_str(), |(k, _)| k)));
+        env.extend(c.config.env.iter().cloned());
+        env
+    }
+
+    /// A container started (maybe with a new address): rewrite the hosts files and DNS
+    /// aliases of the running containers that link to it.
+    pub(crate) async fn refresh_linkers(&self, st: &State, child_id: &str) {
+        let linkers: Vec<ContainerRecord> = st
+            .containers
+            .values()
+            .filter(|l| l.state.status == Status::Running && l.id != child_id)
+            .filter(|l| {
+                parse_all(&l.host_config.links)
+                    .iter()
+                    .any(|(name, _)| st.container(name).is_ok_and(|c| c.id == child_id))
+            })
+            .cloned()
+            .collect();
+        for l in linkers {
+            self.refresh_hosts(st, &l);
+            if let Err(e) = self.dns_sync(st, &l).await {
+                warn!(container = %l.name, error = %e, "could not update link aliases");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_links_like_docker() {
+        assert_eq!(parse("db").unwrap(), ("db".into(), "db".into()));
+        assert_eq!(parse("/db:/web/alias").unwrap(), ("db".into(), "alias".into()));
+        assert_eq!(parse("db:d").unwrap(), ("db".into(), "d".into()));
+        assert!(parse(":x").is_err());
+        assert!(parse("db:").is_err());
+    }
+
+    #[test]
+    fn link_env_has_ports_ranges_name_and_env() {
+        let mut child = ContainerRecord {
+            id: "c".repeat(64),
+            name: "db".into(),
+            created: String::new(),
+            config: Default::default(),
+            host_config: Default::default(),
+            networks: vec![],
+            state: Default::default(),
+        };
+        child.config.exposed_ports = vec!["81/tcp".into(), "80/tcp".into(), "53/udp".into()];
+        child.config.env = vec!["PATH=/bin".into(), "PASSWORD=x=y".into()];
+        let env = env_of("web", "my-db", "172.17.0.2".parse().unwrap(), &child);
+        for want in [
+            "MY_DB_PORT=udp://172.17.0.2:53",
+            "MY_DB_PORT_80_TCP=tcp://172.17.0.2:80",
+            "MY_DB_PORT_80_TCP_ADDR=172.17.0.2",
+            "MY_DB_PORT_80_TCP_PORT=80",
+            "MY_DB_PORT_80_TCP_PROTO=tcp",
+            "MY_DB_PORT_80_TCP_START=tcp://172.17.0.2:80",
+            "MY_DB_PORT_80_TCP_PORT_END=81",
+            "MY_DB_NAME=/web/my-db",
+            "MY_DB_ENV_PASSWORD=x=y",
+        ] {
+            assert!(env.iter().any(|e| e == want), "{want} missing from {env:?}");
+        }
+        assert!(!env.iter().any(|e| e.starts_with("MY_DB_ENV_PATH")));
+    }
+}
