@@ -1,7 +1,12 @@
-//! The firewall: derive the model from the controller's state, apply it (the whole
-//! ruleset at start and after an outside flush; only set/map element changes otherwise),
-//! and restore it when someone else deletes or flushes it.
+//! The firewall: derive it from the controller's state, apply it (the whole ruleset at start
+//! and after an outside flush; only set/map element changes otherwise), and restore it
+//! when someone else deletes or flushes it.
+//!
+//! The plan is kept per container ([`FirewallPlan`]): a change computes the elements of the
+//! containers it touched (the state's maps record which, see `tracked`), never the whole
+//! host, so an attach costs the same with 10 containers or 2,000.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -12,10 +17,11 @@ use cove_model::{DriverKind, Error, NetworkMode, Result, Status};
 use crate::state::State;
 use crate::Controller;
 
-/// What the controller last applied, and the `nft -i` session deltas go through.
+/// The `nft -i` session deltas go through, and whether the kernel holds what the plan
+/// last wrote (held while an `nft` transaction runs).
 #[derive(Debug, Default)]
 pub(crate) struct FirewallState {
-    applied: Option<Arc<FirewallModel>>,
+    known: bool,
     session: Option<cove_kernel::nft::NftSession>,
 }
 
@@ -48,13 +54,50 @@ impl FirewallState {
     }
 }
 
-/// The newest model computed (under the state lock), with its generation: appliers always
-/// write the newest one, so a slow background apply can never undo a newer state.
+/// One container's share of the firewall: its ports on bridges and its published ports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Share {
+    endpoints: Vec<EndpointRules>,
+    published: Vec<PublishedPort>,
+}
+
+impl Share {
+    fn is_empty(&self) -> bool {
+        self.endpoints.is_empty() && self.published.is_empty()
+    }
+}
+
+/// The firewall as last computed (per network and per container), and the element changes
+/// computed but not yet written, oldest first. Computed under the state lock, so changes
+/// queue in the order they happened; written by whoever applies next.
 #[derive(Debug, Default)]
-pub(crate) struct LatestModel {
-    generation: u64,
-    // Shared, not copied: the model holds every endpoint and port of the host.
-    model: Option<Arc<FirewallModel>>,
+pub(crate) struct FirewallPlan {
+    built: bool,
+    networks: Vec<NetworkRules>,
+    drop_foreign_forwarding: bool,
+    shares: HashMap<String, Share>,
+    pending: Vec<String>,
+    /// A rule changed or the kernel's state is unknown: write the whole ruleset next.
+    full: bool,
+}
+
+impl FirewallPlan {
+    /// The whole model (for a full write).
+    fn model(&self) -> FirewallModel {
+        let mut ids: Vec<&String> = self.shares.keys().collect();
+        ids.sort();
+        let mut m = FirewallModel {
+            networks: self.networks.clone(),
+            drop_foreign_forwarding: self.drop_foreign_forwarding,
+            ..FirewallModel::default()
+        };
+        for id in ids {
+            let s = &self.shares[id];
+            m.endpoints.extend(s.endpoints.iter().cloned());
+            m.published.extend(s.published.iter().cloned());
+        }
+        m
+    }
 }
 
 fn proto(p: &str) -> Option<Proto> {
@@ -66,9 +109,9 @@ fn proto(p: &str) -> Option<Proto> {
     }
 }
 
-/// The firewall model of the current state. Pure.
-pub(crate) fn model(st: &State, drop_foreign_forwarding: bool, v6: bool) -> FirewallModel {
-    let mut networks = vec![];
+/// The firewall's view of every bridge network. Pure.
+fn networks(st: &State, v6: bool) -> Vec<NetworkRules> {
+    let mut out = vec![];
     for n in st.networks.values().filter(|n| n.driver == DriverKind::Bridge) {
         let Some(b) = &n.bridge else { continue };
         let subnets4 = n.ipam.iter().filter_map(|p| match p.subnet {
@@ -79,7 +122,7 @@ pub(crate) fn model(st: &State, drop_foreign_forwarding: bool, v6: bool) -> Fire
             ipnet::IpNet::V6(s) if v6 && n.enable_ipv6 => Some(s),
             _ => None,
         });
-        networks.push(NetworkRules {
+        out.push(NetworkRules {
             bridge: b.name.clone(),
             subnets4: subnets4.collect(),
             subnets6: subnets6.collect(),
@@ -88,13 +131,19 @@ pub(crate) fn model(st: &State, drop_foreign_forwarding: bool, v6: bool) -> Fire
             masquerade: b.enable_ip_masquerade,
         });
     }
+    out
+}
+
+/// Container `id`'s share of the firewall. Pure; touches only that container's records.
+fn share(st: &State, id: &str, v6: bool) -> Share {
     let bridge_of = |net_id: &str| {
         st.networks.get(net_id).and_then(|n| n.bridge.as_ref()).map(|b| b.name.clone())
     };
-    let mut endpoints = vec![];
-    for ep in st.endpoints.values() {
+    let eps = st.endpoints_of_container(id);
+    let mut s = Share::default();
+    for ep in &eps {
         let Some(bridge) = bridge_of(&ep.network_id) else { continue };
-        endpoints.push(EndpointRules {
+        s.endpoints.push(EndpointRules {
             bridge,
             host_ifname: ep.host_ifname.clone(),
             mac: ep.mac,
@@ -102,130 +151,200 @@ pub(crate) fn model(st: &State, drop_foreign_forwarding: bool, v6: bool) -> Fire
             ipv6: if v6 { ep.ipv6.map(|a| a.addr()) } else { None },
         });
     }
-    // One pass over the endpoints, not one per container: the model is rebuilt on every
-    // change, so it must stay linear in the number of containers.
-    let mut by_container: std::collections::HashMap<&str, Vec<&cove_model::EndpointRecord>> =
-        std::collections::HashMap::new();
-    for ep in st.endpoints.values() {
-        by_container.entry(ep.container_id.as_str()).or_default().push(ep);
+    let Some(c) = st.containers.get(id) else { return s };
+    if c.state.status != Status::Running
+        || c.host_config.network_mode != NetworkMode::Sandbox
+        || c.state.ports.is_empty()
+    {
+        return s;
     }
-    let mut published = vec![];
-    for c in st.containers.values() {
-        if c.state.status != Status::Running
-            || c.host_config.network_mode != NetworkMode::Sandbox
-            || c.state.ports.is_empty()
-        {
-            continue;
-        }
-        // Published ports lead to the endpoint that carries the default route, as in
-        // Docker: the first one on a network that is not internal.
-        let mut eps = by_container.get(c.id.as_str()).cloned().unwrap_or_default();
-        eps.sort_by_key(|e| crate::state::ifindex(&e.ifname));
-        let Some(ep) =
-            eps.iter().find(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.internal))
-        else {
-            continue;
+    // Published ports lead to the endpoint that carries the default route, as in Docker:
+    // the first one on a network that is not internal.
+    let Some(ep) = eps.iter().find(|e| st.networks.get(&e.network_id).is_some_and(|n| !n.internal))
+    else {
+        return s;
+    };
+    let Some(bridge) = bridge_of(&ep.network_id) else { return s };
+    for b in &c.state.ports {
+        let Some(proto) = proto(&b.protocol) else { continue };
+        let host_ip = b.host_ip.filter(|ip| !ip.is_unspecified());
+        let wants = |v6_addr: bool| match b.host_ip {
+            Some(ip) => ip.is_ipv6() == v6_addr,
+            None => true,
         };
-        let Some(bridge) = bridge_of(&ep.network_id) else { continue };
-        for b in &c.state.ports {
-            let Some(proto) = proto(&b.protocol) else { continue };
-            let host_ip = b.host_ip.filter(|ip| !ip.is_unspecified());
-            let wants = |v6_addr: bool| match b.host_ip {
-                Some(ip) => ip.is_ipv6() == v6_addr,
-                None => true,
-            };
-            if let (Some(v4), true) = (ep.ipv4, wants(false)) {
-                published.push(PublishedPort {
-                    proto,
-                    host_ip,
-                    host_port: b.host_port,
-                    container_ip: IpAddr::V4(v4.addr()),
-                    container_port: b.container_port,
-                    bridge: bridge.clone(),
-                });
-            }
-            if let (Some(a6), true, true) = (ep.ipv6, wants(true), v6) {
-                published.push(PublishedPort {
-                    proto,
-                    host_ip,
-                    host_port: b.host_port,
-                    container_ip: IpAddr::V6(a6.addr()),
-                    container_port: b.container_port,
-                    bridge: bridge.clone(),
-                });
-            }
+        let mut publish = |container_ip: IpAddr| {
+            s.published.push(PublishedPort {
+                proto,
+                host_ip,
+                host_port: b.host_port,
+                container_ip,
+                container_port: b.container_port,
+                bridge: bridge.clone(),
+            })
+        };
+        if let (Some(v4), true) = (ep.ipv4, wants(false)) {
+            publish(IpAddr::V4(v4.addr()));
+        }
+        if let (Some(a6), true, true) = (ep.ipv6, wants(true), v6) {
+            publish(IpAddr::V6(a6.addr()));
         }
     }
-    FirewallModel { networks, endpoints, published, drop_foreign_forwarding }
+    s
+}
+
+/// Every container with a share: those with a record and those with endpoints.
+fn container_ids(st: &State) -> Vec<String> {
+    let mut ids: Vec<String> = st.containers.keys().cloned().collect();
+    ids.extend(st.endpoints.values().map(|e| e.container_id.clone()));
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 impl Controller {
-    /// Record the model of the current state as the newest (call with the state lock held).
-    fn note_latest(&self, st: &State) -> bool {
+    /// Bring the plan in line with the state: recompute the networks (when one changed)
+    /// and the shares of the containers that changed since the last call, and queue the
+    /// element changes. Call with the state lock held, after every change.
+    fn plan_changes(&self, st: &State) -> bool {
         if !self.cfg.firewall {
             return false;
         }
+        let changes = st.take_changes();
+        let v6 = self.cfg.firewall6;
         let own_forwarding = self.fw_forwarding.load(std::sync::atomic::Ordering::Relaxed);
-        let m = model(st, own_forwarding, self.cfg.firewall6);
-        let mut latest = self.fw_latest.lock().expect("firewall model lock");
-        latest.generation += 1;
-        latest.model = Some(Arc::new(m));
+        let mut plan = self.fw_plan.lock().expect("firewall plan lock");
+        if !plan.built {
+            plan.networks = networks(st, v6);
+            plan.shares = container_ids(st)
+                .into_iter()
+                .map(|id| {
+                    let s = share(st, &id, v6);
+                    (id, s)
+                })
+                .filter(|(_, s)| !s.is_empty())
+                .collect();
+            plan.drop_foreign_forwarding = own_forwarding;
+            plan.built = true;
+            plan.full = true;
+            plan.pending.clear();
+            return true;
+        }
+        let new_networks = if changes.networks { networks(st, v6) } else { plan.networks.clone() };
+        let mut before = FirewallModel {
+            networks: plan.networks.clone(),
+            drop_foreign_forwarding: plan.drop_foreign_forwarding,
+            ..FirewallModel::default()
+        };
+        let mut after = FirewallModel {
+            networks: new_networks.clone(),
+            drop_foreign_forwarding: own_forwarding,
+            ..FirewallModel::default()
+        };
+        for id in &changes.containers {
+            let new = share(st, id, v6);
+            let old = plan.shares.remove(id).unwrap_or_default();
+            if old != new {
+                before.endpoints.extend(old.endpoints);
+                before.published.extend(old.published);
+                after.endpoints.extend(new.endpoints.iter().cloned());
+                after.published.extend(new.published.iter().cloned());
+            }
+            if !new.is_empty() {
+                plan.shares.insert(id.clone(), new);
+            }
+        }
+        plan.networks = new_networks;
+        plan.drop_foreign_forwarding = own_forwarding;
+        // Debug builds (every test run) check the incremental plan against one computed
+        // from scratch.
+        #[cfg(debug_assertions)]
+        {
+            let scratch = FirewallPlan {
+                networks: networks(st, v6),
+                drop_foreign_forwarding: own_forwarding,
+                shares: container_ids(st)
+                    .into_iter()
+                    .map(|id| (share(st, &id, v6), id))
+                    .map(|(s, id)| (id, s))
+                    .collect(),
+                ..FirewallPlan::default()
+            };
+            assert_eq!(
+                cove_firewall::render(&plan.model()),
+                cove_firewall::render(&scratch.model()),
+                "the incremental firewall plan drifted from the state"
+            );
+        }
+        match cove_firewall::element_delta(&before, &after) {
+            Some(d) if d.is_empty() => {}
+            Some(d) => plan.pending.push(d),
+            None => {
+                plan.full = true;
+                plan.pending.clear();
+            }
+        }
         true
     }
 
     /// Bring the firewall in line with the state now (for changes that add access or
     /// protections: they must be in place before the caller goes on).
     pub(crate) async fn sync_firewall(&self, st: &State) -> Result<()> {
-        if !self.note_latest(st) {
+        if !self.plan_changes(st) {
             return Ok(());
         }
-        self.apply_latest().await
+        self.apply_pending().await
     }
 
     /// Bring the firewall in line with the state soon, without waiting (for removals: the
     /// interfaces involved are already gone or down, so nothing opens meanwhile; this keeps
     /// an `nft` run off the detach path).
     pub(crate) fn sync_firewall_later(&self, st: &State) {
-        if !self.note_latest(st) {
+        if !self.plan_changes(st) {
             return;
         }
         let Some(ctl) = self.me.get().and_then(|w| w.upgrade()) else { return };
         tokio::spawn(async move {
-            if let Err(e) = ctl.apply_latest().await {
+            if let Err(e) = ctl.apply_pending().await {
                 warn!(error = %e, "firewall update failed");
             }
         });
     }
 
-    /// Write the newest model: element changes only, or the whole ruleset when nothing was
-    /// applied yet (or nft refuses a delta).
-    async fn apply_latest(&self) -> Result<()> {
-        let mut fw = self.fw.lock().await;
-        let Some(new) = self.fw_latest.lock().expect("firewall model lock").model.clone() else {
-            return Ok(());
-        };
-        if fw.applied.as_ref().is_some_and(|a| Arc::ptr_eq(a, &new) || **a == *new) {
-            return Ok(());
+    /// The next write: the queued element changes in one transaction, or the whole ruleset
+    /// when the kernel's state is unknown or a rule changed.
+    fn take_pending(&self, known: bool) -> Option<(String, bool)> {
+        let mut plan = self.fw_plan.lock().expect("firewall plan lock");
+        if plan.full || !known {
+            plan.full = false;
+            plan.pending.clear();
+            return Some((cove_firewall::render(&plan.model()), true));
         }
-        let delta = fw.applied.as_ref().map(|old| cove_firewall::render_delta(old, &new));
-        let applied = match delta {
-            Some(d) => match fw.run_delta(&d).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    warn!(error = %e, "firewall delta refused; applying the whole ruleset");
-                    cove_kernel::nft::apply(&cove_firewall::render(&new)).await
-                }
-            },
-            None => cove_kernel::nft::apply(&cove_firewall::render(&new)).await,
-        };
+        if plan.pending.is_empty() {
+            return None;
+        }
+        Some((plan.pending.drain(..).collect(), false))
+    }
+
+    /// Write what the plan queued. Whoever gets here first writes every change queued so
+    /// far, in order; a refused delta falls back to the whole ruleset.
+    async fn apply_pending(&self) -> Result<()> {
+        let mut fw = self.fw.lock().await;
+        let Some((text, full)) = self.take_pending(fw.known) else { return Ok(()) };
+        let mut applied =
+            if full { cove_kernel::nft::apply(&text).await } else { fw.run_delta(&text).await };
+        if let (Err(e), false) = (&applied, full) {
+            warn!(error = %e, "firewall delta refused; applying the whole ruleset");
+            let (text, _) = self.take_pending(false).expect("a full write is always there");
+            applied = cove_kernel::nft::apply(&text).await;
+        }
         match applied {
             Ok(()) => {
-                fw.applied = Some(new);
+                fw.known = true;
                 Ok(())
             }
             Err(e) => {
-                // Unknown state: the next sync writes everything.
-                fw.applied = None;
+                // Unknown state: the next write is the whole ruleset.
+                fw.known = false;
                 Err(Error::from(e).context("program the firewall"))
             }
         }
@@ -234,7 +353,7 @@ impl Controller {
     /// Rewrite the whole ruleset from the state (after an outside flush).
     pub(crate) async fn restore_firewall(&self) {
         let st = self.state.lock().await;
-        self.fw.lock().await.applied = None;
+        self.fw.lock().await.known = false;
         match self.sync_firewall(&st).await {
             Ok(()) => info!("firewall restored after an outside change"),
             Err(e) => warn!(error = %e, "could not restore the firewall"),

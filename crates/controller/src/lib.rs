@@ -17,6 +17,7 @@ mod ports;
 mod reconcile;
 mod sandbox;
 mod state;
+mod tracked;
 mod views;
 
 pub use config::ControllerConfig;
@@ -44,8 +45,8 @@ pub struct Controller {
     execs: std::sync::Mutex<exec::ExecTable>,
     /// The firewall as last applied (held while an `nft` transaction runs).
     fw: Mutex<firewall::FirewallState>,
-    /// The newest firewall model.
-    fw_latest: std::sync::Mutex<firewall::LatestModel>,
+    /// The firewall plan: per network and per container, and the changes not yet written.
+    fw_plan: std::sync::Mutex<firewall::FirewallPlan>,
     /// Cove turned forwarding on itself.
     fw_forwarding: std::sync::atomic::AtomicBool,
     /// Host ports held for published ports of running containers.
@@ -87,7 +88,7 @@ impl Controller {
             execs: std::sync::Mutex::new(exec::ExecTable::default()),
             ports: std::sync::Mutex::new(ports::PortReservations::default()),
             fw: Mutex::new(firewall::FirewallState::default()),
-            fw_latest: std::sync::Mutex::new(firewall::LatestModel::default()),
+            fw_plan: std::sync::Mutex::new(firewall::FirewallPlan::default()),
             fw_forwarding: std::sync::atomic::AtomicBool::new(false),
             me: OnceLock::new(),
             exits: tokio::sync::broadcast::channel(1024).0,

@@ -1,18 +1,20 @@
 //! In-memory view of the store, kept write-through: every change is committed to the store
 //! in one batch first, then applied here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use cove_ipam::PoolState;
 use cove_model::{ContainerRecord, EndpointRecord, Error, NetworkRecord, Result};
 use cove_store::{Store, Table};
 
+use crate::tracked::{Changes, Tracked};
+
 /// Everything the controller knows, guarded by one async mutex.
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    pub(crate) networks: BTreeMap<String, NetworkRecord>,
-    pub(crate) endpoints: BTreeMap<String, EndpointRecord>,
-    pub(crate) containers: BTreeMap<String, ContainerRecord>,
+    pub(crate) networks: Tracked<NetworkRecord>,
+    pub(crate) endpoints: Tracked<EndpointRecord>,
+    pub(crate) containers: Tracked<ContainerRecord>,
     /// IPAM state per `(network id, is_v6)`, derived from endpoint records at start, so an
     /// address is never allocated twice and never leaked across a crash.
     pub(crate) pools: HashMap<(String, bool), PoolState>,
@@ -87,10 +89,17 @@ impl State {
 
     /// Endpoints of a container, in interface order.
     pub(crate) fn endpoints_of_container(&self, container_id: &str) -> Vec<&EndpointRecord> {
-        let mut eps: Vec<_> =
-            self.endpoints.values().filter(|e| e.container_id == container_id).collect();
+        let mut eps: Vec<_> = self.endpoints.in_group(container_id).collect();
         eps.sort_by_key(|e| ifindex(&e.ifname));
         eps
+    }
+
+    /// What changed (containers, networks) since the last call: the firewall's input.
+    pub(crate) fn take_changes(&self) -> Changes {
+        let mut c = self.containers.take_changes();
+        c.merge(self.endpoints.take_changes());
+        c.merge(self.networks.take_changes());
+        c
     }
 
     /// Endpoints on a network.

@@ -70,6 +70,16 @@ pub(crate) fn render_delta(before: &FirewallModel, after: &FirewallModel) -> Str
     element_delta(&b, &a)
 }
 
+/// See [`crate::element_delta`].
+pub(crate) fn element_delta_of(before: &FirewallModel, after: &FirewallModel) -> Option<String> {
+    if before.drop_foreign_forwarding != after.drop_foreign_forwarding
+        || ruleset::lo6_bridges(before) != ruleset::lo6_bridges(after)
+    {
+        return None;
+    }
+    Some(element_delta(&Contents::build(before), &Contents::build(after)))
+}
+
 /// The `delete element` and `add element` lines that turn contents `b` into `a`.
 fn element_delta(b: &Contents, a: &Contents) -> String {
     let (mut deletes, mut adds) = (String::new(), String::new());

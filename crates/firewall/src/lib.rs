@@ -105,3 +105,13 @@ pub fn render(model: &FirewallModel) -> String {
 pub fn render_delta(before: &FirewallModel, after: &FirewallModel) -> String {
     delta::render_delta(before, after)
 }
+
+/// The `delete element` / `add element` lines that turn what `before` contributes into what
+/// `after` contributes, for *partial* models: the same networks (or the networks before
+/// and after a change) and only the endpoints and ports that changed. Elements of
+/// unchanged networks cancel out, so the cost follows the size of the change, not of the
+/// host. `None` when a rule must change (a chain appears or goes, or
+/// `drop_foreign_forwarding` differs): then only the full [`render`] can say it.
+pub fn element_delta(before: &FirewallModel, after: &FirewallModel) -> Option<String> {
+    delta::element_delta_of(before, after)
+}
