@@ -496,3 +496,50 @@ fn publish_sctp_port() {
     h.cove(&["network", "rm", "sc"]).ok();
     assert_same_as(&h, &baseline, "after the SCTP test");
 }
+
+#[test]
+fn ip6tables_false_keeps_ipv4_publishing_and_programs_nothing_for_ipv6() {
+    let h = common::host_with("ip6tables_false", |_| {}, &["--ip6tables=false"]);
+    let nb = h.add_neighbour("lan", false);
+    let baseline = h.snapshot();
+    let net = ["--ipv6", "--subnet", "10.70.11.0/24", "--subnet", "2001:db8:71::/64", "d6"];
+    h.cove(&[&["network", "create"][..], &net].concat()).ok();
+    peer_server(&h, "w", &["--network", "d6", "-p", "8091:80"], &[80]);
+    // IPv4 is programmed as usual (positive control).
+    assert_served(&nb.in_netns(|| tcp_fetch("198.51.100.1:8091", 3)), "w:80", LAN_NB);
+    // Nothing for IPv6: no IPv6 subnet or published port in the tables, no ::1 route.
+    let ruleset = h.sh_ok("nft list ruleset");
+    assert!(ruleset.contains("dnat4_any"), "{ruleset}");
+    for set in ["subnets6", "dnat6_any", "masq6"] {
+        let listed = h.sh_ok(&format!(
+            "nft list {} inet cove {set}",
+            if set.starts_with("dnat") { "map" } else { "set" }
+        ));
+        assert!(
+            !listed.contains("elements"),
+            "{set} has elements with --ip6tables=false: {listed}"
+        );
+    }
+    let netdev = h.sh_ok("nft list table netdev cove");
+    assert!(!netdev.contains("chain"), "an IPv6 loopback chain: {netdev}");
+    assert!(!h.sh_ok("ip -6 route show table local").contains("local ::1 dev br-"));
+    // [::1] needs the IPv6 firewall: refused, nothing created.
+    let r = h.cove(&[
+        "run",
+        "-d",
+        "--name",
+        "l6",
+        "--network",
+        "d6",
+        "-p",
+        "[::1]:8092:80",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    r.fails().stderr_has("--ip6tables=false");
+    assert_eq!(h.cove(&["ps", "-aq", "--filter", "name=l6"]).out(), "");
+    h.cove(&["rm", "-f", "w"]).ok();
+    h.cove(&["network", "rm", "d6"]).ok();
+    assert_same_as(&h, &baseline, "after the --ip6tables=false test");
+}
