@@ -1,7 +1,6 @@
 //! Container runs: start (spawn the shim), state, wait, kill, cleanup, remove.
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -363,28 +362,22 @@ fn remove_cgroups(cgroup: &str) {
     }
 }
 
-/// Spawn `program shim args...` in a new session, with stdio on /dev/null, as a grandchild
-/// that nobody waits for (the intermediate process exits at once and is reaped here), so
-/// the shim is reparented to init (or the nearest subreaper) and never becomes our zombie.
+/// Spawn `program shim args...` with stdio on /dev/null; the shim starts a session of its
+/// own (setsid) first thing. No `pre_exec`, so std spawns with posix_spawn (a vfork-style
+/// clone): forking the daemon would copy its page tables and file table, which grow with
+/// the number of containers. The child is handed to tokio, which reaps it when it exits
+/// (the shim outlives the daemon otherwise, and is then reparented to init).
 fn spawn_detached(program: &Path, args: &[String]) -> std::io::Result<()> {
     let mut cmd = Command::new(program);
     cmd.arg("shim").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     cmd.current_dir("/");
-    // SAFETY: between fork and exec the closure calls only setsid(2), fork(2) and _exit(2),
-    // which are async-signal-safe; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            match libc::fork() {
-                -1 => Err(std::io::Error::last_os_error()),
-                0 => Ok(()),
-                _ => libc::_exit(0),
-            }
-        });
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let child = tokio::process::Command::from(cmd).kill_on_drop(false).spawn()?;
+        drop(child);
+    } else {
+        // Outside a runtime (tools, tests): a thread waits for it.
+        let mut child = cmd.spawn()?;
+        std::thread::spawn(move || child.wait());
     }
-    let mut child = cmd.spawn()?;
-    child.wait()?;
     Ok(())
 }

@@ -180,6 +180,8 @@ pub fn shim_main(args: &[String]) -> i32 {
             return 2;
         }
     };
+    // A session of its own: signals to the daemon's session or terminal never reach it.
+    let _ = nix::unistd::setsid();
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         // SAFETY: installing SIG_IGN has no handler code to run; no memory is touched.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
