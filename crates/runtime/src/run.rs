@@ -103,11 +103,14 @@ impl Runtime {
             lower,
             netns: netns.map(Path::to_path_buf),
         };
-        if let Err(e) = spawn_detached(&Self::shim_program()?, &args.to_args()) {
-            let _ = self.cleanup(id);
-            return Err(io_err(format!("start shim of container {id}"), e));
-        }
-        match self.await_init(id, &bundle, &state) {
+        let notify = match spawn_detached(&Self::shim_program()?, &args.to_args()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = self.cleanup(id);
+                return Err(io_err(format!("start shim of container {id}"), e));
+            }
+        };
+        match self.await_init(id, &bundle, &state, notify) {
             Ok(pid) => Ok(pid),
             Err(e) => {
                 if let Err(c) = self.cleanup(id) {
@@ -118,7 +121,16 @@ impl Runtime {
         }
     }
 
-    fn await_init(&self, id: &str, bundle: &Path, state: &Path) -> Result<u32, Error> {
+    /// Wait for the shim to report the container's init pid (or its failure). The shim
+    /// writes a line to `notify` (its stdout) once runc is done and closes it when it exits,
+    /// so this wakes when there is something to read; the files are the truth.
+    fn await_init(
+        &self,
+        id: &str,
+        bundle: &Path,
+        state: &Path,
+        mut notify: Option<OwnedFd>,
+    ) -> Result<u32, Error> {
         let began = Instant::now();
         let mut delay = Duration::from_millis(1);
         loop {
@@ -158,7 +170,7 @@ impl Runtime {
             if waited > START_TIMEOUT {
                 return Err(Error::internal(format!("timed out starting container {id}")));
             }
-            std::thread::sleep(delay);
+            wait_for(&mut notify, delay);
             delay = (delay * 2).min(Duration::from_millis(20));
         }
     }
@@ -362,22 +374,46 @@ fn remove_cgroups(cgroup: &str) {
     }
 }
 
-/// Spawn `program shim args...` with stdio on /dev/null; the shim starts a session of its
+/// Sleep up to `limit`, waking early when `notify` turns readable (a line, or end of file);
+/// after that it is dropped, and this just sleeps.
+fn wait_for(notify: &mut Option<OwnedFd>, limit: Duration) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let Some(fd) = notify.as_ref() else {
+        std::thread::sleep(limit);
+        return;
+    };
+    let timeout = PollTimeout::try_from(limit).unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(fd), PollFlags::POLLIN)];
+    match poll(&mut fds, timeout) {
+        Ok(0) => {}
+        Ok(_) => *notify = None,
+        Err(_) => {
+            *notify = None;
+            std::thread::sleep(limit);
+        }
+    }
+}
+
+/// Spawn `program shim args...` with stdin and stderr on /dev/null and stdout on a pipe
+/// whose read end is returned (see `await_init`); the shim starts a session of its
 /// own (setsid) first thing. No `pre_exec`, so std spawns with posix_spawn (a vfork-style
 /// clone): forking the daemon would copy its page tables and file table, which grow with
 /// the number of containers. The child is handed to tokio, which reaps it when it exits
 /// (the shim outlives the daemon otherwise, and is then reparented to init).
-fn spawn_detached(program: &Path, args: &[String]) -> std::io::Result<()> {
+fn spawn_detached(program: &Path, args: &[String]) -> std::io::Result<Option<OwnedFd>> {
     let mut cmd = Command::new(program);
-    cmd.arg("shim").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.arg("shim").args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
     cmd.current_dir("/");
     if tokio::runtime::Handle::try_current().is_ok() {
-        let child = tokio::process::Command::from(cmd).kill_on_drop(false).spawn()?;
+        let mut child = tokio::process::Command::from(cmd).kill_on_drop(false).spawn()?;
+        let notify = child.stdout.take().and_then(|s| s.into_owned_fd().ok());
         drop(child);
+        Ok(notify)
     } else {
         // Outside a runtime (tools, tests): a thread waits for it.
         let mut child = cmd.spawn()?;
+        let notify = child.stdout.take().map(OwnedFd::from);
         std::thread::spawn(move || child.wait());
+        Ok(notify)
     }
-    Ok(())
 }

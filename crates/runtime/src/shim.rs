@@ -402,6 +402,7 @@ fn run(a: &ShimArgs) -> ExitRecord {
                     for e in pending.drain(..) {
                         write_entry(&mut log, &e);
                     }
+                    notify_started();
                 }
                 // runc said it started the container but wrote no pid: treat as a failure.
                 None => runc_status = Some(WaitStatus::Exited(runc_pid, 255)),
@@ -430,6 +431,17 @@ fn run(a: &ShimArgs) -> ExitRecord {
         msg = format!("runc exited with code {code} before the container started");
     }
     fail(msg)
+}
+
+/// Tell the daemon waiting in `Runtime::start` that runc is done (the pid file is there):
+/// a line on stdout (a pipe from the daemon), which is then pointed at /dev/null so the
+/// daemon's end sees end of file and nothing else is ever written there.
+fn notify_started() {
+    let _ = std::io::stdout().write_all(b"started\n");
+    let _ = std::io::stdout().flush();
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
 }
 
 /// The `error`-level messages of runc's json log.
