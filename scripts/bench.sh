@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks against the kernel floor measured in the same run, in a throwaway fake host:
-# attach/detach, published-port attach at 10 and 300 containers, and iperf3 throughput.
-# Usage: scripts/bench.sh [all|attach|ports|throughput] [--quick] [--full] [--iterations N]
-#        [--port-iterations N] [--counts N,N,...] [--reps N] [--seconds S]
-# Results: stdout (markdown), bench/out/{attach,ports,throughput}.json and bench/out/report.md.
+# attach/detach, published-port attach at 10 and 300 containers, iperf3 throughput, and
+# embedded DNS queries per second from inside a container.
+# Usage: scripts/bench.sh [all|attach|ports|throughput|dns] [--quick] [--full] [--iterations N]
+#        [--port-iterations N] [--counts N,N,...] [--reps N] [--seconds S] [--inflight N,N,...]
+# Results: stdout (markdown), bench/out/{attach,ports,throughput,dns}.json and
+# bench/out/report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --release >&2

@@ -4,13 +4,16 @@
 //! * `attach`: network connect/disconnect of a running container vs in-process netlink;
 //! * `ports`: start of a container with a published port at N running containers vs
 //!   netlink + one nftables element;
-//! * `throughput`: iperf3 over Cove's datapaths vs raw veth.
+//! * `throughput`: iperf3 over Cove's datapaths vs raw veth;
+//! * `dns`: queries per second from inside a container against the embedded resolver
+//!   (local names and forwarded ones) vs a do-nothing responder on the same path.
 //!
 //! Run it inside a fake host (`scripts/bench.sh` does): it starts its own daemon, so the
 //! real host is never touched. Timings live here, never in tests.
 
 mod attach;
 mod daemon;
+mod dns;
 mod floor;
 mod http;
 mod nftwatch;
@@ -23,9 +26,10 @@ use std::path::{Path, PathBuf};
 
 use daemon::Daemon;
 
-const USAGE: &str = "usage: cove-bench [all|attach|ports|throughput] [--quick] [--full] \
+const USAGE: &str = "usage: cove-bench [all|attach|ports|throughput|dns] [--quick] [--full] \
 [--iterations N] [--port-iterations N] [--counts N,N,...] [--workers N] [--reps N] \
-[--seconds S] [--cove PATH] [--out DIR]";
+[--seconds S] [--inflight N,N,...] [--cove PATH] [--out DIR]
+(--reps and --seconds apply to throughput and dns, --inflight to dns)";
 
 struct Args {
     which: String,
@@ -33,6 +37,7 @@ struct Args {
     iterations: usize,
     ports: ports::Options,
     throughput: throughput::Options,
+    dns: dns::Options,
     out: Option<PathBuf>,
 }
 
@@ -43,38 +48,54 @@ fn parse_args() -> Result<Args> {
         iterations: 200,
         ports: ports::Options { counts: vec![10, 300], iterations: 40, workers: 3 },
         throughput: throughput::Options { reps: 3, seconds: 3 },
+        dns: dns::Options { reps: 5, millis: 2000, inflight: vec![1, 16, 100] },
         out: None,
     };
     let mut it = std::env::args().skip(1);
     let num = |v: Option<String>, what: &str| -> Result<usize> {
         v.with_context(|| format!("{what} N"))?.parse().with_context(|| format!("{what} N"))
     };
+    let list = |v: Option<String>, what: &str| -> Result<Vec<usize>> {
+        let v = v.with_context(|| format!("{what} N,N,..."))?;
+        let mut c = v
+            .split(',')
+            .map(|n| n.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{what} N,N,..."))?;
+        c.sort_unstable();
+        c.dedup();
+        Ok(c)
+    };
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "all" | "attach" | "ports" | "throughput" => a.which = arg,
+            "all" | "attach" | "ports" | "throughput" | "dns" => a.which = arg,
             "--quick" => {
                 a.iterations = 10;
                 a.ports.counts = vec![3];
                 a.ports.iterations = 3;
                 a.throughput = throughput::Options { reps: 1, seconds: 1 };
+                a.dns = dns::Options { reps: 1, millis: 250, inflight: vec![16] };
             }
             "--full" => a.ports.counts = vec![10, 300, 1000, 2000],
             "--iterations" => a.iterations = num(it.next(), "--iterations")?,
             "--port-iterations" => a.ports.iterations = num(it.next(), "--port-iterations")?,
             "--workers" => a.ports.workers = num(it.next(), "--workers")?.clamp(1, 16),
-            "--reps" => a.throughput.reps = num(it.next(), "--reps")?.max(1),
-            "--seconds" => a.throughput.seconds = num(it.next(), "--seconds")?.max(1) as u32,
-            "--counts" => {
-                let v = it.next().context("--counts N,N,...")?;
-                let mut c = v
-                    .split(',')
-                    .map(|n| n.trim().parse::<usize>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .context("--counts N,N,...")?;
-                c.sort_unstable();
-                c.dedup();
-                a.ports.counts = c;
+            "--reps" => {
+                a.throughput.reps = num(it.next(), "--reps")?.max(1);
+                a.dns.reps = a.throughput.reps;
             }
+            "--seconds" => {
+                a.throughput.seconds = num(it.next(), "--seconds")?.max(1) as u32;
+                a.dns.millis = u64::from(a.throughput.seconds) * 1000;
+            }
+            "--inflight" => {
+                a.dns.inflight = list(it.next(), "--inflight")?;
+                a.dns.inflight.retain(|&n| n > 0);
+                if a.dns.inflight.is_empty() {
+                    bail!("--inflight N,N,...: at least one positive number");
+                }
+            }
+            "--counts" => a.ports.counts = list(it.next(), "--counts")?,
             "--cove" => a.cove = it.next().context("--cove PATH")?.into(),
             "--out" => a.out = Some(it.next().context("--out DIR")?.into()),
             "-h" | "--help" => {
@@ -124,6 +145,15 @@ async fn run(a: &Args, d: &Daemon, root: &Path, r: &mut Results) -> Result<()> {
                 "throughput: iperf3 is not installed; skipped (scripts/bench.sh installs it)"
             );
         }
+    }
+    if all || a.which == "dns" {
+        let o = dns::run(d, root, &a.dns).await?;
+        r.add(
+            "Embedded DNS (queries per second from inside a container)",
+            "dns.json",
+            o.markdown,
+            o.json,
+        );
     }
     Ok(())
 }

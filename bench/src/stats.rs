@@ -1,6 +1,7 @@
 //! Sample series, percentiles and the markdown report.
 
 /// Samples of one operation, in milliseconds.
+#[derive(Debug, Clone)]
 pub(crate) struct Series {
     pub(crate) name: String,
     samples: Vec<f64>,

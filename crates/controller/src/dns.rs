@@ -6,9 +6,10 @@
 //! sockets live in the container: they are created by a short-lived thread that entered
 //! the sandbox's network namespace, and a socket keeps the namespace it was created in for
 //! its whole life, so the daemon can serve it from any thread. Forwarded queries leave from
-//! the daemon's own namespace (as Docker 28 does), so host resolvers work even when the
-//! container has no route to them; for that reason a sandbox whose networks are all
-//! `--internal` never forwards (CVE-2024-29018).
+//! the daemon's own namespace (as Docker's do for the servers of the host's resolv.conf),
+//! so host resolvers work even when the container has no route to them, loopback ones such
+//! as systemd-resolved's 127.0.0.53 included; for that reason a sandbox whose networks are
+//! all `--internal` never forwards (CVE-2024-29018).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
@@ -74,9 +75,11 @@ fn endpoint_names(c: &ContainerRecord, ep: &EndpointRecord) -> EndpointNames {
     }
 }
 
-/// Upstreams for a sandbox: its `--dns` servers, else the daemon's resolv.conf servers
-/// (loopback ones skipped: from the daemon's namespace they would be the host's own
-/// stub resolver, which Docker does not use for containers either).
+/// Upstreams for a sandbox: its `--dns` servers, else the daemon's resolv.conf servers,
+/// loopback ones included: the resolver forwards from the daemon's namespace, where e.g.
+/// systemd-resolved's `127.0.0.53` is the host's own resolver, and Docker forwards to the
+/// host's servers from the host's namespace too (`HostLoopback`). Never to 127.0.0.11
+/// (the resolver drops its own address), never from internal networks (`Forward::None`).
 fn upstreams(c: &ContainerRecord) -> Vec<SocketAddr> {
     if c.host_config.dns.is_empty() {
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -87,8 +90,9 @@ fn upstreams(c: &ContainerRecord) -> Vec<SocketAddr> {
         .dns
         .iter()
         .filter_map(|s| s.parse::<IpAddr>().ok())
-        // A loopback `--dns` means a server inside the container's namespace, which the
-        // resolver (forwarding from the daemon's namespace) cannot reach.
+        // A loopback `--dns` means a server inside the container's namespace (Docker dials
+        // `--dns` servers from there), which the resolver, forwarding from the daemon's
+        // namespace, cannot reach; skipped rather than sent to the host's loopback.
         .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
         .map(|ip| SocketAddr::new(ip, 53))
         .collect();

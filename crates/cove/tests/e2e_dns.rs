@@ -16,8 +16,8 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 /// A fake host with the daemon, an upstream resolver neighbour on 198.51.100.2 and .3
-/// (both logging), and the host's resolv.conf naming 198.51.100.2 (plus a loopback
-/// server, which the resolver must skip).
+/// (both logging), and the host's resolv.conf naming a loopback server with nothing
+/// behind it (tried first from the daemon's namespace, refused at once) and 198.51.100.2.
 fn dns_host(test: &str) -> (FakeHost, Neighbour, Upstream) {
     let h = host(test);
     let nb = h.add_neighbour("upstream", false);
@@ -218,8 +218,8 @@ fn forwarding_goes_upstream_except_from_internal_networks_and_dns_overrides() {
     assert!(r.truncated, "60 addresses over UDP without TC: {r:?}");
     let r = ask_tcp(&h, "normal", &format!("{big}.example"), RecordType::A);
     assert_eq!((r.truncated, r.addrs.len()), (false, 60), "{r:?}");
-    // The loopback server of the host's resolv.conf was skipped, not tried first.
-    assert!(!up.log().iter().any(|l| l.contains("127.0.0.53")));
+    // (The dead loopback server first in the host's list cost no timeout: refused at
+    // once in the daemon's namespace, the next one answered.)
 
     // Internal network (CVE-2024-29018): no answer from outside, and the query never
     // leaves the host; local names still resolve.
@@ -260,6 +260,71 @@ fn forwarding_goes_upstream_except_from_internal_networks_and_dns_overrides() {
     }
     h.cove(&["network", "rm", "pub", "int"]).ok();
     assert_same_as(&h, &baseline, "after removing everything");
+}
+
+/// Docker forwards to the servers of the host's resolv.conf from the host's namespace, so a
+/// host whose only server is systemd-resolved's stub (127.0.0.53) works: so does Cove,
+/// whose resolver forwards from the daemon's namespace. Never to 127.0.0.11, never from
+/// an internal network, and a loopback `--dns` (a server inside the container, for Docker)
+/// is not sent to the host's loopback.
+#[test]
+fn host_loopback_upstream_is_used_from_the_daemon_namespace() {
+    let h = host("host_loopback_upstream_is_used_from_the_daemon_namespace");
+    // Two logging servers on the fake host's own loopback: the stub every query may go to,
+    // and one on the resolver's own address, which must never get anything.
+    let stub = Upstream::start_on_host(&h, &["127.0.0.53", "127.0.0.11"]);
+    h.set_resolv_conf("nameserver 127.0.0.11\nnameserver 127.0.0.53\n");
+    let baseline = h.snapshot();
+    h.cove(&["network", "create", "--subnet", "10.53.20.0/24", "pub"]).ok();
+    h.cove(&["network", "create", "--internal", "--subnet", "10.53.21.0/24", "int"]).ok();
+    sleeper(&h, "normal", &["--network", "pub"]);
+    sleeper(&h, "inner", &["--network", "int"]);
+    sleeper(&h, "own", &["--network", "pub", "--dns", "127.0.0.53"]);
+
+    // The container's file names only the embedded resolver, never the host's loopback.
+    let rc = cat(&h, "normal", "/etc/resolv.conf");
+    assert!(rc.contains("nameserver 127.0.0.11\n") && !rc.contains("127.0.0.53"), "{rc}");
+    // Positive proof: answered by the host's loopback stub, which logged it (UDP and TCP).
+    let name = random_label("ext-stub-");
+    let r = ask(&h, "normal", &format!("{name}.example"), RecordType::A);
+    assert_eq!((r.rcode, r.sorted()), (ResponseCode::NoError, vec![EXT_ANSWER.to_string()]));
+    assert!(stub.saw(&format!("udp 127.0.0.53 {name}.example. A")), "{:?}", stub.log());
+    let tname = random_label("ext-stub-tcp-");
+    assert_eq!(
+        ask_tcp(&h, "normal", &format!("{tname}.example"), RecordType::A).sorted(),
+        [EXT_ANSWER]
+    );
+    assert!(stub.saw(&format!("tcp 127.0.0.53 {tname}.example.")), "{:?}", stub.log());
+    // Local names are still answered locally.
+    assert_eq!(a_of(&h, "normal", "own"), [ip_of(&h, "own", "pub")]);
+    assert!(!stub.saw("own."), "a local name went upstream: {:?}", stub.log());
+
+    // Internal network: SERVFAIL, nothing reaches the host's stub.
+    let secret = random_label("ext-stub-leak-");
+    let r = ask(&h, "inner", &format!("{secret}.example"), RecordType::A);
+    assert_eq!(r.rcode, ResponseCode::ServFail, "{r:?}");
+    // `--dns 127.0.0.53`: for Docker a server inside the container (nothing there here);
+    // Cove skips it rather than send the query to the host's loopback.
+    let mine = random_label("ext-stub-own-");
+    let r = ask(&h, "own", &format!("{mine}.example"), RecordType::A);
+    assert_eq!(r.rcode, ResponseCode::ServFail, "{r:?}");
+    // Same-run positive control after the negatives.
+    let after = random_label("ext-stub-after-");
+    assert_eq!(a_of(&h, "normal", &format!("{after}.example")), [EXT_ANSWER]);
+    assert!(stub.saw(&after), "{:?}", stub.log());
+    assert!(!stub.saw(&secret), "an internal container's query left: {:?}", stub.log());
+    assert!(!stub.saw(&mine), "a loopback --dns went to the host: {:?}", stub.log());
+    // The host's 127.0.0.11 (listed first) never got a query: it is the resolver's address.
+    let own_addr: Vec<String> =
+        stub.log().into_iter().filter(|l| l.contains(" 127.0.0.11 ")).collect();
+    assert!(own_addr.is_empty(), "forwarded to 127.0.0.11: {own_addr:?}");
+
+    for c in ["normal", "inner", "own"] {
+        h.cove(&["rm", "-f", c]).ok();
+    }
+    h.cove(&["network", "rm", "pub", "int"]).ok();
+    assert_same_as(&h, &baseline, "after removing everything");
+    drop(stub);
 }
 
 #[test]

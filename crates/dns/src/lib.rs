@@ -13,7 +13,11 @@
 //!   types other than A/AAAA/MX/PTR/SRV; we deliberately do not.
 //! - `PTR` for an address on one of the sandbox's networks: `<container name>.<network name>.`
 //!   (as moby's `Network.ResolveIP`: `elem.name + "." + nwName`).
-//! - Everything else is forwarded according to the sandbox's [`Forward`] policy. With
+//! - Everything else is forwarded according to the sandbox's [`Forward`] policy, from the
+//!   process's own network namespace (the daemon's: the host's), so a loopback upstream
+//!   such as systemd-resolved's 127.0.0.53 is the host's, as moby does for the servers of
+//!   the host's resolv.conf (`extDNSEntry.HostLoopback`, dialled without entering the
+//!   container). Never to the resolver's own address (127.0.0.11, any port). With
 //!   [`Forward::None`] (internal networks) nothing is ever sent upstream and the answer is
 //!   SERVFAIL at once. That is what Docker's client ends up with too: moby's `serveDNS`
 //!   replies SERVFAIL whenever `forwardExtDNS` yields nothing, and for internal networks it

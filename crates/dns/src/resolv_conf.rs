@@ -3,18 +3,20 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 /// Extracts the `nameserver` entries of a resolv.conf as port-53 socket addresses, in
-/// order and without duplicates, skipping what cannot be reached from the daemon's
-/// namespace on the container's behalf:
+/// order and without duplicates. The resolver forwards from the daemon's (the host's)
+/// network namespace, so loopback servers are kept: `127.0.0.53` is the host's
+/// systemd-resolved, reachable from there, as Docker does for the host's servers
+/// (moby `TransformForIntNS` marks every server read from the host's file `HostLoopback`,
+/// dialled from the host's namespace). Skipped:
 ///
-/// - loopback servers (127.0.0.0/8, `::1`) and the unspecified address (which glibc treats
-///   as localhost): from the daemon's namespace they would be the *host's* local resolver,
-///   e.g. systemd-resolved's 127.0.0.53, which Docker also never uses for user networks;
+/// - the unspecified address (glibc reads it as "localhost"; nothing is bound to it);
 /// - IPv6 link-local servers without a numeric zone (`fe80::1%2` is kept with scope id 2;
 ///   `fe80::1%eth0` or a bare `fe80::1` cannot be used without resolving an interface
 ///   name, which belongs to the caller);
 /// - malformed lines.
 ///
-/// Comments start with `#` or `;`.
+/// The resolver's own address (127.0.0.11) is listed if present; [`crate::Resolver`] never
+/// forwards to it. Comments start with `#` or `;`.
 pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
     let mut out: Vec<SocketAddr> = Vec::new();
     for line in text.lines() {
@@ -39,14 +41,15 @@ fn parse_server(s: &str) -> Option<SocketAddr> {
         None => (s, None),
     };
     let ip: IpAddr = host.parse().ok()?;
-    if ip.is_loopback() || ip.is_unspecified() {
+    if ip.is_unspecified() {
         return None;
     }
     match ip {
         IpAddr::V4(v4) => zone.is_none().then(|| SocketAddr::from((v4, 53))),
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
-                return (!v4.is_loopback() && zone.is_none()).then(|| SocketAddr::from((v4, 53)));
+                return (!v4.is_unspecified() && zone.is_none())
+                    .then(|| SocketAddr::from((v4, 53)));
             }
             let link_local = is_link_local(&v6);
             let scope = match zone {
@@ -95,10 +98,14 @@ nameserver 203.0.113.5
         assert_eq!(
             got,
             [
+                "127.0.0.53:53",
                 "192.0.2.1:53",
+                "[::1]:53",
                 "[2001:db8::53]:53",
                 "[fe80::2%3]:53",
+                "127.0.0.1:53",
                 "198.51.100.7:53",
+                "127.0.0.11:53",
                 "203.0.113.5:53"
             ]
         );
@@ -107,6 +114,13 @@ nameserver 203.0.113.5
     #[test]
     fn empty() {
         assert!(upstreams_from_resolv_conf("").is_empty());
-        assert!(upstreams_from_resolv_conf("nameserver 127.0.0.1\n").is_empty());
+        assert!(upstreams_from_resolv_conf("nameserver 0.0.0.0\nnameserver ::\n").is_empty());
+    }
+
+    #[test]
+    fn host_loopback_only() {
+        // A host with only systemd-resolved's stub: forwarded to from the host's namespace.
+        let got = upstreams_from_resolv_conf("nameserver 127.0.0.53\noptions edns0\n");
+        assert_eq!(got, [SocketAddr::from(([127, 0, 0, 53], 53))]);
     }
 }

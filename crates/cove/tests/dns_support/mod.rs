@@ -161,21 +161,38 @@ fn answer(q: &[u8]) -> Option<(Vec<u8>, String)> {
     Some((r.to_vec().ok()?, format!("{name} {rtype}")))
 }
 
+/// The UDP socket and TCP listener of an upstream on `sa`, in the calling thread's netns.
+fn bind_both(sa: SocketAddr) -> (UdpSocket, TcpListener) {
+    (
+        UdpSocket::bind(sa).unwrap_or_else(|e| panic!("bind upstream udp {sa}: {e}")),
+        TcpListener::bind(sa).unwrap_or_else(|e| panic!("bind upstream tcp {sa}: {e}")),
+    )
+}
+
 impl Upstream {
     /// Starts serving on `addrs` (addresses of `nb`).
     #[track_caller]
     pub fn start(nb: &Neighbour, addrs: &[&str]) -> Upstream {
+        Self::start_with(addrs, |sa| nb.in_netns(|| bind_both(sa)))
+    }
+
+    /// Starts serving on `addrs` inside the fake host's own network namespace (e.g. a
+    /// loopback address, as systemd-resolved's 127.0.0.53 on a real host).
+    #[track_caller]
+    pub fn start_on_host(h: &FakeHost, addrs: &[&str]) -> Upstream {
+        Self::start_with(addrs, |sa| h.in_netns(|| bind_both(sa)))
+    }
+
+    fn start_with(
+        addrs: &[&str],
+        bind: impl Fn(SocketAddr) -> (UdpSocket, TcpListener),
+    ) -> Upstream {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = vec![];
         for a in addrs {
             let sa: SocketAddr = format!("{a}:53").parse().expect("upstream address");
-            let (udp, tcp) = nb.in_netns(|| {
-                (
-                    UdpSocket::bind(sa).expect("bind upstream udp"),
-                    TcpListener::bind(sa).expect("bind upstream tcp"),
-                )
-            });
+            let (udp, tcp) = bind(sa);
             udp.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
             tcp.set_nonblocking(true).expect("nonblocking");
             let (log2, stop2) = (log.clone(), stop.clone());
