@@ -284,11 +284,6 @@ pub(crate) async fn resize() -> StatusCode {
     StatusCode::OK
 }
 
-/// `GET /containers/{id}/top`.
-pub(crate) async fn top() -> ApiError {
-    ApiError::new(StatusCode::NOT_IMPLEMENTED, "container top is not supported by cove")
-}
-
 #[cfg(test)]
 #[path = "containers_tests.rs"]
 mod tests;

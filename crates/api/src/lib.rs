@@ -12,7 +12,10 @@
 mod attach;
 mod containers;
 mod create;
+#[cfg(test)]
+mod decode_tests;
 pub mod encode;
+mod events;
 mod exec;
 mod filters;
 mod hijack;
@@ -25,6 +28,7 @@ mod stream;
 mod system;
 #[cfg(test)]
 mod testutil;
+mod top;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -174,7 +178,7 @@ fn route_table() -> Router<AppState> {
         .route("/_ping", get(system::ping).head(system::ping))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
-        .route("/events", get(system::events))
+        .route("/events", get(events::events))
         .route("/networks", get(networks::list))
         .route("/networks/", get(networks::list))
         .route("/networks/create", post(networks::create))
@@ -193,7 +197,7 @@ fn route_table() -> Router<AppState> {
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/attach", post(containers::attach))
         .route("/containers/{id}/resize", post(containers::resize))
-        .route("/containers/{id}/top", get(containers::top))
+        .route("/containers/{id}/top", get(top::top))
         .route("/containers/{id}", delete(containers::remove))
         .route("/containers/{id}/exec", post(exec::create))
         .route("/exec/{id}/start", post(exec::start))
@@ -216,12 +220,16 @@ async fn unsupported(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-/// One log line per request, and `Api-Version` (plus Docker's `Server`) on every response.
+/// One log line per request, dockerd's check of the requested API version (400 outside
+/// 1.41..=1.50), and `Api-Version` (plus Docker's `Server`) on every response.
 async fn log_and_headers(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let mut resp = next.run(req).await;
+    let mut resp = match prefix::version_error(&path) {
+        Some(msg) => ApiError::bad_request(msg).into_response(),
+        None => next.run(req).await,
+    };
     let headers = resp.headers_mut();
     headers.insert("api-version", HeaderValue::from_static(API_VERSION));
     headers.entry("server").or_insert(HeaderValue::from_static(concat!(
@@ -318,6 +326,14 @@ mod tests {
         assert_eq!(body, "list");
         let (_, _, body) = call(&app, "GET", "/v1.50/images/localhost:5000/a/b:v1/json").await;
         assert_eq!(body, "rest=localhost:5000/a/b:v1/json");
+        let (st, h, body) = call(&app, "GET", "/v1.40/_ping").await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert_eq!(h["content-type"], "application/json");
+        assert!(body.contains("client version 1.40 is too old"), "{body}");
+        let (st, _, body) = call(&app, "HEAD", "/v1.51/networks").await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert!(body.contains("is too new"), "{body}");
+
         let (st, _, body) = call(&app, "DELETE", "/v1.50/images/json").await;
         assert_eq!(st, StatusCode::NOT_IMPLEMENTED);
         assert!(body.contains("route DELETE /images/json is not supported"), "{body}");

@@ -56,8 +56,14 @@ fn list_filter(f: &Filters) -> Result<impl Fn(&NetworkView) -> bool + '_, ApiErr
     })
 }
 
-/// `GET /networks/{id}`.
-pub(crate) async fn inspect(State(st): State<AppState>, Id(id): Id) -> ApiResult {
+/// `GET /networks/{id}?verbose=&scope=`: every Cove network is `local`, so another scope
+/// finds nothing (404, as dockerd answers for a local network asked in the swarm scope);
+/// `verbose` adds only swarm details, which Cove has none of.
+pub(crate) async fn inspect(State(st): State<AppState>, Id(id): Id, q: Params) -> ApiResult {
+    match q.get("scope").map(str::trim) {
+        None | Some("") | Some("local") => {}
+        Some(_) => return Err(ApiError::not_found(format!("network {id} not found"))),
+    }
     let v = st.ctl.network_get(&id).await?;
     Ok(ok(&network::inspect(&v)))
 }
@@ -287,15 +293,20 @@ fn require_container(c: &str) -> Result<&str, ApiError> {
     }
 }
 
+/// A connect body to the container reference and the endpoint settings asked for.
+pub(crate) fn connect_settings(b: ConnectBody) -> Result<(String, EndpointSettings), ApiError> {
+    let container = require_container(&b.container)?.to_owned();
+    Ok((container, endpoint_settings(&b.endpoint_config.unwrap_or_default())?))
+}
+
 /// `POST /networks/{id}/connect`.
 pub(crate) async fn connect(
     State(st): State<AppState>,
     Id(id): Id,
     DockerJson(b): DockerJson<ConnectBody>,
 ) -> ApiResult {
-    let container = require_container(&b.container)?;
-    let settings = endpoint_settings(&b.endpoint_config.unwrap_or_default())?;
-    st.ctl.network_connect(&id, container, settings).await?;
+    let (container, settings) = connect_settings(b)?;
+    st.ctl.network_connect(&id, &container, settings).await?;
     Ok(StatusCode::OK.into_response())
 }
 

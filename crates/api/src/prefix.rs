@@ -24,6 +24,33 @@ pub fn strip_version(mut req: Request) -> Request {
     req
 }
 
+/// Docker's check of the version a client asks for: 400 below [`crate::MIN_API_VERSION`]
+/// or above [`crate::API_VERSION`], with dockerd's messages. `None` when the path has no
+/// version prefix or the version is served.
+pub(crate) fn version_error(path: &str) -> Option<String> {
+    let rest = version_rest(path)?;
+    let version = &path[2..path.len() - rest.len()];
+    let parse = |v: &str| -> (u32, u32) {
+        let mut p = v.split('.').map(|x| x.parse::<u32>().unwrap_or(u32::MAX));
+        (p.next().unwrap_or(0), p.next().unwrap_or(0))
+    };
+    let (asked, min, max) =
+        (parse(version), parse(crate::MIN_API_VERSION), parse(crate::API_VERSION));
+    if asked < min {
+        Some(format!(
+            "client version {version} is too old. Minimum supported API version is {}, please upgrade your client to a newer version",
+            crate::MIN_API_VERSION
+        ))
+    } else if asked > max {
+        Some(format!(
+            "client version {version} is too new. Maximum supported API version is {}",
+            crate::API_VERSION
+        ))
+    } else {
+        None
+    }
+}
+
 /// The path after a `/vN[.N]` first segment, or None when there is none.
 fn version_rest(path: &str) -> Option<&str> {
     let after = path.strip_prefix("/v")?;
@@ -54,6 +81,26 @@ mod tests {
         );
         assert_eq!(strip("/v1/_ping"), "/_ping");
         assert_eq!(strip("/v1.24"), "/");
+    }
+
+    #[test]
+    fn versions_outside_the_range_are_refused() {
+        assert_eq!(version_error("/v1.41/networks"), None);
+        assert_eq!(version_error("/v1.50/_ping"), None);
+        assert_eq!(version_error("/v1.45"), None);
+        assert_eq!(version_error("/networks"), None);
+        let old = version_error("/v1.40/networks").unwrap();
+        assert!(
+            old.starts_with(
+                "client version 1.40 is too old. Minimum supported API version is 1.41"
+            ),
+            "{old}"
+        );
+        let new = version_error("/v1.51/networks").unwrap();
+        assert_eq!(new, "client version 1.51 is too new. Maximum supported API version is 1.50");
+        assert!(version_error("/v2.0/x").is_some());
+        assert!(version_error("/v1/_ping").is_some());
+        assert!(version_error("/v1.99999999999/x").is_some());
     }
 
     #[test]

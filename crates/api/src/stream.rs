@@ -126,15 +126,6 @@ pub(crate) fn log_body(rx: mpsc::Receiver<LogEntry>, opts: LogOptions, shutdown:
     Body::from_stream(s)
 }
 
-/// A body that stays open, empty, until the server stops (`GET /events` for now).
-pub(crate) fn idle_body(mut shutdown: Shutdown) -> Body {
-    let s = futures::stream::once(async move {
-        shutdown.wait().await;
-        Ok::<_, Infallible>(Bytes::new())
-    });
-    Body::from_stream(s)
-}
-
 /// A body whose only chunk is produced by `fut` later: the headers go out at once (Docker's
 /// `wait` sends them before the container exits; the CLI starts the container only after).
 pub(crate) fn deferred_body<F>(fut: F, mut shutdown: Shutdown) -> Body
@@ -201,14 +192,5 @@ mod tests {
         let opts = LogOptions { stdout: true, ..Default::default() };
         let body = log_body(rx, opts, Shutdown::never()).collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], &frame(STDOUT, b"x\n")[..]);
-    }
-
-    #[tokio::test]
-    async fn idle_body_ends_on_shutdown() {
-        let (trigger, sd) = Shutdown::new();
-        let body = idle_body(sd);
-        trigger.fire();
-        let b = body.collect().await.unwrap().to_bytes();
-        assert!(b.is_empty());
     }
 }

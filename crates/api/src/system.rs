@@ -1,13 +1,11 @@
-//! `/_ping`, `/version`, `/info`, `/events`.
+//! `/_ping`, `/version`, `/info`.
 
 use axum::extract::State;
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::json::ok;
-use crate::stream::idle_body;
 use crate::{AppState, API_VERSION, MIN_API_VERSION, VERSION};
 
 /// `GET|HEAD /_ping`.
@@ -58,6 +56,10 @@ pub(crate) fn version_json() -> serde_json::Value {
                 "Os": "linux",
                 "Arch": go_arch(),
                 "KernelVersion": kernel,
+                "GitCommit": "",
+                "GoVersion": "",
+                "BuildTime": "",
+                "Experimental": "false",
             }
         }],
         "Version": VERSION,
@@ -113,7 +115,7 @@ pub(crate) async fn info(State(st): State<AppState>) -> Response {
         "Plugins": { "Volume": [], "Network": ["bridge", "host", "null"], "Authorization": null, "Log": ["json-file"] },
         "LoggingDriver": "json-file",
         "CgroupDriver": "cgroupfs",
-        "NEventsListener": 0,
+        "NEventsListener": st.ctl.events_listeners(),
         "KernelVersion": kernel_version(),
         "OperatingSystem": "Cove",
         "OSVersion": "",
@@ -136,13 +138,6 @@ pub(crate) async fn info(State(st): State<AppState>) -> Response {
         "Warnings": null,
         "Networks": networks.len(),
     }))
-}
-
-/// `GET /events`: an open, empty stream for now.
-pub(crate) async fn events(State(st): State<AppState>) -> Response {
-    let mut r = Response::new(idle_body(st.shutdown.clone()));
-    r.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().expect("static"));
-    r
 }
 
 #[cfg(test)]

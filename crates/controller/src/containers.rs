@@ -121,6 +121,8 @@ impl Controller {
         started.state.started_at = crate::now();
         let run = started.state.started_at.clone();
         self.save_container(&mut st, started)?;
+        self.sandbox_events(&st, &c, "connect");
+        self.container_event(&c, "start", &[]);
         self.refresh_linkers(&st, &c.id).await;
         drop(st);
         self.spawn_monitor(c.id.clone(), run);
@@ -208,6 +210,8 @@ impl Controller {
         ended.state.sandbox_key.clear();
         ended.state.ports.clear();
         info!(container = %c.name, code, "container exited");
+        self.sandbox_events(&st, &c, "disconnect");
+        self.container_event(&c, "die", &[("exitCode", &code.to_string())]);
         st.containers.insert(c.id.clone(), ended.clone());
         self.sync_firewall_later(&st);
         if c.host_config.auto_remove {
@@ -231,6 +235,7 @@ impl Controller {
             warn!(container = %c.name, error = %e, "could not remove container files");
         }
         st.containers.remove(&c.id);
+        self.container_event(c, "destroy", &[]);
         let _ =
             self.exits.send(ExitEvent { id: c.id.clone(), code: c.state.exit_code, removed: true });
         info!(container = %c.name, "container removed");
@@ -271,21 +276,26 @@ impl Controller {
         if let Err(e) = self.runtime.kill(&id, libc::SIGTERM) {
             warn!(error = %e, "SIGTERM failed");
         }
+        self.container_event_by_id(&id, "kill", &[("signal", "15")]).await;
         if !self.wait_not_running(&id, Some(grace)).await {
             let _ = self.runtime.kill(&id, libc::SIGKILL);
+            self.container_event_by_id(&id, "kill", &[("signal", "9")]).await;
             if !self.wait_not_running(&id, Some(Duration::from_secs(30))).await {
                 return Err(Error::internal(format!(
                     "container {reference} did not stop after SIGKILL"
                 )));
             }
         }
+        self.container_event_by_id(&id, "stop", &[]).await;
         Ok(true)
     }
 
     /// Stop (if running) then start.
     pub async fn container_restart(&self, reference: &str, timeout: Option<i64>) -> Result<()> {
         self.container_stop(reference, timeout).await?;
-        self.container_start(reference).await.map(|_| ())
+        self.container_start(reference).await?;
+        self.container_event_by_id(reference, "restart", &[]).await;
+        Ok(())
     }
 
     /// Send a signal to a running container.
@@ -298,7 +308,9 @@ impl Controller {
                 c.id
             )));
         }
-        self.runtime.kill(&c.id, signal)
+        self.runtime.kill(&c.id, signal)?;
+        self.container_event(c, "kill", &[("signal", &signal.to_string())]);
+        Ok(())
     }
 
     /// Remove; a running container needs `force`.
@@ -323,8 +335,8 @@ impl Controller {
             }
             c.id.clone()
         };
-        if force {
-            let _ = self.runtime.kill(&id, libc::SIGKILL);
+        if force && self.runtime.kill(&id, libc::SIGKILL).is_ok() {
+            self.container_event_by_id(&id, "kill", &[("signal", "9")]).await;
             self.wait_not_running(&id, Some(Duration::from_secs(30))).await;
         }
         let mut st = self.state.lock().await;

@@ -246,6 +246,7 @@ impl Controller {
             let _ = self.runtime.remove(&id);
             return Err(e);
         }
+        self.container_event(&st.containers[&id], "create", &[]);
         info!(container = %name, id = %cove_model::short_id(&id), "container created");
         Ok(id)
     }

@@ -19,12 +19,18 @@ impl Controller {
     /// Import a root filesystem tarball as `reference`.
     pub async fn image_import(&self, tar: Vec<u8>, reference: &str) -> Result<ImageInfo> {
         let r = reference.to_string();
-        self.blocking(move |rt| rt.import_image(std::io::Cursor::new(tar), &r)).await
+        let info = self.blocking(move |rt| rt.import_image(std::io::Cursor::new(tar), &r)).await?;
+        self.image_event(&info.id, reference, "import");
+        Ok(info)
     }
 
     /// Load a `docker save` archive.
     pub async fn image_load(&self, tar: Vec<u8>) -> Result<Vec<ImageInfo>> {
-        self.blocking(move |rt| rt.load_images(std::io::Cursor::new(tar))).await
+        let infos = self.blocking(move |rt| rt.load_images(std::io::Cursor::new(tar))).await?;
+        for i in &infos {
+            self.image_event(&i.id, i.tags.first().map_or("", String::as_str), "load");
+        }
+        Ok(infos)
     }
 
     /// Every image.
@@ -50,6 +56,8 @@ impl Controller {
                 )));
             }
         }
-        self.runtime.remove_image(reference)
+        let info = self.runtime.remove_image(reference)?;
+        self.image_event(&info.id, reference, "untag");
+        Ok(info)
     }
 }

@@ -8,6 +8,7 @@ mod containers;
 mod create;
 mod dns;
 mod etc_files;
+mod events;
 mod exec;
 mod firewall;
 mod images;
@@ -23,6 +24,7 @@ mod views;
 pub use config::ControllerConfig;
 pub use containers::WaitCondition;
 pub use cove_runtime::{ImageInfo, LogEntry, Stream};
+pub use events::{Event, EventType};
 pub use exec::{ExecRequest, ExecView};
 pub use views::{ContainerCreate, ContainerView, IpamConfigRequest, NetworkCreate, NetworkView};
 
@@ -58,6 +60,8 @@ pub struct Controller {
     exits: tokio::sync::broadcast::Sender<containers::ExitEvent>,
     /// The embedded DNS resolver and the sandboxes it serves.
     dns: dns::Dns,
+    /// Docker's event stream (`GET /events`).
+    events: events::EventBus,
 }
 
 /// Shared handle to the controller.
@@ -93,6 +97,7 @@ impl Controller {
             me: OnceLock::new(),
             exits: tokio::sync::broadcast::channel(1024).0,
             dns: dns::Dns::new(),
+            events: events::EventBus::default(),
         });
         let _ = ctl.me.set(Arc::downgrade(&ctl));
         {

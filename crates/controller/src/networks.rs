@@ -108,18 +108,13 @@ impl Controller {
         match req.ipam_driver.as_str() {
             "" | "default" => {}
             other => {
-                return Err(Error::invalid(format!(
+                return Err(Error::not_found(format!(
                     "IPAM driver \"{other}\" not found (supported: default)"
                 )))
             }
         }
-        if !req.ipam_options.is_empty() {
-            let keys: Vec<_> = req.ipam_options.keys().cloned().collect();
-            return Err(Error::invalid(format!(
-                "unknown IPAM option(s) {} for the default IPAM driver",
-                keys.join(", ")
-            )));
-        }
+        // IPAM options are kept and shown by inspect; the default driver, like Docker's,
+        // acts on none of them.
         let (ipam, bridge_opts) = if driver == DriverKind::Bridge {
             let default_name = default_bridge_name
                 .map(str::to_string)
@@ -206,6 +201,7 @@ impl Controller {
         let net = self.plan_network(&st, &req, cove_model::new_id(), false, None).await?;
         let id = net.id.clone();
         self.install_network(&mut st, net).await?;
+        self.network_event(&st.networks[&id], "create", None);
         Ok(id)
     }
 
@@ -280,6 +276,7 @@ impl Controller {
         st.networks.remove(id);
         st.pools.retain(|(n, _), _| n != id);
         self.dns_network_removed(id);
+        self.network_event(&net, "destroy", None);
         info!(network = %net.name, "network removed");
         self.sync_firewall_later(st);
         Ok(())
@@ -360,6 +357,7 @@ impl Controller {
         if updated.state.status == cove_model::Status::Running {
             self.dns_after_change(&st, &updated).await;
         }
+        self.network_event(&net, "connect", Some(&updated.id));
         Ok(())
     }
 
@@ -399,6 +397,7 @@ impl Controller {
             self.dns_after_change(&st, &updated).await;
         }
         self.sync_firewall_later(&st);
+        self.network_event(&net, "disconnect", Some(&updated.id));
         Ok(())
     }
 }

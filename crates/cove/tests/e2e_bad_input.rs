@@ -368,6 +368,8 @@ fn network_create_refuses_bad_names_drivers_and_options() {
             body[k] = v.clone();
         }
         let c = api(what, "POST", "/networks/create", Some(body));
+        // dockerd answers 404 for a (network or IPAM) driver no plugin provides.
+        let c = if what.contains("driver") { c.status(&[404]) } else { c };
         t.api(&c.names(&needles));
         let mut args = vec!["network", "create"];
         args.extend(flags.iter().map(String::as_str));

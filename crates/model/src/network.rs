@@ -24,7 +24,8 @@ impl DriverKind {
             "" | "bridge" => Ok(Self::Bridge),
             "host" => Ok(Self::Host),
             "null" => Ok(Self::Null),
-            other => Err(crate::Error::invalid(format!(
+            // dockerd answers 404 for a driver no plugin provides.
+            other => Err(crate::Error::not_found(format!(
                 "plugin \"{other}\" not found: unknown network driver (supported: bridge, host, null)"
             ))),
         }
@@ -226,6 +227,6 @@ mod tests {
         assert_eq!(DriverKind::parse("").unwrap(), DriverKind::Bridge);
         assert_eq!(DriverKind::parse("null").unwrap().as_str(), "null");
         let e = DriverKind::parse("../../bin/sh").unwrap_err();
-        assert_eq!(e.kind, crate::ErrorKind::InvalidInput);
+        assert_eq!(e.kind, crate::ErrorKind::NotFound);
     }
 }

@@ -72,6 +72,16 @@ pub struct HostConfig {
     pub(crate) extra_hosts: Vec<String>,
     pub(crate) links: Option<Vec<String>>,
     pub(crate) publish_all_ports: bool,
+    pub(crate) log_config: LogConfig,
+}
+
+/// `HostConfig.LogConfig` (always `json-file`; the Python SDK's `run` reads it).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LogConfig {
+    #[serde(rename = "Type")]
+    pub(crate) kind: &'static str,
+    pub(crate) config: BTreeMap<String, String>,
 }
 
 /// `HostConfig.RestartPolicy` (always `no`).
@@ -188,6 +198,7 @@ fn host_config(r: &ContainerRecord) -> HostConfig {
         extra_hosts: h.extra_hosts.clone(),
         links: non_empty(&h.links),
         publish_all_ports: h.publish_all_ports,
+        log_config: LogConfig { kind: "json-file", config: BTreeMap::new() },
     }
 }
 

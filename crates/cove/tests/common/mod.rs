@@ -2,6 +2,7 @@
 //! busybox test image imported.
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod raw;
 
 use cove_testkit::{FakeHost, Snapshot};
