@@ -135,6 +135,22 @@ impl FakeHost {
         }
         ip_batch(self.command(&["ip", "-batch", "-"]), &host_batch, self.timeout, self.name());
         ip_batch(nb.command(&["ip", "-batch", "-"]), &nb_batch, self.timeout, name);
+        // IPv6 adds an address's local route from a work queue once the link is up, even
+        // with nodad: wait for both, or a snapshot taken right after this could miss them.
+        let local = |sh: &dyn Fn(&str) -> String, addr: &str| {
+            sh("ip -6 route show table local")
+                .lines()
+                .any(|l| l.starts_with(&format!("local {addr} ")))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !(local(&|c| self.sh_ok(c), &w.host6.to_string())
+            && local(&|c| nb.sh_ok(c), &w.nb6.to_string()))
+        {
+            if std::time::Instant::now() > deadline {
+                panic!("netlab: neighbour {name}: IPv6 local routes never appeared");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         nb
     }
 }
