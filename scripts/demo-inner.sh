@@ -15,9 +15,15 @@ scripts/busybox-image.sh /run/cove/busybox.tar
 step image import /run/cove/busybox.tar busybox
 step network create --subnet 10.89.0.0/24 demo
 step network ls
-step run -d --name server --network demo --ip 10.89.0.10 busybox \
+step run -d --name server --network demo --ip 10.89.0.10 -p 8080:8080 busybox \
     sh -c 'while true; do echo "hello from $(hostname) at 10.89.0.10" | nc -l -p 8080; done'
-step run --rm --name client --network demo busybox sh -c 'ip -4 addr show eth0 | grep inet; nc 10.89.0.10 8080'
+# The client finds the server by name through the embedded DNS (127.0.0.11).
+step run --rm --name client --network demo busybox \
+    sh -c 'ip -4 addr show eth0 | grep inet; grep nameserver /etc/resolv.conf; nc server 8080'
+# The published port, from the (fake) host itself through 127.0.0.1: no proxy, the kernel.
+step port server
+printf '\n\033[1m$ nc 127.0.0.1 8080   # on the host\033[0m\n'
+busybox nc 127.0.0.1 8080
 step ps
 step inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{.MacAddress}}{{end}}' server
 step rm -f server

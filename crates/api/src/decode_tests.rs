@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::json::{decode, DockerJson};
-use crate::{create, exec, networks, ApiError};
+use crate::networks;
 
 /// Field names of Docker's request bodies, so random objects hit real fields with wrong
 /// types, nulls and nesting.
@@ -128,36 +128,8 @@ fn object() -> impl Strategy<Value = Value> {
 }
 
 /// A refusal is a client error with a message.
-fn is_refusal(e: &ApiError) -> bool {
-    e.status.is_client_error() && !e.message.is_empty()
-}
-
-/// Decode `bytes` as every request body and run each through its conversion to a
-/// controller request: nothing panics, every error is a 4xx with a message.
 fn decode_all(bytes: &[u8]) {
-    fn check<T>(r: Result<T, ApiError>) -> Option<T> {
-        match r {
-            Ok(v) => Some(v),
-            Err(e) => {
-                assert!(is_refusal(&e), "{e:?}");
-                None
-            }
-        }
-    }
-    if let Some(b) = check(decode::<networks::CreateBody>(bytes)) {
-        check(networks::create_request(b));
-    }
-    if let Some(b) = check(decode::<networks::ConnectBody>(bytes)) {
-        check(networks::connect_settings(b));
-    }
-    check(decode::<networks::DisconnectBody>(bytes));
-    if let Some(b) = check(decode::<create::CreateBody>(bytes)) {
-        check(create::create_request(Some("x"), b));
-    }
-    if let Some(b) = check(decode::<exec::CreateBody>(bytes)) {
-        check(exec::create_request(b));
-    }
-    check(decode::<exec::StartBody>(bytes));
+    crate::fuzz_decode(bytes);
 }
 
 proptest! {

@@ -259,6 +259,36 @@ async fn log_and_headers(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Decode `bytes` as every request body the API takes and run each through its conversion
+/// to a controller request; panics if anything but a 4xx with a message comes out. For the
+/// fuzz target (`crates/api/fuzz`) and the decoding proptests, not for the server.
+#[doc(hidden)]
+pub fn fuzz_decode(bytes: &[u8]) {
+    fn check<T>(r: Result<T, ApiError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                assert!(e.status.is_client_error() && !e.message.is_empty(), "{e:?}");
+                None
+            }
+        }
+    }
+    if let Some(b) = check(json::decode::<networks::CreateBody>(bytes)) {
+        check(networks::create_request(b));
+    }
+    if let Some(b) = check(json::decode::<networks::ConnectBody>(bytes)) {
+        check(networks::connect_settings(b));
+    }
+    check(json::decode::<networks::DisconnectBody>(bytes));
+    if let Some(b) = check(json::decode::<create::CreateBody>(bytes)) {
+        check(create::create_request(Some("x"), b));
+    }
+    if let Some(b) = check(json::decode::<exec::CreateBody>(bytes)) {
+        check(exec::create_request(b));
+    }
+    check(json::decode::<exec::StartBody>(bytes));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,9 +143,7 @@ impl FakeHost {
                 .any(|l| l.starts_with(&format!("local {addr} ")))
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !(local(&|c| self.sh_ok(c), &w.host6.to_string())
-            && local(&|c| nb.sh_ok(c), &w.nb6.to_string()))
-        {
+        while !(local(&|c| self.sh_ok(c), w.host6) && local(&|c| nb.sh_ok(c), w.nb6)) {
             if std::time::Instant::now() > deadline {
                 panic!("netlab: neighbour {name}: IPv6 local routes never appeared");
             }
