@@ -344,7 +344,7 @@ mod tests {
         assert!(got.ends_with("add route local ::1 dev br-nnnnnnnnnnnn table local metric 1024\n"));
         // Without the IPv6 firewall (whose raw rule guards it), no `::1` route.
         let got = render(&network_ops(&net(true, false), true, false).unwrap());
-        assert!(!got.contains("::1"), "{got}");
+        assert!(!got.contains("route local ::1"), "{got}");
     }
 
     #[test]
