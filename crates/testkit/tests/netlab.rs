@@ -492,12 +492,20 @@ fn crash_helper() {
     let nb = h.add_neighbour("lan", true);
     assert_eq!(h.api("POST", "/orphan", None).0, 200);
     assert_eq!(h.api("POST", "/netns/c1", None).0, 200);
-    let orphans: Vec<String> = h
-        .snapshot()
-        .procs
-        .iter()
-        .filter_map(|p| p.strip_prefix("sleep pid=")?.split(':').next().map(String::from))
-        .collect();
+    // The fake daemon backgrounds `nsenter ... sleep`: wait until both orphans are `sleep`.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let orphans: Vec<String> = loop {
+        let found: Vec<String> = h
+            .snapshot()
+            .procs
+            .iter()
+            .filter_map(|p| p.strip_prefix("sleep pid=")?.split(':').next().map(String::from))
+            .collect();
+        if found.len() >= 2 || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     println!(
         "READY {} {} {} {} {}",
         h.dir().display(),
