@@ -47,5 +47,39 @@ pub(crate) fn remove_parent(parent: &str) -> usize {
     if rel.is_empty() || rel.contains("..") {
         return 0;
     }
-    hierarchies().iter().map(|h| h.join(rel)).filter(|d| d.is_dir()).map(|d| remove_tree(&d)).sum()
+    // Processes just killed may take a moment to leave their cgroups.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let left: usize = hierarchies()
+            .iter()
+            .map(|h| h.join(rel))
+            .filter(|d| d.is_dir())
+            .map(|d| remove_tree(&d))
+            .sum();
+        if left == 0 || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Remove the cgroup subtrees of fake hosts whose test process is gone (named
+/// `/<PREFIX><pid>-...`): what a crashed or raced teardown left in the shared hierarchies.
+pub(crate) fn remove_stray_parents() {
+    for h in hierarchies() {
+        let Ok(rd) = std::fs::read_dir(&h) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(crate::host::PREFIX)
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                remove_tree(&e.path());
+            }
+        }
+    }
 }

@@ -47,6 +47,7 @@ fn owner_alive(dir: &Path, name: &str) -> bool {
 /// name or mounting under it, and the network namespaces those pin), then remove the dir.
 /// Runs once per process before the first fake host is made; returns the dirs removed.
 pub fn cleanup_strays() -> Vec<PathBuf> {
+    crate::cgroups::remove_stray_parents();
     let mut removed = Vec::new();
     let Ok(entries) = fs::read_dir(TMP) else { return removed };
     for e in entries.flatten() {
