@@ -80,12 +80,14 @@ fn docker_cli_network_flags_filters_and_errors() {
     assert_eq!(d["Labels"]["team"], "net");
     assert_eq!(d["IPAM"]["Options"]["note"], "kept");
     assert_eq!(d["Options"]["com.docker.network.bridge.name"], "brdk2");
-    let cfg = &d["IPAM"]["Config"];
-    assert_eq!(cfg[0]["Subnet"], "10.96.0.0/24");
-    assert_eq!(cfg[0]["IPRange"], "10.96.0.128/25");
-    assert_eq!(cfg[0]["Gateway"], "10.96.0.254");
-    assert_eq!(cfg[0]["AuxiliaryAddresses"]["printer"], "10.96.0.200");
-    assert_eq!(cfg[1]["Subnet"], "fd00:96::/64");
+    // The docker CLI sends the subnets in no fixed order (Cove keeps the order it gets).
+    let cfgs = d["IPAM"]["Config"].as_array().expect("IPAM.Config").clone();
+    assert_eq!(cfgs.len(), 2, "{cfgs:?}");
+    let v4 = cfgs.iter().find(|c| c["Subnet"] == "10.96.0.0/24").expect("the IPv4 subnet");
+    assert_eq!(v4["IPRange"], "10.96.0.128/25");
+    assert_eq!(v4["Gateway"], "10.96.0.254");
+    assert_eq!(v4["AuxiliaryAddresses"]["printer"], "10.96.0.200");
+    assert!(cfgs.iter().any(|c| c["Subnet"] == "fd00:96::/64"), "{cfgs:?}");
     assert!(
         d["Created"].as_str().is_some_and(|t| t.ends_with('Z') && t.contains('.')),
         "Created is RFC 3339 with nanoseconds: {}",
