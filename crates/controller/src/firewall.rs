@@ -192,13 +192,17 @@ fn share(st: &State, id: &str, v6: bool) -> Share {
     s
 }
 
-/// Every container with a share: those with a record and those with endpoints.
-fn container_ids(st: &State) -> Vec<String> {
-    let mut ids: Vec<String> = st.containers.keys().cloned().collect();
-    ids.extend(st.endpoints.values().map(|e| e.container_id.clone()));
+/// Every container's non-empty share, computed from scratch (containers with a record and
+/// containers with endpoints).
+fn all_shares(st: &State, v6: bool) -> HashMap<String, Share> {
+    let mut ids: Vec<&String> = st.containers.keys().collect();
+    ids.extend(st.endpoints.values().map(|e| &e.container_id));
     ids.sort();
     ids.dedup();
-    ids
+    ids.into_iter()
+        .map(|id| (id.clone(), share(st, id, v6)))
+        .filter(|(_, s)| !s.is_empty())
+        .collect()
 }
 
 impl Controller {
@@ -215,14 +219,7 @@ impl Controller {
         let mut plan = self.fw_plan.lock().expect("firewall plan lock");
         if !plan.built {
             plan.networks = networks(st, v6);
-            plan.shares = container_ids(st)
-                .into_iter()
-                .map(|id| {
-                    let s = share(st, &id, v6);
-                    (id, s)
-                })
-                .filter(|(_, s)| !s.is_empty())
-                .collect();
+            plan.shares = all_shares(st, v6);
             plan.drop_foreign_forwarding = own_forwarding;
             plan.built = true;
             plan.full = true;
@@ -262,11 +259,7 @@ impl Controller {
             let scratch = FirewallPlan {
                 networks: networks(st, v6),
                 drop_foreign_forwarding: own_forwarding,
-                shares: container_ids(st)
-                    .into_iter()
-                    .map(|id| (share(st, &id, v6), id))
-                    .map(|(s, id)| (id, s))
-                    .collect(),
+                shares: all_shares(st, v6),
                 ..FirewallPlan::default()
             };
             assert_eq!(

@@ -39,11 +39,16 @@ fn added(from: &Elements, to: &Elements) -> Vec<String> {
     to.iter().filter(|(k, v)| from.get(*k) != Some(v)).map(|(k, v)| element_text(k, v)).collect()
 }
 
+/// Whether going from `before` to `after` changes a rule or a chain (not only elements):
+/// a chain per IPv6 bridge, or the foreign-forwarding drop.
+fn rules_differ(before: &FirewallModel, after: &FirewallModel) -> bool {
+    before.drop_foreign_forwarding != after.drop_foreign_forwarding
+        || ruleset::lo6_bridges(before) != ruleset::lo6_bridges(after)
+}
+
 /// Renders the element changes from `before` to `after` (see [`crate::render_delta`]).
 pub(crate) fn render_delta(before: &FirewallModel, after: &FirewallModel) -> String {
-    if before.drop_foreign_forwarding != after.drop_foreign_forwarding
-        || ruleset::lo6_bridges(before) != ruleset::lo6_bridges(after)
-    {
+    if rules_differ(before, after) {
         // A rule changes: only the full ruleset can say that.
         return ruleset::render(after);
     }
@@ -72,9 +77,7 @@ pub(crate) fn render_delta(before: &FirewallModel, after: &FirewallModel) -> Str
 
 /// See [`crate::element_delta`].
 pub(crate) fn element_delta_of(before: &FirewallModel, after: &FirewallModel) -> Option<String> {
-    if before.drop_foreign_forwarding != after.drop_foreign_forwarding
-        || ruleset::lo6_bridges(before) != ruleset::lo6_bridges(after)
-    {
+    if rules_differ(before, after) {
         return None;
     }
     Some(element_delta(&Contents::build(before), &Contents::build(after)))
