@@ -265,7 +265,8 @@ impl Controller {
     /// linkers had for it go too, so they never answer with a stale address. (Their
     /// `/etc/hosts` keeps the entry until it starts again, as in Docker.)
     pub(crate) fn dns_unlink(&self, st: &State, child: &ContainerRecord) {
-        for l in st.containers.values() {
+        // Called on every stop: skip the (usual) containers without links before parsing.
+        for l in st.containers.values().filter(|l| !l.host_config.links.is_empty()) {
             let links = crate::links::parse_all(&l.host_config.links);
             let linked = links.iter().any(|(n, _)| n == &child.name || n == &child.id);
             if linked && l.state.status == Status::Running && dns_enabled(st, l) {
