@@ -15,22 +15,23 @@
 //!
 //! The client keeps N queries in flight on one connected UDP socket for a fixed time and
 //! counts the answers that carry the expected address; latency is from just before `send`
-//! to the receipt of the answer. dockerd and aardvark-dns are not driven by this bench.
+//! to the receipt of the answer. When aardvark-dns is installed it is measured too, set up
+//! as netavark runs it (`dns_aardvark`), with its own floor on its own path; dockerd is
+//! not driven by this bench (the anchors give its ratio).
 
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cove_kernel::Kernel;
 
 use crate::daemon::Daemon;
-use crate::stats::Series;
+use crate::dns_aardvark::{self, Aardvark};
+use crate::dnsload::{load, Responder, Run, ANSWER};
 
 pub(crate) struct Options {
     pub(crate) reps: usize,
@@ -56,39 +57,30 @@ const UPSTREAM: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
 /// The do-nothing responder in the container's netns.
 const FLOOR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 12)), 53);
 const COVE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11)), 53);
-/// What the floor and the upstream answer every query with.
-const ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
 const EXTERNAL: &str = "ext.bench.example";
-/// A query unanswered for this long is counted as lost and replaced.
-const LOST_AFTER: Duration = Duration::from_secs(1);
 
-/// The measured paths, in report order.
-const PATHS: [&str; 3] = ["floor (do-nothing responder)", "cove local name", "cove forwarded"];
+/// One measured path: who the client asks for what, from which namespace, and which
+/// path is its floor (itself for a floor).
+struct Target {
+    label: &'static str,
+    ns: PathBuf,
+    server: SocketAddr,
+    name: &'static str,
+    want: Ipv4Addr,
+    floor: usize,
+}
 
-/// dockerd's and aardvark-dns's resolvers are not driven here; say why.
+/// Peers not measured in this run, and why.
 fn skipped_others() -> Vec<String> {
-    let installed = |names: &[&str]| {
-        names.iter().any(|n| {
-            Path::new(n).is_absolute() && Path::new(n).exists()
-                || Command::new("sh")
-                    .args(["-c", &format!("command -v {n}")])
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-        })
-    };
-    let mut out = vec![];
-    for (what, names) in [
-        ("dockerd", &["dockerd"][..]),
-        ("aardvark-dns", &["aardvark-dns", "/usr/libexec/podman/aardvark-dns"][..]),
-    ] {
-        out.push(if installed(names) {
-            format!(
-                "{what}: installed, but not measured: this bench does not run a second \
-                 container engine in its fake host (see the anchors instead)"
-            )
-        } else {
-            format!("{what}: not installed; skipped (anchors from RESULTS.md used instead)")
-        });
+    let mut out =
+        vec!["dockerd: not measured here (a second container engine in the fake host); its \
+         ratio comes from the anchors"
+            .to_owned()];
+    if dns_aardvark::binary().is_none() {
+        out.push(
+            "aardvark-dns: not installed (Debian package `aardvark-dns`); skipped, anchors used"
+                .into(),
+        );
     }
     out
 }
@@ -101,6 +93,7 @@ struct Setup {
     resolv_bound: bool,
     containers: bool,
     responders: Vec<Responder>,
+    aardvark: Aardvark,
 }
 
 pub(crate) async fn run(d: &Daemon, root: &Path, o: &Options) -> Result<Outcome> {
@@ -114,7 +107,7 @@ pub(crate) async fn run(d: &Daemon, root: &Path, o: &Options) -> Result<Outcome>
     result
 }
 
-fn sh(cmd: &[&str]) -> Result<()> {
+pub(crate) fn sh(cmd: &[&str]) -> Result<()> {
     let out = Command::new(cmd[0])
         .args(&cmd[1..])
         .output()
@@ -169,7 +162,7 @@ async fn measure(
     ] {
         sh(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
     }
-    setup.responders.push(Responder::start(&up_ns, SocketAddr::from((UPSTREAM, 53)))?);
+    setup.responders.push(Responder::start(Some(&up_ns), SocketAddr::from((UPSTREAM, 53)))?);
 
     // The fake host's resolv.conf names it: read by the daemon when a sandbox is set up.
     let resolv = dir.join("resolv.conf");
@@ -191,33 +184,75 @@ async fn measure(
             .context("no IPAddress")?
             .parse()?
     };
-    setup.responders.push(Responder::start(&client_ns, FLOOR)?);
+    setup.responders.push(Responder::start(Some(&client_ns), FLOOR)?);
 
-    // (server, name, expected address) per path, as in PATHS.
-    let targets: [(SocketAddr, &str, Ipv4Addr); 3] =
-        [(FLOOR, TARGET, ANSWER), (COVE, TARGET, target_ip), (COVE, EXTERNAL, ANSWER)];
+    let mut targets = vec![
+        Target {
+            label: "floor (do-nothing responder)",
+            ns: client_ns.clone(),
+            server: FLOOR,
+            name: TARGET,
+            want: ANSWER,
+            floor: 0,
+        },
+        Target {
+            label: "cove local name",
+            ns: client_ns.clone(),
+            server: COVE,
+            name: TARGET,
+            want: target_ip,
+            floor: 0,
+        },
+        Target {
+            label: "cove forwarded",
+            ns: client_ns,
+            server: COVE,
+            name: EXTERNAL,
+            want: ANSWER,
+            floor: 0,
+        },
+    ];
+    if let Some(bin) = dns_aardvark::binary() {
+        // Started after the resolv.conf bind: aardvark-dns reads it when it starts.
+        setup.aardvark.start(kernel, &bin, dir).await?;
+        setup.responders.push(Responder::start(None, dns_aardvark::FLOOR)?);
+        let ns = setup.aardvark.client_ns().context("aardvark client netns")?.to_owned();
+        let floor = targets.len();
+        for (label, server, name, want) in [
+            ("aardvark floor (responder at the gateway)", dns_aardvark::FLOOR, TARGET, ANSWER),
+            (
+                "aardvark-dns local name",
+                dns_aardvark::SERVER,
+                dns_aardvark::TARGET,
+                dns_aardvark::TARGET_IP,
+            ),
+            ("aardvark-dns forwarded", dns_aardvark::SERVER, EXTERNAL, ANSWER),
+        ] {
+            targets.push(Target { label, ns: ns.clone(), server, name, want, floor });
+        }
+    }
     // Every path answers correctly before anything is timed.
-    for (i, (server, name, want)) in targets.iter().enumerate() {
-        let r = load(&client_ns, *server, name, *want, 1, Duration::from_millis(200))?;
+    for t in &targets {
+        let r = load(&t.ns, t.server, t.name, t.want, 1, Duration::from_millis(200))?;
         if r.ok == 0 {
-            bail!("{}: no correct answer from {server} for {name}: {r:?}", PATHS[i]);
+            bail!("{}: no correct answer from {} for {}: {r:?}", t.label, t.server, t.name);
         }
     }
 
-    let mut runs: Vec<Vec<Vec<Run>>> = vec![vec![vec![]; o.inflight.len()]; PATHS.len()];
+    let mut runs: Vec<Vec<Vec<Run>>> = vec![vec![vec![]; o.inflight.len()]; targets.len()];
     let mut rng = rand::rng();
     let dur = Duration::from_millis(o.millis);
     for rep in 0..o.reps {
         let mut order: Vec<(usize, usize)> =
-            (0..PATHS.len()).flat_map(|p| (0..o.inflight.len()).map(move |k| (p, k))).collect();
+            (0..targets.len()).flat_map(|p| (0..o.inflight.len()).map(move |k| (p, k))).collect();
         order.shuffle(&mut rng);
         for (p, k) in order {
-            let (server, name, want) = targets[p];
-            let r = load(&client_ns, server, name, want, o.inflight[k], dur)?;
+            let t = &targets[p];
+            let r = load(&t.ns, t.server, t.name, t.want, o.inflight[k], dur)?;
             eprintln!(
                 "dns: rep {} {} in flight {}: {:.0} q/s (p50 {:.3} ms, lost {}, bad {})",
                 rep + 1,
-                PATHS[p],
+                t.label,
                 o.inflight[k],
                 r.qps(),
                 r.latency.median(),
@@ -227,7 +262,7 @@ async fn measure(
             runs[p][k].push(r);
         }
     }
-    Ok(report(&runs, o))
+    Ok(report(&targets, &runs, o))
 }
 
 /// A container's network namespace (`SandboxKey`).
@@ -241,6 +276,7 @@ impl Setup {
         for r in self.responders.drain(..) {
             r.stop();
         }
+        self.aardvark.remove(kernel).await;
         if self.containers {
             for c in [CLIENT, TARGET] {
                 let _ = d.api("DELETE", &format!("/containers/{c}?force=1"), None, 204);
@@ -259,179 +295,6 @@ impl Setup {
     }
 }
 
-/// Runs `f` on a new thread that entered the network namespace at `ns`.
-fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = std::fs::File::open(ns).with_context(|| format!("open {}", ns.display()))?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("setns {}", ns.display()))?;
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the thread in {} panicked", ns.display()))?
-    })
-}
-
-/// A do-nothing DNS responder on its own thread in a namespace: echoes the question and
-/// adds one A record ([`ANSWER`]), whatever was asked.
-struct Responder {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Responder {
-    fn start(ns: &Path, addr: SocketAddr) -> Result<Self> {
-        let sock = in_netns(ns, || Ok(UdpSocket::bind(addr)?))
-            .with_context(|| format!("bind the responder on {addr}"))?;
-        sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new().name("dns-responder".into()).spawn(move || {
-            let mut b = [0u8; 1500];
-            while !stop2.load(Ordering::Relaxed) {
-                let Ok((n, from)) = sock.recv_from(&mut b[..512]) else { continue };
-                if n < 12 {
-                    continue;
-                }
-                b[2] |= 0x80; // QR
-                b[3] = 0x80; // RA, NOERROR
-                b[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]); // one answer, no others
-                let mut rr = [0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x02, 0x58, 0, 4, 0, 0, 0, 0];
-                rr[12..].copy_from_slice(&ANSWER.octets());
-                b[n..n + 16].copy_from_slice(&rr);
-                let _ = sock.send_to(&b[..n + 16], from);
-            }
-        })?;
-        Ok(Responder { stop, thread })
-    }
-
-    fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
-    }
-}
-
-/// One measurement.
-#[derive(Debug, Clone)]
-struct Run {
-    /// Answers with NOERROR and the expected address last.
-    ok: u64,
-    /// Other answers (wrong rcode or address).
-    bad: u64,
-    /// Queries given up after [`LOST_AFTER`].
-    lost: u64,
-    seconds: f64,
-    /// Latency of the correct answers, ms.
-    latency: Series,
-}
-
-impl Run {
-    fn qps(&self) -> f64 {
-        self.ok as f64 / self.seconds
-    }
-}
-
-/// An A query for `name` with RD set and id 0 (patched per send).
-fn query(name: &str) -> Vec<u8> {
-    let mut q = vec![0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
-/// The load client: `inflight` queries for `name` outstanding at `server`, from inside the
-/// netns `ns`, for `dur`. Answers arriving after `dur` are not counted.
-fn load(
-    ns: &Path,
-    server: SocketAddr,
-    name: &str,
-    want: Ipv4Addr,
-    inflight: usize,
-    dur: Duration,
-) -> Result<Run> {
-    in_netns(ns, || {
-        let sock = UdpSocket::bind("0.0.0.0:0")?;
-        sock.connect(server)?;
-        sock.set_read_timeout(Some(Duration::from_millis(20)))?;
-        let mut q = query(name);
-        // Send time per id; ids are handed out in order, so the outstanding ones lie in
-        // `oldest..next` (mod 2^16) and the oldest is checked for loss in O(1).
-        let mut sent: Vec<Option<Instant>> = vec![None; 1 << 16];
-        let (mut next, mut oldest) = (0u16, 0u16);
-        let mut outstanding = 0usize;
-        let mut run =
-            Run { ok: 0, bad: 0, lost: 0, seconds: 0.0, latency: Series::new("latency ms") };
-        let mut lat_ns: Vec<u32> = Vec::with_capacity(1 << 20);
-        let want = want.octets();
-        let mut buf = [0u8; 2048];
-        let start = Instant::now();
-        let end = start + dur;
-        loop {
-            let now = Instant::now();
-            if now >= end {
-                break;
-            }
-            while outstanding < inflight {
-                q[..2].copy_from_slice(&next.to_be_bytes());
-                let t = Instant::now();
-                sock.send(&q)?;
-                sent[next as usize] = Some(t);
-                next = next.wrapping_add(1);
-                outstanding += 1;
-            }
-            match sock.recv(&mut buf) {
-                Ok(n) if n >= 12 => {
-                    let id = u16::from_be_bytes([buf[0], buf[1]]);
-                    if let Some(t) = sent[id as usize].take() {
-                        let took = t.elapsed();
-                        outstanding -= 1;
-                        let good = buf[3] & 0x0f == 0
-                            && u16::from_be_bytes([buf[6], buf[7]]) >= 1
-                            && buf[n - 4..n] == want;
-                        if good {
-                            run.ok += 1;
-                            lat_ns.push(took.as_nanos().min(u32::MAX as u128) as u32);
-                        } else {
-                            run.bad += 1;
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                // ECONNREFUSED from an earlier send: the server is not there.
-                Err(e) => bail!("recv from {server}: {e}"),
-            }
-            // Forget answered ids at the front, give up on the oldest if it waited too long.
-            let now = Instant::now();
-            while oldest != next {
-                match sent[oldest as usize] {
-                    None => oldest = oldest.wrapping_add(1),
-                    Some(t) if now - t > LOST_AFTER => {
-                        sent[oldest as usize] = None;
-                        run.lost += 1;
-                        outstanding -= 1;
-                        oldest = oldest.wrapping_add(1);
-                    }
-                    Some(_) => break,
-                }
-            }
-        }
-        run.seconds = start.elapsed().as_secs_f64();
-        for ns in lat_ns {
-            run.latency.push(f64::from(ns) / 1e6);
-        }
-        Ok(run)
-    })
-}
-
 /// Median of `v` (upper median for even lengths, as [`Series::median`]).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -443,22 +306,28 @@ const ANCHOR_DOCKERD: f64 = 69_611.0;
 const ANCHOR_AARDVARK: f64 = 89_408.0;
 const ANCHOR_FLOOR: f64 = 124_568.0;
 
-fn report(runs: &[Vec<Vec<Run>>], o: &Options) -> Outcome {
+/// Median over reps of the per-rep ratio of path `p` to path `f` at in-flight index `k`.
+fn ratio(runs: &[Vec<Vec<Run>>], p: usize, f: usize, k: usize) -> f64 {
+    median(runs[p][k].iter().zip(&runs[f][k]).map(|(r, f)| r.qps() / f.qps()).collect())
+}
+
+fn report(targets: &[Target], runs: &[Vec<Vec<Run>>], o: &Options) -> Outcome {
     let mut md = format!(
         "{} ms per measurement, {} reps interleaved in random order; q/s counts answers with \
-         the expected address. Ratio: per rep, q/s of the path / q/s of the floor at the same \
-         number in flight, median over reps. Latency: median over reps of each rep's \
-         percentile.\n\n\
-         | path | in flight | median q/s | min–max q/s | ratio to floor | p50 ms | p99 ms | lost / bad |\n\
+         the expected address. Ratio: per rep, q/s of the path / q/s of its floor (the \
+         do-nothing responder on the same path) at the same number in flight, median over \
+         reps. Latency: median over reps of each rep's percentile.\n\n\
+         | path | in flight | median q/s | min–max q/s | ratio to its floor | p50 ms | p99 ms | lost / bad |\n\
          |---|---|---|---|---|---|---|---|\n",
         o.millis, o.reps
     );
     let mut json_paths = vec![];
     for (p, per_k) in runs.iter().enumerate() {
+        let t = &targets[p];
         for (k, reps) in per_k.iter().enumerate() {
             let qps: Vec<f64> = reps.iter().map(Run::qps).collect();
             let ratios: Vec<f64> =
-                reps.iter().zip(&runs[0][k]).map(|(r, f)| r.qps() / f.qps()).collect();
+                reps.iter().zip(&runs[t.floor][k]).map(|(r, f)| r.qps() / f.qps()).collect();
             let p50 = median(reps.iter().map(|r| r.latency.quantile(0.5)).collect());
             let p99 = median(reps.iter().map(|r| r.latency.quantile(0.99)).collect());
             let (lost, bad) = reps.iter().fold((0, 0), |(l, b), r| (l + r.lost, b + r.bad));
@@ -466,12 +335,12 @@ fn report(runs: &[Vec<Vec<Run>>], o: &Options) -> Outcome {
             let max = qps.iter().copied().fold(0.0, f64::max);
             md.push_str(&format!(
                 "| {} | {} | {:.0} | {:.0}–{:.0} | {} | {:.3} | {:.3} | {lost} / {bad} |\n",
-                PATHS[p],
+                t.label,
                 o.inflight[k],
                 median(qps.clone()),
                 min,
                 max,
-                if p == 0 {
+                if t.floor == p {
                     "1.00x (floor)".to_owned()
                 } else {
                     format!("{:.2}x", median(ratios.clone()))
@@ -480,7 +349,8 @@ fn report(runs: &[Vec<Vec<Run>>], o: &Options) -> Outcome {
                 p99,
             ));
             json_paths.push(serde_json::json!({
-                "path": PATHS[p],
+                "path": t.label,
+                "floor": targets[t.floor].label,
                 "inflight": o.inflight[k],
                 "qps": qps,
                 "ratio_to_floor": ratios,
@@ -493,30 +363,44 @@ fn report(runs: &[Vec<Vec<Run>>], o: &Options) -> Outcome {
             }));
         }
     }
+    // Head to head with aardvark-dns, when it ran: per rep, Cove's path over aardvark's.
+    let find = |label: &str| targets.iter().position(|t| t.label == label);
+    let mut versus = vec![];
+    for (cove, peer) in [
+        ("cove local name", "aardvark-dns local name"),
+        ("cove forwarded", "aardvark-dns forwarded"),
+    ] {
+        let (Some(c), Some(a)) = (find(cove), find(peer)) else { continue };
+        for (k, n) in o.inflight.iter().enumerate() {
+            let qps = median(
+                runs[c][k].iter().zip(&runs[a][k]).map(|(x, y)| x.qps() / y.qps()).collect(),
+            );
+            let rel = ratio(runs, c, targets[c].floor, k) / ratio(runs, a, targets[a].floor, k);
+            versus.push(format!("| {cove} / {peer} | {n} | {qps:.2}x | {rel:.2}x |\n"));
+        }
+    }
+    if !versus.is_empty() {
+        md.push_str(
+            "\nCove against aardvark-dns in the same run (per-rep q/s ratio, median; and the \
+             ratio of their ratios to their own floors):\n\n\
+             | paths | in flight | q/s ratio | floor-relative ratio |\n|---|---|---|---|\n",
+        );
+        md.push_str(&versus.concat());
+    }
     // The anchors were taken at 16 in flight with a Python client on another machine.
-    if let Some(k) = o.inflight.iter().position(|&n| n == 16) {
-        let at = |p: usize| median(runs[p][k].iter().map(Run::qps).collect());
-        let ratio = |p: usize| {
-            median(runs[p][k].iter().zip(&runs[0][k]).map(|(r, f)| r.qps() / f.qps()).collect())
-        };
+    if let (Some(k), Some(local)) =
+        (o.inflight.iter().position(|&n| n == 16), find("cove local name"))
+    {
+        let cove_rel = ratio(runs, local, targets[local].floor, k);
         md.push_str(&format!(
-            "\nAnchors at 16 in flight (RESULTS.md: Python client `dnsloop.py`, a 2-vCPU VM; \
-             this bench's client is compiled, so absolute q/s are not comparable, ratios to \
-             each run's own floor are): dockerd {:.1}k q/s = {:.2}x its floor, aardvark-dns \
-             {:.1}k = {:.2}x, C floor {:.1}k. Here: cove local {:.1}k q/s = {:.2}x the floor \
-             ({:.2}x dockerd's anchor q/s), cove forwarded {:.1}k = {:.2}x the floor \
-             ({:.2}x aardvark's anchor q/s).\n",
+            "\nAgainst dockerd (anchors, RESULTS.md: 16 in flight, Python client `dnsloop.py`, \
+             a 2-vCPU VM): dockerd {:.1}k q/s = {:.2}x its floor (C floor {:.1}k). Here at 16 \
+             in flight cove local = {:.2}x its floor: {:.2}x dockerd's floor-relative rate.\n",
             ANCHOR_DOCKERD / 1e3,
             ANCHOR_DOCKERD / ANCHOR_FLOOR,
-            ANCHOR_AARDVARK / 1e3,
-            ANCHOR_AARDVARK / ANCHOR_FLOOR,
             ANCHOR_FLOOR / 1e3,
-            at(1) / 1e3,
-            ratio(1),
-            at(1) / ANCHOR_DOCKERD,
-            at(2) / 1e3,
-            ratio(2),
-            at(2) / ANCHOR_AARDVARK,
+            cove_rel,
+            cove_rel / (ANCHOR_DOCKERD / ANCHOR_FLOOR),
         ));
     }
     for why in skipped_others() {

@@ -14,6 +14,8 @@
 mod attach;
 mod daemon;
 mod dns;
+mod dns_aardvark;
+mod dnsload;
 mod floor;
 mod http;
 mod nftwatch;
