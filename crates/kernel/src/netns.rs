@@ -149,9 +149,42 @@ pub(crate) fn sysctl_path(key: &str) -> Result<PathBuf, Cause> {
 }
 
 /// Write a sysctl in the calling thread's netns (`/proc/sys/net` is resolved per opener).
+/// For the host's namespace; a sandbox's goes through [`write_sysctl_own_proc`].
 pub(crate) fn write_sysctl(key: &str, value: &str) -> Result<(), Cause> {
     let path = sysctl_path(key)?;
     let mut f = OpenOptions::new().write(true).open(path)?;
+    f.write_all(value.as_bytes())?;
+    Ok(())
+}
+
+/// Write a sysctl of the calling thread's netns through a procfs instance of its own,
+/// created for this write (`fsopen`/`fsmount`: detached, in no mount namespace) and gone
+/// when its fd closes.
+///
+/// Why not `/proc`: every network namespace that ever resolved `/proc/sys/net` through a
+/// procfs instance leaves its own dentry named `net` there, all in one hash chain, and
+/// every later lookup compares itself against each of them. With a sandbox per container
+/// a write through `/proc` costs O(containers): 0.06 ms with no other namespace, 0.7 ms
+/// with 2,000 (measured on this kernel), and it was half of a container start's growth
+/// at 2,000. A fresh instance holds only this namespace's dentries: flat.
+pub(crate) fn write_sysctl_own_proc(key: &str, value: &str) -> Result<(), Cause> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+    sysctl_path(key)?;
+    let rel = Path::new("sys").join(key);
+    let fs = rustix::mount::fsopen("proc", FsOpenFlags::FSOPEN_CLOEXEC).map_err(io::Error::from)?;
+    rustix::mount::fsconfig_create(&fs).map_err(io::Error::from)?;
+    let mnt = rustix::mount::fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOEXEC
+            | MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+    .map_err(io::Error::from)?;
+    let fd = rustix::fs::openat(&mnt, &rel, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(io::Error::from)?;
+    let mut f = std::fs::File::from(fd);
     f.write_all(value.as_bytes())?;
     Ok(())
 }

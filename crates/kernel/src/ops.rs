@@ -137,7 +137,7 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
             let (path, key, value, dev) = (path.clone(), key.clone(), value.clone(), hs.nsfs_dev());
             netns::on_thread(move || {
                 netns::enter(&path, dev)?;
-                netns::write_sysctl(&key, &value)
+                netns::write_sysctl_own_proc(&key, &value)
             })
             .await?;
         }
