@@ -42,6 +42,7 @@ impl Controller {
     }
 
     /// Start; `Ok(false)` when it was already running (HTTP 304).
+    #[tracing::instrument(name = "container.start", skip(self))]
     pub async fn container_start(&self, reference: &str) -> Result<bool> {
         let mut st = self.state.lock().await;
         let c = st.container(reference)?.clone();
@@ -99,7 +100,7 @@ impl Controller {
                 NetworkMode::Host => None,
                 _ => netns.as_deref(),
             };
-            self.runtime.start(&c.id, bundle_net)
+            crate::blocking(|| self.runtime.start(&c.id, bundle_net))
         });
         let pid = match result {
             Ok(pid) => pid,
@@ -263,6 +264,7 @@ impl Controller {
 
     /// Stop (SIGTERM, then SIGKILL after `timeout` seconds, default 10); `Ok(false)` when
     /// it was not running (HTTP 304).
+    #[tracing::instrument(name = "container.stop", skip(self))]
     pub async fn container_stop(&self, reference: &str, timeout: Option<i64>) -> Result<bool> {
         let id = {
             let st = self.state.lock().await;
@@ -314,6 +316,7 @@ impl Controller {
     }
 
     /// Remove; a running container needs `force`.
+    #[tracing::instrument(name = "container.remove", skip(self))]
     pub async fn container_remove(&self, reference: &str, force: bool) -> Result<()> {
         let id = {
             let st = self.state.lock().await;

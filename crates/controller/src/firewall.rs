@@ -281,6 +281,7 @@ impl Controller {
 
     /// Bring the firewall in line with the state now (for changes that add access or
     /// protections: they must be in place before the caller goes on).
+    #[tracing::instrument(level = "debug", name = "firewall.sync", skip_all)]
     pub(crate) async fn sync_firewall(&self, st: &State) -> Result<()> {
         if !self.plan_changes(st) {
             return Ok(());
@@ -320,6 +321,7 @@ impl Controller {
 
     /// Write what the plan queued. Whoever gets here first writes every change queued so
     /// far, in order; a refused delta falls back to the whole ruleset.
+    #[tracing::instrument(level = "debug", name = "firewall.apply", skip_all)]
     async fn apply_pending(&self) -> Result<()> {
         let mut fw = self.fw.lock().await;
         let Some((text, full)) = self.take_pending(fw.known) else { return Ok(()) };

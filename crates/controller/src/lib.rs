@@ -119,3 +119,15 @@ impl Controller {
         &self.cfg
     }
 }
+
+/// Runs blocking work (runc's start: tens of ms) from async code without holding up the
+/// worker's other tasks (embedded DNS, API reads): on a multi-threaded runtime the worker
+/// hands its tasks to another first; elsewhere (unit tests) it just runs.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}

@@ -196,6 +196,7 @@ impl Controller {
     }
 
     /// Create a network; returns its id.
+    #[tracing::instrument(name = "network.create", skip_all, fields(name = %req.name))]
     pub async fn network_create(&self, req: NetworkCreate) -> Result<String> {
         let mut st = self.state.lock().await;
         let net = self.plan_network(&st, &req, cove_model::new_id(), false, None).await?;
@@ -283,6 +284,7 @@ impl Controller {
     }
 
     /// Remove a network (refused for built-ins and networks with active endpoints).
+    #[tracing::instrument(name = "network.remove", skip(self))]
     pub async fn network_remove(&self, reference: &str) -> Result<()> {
         let mut st = self.state.lock().await;
         let id = st.network_id(reference)?;
@@ -316,6 +318,7 @@ impl Controller {
     }
 
     /// Connect a container (running or not) to a network.
+    #[tracing::instrument(name = "network.connect", skip(self, settings))]
     pub async fn network_connect(
         &self,
         network: &str,
@@ -362,6 +365,7 @@ impl Controller {
     }
 
     /// Disconnect a container from a network.
+    #[tracing::instrument(name = "network.disconnect", skip(self))]
     pub async fn network_disconnect(
         &self,
         network: &str,

@@ -115,6 +115,7 @@ impl Controller {
     /// Build the sandbox of a container about to start: its network namespace and every
     /// endpoint, persisted before the kernel is touched. Returns the netns path (None for
     /// host mode). On failure nothing is left behind.
+    #[tracing::instrument(level = "debug", name = "sandbox.setup", skip_all)]
     pub(crate) async fn setup_sandbox(
         &self,
         st: &mut State,
@@ -209,6 +210,7 @@ impl Controller {
 
     /// Release a stopped container's sandbox: unmount its netns (the kernel reaps the veth
     /// pairs) and free its endpoints. Keeps going past errors and logs them.
+    #[tracing::instrument(level = "debug", name = "sandbox.release", skip_all)]
     pub(crate) async fn release_sandbox(&self, st: &mut State, c: &ContainerRecord) {
         self.ports.lock().expect("ports lock").release(&c.id);
         // First: the resolver's sockets would keep the namespace (and its veths) alive.
@@ -236,6 +238,7 @@ impl Controller {
     }
 
     /// Join one more network in a running container's sandbox.
+    #[tracing::instrument(level = "debug", name = "sandbox.join", skip_all)]
     pub(crate) async fn join_network(
         &self,
         st: &mut State,
@@ -291,6 +294,7 @@ impl Controller {
 
     /// Leave one network in a running container's sandbox; moves the default route to the
     /// next eligible endpoint if this one carried it.
+    #[tracing::instrument(level = "debug", name = "sandbox.leave", skip_all)]
     pub(crate) async fn leave_network(
         &self,
         st: &mut State,

@@ -157,8 +157,15 @@ fn init_tracing(level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("COVE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .with_context(|| format!("invalid log level {level:?}"))?;
+    // COVE_LOG_SPANS=1: one line per closed span with its busy and idle time (e.g. with
+    // COVE_LOG=debug, where each step of a container start takes its time).
+    let spans = match std::env::var("COVE_LOG_SPANS").as_deref() {
+        Ok("1") => tracing_subscriber::fmt::format::FmtSpan::CLOSE,
+        _ => tracing_subscriber::fmt::format::FmtSpan::NONE,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_span_events(spans)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();

@@ -67,6 +67,7 @@ impl Kernel {
     ///
     /// An address or route that already exists exactly as asked counts as applied (so a
     /// reconcile can re-apply a plan), but is not rolled back: Cove did not add it this time.
+    #[tracing::instrument(level = "debug", name = "kernel.apply", skip_all, fields(ops = ops.len()))]
     pub async fn apply(&self, ops: &[Op]) -> Result<(), KernelError> {
         let mut undo: Vec<Op> = Vec::new();
         for op in ops {
@@ -119,6 +120,7 @@ impl Kernel {
     /// `/proc/thread-self/ns/net` onto `path`, opens the netlink socket later ops in this
     /// netns use, and exits. An existing netns at `path` is a conflict (EEXIST); a stale
     /// plain file there (left by a crash) is reused.
+    #[tracing::instrument(level = "debug", name = "kernel.create_netns", skip_all)]
     pub async fn create_netns(&self, path: &Path) -> Result<(), KernelError> {
         let ctx = || format!("create netns {}", path.display());
         debug!("{}", ctx());
@@ -148,6 +150,7 @@ impl Kernel {
     /// file; a missing path is fine. The cached netlink handle for it is dropped. This is
     /// the fast teardown: the kernel reaps the namespace's links (and so the host ends of
     /// its veth pairs) asynchronously, once nothing else holds the namespace.
+    #[tracing::instrument(level = "debug", name = "kernel.remove_netns", skip_all)]
     pub async fn remove_netns(&self, path: &Path) -> Result<(), KernelError> {
         debug!("remove netns {}", path.display());
         self.inner.forget(path);

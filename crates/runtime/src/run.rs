@@ -71,6 +71,7 @@ impl Runtime {
     /// Needs the bundle (create_bundle) and, for a sandbox, the network namespace mounted at
     /// `netns`. Blocks for the duration of runc's start (tens of ms): call it from
     /// `spawn_blocking` in async code. Already running: Conflict.
+    #[tracing::instrument(level = "debug", name = "runtime.start", skip_all)]
     pub fn start(&self, id: &str, netns: Option<&Path>) -> Result<u32, Error> {
         let spec = self.load_spec(id)?;
         let bundle = self.bundle_dir(id)?;

@@ -103,6 +103,7 @@ impl Store {
     }
 
     /// Commit a batch atomically and durably.
+    #[tracing::instrument(level = "debug", name = "store.commit", skip_all)]
     pub fn commit(&self, batch: Batch) -> Result<(), Error> {
         if batch.is_empty() {
             return Ok(());
