@@ -17,11 +17,11 @@ use cove_kernel::Kernel;
 use crate::dns::sh;
 
 /// The network's gateway, where aardvark-dns listens.
-pub(crate) const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
+pub(crate) const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 248, 0, 1);
 /// The client namespace's address.
-const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 11);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 248, 0, 11);
 /// The address aardvark-dns gives [`TARGET`].
-pub(crate) const TARGET_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 12);
+pub(crate) const TARGET_IP: Ipv4Addr = Ipv4Addr::new(10, 248, 0, 12);
 /// A container name in aardvark-dns's config.
 pub(crate) const TARGET: &str = "av-target";
 /// aardvark-dns's address, and the floor's on the same path.

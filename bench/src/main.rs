@@ -179,6 +179,10 @@ async fn main() -> Result<()> {
         cleanup = Daemon::start(&args.cove, &root).and_then(|d| d.remove_everything(4));
     }
     daemon::unmount_under(&root);
+    // For profiling (e.g. with COVE_LOG=debug COVE_LOG_SPANS=1): keep the daemon's log.
+    if let Some(keep) = std::env::var_os("COVE_BENCH_DAEMON_LOG") {
+        let _ = std::fs::copy(root.join("daemon.log"), keep);
+    }
     let _ = std::fs::remove_dir_all(&root);
     outcome?;
     cleanup?;

@@ -28,8 +28,10 @@ pub(crate) struct Options {
     pub(crate) workers: usize,
 }
 
-/// Networks the filling containers are spread over (a bridge takes at most 1024 ports).
-const NETWORKS: usize = 4;
+/// Networks the filling containers are spread over, as in the scale target (2,000
+/// containers over 20 networks; a bridge takes at most 1,024 ports, and attaching to a
+/// bridge costs O(its ports) in the kernel).
+const NETWORKS: usize = 20;
 /// Host ports: filling containers, Cove's probes, the floor's elements.
 /// All below the kernel's ephemeral range (32768-), so no outgoing connection holds them.
 const FILL_PORT: u16 = 10000;
