@@ -201,6 +201,17 @@ pub fn join_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Resul
             peer_mac: ep.mac,
         },
         Op::Hairpin { link: ep.host_ifname.clone() },
+        // A bridge port does no IPv6 of its own (the bridge carries the network's). Without
+        // this, every host-side veth gets a link-local address, two routes in the host's
+        // IPv6 table, DAD and MLD; and every link change on the host then walks that
+        // table under the RTNL lock: a container start cost O(containers) (0.2 ms -> 0.6 ms
+        // per veth pair brought up next to 1,000 others, measured). Written while the port
+        // has no carrier yet (the peer is still down), so no address ever exists.
+        Op::Sysctl {
+            netns: Netns::Host,
+            key: format!("net/ipv6/conf/{}/disable_ipv6", ep.host_ifname),
+            value: "1".into(),
+        },
     ];
     if ep.ipv6.is_none() {
         ops.push(Op::Sysctl {
@@ -355,6 +366,7 @@ mod tests {
             got,
             "create veth cv0123456789ab (master br-nnnnnnnnnnnn) peer eth0 in /run/cove/netns/c mac 02:42:ac:12:00:02 mtu 1500\n\
              hairpin on for bridge port cv0123456789ab\n\
+             sysctl net/ipv6/conf/cv0123456789ab/disable_ipv6=1 in host\n\
              sysctl net/ipv6/conf/eth0/disable_ipv6=1 in /run/cove/netns/c\n\
              add address 172.18.0.2/16 to eth0 in /run/cove/netns/c\n\
              set eth0 up in /run/cove/netns/c\n"
