@@ -23,6 +23,8 @@ use crate::Controller;
 pub(crate) struct FirewallState {
     known: bool,
     session: Option<cove_kernel::nft::NftSession>,
+    /// Element changes straight over netlink (the hot path; see `cove_kernel::nfnl`).
+    elements: Option<cove_kernel::nfnl::ElementWriter>,
 }
 
 impl FirewallState {
@@ -41,6 +43,15 @@ impl FirewallState {
             .all(|l| l.starts_with("add element ") || l.starts_with("delete element "));
         if !elements_only {
             return cove_kernel::nft::apply(delta).await;
+        }
+        // Sets the netlink encoder knows (every hash set a start or stop touches) skip the
+        // `nft` process altogether; interval sets (network changes) still go through it.
+        if let Some(batch) = cove_firewall::netlink::element_batch(delta) {
+            if self.elements.is_none() {
+                self.elements = Some(cove_kernel::nfnl::ElementWriter::spawn()?);
+            }
+            let writer = self.elements.as_ref().expect("just ensured");
+            return writer.apply(batch).await;
         }
         if !self.session.as_mut().is_some_and(|s| s.alive()) {
             self.session = Some(cove_kernel::nft::NftSession::spawn()?);

@@ -78,6 +78,7 @@ mod delta;
 mod elements;
 mod model;
 pub mod names;
+pub mod netlink;
 mod ruleset;
 
 pub use cove_model::MacAddr;

@@ -14,6 +14,7 @@
 mod error;
 mod handles;
 mod netns;
+pub mod nfnl;
 pub mod nft;
 mod nl;
 mod ops;

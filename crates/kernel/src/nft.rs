@@ -18,7 +18,7 @@ use crate::error::{Cause, KernelError};
 /// Pids of the `nft` processes this daemon ran lately: their transactions are ours.
 static OWN_PIDS: Mutex<VecDeque<u32>> = Mutex::new(VecDeque::new());
 
-fn remember_own(pid: u32) {
+pub(crate) fn remember_own(pid: u32) {
     let mut own = OWN_PIDS.lock().expect("own pids lock");
     if own.len() >= 256 {
         own.pop_front();
