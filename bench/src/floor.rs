@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use cove_drivers::plan::{Netns, Op};
+use cove_firewall::netlink::{Element, SetElements};
 use cove_kernel::Kernel;
 use cove_model::MacAddr;
 
@@ -91,13 +92,14 @@ impl Floor {
 /// The floor's nftables table (not Cove's: the daemon never touches it, and its watch on
 /// `inet cove` ignores it).
 const TABLE: &str = "inet coveflr";
+const TABLE_NAME: &str = "coveflr";
 
 /// A published port at the floor: one element of a DNAT map like Cove's `dnat4_any`,
-/// used by a DNAT rule like Cove's, in a table of its own. Two ways to add it: a
-/// long-lived `nft -i` session (no process start, no cache reload: what Cove's daemon
-/// does), and one `nft -f -` process per transaction.
+/// used by a DNAT rule like Cove's, in a table of its own. Two ways to add it: one
+/// `NFT_MSG_NEWSETELEM` batch over netlink from this process (the least the kernel needs;
+/// what Cove's daemon does), and one `nft -f -` process per transaction (for reference).
 pub(crate) struct NftFloor {
-    session: cove_kernel::nft::NftSession,
+    writer: cove_kernel::nfnl::ElementWriter,
 }
 
 impl NftFloor {
@@ -112,16 +114,32 @@ impl NftFloor {
              }}\n"
         ))
         .await?;
-        Ok(Self { session: cove_kernel::nft::NftSession::spawn()? })
+        Ok(Self { writer: cove_kernel::nfnl::ElementWriter::spawn()? })
     }
 
     fn element(port: u16, ip: Ipv4Addr) -> String {
         format!("{TABLE} dnat4_any {{ tcp . {port} : {ip} . 80 }}")
     }
 
-    /// Publish `port` to `ip`:80: one transaction through the long-lived session.
+    /// The netlink form of the element (`delete`: by its key alone).
+    fn batch(port: u16, ip: Ipv4Addr, delete: bool) -> Vec<SetElements> {
+        let p = port.to_be_bytes();
+        let o = ip.octets();
+        vec![SetElements {
+            family: cove_firewall::netlink::NFPROTO_INET,
+            table: TABLE_NAME,
+            set: "dnat4_any",
+            delete,
+            elements: vec![Element {
+                key: vec![6, 0, 0, 0, p[0], p[1], 0, 0],
+                data: (!delete).then(|| vec![o[0], o[1], o[2], o[3], 0, 80, 0, 0]),
+            }],
+        }]
+    }
+
+    /// Publish `port` to `ip`:80: one transaction over netlink.
     pub(crate) async fn add(&mut self, port: u16, ip: Ipv4Addr) -> Result<()> {
-        self.session.run(&format!("add element {}", Self::element(port, ip))).await?;
+        self.writer.apply(Self::batch(port, ip, false)).await?;
         Ok(())
     }
 
@@ -132,12 +150,12 @@ impl NftFloor {
     }
 
     pub(crate) async fn delete(&mut self, port: u16, ip: Ipv4Addr) -> Result<()> {
-        self.session.run(&format!("delete element {}", Self::element(port, ip))).await?;
+        self.writer.apply(Self::batch(port, ip, true)).await?;
         Ok(())
     }
 
     pub(crate) async fn remove(self) -> Result<()> {
-        drop(self.session);
+        drop(self.writer);
         cove_kernel::nft::apply(&format!("delete table {TABLE}\n")).await?;
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! creates and starts a container with `-p <port>:80`, the same on the same network
 //! without a port, and the same with `--network none` (start -p − start none is the
 //! networking share, firewall element changes included); the floor builds a netlink
-//! sandbox and adds one DNAT map element (long-lived `nft -i`, and once more with one
+//! sandbox and adds one DNAT map element (one netlink batch, and once more with one
 //! `nft -f -` process). Then everything is removed, again in random order. *Network
 //! ready* (request to the commit of the container's firewall transaction, seen by
 //! `nft monitor`) splits Cove's start into its networking part and the runtime's.
@@ -131,7 +131,7 @@ const NAMES: [&str; SERIES] = [
     "cove start none",
     "cove network share (start -p − start none, paired)",
     "floor sandbox (netlink)",
-    "floor port element (long-lived nft -i)",
+    "floor port element (netlink)",
     "floor sandbox + port",
     "floor sandbox + port: network ready (committed)",
     "floor port element (one nft -f - process)",
@@ -347,7 +347,7 @@ fn report(
         "Medians. *Network ready*: from the request to the commit of the container's firewall \
          transaction (Cove), or from the start of the netlink work to the commit of the \
          element (floor), as `nft monitor` reports it.\n\n\
-         | containers | cove network ready (-p) | floor network ready | ratio | cove start -p | cove start none | network share (paired) | floor element: nft -i / nft -f - |\n\
+         | containers | cove network ready (-p) | floor network ready | ratio | cove start -p | cove start none | network share (paired) | floor element: netlink / nft -f - |\n\
          |---|---|---|---|---|---|---|---|\n",
     );
     for p in points {
