@@ -16,8 +16,8 @@
 //! The client keeps N queries in flight on one connected UDP socket for a fixed time and
 //! counts the answers that carry the expected address; latency is from just before `send`
 //! to the receipt of the answer. When aardvark-dns is installed it is measured too, set up
-//! as netavark runs it (`dns_aardvark`), with its own floor on its own path; dockerd is
-//! not driven by this bench (the anchors give its ratio).
+//! as netavark runs it (`dns_aardvark`), with its own floor on its own path; so is
+//! dockerd when installed, a private one in the fake host (`dns_dockerd`), local names only.
 
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
@@ -31,6 +31,7 @@ use cove_kernel::Kernel;
 
 use crate::daemon::Daemon;
 use crate::dns_aardvark::{self, Aardvark};
+use crate::dns_dockerd::{self, DockerDns};
 use crate::dnsload::{load, Responder, Run, ANSWER};
 
 pub(crate) struct Options {
@@ -72,10 +73,12 @@ struct Target {
 
 /// Peers not measured in this run, and why.
 fn skipped_others() -> Vec<String> {
-    let mut out =
-        vec!["dockerd: not measured here (a second container engine in the fake host); its \
-         ratio comes from the anchors"
-            .to_owned()];
+    let mut out = vec![];
+    if !crate::dockerd::installed() {
+        out.push(
+            "dockerd: not installed (Debian package `docker.io`); skipped, anchors used".into(),
+        );
+    }
     if dns_aardvark::binary().is_none() {
         out.push(
             "aardvark-dns: not installed (Debian package `aardvark-dns`); skipped, anchors used"
@@ -94,6 +97,7 @@ struct Setup {
     containers: bool,
     responders: Vec<Responder>,
     aardvark: Aardvark,
+    docker: Option<DockerDns>,
 }
 
 pub(crate) async fn run(d: &Daemon, root: &Path, o: &Options) -> Result<Outcome> {
@@ -231,6 +235,20 @@ async fn measure(
             targets.push(Target { label, ns: ns.clone(), server, name, want, floor });
         }
     }
+    if crate::dockerd::installed() {
+        let docker = DockerDns::start(dir)?;
+        let ns = docker.client_ns.clone();
+        let want = docker.target_ip;
+        setup.docker = Some(docker);
+        setup.responders.push(Responder::start(Some(&ns), FLOOR)?);
+        let floor = targets.len();
+        for (label, server, name, want) in [
+            ("dockerd floor (responder in its container)", FLOOR, TARGET, ANSWER),
+            ("dockerd local name", COVE, dns_dockerd::TARGET, want),
+        ] {
+            targets.push(Target { label, ns: ns.clone(), server, name, want, floor });
+        }
+    }
     // Every path answers correctly before anything is timed.
     for t in &targets {
         let r = load(&t.ns, t.server, t.name, t.want, 1, Duration::from_millis(200))?;
@@ -277,6 +295,9 @@ impl Setup {
             r.stop();
         }
         self.aardvark.remove(kernel).await;
+        if let Some(mut d) = self.docker.take() {
+            d.daemon.stop();
+        }
         if self.containers {
             for c in [CLIENT, TARGET] {
                 let _ = d.api("DELETE", &format!("/containers/{c}?force=1"), None, 204);
@@ -367,6 +388,7 @@ fn report(targets: &[Target], runs: &[Vec<Vec<Run>>], o: &Options) -> Outcome {
     let find = |label: &str| targets.iter().position(|t| t.label == label);
     let mut versus = vec![];
     for (cove, peer) in [
+        ("cove local name", "dockerd local name"),
         ("cove local name", "aardvark-dns local name"),
         ("cove forwarded", "aardvark-dns forwarded"),
     ] {
@@ -381,7 +403,7 @@ fn report(targets: &[Target], runs: &[Vec<Vec<Run>>], o: &Options) -> Outcome {
     }
     if !versus.is_empty() {
         md.push_str(
-            "\nCove against aardvark-dns in the same run (per-rep q/s ratio, median; and the \
+            "\nCove against dockerd and aardvark-dns in the same run (per-rep q/s ratio, median; and the \
              ratio of their ratios to their own floors):\n\n\
              | paths | in flight | q/s ratio | floor-relative ratio |\n|---|---|---|---|\n",
         );

@@ -1,0 +1,119 @@
+//! A private dockerd (Debian's `docker.io`) as a peer, inside the bench's fake host: its
+//! own data root, exec root, API socket, pid file and containerd namespace under the
+//! bench's directory, so it shares nothing with a Docker the machine may run, and its
+//! iptables rules live in the fake host's network namespace only. Stopped, with everything
+//! it made, by [`Dockerd::stop`] (also on drop).
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub(crate) struct Dockerd {
+    child: Option<Child>,
+    dir: PathBuf,
+    sock: PathBuf,
+}
+
+/// Whether dockerd and the docker CLI are installed.
+pub(crate) fn installed() -> bool {
+    let on_path = |b: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {b}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    on_path("dockerd") && on_path("docker")
+}
+
+impl Dockerd {
+    /// Starts dockerd under `dir` and waits until it answers.
+    pub(crate) fn start(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let sock = dir.join("docker.sock");
+        let log = std::fs::File::create(dir.join("dockerd.log"))?;
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .args(["--containerd-namespace", "cove-bench", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start dockerd")?;
+        let mut d = Dockerd { child: Some(child), dir: dir.to_path_buf(), sock };
+        for _ in 0..150 {
+            if d.cli(&["version"]).is_ok() {
+                return Ok(d);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        d.stop();
+        bail!("dockerd did not answer in 15 s; see {}", dir.join("dockerd.log").display())
+    }
+
+    /// The docker CLI against this daemon.
+    pub(crate) fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .args(args)
+            .output()
+            .context("run docker")?;
+        if !out.status.success() {
+            bail!("docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// `busybox:latest` from the host's static busybox (the same image Cove runs).
+    pub(crate) fn import_busybox(&self) -> Result<()> {
+        let tar = self.dir.join("busybox.tar");
+        let status = Command::new("scripts/busybox-image.sh").arg(&tar).status()?;
+        if !status.success() {
+            bail!("scripts/busybox-image.sh failed");
+        }
+        self.cli(&["image", "import", tar.to_str().context("path")?, "busybox:latest"])?;
+        let _ = std::fs::remove_file(&tar);
+        Ok(())
+    }
+
+    /// Removes every container and network, stops dockerd (and the containerd it runs),
+    /// and removes its directories. Best effort, idempotent.
+    pub(crate) fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        if let Ok(ids) = self.cli(&["ps", "-aq"]) {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids);
+                let _ = self.cli(&args);
+            }
+        }
+        let _ = self.cli(&["network", "prune", "-f"]);
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..150 {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        crate::daemon::unmount_under(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
