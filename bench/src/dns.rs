@@ -40,6 +40,8 @@ pub(crate) struct Options {
     pub(crate) millis: u64,
     /// Queries in flight, one measurement each per path and rep.
     pub(crate) inflight: Vec<usize>,
+    /// Also start a private dockerd as a peer (off in the CI smoke run).
+    pub(crate) dockerd: bool,
 }
 
 pub(crate) struct Outcome {
@@ -235,7 +237,7 @@ async fn measure(
             targets.push(Target { label, ns: ns.clone(), server, name, want, floor });
         }
     }
-    if crate::dockerd::installed() {
+    if o.dockerd && crate::dockerd::installed() {
         let docker = DockerDns::start(dir)?;
         let ns = docker.client_ns.clone();
         let want = docker.target_ip;

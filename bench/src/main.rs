@@ -52,7 +52,7 @@ fn parse_args() -> Result<Args> {
         iterations: 200,
         ports: ports::Options { counts: vec![10, 300], iterations: 40, workers: 3 },
         throughput: throughput::Options { reps: 3, seconds: 3 },
-        dns: dns::Options { reps: 5, millis: 2000, inflight: vec![1, 16, 100] },
+        dns: dns::Options { reps: 5, millis: 2000, inflight: vec![1, 16, 100], dockerd: true },
         out: None,
     };
     let mut it = std::env::args().skip(1);
@@ -78,7 +78,7 @@ fn parse_args() -> Result<Args> {
                 a.ports.counts = vec![3];
                 a.ports.iterations = 3;
                 a.throughput = throughput::Options { reps: 1, seconds: 1 };
-                a.dns = dns::Options { reps: 1, millis: 250, inflight: vec![16] };
+                a.dns = dns::Options { reps: 1, millis: 250, inflight: vec![16], dockerd: false };
             }
             "--full" => a.ports.counts = vec![10, 300, 1000, 2000],
             "--iterations" => a.iterations = num(it.next(), "--iterations")?,
