@@ -13,7 +13,13 @@ pub(crate) struct Dockerd {
     child: Option<Child>,
     dir: PathBuf,
     sock: PathBuf,
+    /// What dockerd 20.10 writes outside its roots, whatever its flags: its trust key,
+    /// `/etc/docker/key.json`. Removed at the end if it was not there before.
+    created_outside: Vec<PathBuf>,
 }
+
+const ETC_DOCKER: &str = "/etc/docker";
+const TRUST_KEY: &str = "/etc/docker/key.json";
 
 /// Whether dockerd and the docker CLI are installed.
 pub(crate) fn installed() -> bool {
@@ -31,6 +37,11 @@ impl Dockerd {
     /// Starts dockerd under `dir` and waits until it answers.
     pub(crate) fn start(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
+        let created_outside: Vec<PathBuf> = [TRUST_KEY, ETC_DOCKER]
+            .into_iter()
+            .map(PathBuf::from)
+            .filter(|p| !p.exists())
+            .collect();
         let sock = dir.join("docker.sock");
         let log = std::fs::File::create(dir.join("dockerd.log"))?;
         let child = Command::new("dockerd")
@@ -47,7 +58,7 @@ impl Dockerd {
             .stderr(log)
             .spawn()
             .context("start dockerd")?;
-        let mut d = Dockerd { child: Some(child), dir: dir.to_path_buf(), sock };
+        let mut d = Dockerd { child: Some(child), dir: dir.to_path_buf(), sock, created_outside };
         for _ in 0..150 {
             if d.cli(&["version"]).is_ok() {
                 return Ok(d);
@@ -109,6 +120,10 @@ impl Dockerd {
         let _ = child.wait();
         crate::daemon::unmount_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The key first, then the directory if it was ours (and is now empty).
+        for p in self.created_outside.drain(..) {
+            let _ = if p.is_dir() { std::fs::remove_dir(&p) } else { std::fs::remove_file(&p) };
+        }
     }
 }
 

@@ -187,6 +187,8 @@ impl NftSession {
         let (reader, writer) = std::io::pipe().map_err(err)?;
         let writer2 = writer.try_clone().map_err(err)?;
         let mut cmd = long_lived_nft(&["-i"]);
+        // Interactive nft keeps a history file in $HOME: none on the host for Cove's use.
+        cmd.env("HOME", "/nonexistent");
         cmd.stdin(Stdio::piped()).stdout(Stdio::from(writer)).stderr(Stdio::from(writer2));
         let spawned = cmd.spawn();
         // Our copies of the write end must go, so the reader sees nft's exit as end of file.
