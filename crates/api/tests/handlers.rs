@@ -99,6 +99,7 @@ async fn checks(root: &Path) {
         firewall6: true,
         ip_forward: true,
         cgroup_parent: "/cove-api-handlers".into(),
+        icc: true,
     };
     let ctl = Controller::start(cfg).await.expect("controller");
     ctl.image_import(cove_testkit::busybox_rootfs_tar().to_vec(), "busybox").await.unwrap();

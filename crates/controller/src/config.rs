@@ -27,4 +27,7 @@ pub struct ControllerConfig {
     pub ip_forward: bool,
     /// `--cgroup-parent`: the cgroup (in every hierarchy) the containers' cgroups go under.
     pub cgroup_parent: String,
+    /// `--icc`: containers on the default bridge may talk to each other (with `false`, only
+    /// through links, to the linked container's exposed ports).
+    pub icc: bool,
 }

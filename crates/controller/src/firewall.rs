@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{info, warn};
 
-use cove_firewall::{EndpointRules, FirewallModel, NetworkRules, Proto, PublishedPort};
+use cove_firewall::{EndpointRules, FirewallModel, LinkRule, NetworkRules, Proto, PublishedPort};
 use cove_model::{DriverKind, Error, NetworkMode, Result, Status};
 
 use crate::state::State;
@@ -70,11 +70,13 @@ impl FirewallState {
 struct Share {
     endpoints: Vec<EndpointRules>,
     published: Vec<PublishedPort>,
+    /// Its legacy links through icc=false (as the linker).
+    links: Vec<LinkRule>,
 }
 
 impl Share {
     fn is_empty(&self) -> bool {
-        self.endpoints.is_empty() && self.published.is_empty()
+        self.endpoints.is_empty() && self.published.is_empty() && self.links.is_empty()
     }
 }
 
@@ -106,12 +108,13 @@ impl FirewallPlan {
             let s = &self.shares[id];
             m.endpoints.extend(s.endpoints.iter().cloned());
             m.published.extend(s.published.iter().cloned());
+            m.links.extend(s.links.iter().cloned());
         }
         m
     }
 }
 
-fn proto(p: &str) -> Option<Proto> {
+pub(crate) fn proto(p: &str) -> Option<Proto> {
     match p {
         "tcp" => Some(Proto::Tcp),
         "udp" => Some(Proto::Udp),
@@ -163,6 +166,7 @@ fn share(st: &State, id: &str, v6: bool) -> Share {
         });
     }
     let Some(c) = st.containers.get(id) else { return s };
+    s.links = crate::links::firewall_links(st, c);
     if c.state.status != Status::Running
         || c.host_config.network_mode != NetworkMode::Sandbox
         || c.state.ports.is_empty()
@@ -248,14 +252,20 @@ impl Controller {
             drop_foreign_forwarding: own_forwarding,
             ..FirewallModel::default()
         };
-        for id in &changes.containers {
+        // A container's links name another container's bridge port: when that one starts or
+        // stops, its linkers' shares change too.
+        let mut changed = changes.containers.clone();
+        changed.extend(crate::links::linkers_of(st, &changes.containers));
+        for id in &changed {
             let new = share(st, id, v6);
             let old = plan.shares.remove(id).unwrap_or_default();
             if old != new {
                 before.endpoints.extend(old.endpoints);
                 before.published.extend(old.published);
+                before.links.extend(old.links);
                 after.endpoints.extend(new.endpoints.iter().cloned());
                 after.published.extend(new.published.iter().cloned());
+                after.links.extend(new.links.iter().cloned());
             }
             if !new.is_empty() {
                 plan.shares.insert(id.clone(), new);

@@ -160,6 +160,62 @@ fn env_of(linker: &str, alias: &str, ip: IpAddr, child: &ContainerRecord) -> Vec
     env
 }
 
+/// The firewall openings of `c`'s links (as the linker): on the default bridge with icc
+/// off (`--icc=false`), Docker's link rules let the linker reach each exposed port of the
+/// linked container, and nothing else. Both must be running with an endpoint on the
+/// default bridge. Pure.
+pub(crate) fn firewall_links(st: &State, c: &ContainerRecord) -> Vec<cove_firewall::LinkRule> {
+    if c.host_config.links.is_empty() || c.state.status != Status::Running {
+        return vec![];
+    }
+    let Some(bridge) = default_bridge(st) else { return vec![] };
+    if st.networks.get(bridge).and_then(|n| n.bridge.as_ref()).is_none_or(|b| b.enable_icc) {
+        return vec![];
+    }
+    let Some(from) = bridge_endpoint(st, c) else { return vec![] };
+    let mut out = vec![];
+    for (name, _) in parse_all(&c.host_config.links) {
+        let Ok(child) = st.container(&name) else { continue };
+        if child.state.status != Status::Running {
+            continue;
+        }
+        let Some(to) = bridge_endpoint(st, child) else { continue };
+        for key in &child.config.exposed_ports {
+            let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+            let (Ok(port), Some(proto)) = (port.parse::<u16>(), crate::firewall::proto(proto))
+            else {
+                continue;
+            };
+            out.push(cove_firewall::LinkRule {
+                from: from.host_ifname.clone(),
+                to: to.host_ifname.clone(),
+                proto,
+                port,
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.to, a.proto, a.port).cmp(&(&b.to, b.proto, b.port)));
+    out.dedup();
+    out
+}
+
+/// The containers that link to any of `ids` (whose firewall openings name their ports).
+pub(crate) fn linkers_of(st: &State, ids: &std::collections::BTreeSet<String>) -> Vec<String> {
+    if ids.is_empty() {
+        return vec![];
+    }
+    st.containers
+        .values()
+        .filter(|l| !l.host_config.links.is_empty())
+        .filter(|l| {
+            parse_all(&l.host_config.links)
+                .iter()
+                .any(|(name, _)| st.container(name).is_ok_and(|c| ids.contains(&c.id)))
+        })
+        .map(|l| l.id.clone())
+        .collect()
+}
+
 impl Controller {
     /// At start: every linked container must exist and run, and (for a container on the
     /// default bridge) be on the default bridge too. Returns (alias, linked container).

@@ -458,13 +458,14 @@ pub(crate) fn check_endpoint_settings(net: &NetworkRecord, s: &EndpointSettings)
 pub(crate) fn builtin_requests(
     bip: Option<IpNet>,
     fixed_cidr: Option<IpNet>,
+    icc: bool,
 ) -> Vec<(NetworkCreate, Option<&'static str>)> {
     let mut bridge = NetworkCreate {
         name: DEFAULT_BRIDGE.into(),
         driver: "bridge".into(),
         options: BTreeMap::from([
             (bridge::keys::DEFAULT_BRIDGE.to_string(), "true".to_string()),
-            (bridge::keys::ICC.to_string(), "true".to_string()),
+            (bridge::keys::ICC.to_string(), icc.to_string()),
             (bridge::keys::MASQUERADE.to_string(), "true".to_string()),
             (bridge::keys::HOST_BINDING_IPV4.to_string(), "0.0.0.0".to_string()),
             (bridge::keys::NAME.to_string(), DEFAULT_BRIDGE_DEVICE.to_string()),

@@ -116,8 +116,24 @@ impl Controller {
 
     /// Create the built-in networks that do not exist yet.
     pub(crate) async fn ensure_builtins(&self, st: &mut State) -> Result<()> {
-        for (req, device) in builtin_requests(self.cfg.bip, self.cfg.fixed_cidr) {
+        for (req, device) in builtin_requests(self.cfg.bip, self.cfg.fixed_cidr, self.cfg.icc) {
             if let Some(existing) = st.networks.values().find(|n| n.name == req.name) {
+                // `--icc` is the daemon's to say at every start, as with dockerd.
+                if let Some(b) = existing.bridge.as_ref().filter(|b| b.enable_icc != self.cfg.icc) {
+                    let mut net = existing.clone();
+                    if let Some(nb) = net.bridge.as_mut() {
+                        nb.enable_icc = self.cfg.icc;
+                    }
+                    if let Some(v) = net.options.get_mut(cove_drivers::bridge::keys::ICC) {
+                        *v = self.cfg.icc.to_string();
+                    }
+                    info!(network = %net.name, icc = self.cfg.icc, was = b.enable_icc, "--icc changed");
+                    let mut batch = cove_store::Batch::new();
+                    batch.put(cove_store::Table::Networks, &net.id, &net);
+                    self.store.commit(batch)?;
+                    st.networks.insert(net.id.clone(), net);
+                    continue;
+                }
                 if let (Some(bip), Some(pool)) = (self.cfg.bip, existing.pool_v4()) {
                     if pool.subnet != bip.trunc() {
                         warn!(

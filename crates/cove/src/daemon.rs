@@ -43,6 +43,10 @@ pub struct DaemonArgs {
     /// Turn on IP forwarding (net.ipv4.ip_forward) if it is off.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub ip_forward: Option<bool>,
+    /// Inter-container communication on the default bridge; `--icc=false` lets containers
+    /// there reach each other only through `--link` (the linked container's exposed ports).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub icc: Option<bool>,
     /// Parent cgroup of the containers' cgroups [default: /cove].
     #[arg(long)]
     pub cgroup_parent: Option<String>,
@@ -70,6 +74,7 @@ struct FileConfig {
     iptables: Option<bool>,
     ip6tables: Option<bool>,
     ip_forward: Option<bool>,
+    icc: Option<bool>,
     cgroup_parent: Option<String>,
 }
 
@@ -144,6 +149,7 @@ fn resolve(args: DaemonArgs) -> anyhow::Result<Settings> {
             firewall: args.iptables.or(file.iptables).unwrap_or(true),
             firewall6: args.ip6tables.or(file.ip6tables).unwrap_or(true),
             ip_forward: args.ip_forward.or(file.ip_forward).unwrap_or(true),
+            icc: args.icc.or(file.icc).unwrap_or(true),
             cgroup_parent: args
                 .cgroup_parent
                 .or(file.cgroup_parent)

@@ -20,11 +20,13 @@ fn partial(
     m: &FirewallModel,
     endpoints: Vec<&crate::model::EndpointRules>,
     published: Vec<&crate::model::PublishedPort>,
+    links: Vec<&crate::model::LinkRule>,
 ) -> FirewallModel {
     FirewallModel {
         networks: m.networks.clone(),
         endpoints: endpoints.into_iter().cloned().collect(),
         published: published.into_iter().cloned().collect(),
+        links: links.into_iter().cloned().collect(),
         drop_foreign_forwarding: m.drop_foreign_forwarding,
     }
 }
@@ -62,11 +64,13 @@ pub(crate) fn render_delta(before: &FirewallModel, after: &FirewallModel) -> Str
             before,
             missing(&before.endpoints, &after.endpoints),
             missing(&before.published, &after.published),
+            missing(&before.links, &after.links),
         );
         let new = partial(
             after,
             missing(&after.endpoints, &before.endpoints),
             missing(&after.published, &before.published),
+            missing(&after.links, &before.links),
         );
         (Contents::build(&gone), Contents::build(&new))
     } else {
@@ -121,8 +125,39 @@ mod tests {
             }],
             endpoints: vec![endpoint("cv1", 2)],
             published: vec![published(8080, 2)],
+            links: vec![],
             drop_foreign_forwarding: false,
         }
+    }
+
+    #[test]
+    fn a_link_is_three_sets_of_elements_and_goes_away_whole() {
+        let before = FirewallModel { endpoints: vec![endpoint("cv1", 2)], ..base() };
+        let link = |port| crate::model::LinkRule {
+            from: "cv2".into(),
+            to: "cv1".into(),
+            proto: crate::model::Proto::Tcp,
+            port,
+        };
+        let mut after = before.clone();
+        after.endpoints.push(endpoint("cv2", 3));
+        after.links = vec![link(80), link(443)];
+        let add = element_delta_of(&before, &after).unwrap();
+        for want in [
+            r#"add element bridge cove link_pairs { "cv2" . "cv1" }"#,
+            r#"add element bridge cove link_fwd { "cv2" . "cv1" . tcp . 443, "cv2" . "cv1" . tcp . 80 }"#,
+            r#"add element bridge cove link_rev { "cv1" . "cv2" . tcp . 443, "cv1" . "cv2" . tcp . 80 }"#,
+        ] {
+            assert!(add.contains(want), "{want} not in {add}");
+        }
+        let remove = render_delta(&after, &before);
+        assert!(
+            remove.contains(r#"delete element bridge cove link_pairs { "cv2" . "cv1" }"#),
+            "{remove}"
+        );
+        assert!(!remove.contains("add element"), "{remove}");
+        // The hot path's netlink form covers the link sets too.
+        assert!(crate::netlink::element_batch(&add).is_some());
     }
 
     fn endpoint(port: &str, host: u8) -> EndpointRules {

@@ -68,6 +68,9 @@ pub(crate) const DECLS: &[SetDecl] = &[
     decl(Family::Bridge, SET_PORT_IP6, &["type ifname . ether_addr . ipv6_addr"]),
     decl(Family::Bridge, SET_PORT_ND6, &["typeof iifname . ether saddr . @th,64,128"]),
     decl(Family::Bridge, SET_ICC_OFF, &["type ifname"]),
+    decl(Family::Bridge, SET_LINK_PAIRS, &["type ifname . ifname"]),
+    decl(Family::Bridge, SET_LINK_FWD, &["type ifname . ifname . inet_proto . inet_service"]),
+    decl(Family::Bridge, SET_LINK_REV, &["type ifname . ifname . inet_proto . inet_service"]),
 ];
 
 /// Elements of one set or map: key, and for maps the value. Sorted, so rendering is
@@ -137,6 +140,7 @@ impl Contents {
         let networks = c.networks(model);
         c.endpoints(model, &networks);
         c.published(model, &networks);
+        c.links(model);
         c
     }
 
@@ -217,6 +221,26 @@ impl Contents {
             if networks.get(e.bridge.as_str()).is_some_and(|n| !n.icc) {
                 self.add(Family::Bridge, SET_ICC_OFF, p);
             }
+        }
+    }
+
+    /// Legacy links through icc=false: the pair both ways, the exposed port, its replies.
+    fn links(&mut self, model: &FirewallModel) {
+        for l in &model.links {
+            if !valid_ifname(&l.from) || !valid_ifname(&l.to) || l.port == 0 {
+                self.problems.push(format!(
+                    "link {} -> {} {}/{} is not valid",
+                    l.from, l.to, l.port, l.proto
+                ));
+                continue;
+            }
+            let (from, to, proto, port) = (q(&l.from), q(&l.to), l.proto, l.port);
+            // One orientation only (the rules match both): an element belongs to one
+            // linker's share, so deltas of two containers that link each other never
+            // remove each other's.
+            self.add(Family::Bridge, SET_LINK_PAIRS, format!("{from} . {to}"));
+            self.add(Family::Bridge, SET_LINK_FWD, format!("{from} . {to} . {proto} . {port}"));
+            self.add(Family::Bridge, SET_LINK_REV, format!("{to} . {from} . {proto} . {port}"));
         }
     }
 
@@ -367,6 +391,7 @@ mod tests {
                 port(None, 56, "10.1.0.2", "br-missing"),
                 port(None, 0, "10.1.0.2", "br-a"),
             ],
+            links: vec![],
             drop_foreign_forwarding: false,
         };
         let problems = m.problems();

@@ -83,7 +83,8 @@ mod ruleset;
 
 pub use cove_model::MacAddr;
 pub use model::{
-    valid_ifname, EndpointRules, FirewallModel, NetworkRules, Proto, PublishedPort, MAX_IFNAME_LEN,
+    valid_ifname, EndpointRules, FirewallModel, LinkRule, NetworkRules, Proto, PublishedPort,
+    MAX_IFNAME_LEN,
 };
 
 /// The complete ruleset: tables `inet cove` and `bridge cove` with all chains, counters,

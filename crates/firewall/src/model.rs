@@ -21,6 +21,9 @@ pub struct FirewallModel {
     /// address family: `-p 8080:80` of a dual-stack container is two entries, one with an
     /// IPv4 `container_ip` and one with an IPv6 one.
     pub published: Vec<PublishedPort>,
+    /// Legacy links opened through icc=false (the default bridge with `--icc=false`).
+    #[serde(default)]
+    pub links: Vec<LinkRule>,
     /// Cove turned IPv4/IPv6 forwarding on itself: drop forwarding between interfaces that
     /// are not Cove's bridges (Docker sets the FORWARD policy to DROP in that case; we never
     /// touch other tables, so we do it in ours).
@@ -60,6 +63,21 @@ pub struct EndpointRules {
     /// The container's IPv6 address on this network, if any (its link-local addresses
     /// are always allowed).
     pub ipv6: Option<Ipv6Addr>,
+}
+
+/// A legacy link through icc=false, as Docker's link rules: the linker (`from`, its bridge
+/// port) may reach `proto`/`port` of the linked container (`to`), and the replies come
+/// back. Stateless, as Docker's iptables pair is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LinkRule {
+    /// The linking container's bridge port (host end of its veth).
+    pub from: String,
+    /// The linked container's bridge port.
+    pub to: String,
+    /// Protocol of the exposed port.
+    pub proto: Proto,
+    /// The linked container's exposed port.
+    pub port: u16,
 }
 
 /// A transport protocol a port can be published for.

@@ -111,6 +111,14 @@ pub const SET_PORT_IP6: &str = "port_ip6";
 pub const SET_PORT_ND6: &str = "port_nd6";
 /// Set of `ifname`: container ports of networks with icc=false.
 pub const SET_ICC_OFF: &str = "icc_off";
+/// Set of `ifname . ifname`: linker's port and linked container's port of a legacy link;
+/// the two may exchange ARP and neighbour discovery (either way) through icc=false.
+pub const SET_LINK_PAIRS: &str = "link_pairs";
+/// Set of `ifname . ifname . inet_proto . inet_service`: linker's port, linked container's
+/// port, and an exposed port of the linked container the linker may reach through icc=false.
+pub const SET_LINK_FWD: &str = "link_fwd";
+/// The same with the ports swapped and the service as source port: the replies.
+pub const SET_LINK_REV: &str = "link_rev";
 
 // ---- bridge cove: counters ----
 
@@ -153,8 +161,17 @@ pub const INET_COUNTERS: &[&str] = &[
 /// Every chain of `bridge cove`.
 pub const BRIDGE_CHAINS: &[&str] = &[CHAIN_BRIDGE_PREROUTING, CHAIN_BRIDGE_FORWARD];
 /// Every named set of `bridge cove`.
-pub const BRIDGE_SETS: &[&str] =
-    &[SET_GUARDED, SET_PORT_MAC, SET_PORT_IP4, SET_PORT_IP6, SET_PORT_ND6, SET_ICC_OFF];
+pub const BRIDGE_SETS: &[&str] = &[
+    SET_GUARDED,
+    SET_PORT_MAC,
+    SET_PORT_IP4,
+    SET_PORT_IP6,
+    SET_PORT_ND6,
+    SET_ICC_OFF,
+    SET_LINK_PAIRS,
+    SET_LINK_FWD,
+    SET_LINK_REV,
+];
 /// Every named counter of `bridge cove`.
 pub const BRIDGE_COUNTERS: &[&str] = &[
     COUNTER_DROP_SPOOF_MAC,

@@ -219,7 +219,16 @@ fn bridge_chains() -> Vec<Chain> {
             counted_drop(COUNTER_DROP_SPOOF_IP6)
         ),
     ];
+    const ND: &str = "nd-neighbor-solicit, nd-neighbor-advert";
     let forward = vec![
+        comment("legacy links through icc=false (Docker's link rules): ARP and neighbour"),
+        comment("discovery between the pair, the linked container's exposed ports, replies"),
+        format!("iifname . oifname @{SET_LINK_PAIRS} ether type arp accept"),
+        format!("oifname . iifname @{SET_LINK_PAIRS} ether type arp accept"),
+        format!("iifname . oifname @{SET_LINK_PAIRS} icmpv6 type {{ {ND} }} accept"),
+        format!("oifname . iifname @{SET_LINK_PAIRS} icmpv6 type {{ {ND} }} accept"),
+        format!("iifname . oifname . meta l4proto . th dport @{SET_LINK_FWD} accept"),
+        format!("iifname . oifname . meta l4proto . th sport @{SET_LINK_REV} accept"),
         comment("icc=false: no frame at all between two containers of the network"),
         format!("iifname @{SET_ICC_OFF} oifname @{SET_ICC_OFF} {}", counted_drop(COUNTER_DROP_ICC)),
     ];

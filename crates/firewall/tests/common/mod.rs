@@ -65,6 +65,7 @@ pub fn one_network() -> FirewallModel {
         networks: vec![network("cove0", &["172.17.0.0/16"], &[])],
         endpoints: vec![endpoint("cove0", "cv0123456789ab", Some("172.17.0.2"), None)],
         published: vec![],
+        links: vec![],
         drop_foreign_forwarding: false,
     }
 }
@@ -106,6 +107,21 @@ pub fn full() -> FirewallModel {
             port(Proto::Sctp, Some("2001:db8::10"), 9000, "fd00:88:2::2", 9000, "br-bbbbbbbbbbbb"),
             // icc=false network
             port(Proto::Tcp, None, 8090, "10.88.4.2", 80, "br-2b2b2b2b2b2b"),
+        ],
+        // on the icc=false network: cv...6 links to cv...5, which exposes 80/tcp and 53/udp
+        links: vec![
+            cove_firewall::LinkRule {
+                from: "cv000000000006".into(),
+                to: "cv000000000005".into(),
+                proto: Proto::Tcp,
+                port: 80,
+            },
+            cove_firewall::LinkRule {
+                from: "cv000000000006".into(),
+                to: "cv000000000005".into(),
+                proto: Proto::Udp,
+                port: 53,
+            },
         ],
         drop_foreign_forwarding: false,
     }
