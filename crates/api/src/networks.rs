@@ -214,7 +214,6 @@ pub(crate) struct EndpointBody {
     #[serde(default, deserialize_with = "nullable")]
     mac_address: String,
     #[serde(default, deserialize_with = "nullable")]
-    #[allow(dead_code)]
     links: Vec<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[allow(dead_code)]
@@ -261,6 +260,7 @@ pub(crate) fn endpoint_settings(b: &EndpointBody) -> Result<EndpointSettings, Ap
         ipv6_address: v6,
         mac_address: parse_mac(&b.mac_address)?,
         aliases: b.aliases.iter().filter(|a| !a.is_empty()).cloned().collect(),
+        links: b.links.iter().filter(|l| !l.is_empty()).cloned().collect(),
     })
 }
 

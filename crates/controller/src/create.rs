@@ -203,6 +203,9 @@ impl Controller {
             &host_config.network_mode,
             &host_config.links,
         )?;
+        for (_, s) in &networks {
+            crate::links::check_at_create(&st, &name, &NetworkMode::Sandbox, &s.links)?;
+        }
         if let Some(b) = host_config
             .port_bindings
             .iter()

@@ -151,7 +151,7 @@ impl Controller {
         // nothing may leave the host on the container's behalf.
         let internal =
             eps.iter().all(|e| st.networks.get(&e.network_id).is_none_or(|n| n.internal));
-        if !c.host_config.links.is_empty() {
+        if crate::links::has_links(c) {
             networks.push(links_network(&c.id));
         }
         let forward = if internal { Forward::None } else { Forward::Upstream(upstreams(c)) };
@@ -234,12 +234,12 @@ impl Controller {
         let r = &self.dns.resolver;
         let net = links_network(&c.id);
         r.remove_network(&net);
-        if c.host_config.links.is_empty() {
+        if !crate::links::has_links(c) {
             return;
         }
         r.set_network(&net, "links");
         let mine = st.endpoints_of_container(&c.id);
-        for (name, alias) in crate::links::parse_all(&c.host_config.links) {
+        for (name, alias) in crate::links::all_links(c) {
             let Ok(child) = st.container(&name) else { continue };
             let theirs = st.endpoints_of_container(&child.id);
             let shared = mine.iter().find_map(|m| {
@@ -266,8 +266,8 @@ impl Controller {
     /// `/etc/hosts` keeps the entry until it starts again, as in Docker.)
     pub(crate) fn dns_unlink(&self, st: &State, child: &ContainerRecord) {
         // Called on every stop: skip the (usual) containers without links before parsing.
-        for l in st.containers.values().filter(|l| !l.host_config.links.is_empty()) {
-            let links = crate::links::parse_all(&l.host_config.links);
+        for l in st.containers.values().filter(|l| crate::links::has_links(l)) {
+            let links = crate::links::all_links(l);
             let linked = links.iter().any(|(n, _)| n == &child.name || n == &child.id);
             if linked && l.state.status == Status::Running && dns_enabled(st, l) {
                 self.dns_sync_links(st, l);

@@ -39,6 +39,21 @@ pub(crate) fn parse_all(links: &[String]) -> Vec<(String, String)> {
     links.iter().filter_map(|l| parse(l).ok()).collect()
 }
 
+/// Whether a container has links of either kind: `--link` at create, or
+/// `network connect --link` on a user-defined network.
+pub(crate) fn has_links(c: &ContainerRecord) -> bool {
+    !c.host_config.links.is_empty() || c.networks.iter().any(|(_, s)| !s.links.is_empty())
+}
+
+/// Every link of a container, both kinds (see [`has_links`]).
+pub(crate) fn all_links(c: &ContainerRecord) -> Vec<(String, String)> {
+    let mut out = parse_all(&c.host_config.links);
+    for (_, s) in &c.networks {
+        out.extend(parse_all(&s.links));
+    }
+    out
+}
+
 /// `--link` at create: every target must exist, the network mode must allow links. Returns
 /// the links as Docker stores them: `/<name>:/<linker>/<alias>`.
 pub(crate) fn check_at_create(
@@ -296,7 +311,7 @@ impl Controller {
             .values()
             .filter(|l| l.state.status == Status::Running && l.id != child_id)
             .filter(|l| {
-                parse_all(&l.host_config.links)
+                all_links(l)
                     .iter()
                     .any(|(name, _)| st.container(name).is_ok_and(|c| c.id == child_id))
             })

@@ -348,6 +348,8 @@ impl Controller {
             )));
         }
         check_endpoint_settings(&net, &settings)?;
+        // Checked as `--link` is; kept as given (Docker's inspect shows them so).
+        crate::links::check_at_create(&st, &c.name, &NetworkMode::Sandbox, &settings.links)?;
         let mut updated = c.clone();
         updated.networks.push((net.id.clone(), settings.clone()));
         if c.state.status == cove_model::Status::Running {
@@ -418,6 +420,9 @@ pub(crate) fn check_endpoint_settings(net: &NetworkRecord, s: &EndpointSettings)
         return Err(Error::invalid(
             "network-scoped alias is supported only for containers in user defined networks",
         ));
+    }
+    if !s.links.is_empty() && net.builtin {
+        return Err(Error::invalid("links are only supported for user-defined networks"));
     }
     for (addr, v6) in [(s.ipv4_address, false), (s.ipv6_address, true)] {
         let Some(addr) = addr else { continue };

@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    add_bridge_counter, bridge_counter, exec_probe, host_with, inspect, ip_of, sleeper, tcp_server,
-    wait_listening, wait_until,
+    add_bridge_counter, bridge_counter, exec_ok, exec_probe, host, host_with, inspect, ip_of,
+    sleeper, tcp_server, wait_listening, wait_until,
 };
 
 /// The elements of one set of `bridge cove`.
@@ -110,4 +110,41 @@ fn icc_true_is_the_default_and_needs_no_link() {
     let r = exec_probe(&h, "b", &a);
     assert!(r.stdout.contains("hello-a"), "{r}");
     h.cove(&["rm", "-f", "a", "b"]).ok();
+}
+
+#[test]
+fn network_connect_link_is_an_alias_for_the_linker_only() {
+    let h = host("links-connect");
+    h.cove(&["network", "create", "--subnet", "10.74.1.0/24", "ln"]).ok();
+    sleeper(&h, "target", &["--network", "ln"]);
+    sleeper(&h, "bystander", &["--network", "ln"]);
+    sleeper(&h, "linker", &[]);
+    let tip = ip_of(&h, "target", "ln");
+
+    // Bad input: named in the error, and nothing changes.
+    let r = h.cove(&["network", "connect", "--link", "nosuch:x", "ln", "linker"]);
+    r.fails();
+    assert!(r.stderr.contains("nosuch"), "{r}");
+    let r = h.cove(&["network", "connect", "--link", "target:db", "bridge", "bystander"]);
+    r.fails();
+    assert!(r.stderr.contains("links are only supported for user-defined networks"), "{r}");
+    let v = inspect(&h, &["inspect", "linker"]);
+    assert!(v["NetworkSettings"]["Networks"]["ln"].is_null(), "a refused connect connected: {v}");
+    let v = inspect(&h, &["inspect", "bystander"]);
+    assert!(v["NetworkSettings"]["Networks"]["bridge"].is_null(), "{v}");
+
+    h.cove(&["network", "connect", "--link", "target:db", "ln", "linker"]).ok();
+    let v = inspect(&h, &["inspect", "linker"]);
+    assert_eq!(v["NetworkSettings"]["Networks"]["ln"]["Links"], serde_json::json!(["target:db"]));
+    // The alias resolves through the embedded DNS for the linker...
+    let out = exec_ok(&h, "linker", &["nslookup", "db", "127.0.0.11"]);
+    assert!(out.contains(&tip), "{out}");
+    // ...and for no one else on the network (positive control: the name itself resolves).
+    let out = exec_ok(&h, "bystander", &["nslookup", "target", "127.0.0.11"]);
+    assert!(out.contains(&tip), "{out}");
+    let r = h.cove(&["exec", "bystander", "nslookup", "db", "127.0.0.11"]);
+    assert!(!r.stdout.contains(&tip), "the link alias leaked to another container: {r}");
+
+    h.cove(&["rm", "-f", "target", "bystander", "linker"]).ok();
+    h.cove(&["network", "rm", "ln"]).ok();
 }

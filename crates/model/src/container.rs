@@ -31,6 +31,9 @@ pub struct EndpointSettings {
     pub mac_address: Option<MacAddr>,
     /// `--network-alias` / `--alias`.
     pub aliases: Vec<String>,
+    /// `network connect --link name[:alias]` (user-defined networks), as given.
+    #[serde(default)]
+    pub links: Vec<String>,
 }
 
 /// A published port (`-p`), kept in the record for the firewall layer.

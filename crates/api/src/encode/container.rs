@@ -84,9 +84,11 @@ pub fn endpoint(r: &ContainerRecord, net: &NetworkRecord, ep: Option<&EndpointRe
             }
         });
     let aliases = (!settings.aliases.is_empty()).then(|| settings.aliases.clone());
+    let links = (!settings.links.is_empty()).then(|| settings.links.clone());
     let mut out = Endpoint {
         ipam_config,
         aliases,
+        links,
         network_id: net.id.clone(),
         mac_address: settings.mac_address.map(|m| m.to_string()).unwrap_or_default(),
         dns_names: dns_names(r, net, &settings.aliases),
