@@ -247,7 +247,7 @@ impl Controller {
             )));
         }
         if net.driver == DriverKind::Bridge {
-            let errors = self.kernel.teardown(&bridge::network_teardown_ops(&net)?).await;
+            let errors = self.kernel.teardown(&bridge::network_retire_ops(&net)?).await;
             if !errors.is_empty() {
                 let msgs: Vec<String> =
                     errors.into_iter().map(|e| Error::from(e).message).collect();
@@ -257,6 +257,16 @@ impl Controller {
                     msgs.join("; ")
                 )));
             }
+            // The bridge itself goes after the answer (see `network_retire_ops`); if the
+            // daemon dies first, start-up reconciliation removes it (a `br-` bridge no record
+            // owns).
+            let (kernel, ops) = (self.kernel.clone(), bridge::network_teardown_ops(&net)?);
+            let name = net.name.clone();
+            tokio::spawn(async move {
+                for e in kernel.teardown(&ops).await {
+                    warn!(network = %name, error = %e, "could not delete the bridge");
+                }
+            });
         }
         // Stopped containers forget the network, so they start without it.
         let mut b = Batch::new();

@@ -221,3 +221,28 @@ fn network_prune_removes_only_unused_custom_networks() {
     h.cove(&["network", "rm", "used"]).ok();
     h.assert_no_leaks(&baseline);
 }
+
+#[test]
+fn a_removed_networks_subnet_is_free_at_once_and_its_bridge_goes() {
+    let h = host("net-rm-subnet");
+    let id = h
+        .cove(&["network", "create", "--subnet", "10.75.0.0/24", "first"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let bridge = format!("br-{}", &id[..12]);
+    assert!(h.sh(&format!("ip link show {bridge}")).status.success(), "no bridge {bridge}");
+    h.cove(&["network", "rm", "first"]).ok();
+    // The gateway address (and its route) went with the answer: the same subnet at once.
+    h.cove(&["network", "create", "--subnet", "10.75.0.0/24", "second"]).ok();
+    let routes = h.sh_ok("ip -4 route show 10.75.0.0/24");
+    assert_eq!(routes.lines().count(), 1, "two routes for the subnet: {routes}");
+    // The first bridge itself is deleted after the answer, soon.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while h.sh(&format!("ip link show {bridge}")).status.success() {
+        assert!(std::time::Instant::now() < deadline, "{bridge} was never deleted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    h.cove(&["network", "rm", "second"]).ok();
+}

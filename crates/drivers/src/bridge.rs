@@ -184,6 +184,24 @@ pub fn network_teardown_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
     Ok(vec![Op::DeleteLink { netns: Netns::Host, name: b.name.clone() }])
 }
 
+/// What must be gone before `network rm` answers: the bridge's gateway addresses (and so
+/// its routes: the subnet is free for the next network at once). Deleting the bridge
+/// itself ([`network_teardown_ops`]) holds the kernel's RTNL lock through RCU grace periods
+/// (tens of ms), so the controller does that afterwards, off the request.
+pub fn network_retire_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
+    let b = bridge_of(net)?;
+    Ok(net
+        .ipam
+        .iter()
+        .filter_map(|p| p.gateway.map(|gw| (p.subnet, gw)))
+        .map(|(subnet, gw)| Op::DelAddress {
+            netns: Netns::Host,
+            link: b.name.clone(),
+            addr: gateway_net(subnet, gw),
+        })
+        .collect())
+}
+
 /// Objects of one endpoint inside sandbox `netns`: the veth pair (peer created directly in
 /// the sandbox), IPv6 off on it unless the network has IPv6, its addresses, and link up.
 /// The default route is added separately ([`gateway_ops`]) because only one endpoint of a
@@ -371,6 +389,16 @@ mod tests {
              add address 172.18.0.2/16 to eth0 in /run/cove/netns/c\n\
              set eth0 up in /run/cove/netns/c\n"
         );
+    }
+
+    #[test]
+    fn retiring_a_network_frees_its_addresses_and_leaves_the_bridge_for_later() {
+        let got = render(&network_retire_ops(&net(true, false)).unwrap());
+        assert!(got.contains("172.18.0.1/16"), "{got}");
+        assert!(got.contains("2001:db8:1::1/64"), "{got}");
+        assert!(!got.contains("delete link"), "{got}");
+        let later = render(&network_teardown_ops(&net(true, false)).unwrap());
+        assert!(later.contains("br-nnnnnnnnnnnn"), "{later}");
     }
 
     #[test]
