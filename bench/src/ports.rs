@@ -118,7 +118,13 @@ const S_RM_NET: usize = 16;
 const S_RM_N: usize = 17;
 const S_FLOOR_RM: usize = 18;
 const S_PING: usize = 19;
-const SERIES: usize = 20;
+const S_NET_CREATE: usize = 20;
+const S_CONNECT: usize = 21;
+const S_DISCONNECT: usize = 22;
+const S_NET_RM: usize = 23;
+const S_FLOOR_DETACH: usize = 24;
+const S_RM_SHARE: usize = 25;
+const SERIES: usize = 26;
 const NAMES: [&str; SERIES] = [
     "cove create -p",
     "cove start -p",
@@ -140,9 +146,20 @@ const NAMES: [&str; SERIES] = [
     "cove rm -f none",
     "floor teardown",
     "cove ping (GET /_ping)",
+    "cove network create",
+    "cove network connect (running container)",
+    "cove network disconnect (running container)",
+    "cove network rm",
+    "floor sandbox teardown (netns unmount)",
+    "cove detach share (rm -f network − rm -f none, paired)",
 ];
-const RATIOS: [(&str, &str); 2] =
-    [(NAMES[S_READY_P], NAMES[S_FLOOR_READY]), (NAMES[S_SHARE], NAMES[S_FLOOR])];
+const RATIOS: [(&str, &str); 5] = [
+    (NAMES[S_READY_P], NAMES[S_FLOOR_READY]),
+    (NAMES[S_SHARE], NAMES[S_FLOOR]),
+    (NAMES[S_CONNECT], NAMES[S_FLOOR_SB]),
+    (NAMES[S_DISCONNECT], NAMES[S_FLOOR_DETACH]),
+    (NAMES[S_RM_SHARE], NAMES[S_FLOOR_DETACH]),
+];
 
 pub(crate) async fn run(d: &Daemon, root: &Path, o: &Options) -> Result<Outcome> {
     for k in 0..NETWORKS {
@@ -317,6 +334,21 @@ async fn iteration(
     }
     s[S_SHARE] = s[S_START_P] - s[S_START_N];
     s[S_RUNTIME_P] = s[S_START_P] - s[S_READY_P];
+    // A network's life with a running container joining and leaving it.
+    let extra = format!("pxnet{probe}");
+    let t = Instant::now();
+    d.api("POST", "/networks/create", Some(&format!(r#"{{"Name":"{extra}"}}"#)), 201)?;
+    s[S_NET_CREATE] = ms(t);
+    let body = format!(r#"{{"Container":"{}"}}"#, ids[1]);
+    let t = Instant::now();
+    d.api("POST", &format!("/networks/{extra}/connect"), Some(&body), 200)?;
+    s[S_CONNECT] = ms(t);
+    let t = Instant::now();
+    d.api("POST", &format!("/networks/{extra}/disconnect"), Some(&body), 200)?;
+    s[S_DISCONNECT] = ms(t);
+    let t = Instant::now();
+    d.api("DELETE", &format!("/networks/{extra}"), None, 204)?;
+    s[S_NET_RM] = ms(t);
     order.shuffle(rng);
     for which in order {
         let t = Instant::now();
@@ -326,11 +358,13 @@ async fn iteration(
         } else {
             let (path, ip) = sandbox.as_ref().expect("attached");
             floor.detach(path).await?;
+            s[S_FLOOR_DETACH] = ms(t);
             nft.delete(FLOOR_PORT + probe, *ip).await?;
             nft.delete(FLOOR_EXEC_PORT + probe, *ip).await?;
             s[S_FLOOR_RM] = ms(t);
         }
     }
+    s[S_RM_SHARE] = s[S_RM_NET] - s[S_RM_N];
     let t = Instant::now();
     d.api("GET", "/_ping", None, 200)?;
     s[S_PING] = ms(t);
