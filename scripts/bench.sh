@@ -9,12 +9,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --release >&2
-# iperf3 for the throughput bench (the tests do not need it, so setup.sh does not install it).
-if ! command -v iperf3 >/dev/null 2>&1; then
-    echo "==> installing Debian packages: iperf3" >&2
+# What only the benches need (setup.sh does not install them): iperf3 for throughput, and
+# aardvark-dns as the DNS bench's peer (dockerd, the other one, comes with docker.io).
+need=()
+command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+[ -x /usr/lib/podman/aardvark-dns ] || [ -x /usr/libexec/podman/aardvark-dns ] || need+=(aardvark-dns)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "==> installing Debian packages: ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq iperf3 >/dev/null
+    apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo build --locked --release -p cove-bench >&2
 mkdir -p bench/out

@@ -29,6 +29,7 @@ fn validate_network_name(name: &str) -> Result<()> {
 
 impl Controller {
     /// Subnets in use by other networks and routes the host already has, for IPAM.
+    #[tracing::instrument(level = "debug", name = "network.subnets_in_use", skip_all)]
     pub(crate) async fn subnets_in_use(&self, st: &State) -> Result<Vec<(String, IpNet)>> {
         let mut used: Vec<(String, IpNet)> = st
             .networks
@@ -47,6 +48,7 @@ impl Controller {
 
     /// Resolve the IPAM pools of a new network: validate what the user gave, pick free
     /// subnets from the default pools for what they did not.
+    #[tracing::instrument(level = "debug", name = "network.resolve_pools", skip_all)]
     pub(crate) async fn resolve_pools(
         &self,
         st: &State,
@@ -86,6 +88,7 @@ impl Controller {
     }
 
     /// Build a validated network record (no side effects).
+    #[tracing::instrument(level = "debug", name = "network.plan", skip_all)]
     pub(crate) async fn plan_network(
         &self,
         st: &State,
@@ -130,8 +133,7 @@ impl Controller {
                     opts.name, other.name
                 )));
             }
-            let links = self.kernel.links().await.map_err(Error::from)?;
-            if links.iter().any(|l| l.name == opts.name) {
+            if self.kernel.link_exists(&opts.name).await.map_err(Error::from)? {
                 return Err(Error::conflict(format!(
                     "bridge name {} is already used by an existing interface on the host",
                     opts.name
@@ -168,6 +170,7 @@ impl Controller {
 
     /// Store the record (intent first), then create its kernel objects; roll the record
     /// back if the kernel refuses.
+    #[tracing::instrument(level = "debug", name = "network.install", skip_all)]
     pub(crate) async fn install_network(&self, st: &mut State, net: NetworkRecord) -> Result<()> {
         let mut b = Batch::new();
         b.put(Table::Networks, &net.id, &net);

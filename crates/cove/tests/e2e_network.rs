@@ -246,3 +246,18 @@ fn a_removed_networks_subnet_is_free_at_once_and_its_bridge_goes() {
     }
     h.cove(&["network", "rm", "second"]).ok();
 }
+
+#[test]
+fn a_bridge_name_taken_by_a_host_interface_is_refused() {
+    let h = host("net-bridge-name-taken");
+    h.sh_ok("ip link add cove-taken type bridge");
+    let r =
+        h.cove(&["network", "create", "-o", "com.docker.network.bridge.name=cove-taken", "taken"]);
+    r.fails();
+    assert!(r.stderr.contains("already used by an existing interface"), "{r}");
+    // Nothing changed; a free name works (positive control).
+    assert!(!h.cove(&["network", "ls"]).stdout.contains("taken"));
+    h.cove(&["network", "create", "-o", "com.docker.network.bridge.name=cove-free", "free"]).ok();
+    h.cove(&["network", "rm", "free"]).ok();
+    h.sh_ok("ip link del cove-taken");
+}

@@ -159,6 +159,16 @@ impl Kernel {
             .map_err(|c| KernelError::new(format!("remove netns {}", path.display()), c))
     }
 
+    /// Whether a link of this name exists in the daemon's netns: one lookup by name, not a
+    /// dump (a host with 2,000 containers has 2,000 veth ends to list).
+    pub async fn link_exists(&self, name: &str) -> Result<bool, KernelError> {
+        match nl::link_index(self.inner.host(), name).await {
+            Ok(_) => Ok(true),
+            Err(Cause::NoSuchLink(_)) => Ok(false),
+            Err(c) => Err(KernelError::new(format!("look up link {name}"), c)),
+        }
+    }
+
     /// Links in the daemon's netns.
     pub async fn links(&self) -> Result<Vec<LinkInfo>, KernelError> {
         nl::links(self.inner.host()).await.map_err(|c| KernelError::new("list links", c))
@@ -168,6 +178,7 @@ impl Kernel {
     /// excluding default routes, link-local (fe80::/10) and multicast prefixes, and
     /// local/broadcast-type routes. Sorted, without duplicates. IPAM uses it to avoid
     /// subnets the host already routes.
+    #[tracing::instrument(level = "debug", name = "kernel.route_prefixes", skip_all)]
     pub async fn route_prefixes(&self) -> Result<Vec<ipnet::IpNet>, KernelError> {
         nl::route_prefixes(self.inner.host()).await.map_err(|c| KernelError::new("list routes", c))
     }
