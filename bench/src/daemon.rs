@@ -87,14 +87,7 @@ impl Daemon {
 
     /// Import the busybox test image as `busybox`.
     pub(crate) fn import_busybox(&self, dir: &Path) -> Result<()> {
-        let tar = dir.join("busybox.tar");
-        let status = Command::new("scripts/busybox-image.sh").arg(&tar).status()?;
-        if !status.success() {
-            bail!("scripts/busybox-image.sh failed");
-        }
-        self.cli(&["image", "import", tar.to_str().context("path")?, "busybox"])?;
-        let _ = std::fs::remove_file(&tar);
-        Ok(())
+        with_busybox_tar(dir, |tar| self.cli(&["image", "import", tar, "busybox"]).map(|_| ()))
     }
 
     /// Remove every container (force) and every network the bench made, with `workers`
@@ -143,6 +136,19 @@ impl Daemon {
 
 /// Lazily unmount whatever is still mounted under `dir` (netns bind mounts of a floor
 /// interrupted by an error), deepest first, so the directory can be removed.
+/// Builds the busybox image tarball (`scripts/busybox-image.sh`) in `dir`, hands its path
+/// to `import`, and removes it.
+pub(crate) fn with_busybox_tar(dir: &Path, import: impl FnOnce(&str) -> Result<()>) -> Result<()> {
+    let tar = dir.join("busybox.tar");
+    let status = Command::new("scripts/busybox-image.sh").arg(&tar).status()?;
+    if !status.success() {
+        bail!("scripts/busybox-image.sh failed");
+    }
+    let result = import(tar.to_str().context("path")?);
+    let _ = std::fs::remove_file(&tar);
+    result
+}
+
 pub(crate) fn unmount_under(dir: &Path) {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
     let mut points: Vec<&str> = info

@@ -85,14 +85,9 @@ impl Dockerd {
 
     /// `busybox:latest` from the host's static busybox (the same image Cove runs).
     pub(crate) fn import_busybox(&self) -> Result<()> {
-        let tar = self.dir.join("busybox.tar");
-        let status = Command::new("scripts/busybox-image.sh").arg(&tar).status()?;
-        if !status.success() {
-            bail!("scripts/busybox-image.sh failed");
-        }
-        self.cli(&["image", "import", tar.to_str().context("path")?, "busybox:latest"])?;
-        let _ = std::fs::remove_file(&tar);
-        Ok(())
+        crate::daemon::with_busybox_tar(&self.dir, |tar| {
+            self.cli(&["image", "import", tar, "busybox:latest"]).map(|_| ())
+        })
     }
 
     /// Removes every container and network, stops dockerd (and the containerd it runs),
