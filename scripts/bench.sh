@@ -1,25 +1,44 @@
 #!/usr/bin/env bash
 # Benchmarks against the kernel floor measured in the same run, in a throwaway fake host:
-# attach/detach, published-port attach at 10 and 300 containers, iperf3 throughput, and
-# embedded DNS queries per second from inside a container.
-# Usage: scripts/bench.sh [all|attach|ports|throughput|dns] [--quick] [--full] [--iterations N]
-#        [--port-iterations N] [--counts N,N,...] [--reps N] [--seconds S] [--inflight N,N,...]
-# Results: stdout (markdown), bench/out/{attach,ports,throughput,dns}.json and
-# bench/out/report.md.
+# attach/detach, Cove side by side with Docker, netavark and CNI at growing container counts
+# (scale; Cove alone: ports), iperf3 throughput, and embedded DNS queries per second.
+# Usage: scripts/bench.sh [all|attach|ports|scale|throughput|dns] [--quick] [--full]
+#        [--iterations N] [--port-iterations N] [--counts N,N,...] [--peer-counts N,N,...]
+#        [--peer-iterations N] [--peers docker,netavark,cni] [--reps N] [--seconds S]
+#        [--inflight N,N,...]
+# `scripts/bench.sh scale` is the speed-and-scale run (about 15 minutes): Cove at 10, 300,
+# 1,000 and 2,000 containers, the peers at 10 and 300.
+# Results: stdout (markdown), bench/out/*.json and bench/out/report.md; a scale run also
+# draws bench/out/scale.png and, unless --quick, copies the plot to docs/img/scale.png and
+# its tables into docs/benchmarks.md (between the scale markers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --release >&2
-# What only the benches need (setup.sh does not install them): iperf3 for throughput, and
-# aardvark-dns as the DNS bench's peer (dockerd, the other one, comes with docker.io).
-need=()
-command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
-[ -x /usr/lib/podman/aardvark-dns ] || [ -x /usr/libexec/podman/aardvark-dns ] || need+=(aardvark-dns)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "==> installing Debian packages: ${need[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+scripts/bench-deps.sh --docker >&2
 cargo build --locked --release -p cove-bench >&2
 mkdir -p bench/out
-exec scripts/fake-host.sh target/release/cove-bench --cove target/release/cove --out bench/out "$@"
+rm -f bench/out/scale.json
+args=("$@")
+which=all
+quick=0
+counts=0
+for a in "$@"; do
+    case $a in
+        all|attach|ports|scale|throughput|dns) which=$a ;;
+        --quick) quick=1 ;;
+        --counts|--full) counts=1 ;;
+    esac
+done
+if [ "$which" = scale ] && [ $quick = 0 ] && [ $counts = 0 ]; then
+    args+=(--full --port-iterations 30)
+fi
+scripts/fake-host.sh target/release/cove-bench --cove target/release/cove --out bench/out "${args[@]}"
+if [ -f bench/out/scale.json ]; then
+    /usr/bin/python3 scripts/scale-plot.py bench/out/scale.json bench/out/scale.png
+    if [ $quick = 0 ]; then
+        mkdir -p docs/img
+        cp bench/out/scale.png docs/img/scale.png
+        /usr/bin/python3 scripts/scale-publish.py bench/out/report.md docs/benchmarks.md
+        echo "==> docs/benchmarks.md and docs/img/scale.png updated" >&2
+    fi
+fi

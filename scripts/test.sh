@@ -8,6 +8,8 @@ export COVE_PRIVILEGED_TESTS=1
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo nextest run --locked --workspace --no-fail-fast "$@"
-# Benchmarks stay out of the tests; their smoke mode checks they still run.
+# Benchmarks stay out of the tests; their smoke mode checks they still run, the scale
+# bench's netavark and CNI peers included (dockerd, a heavier install, only in bench.sh).
+scripts/bench-deps.sh
 cargo build --locked -p cove-bench
 scripts/fake-host.sh target/debug/cove-bench --quick --cove target/debug/cove

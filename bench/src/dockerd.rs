@@ -18,6 +18,8 @@ pub(crate) struct Dockerd {
     created_outside: Vec<PathBuf>,
 }
 
+/// The API version of Debian's dockerd 20.10.
+const API: &str = "/v1.41";
 const ETC_DOCKER: &str = "/etc/docker";
 const TRUST_KEY: &str = "/etc/docker/key.json";
 
@@ -81,6 +83,17 @@ impl Dockerd {
             bail!("docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// An API request (path without the version prefix) that must answer `want`.
+    pub(crate) fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        want: u16,
+    ) -> Result<String> {
+        crate::http::expect(&self.sock, method, &format!("{API}{path}"), body, want)
     }
 
     /// `busybox:latest` from the host's static busybox (the same image Cove runs).

@@ -5,6 +5,8 @@
 //! * `ports`: start of a container with a published port at N running containers vs
 //!   netlink + one nftables element;
 //! * `throughput`: iperf3 over Cove's datapaths vs raw veth;
+//! * `scale`: Docker, netavark and CNI (those installed) on the same operations as Cove at
+//!   growing container counts, each in a phase of its own with its own floor, then `ports`;
 //! * `dns`: queries per second from inside a container against the embedded resolver
 //!   (local names and forwarded ones) vs a do-nothing responder on the same path.
 //!
@@ -21,7 +23,9 @@ mod dockerd;
 mod floor;
 mod http;
 mod nftwatch;
+mod peers;
 mod ports;
+mod scale;
 mod stats;
 mod throughput;
 
@@ -30,10 +34,12 @@ use std::path::{Path, PathBuf};
 
 use daemon::Daemon;
 
-const USAGE: &str = "usage: cove-bench [all|attach|ports|throughput|dns] [--quick] [--full] \
+const USAGE: &str = "usage: cove-bench [all|attach|ports|scale|throughput|dns] [--quick] [--full] \
 [--iterations N] [--port-iterations N] [--counts N,N,...] [--workers N] [--reps N] \
-[--seconds S] [--inflight N,N,...] [--cove PATH] [--out DIR]
-(--reps and --seconds apply to throughput and dns, --inflight to dns)";
+[--seconds S] [--inflight N,N,...] [--peer-counts N,N,...] [--peer-iterations N] \
+[--peers docker,netavark,cni] [--cove PATH] [--out DIR]
+(--reps and --seconds apply to throughput and dns, --inflight to dns, --peer-* to scale;
+`all` runs scale in place of ports)";
 
 struct Args {
     which: String,
@@ -42,6 +48,10 @@ struct Args {
     ports: ports::Options,
     throughput: throughput::Options,
     dns: dns::Options,
+    peer_counts: Vec<usize>,
+    peer_iterations: usize,
+    peers: Vec<String>,
+    quick: bool,
     out: Option<PathBuf>,
 }
 
@@ -50,9 +60,13 @@ fn parse_args() -> Result<Args> {
         which: "all".into(),
         cove: "target/release/cove".into(),
         iterations: 200,
-        ports: ports::Options { counts: vec![10, 300], iterations: 40, workers: 3 },
+        ports: ports::Options { counts: vec![10, 300], iterations: 40, workers: 3, strict: false },
         throughput: throughput::Options { reps: 3, seconds: 3 },
         dns: dns::Options { reps: 5, millis: 2000, inflight: vec![1, 16, 100], dockerd: true },
+        peer_counts: vec![10, 300],
+        peer_iterations: 15,
+        peers: scale::PEERS.iter().map(|p| p.to_string()).collect(),
+        quick: false,
         out: None,
     };
     let mut it = std::env::args().skip(1);
@@ -72,13 +86,17 @@ fn parse_args() -> Result<Args> {
     };
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "all" | "attach" | "ports" | "throughput" | "dns" => a.which = arg,
+            "all" | "attach" | "ports" | "scale" | "throughput" | "dns" => a.which = arg,
             "--quick" => {
+                a.quick = true;
+                a.ports.strict = true;
                 a.iterations = 10;
                 a.ports.counts = vec![3];
                 a.ports.iterations = 3;
                 a.throughput = throughput::Options { reps: 1, seconds: 1 };
                 a.dns = dns::Options { reps: 1, millis: 250, inflight: vec![16], dockerd: false };
+                a.peer_counts = vec![3];
+                a.peer_iterations = 2;
             }
             "--full" => a.ports.counts = vec![10, 300, 1000, 2000],
             "--iterations" => a.iterations = num(it.next(), "--iterations")?,
@@ -100,6 +118,15 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--counts" => a.ports.counts = list(it.next(), "--counts")?,
+            "--peer-counts" => a.peer_counts = list(it.next(), "--peer-counts")?,
+            "--peer-iterations" => a.peer_iterations = num(it.next(), "--peer-iterations")?.max(1),
+            "--peers" => {
+                let v = it.next().context("--peers NAME,NAME,...")?;
+                a.peers = v.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+                if let Some(bad) = a.peers.iter().find(|p| !scale::PEERS.contains(&p.as_str())) {
+                    bail!("--peers: unknown peer {bad} (known: {})", scale::PEERS.join(","));
+                }
+            }
             "--cove" => a.cove = it.next().context("--cove PATH")?.into(),
             "--out" => a.out = Some(it.next().context("--out DIR")?.into()),
             "-h" | "--help" => {
@@ -134,9 +161,20 @@ async fn run(a: &Args, d: &Daemon, root: &Path, r: &mut Results) -> Result<()> {
         let o = attach::run(d, root, a.iterations).await?;
         r.add("Attach and detach", "attach.json", o.markdown, o.json);
     }
-    if all || a.which == "ports" {
+    if a.which == "ports" {
         let o = ports::run(d, root, &a.ports).await?;
         r.add("Published-port attach at N containers", "ports.json", o.markdown, o.json);
+    }
+    if all || a.which == "scale" {
+        let o = scale::Options {
+            cove: a.ports.clone(),
+            peer_counts: a.peer_counts.clone(),
+            peer_iterations: a.peer_iterations,
+            peers: a.peers.clone(),
+            strict: a.quick,
+        };
+        let o = scale::run(d, root, &o).await?;
+        r.add("Side by side at N containers", "scale.json", o.markdown, o.json);
     }
     if all || a.which == "throughput" {
         if throughput::available() {

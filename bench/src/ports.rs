@@ -18,14 +18,18 @@ use std::time::Instant;
 use crate::daemon::{self, Daemon};
 use crate::floor::{Floor, NftFloor};
 use crate::nftwatch::{NftWatch, Owner};
+use crate::peers::{self, Floors, Op};
 use crate::stats::{self, Series};
 
+#[derive(Clone)]
 pub(crate) struct Options {
     /// Numbers of running containers to measure at, ascending.
     pub(crate) counts: Vec<usize>,
     pub(crate) iterations: usize,
     /// Requests in flight while filling and emptying the host.
     pub(crate) workers: usize,
+    /// Fail (the smoke mode) when a filling container does not answer.
+    pub(crate) strict: bool,
 }
 
 /// Networks the filling containers are spread over, as in the scale target (2,000
@@ -43,12 +47,16 @@ const WARMUP: usize = 2;
 pub(crate) struct Outcome {
     pub(crate) markdown: String,
     pub(crate) json: serde_json::Value,
+    /// Cove's points in the operations compared with the peers.
+    pub(crate) comparison: Vec<peers::Point>,
 }
 
-/// The create body of a busybox `sleep` on `network`, publishing `port` (if any) to 80.
-fn create_body(network: &str, port: Option<u16>) -> String {
+/// The create body of a busybox web server on `network` (serving `/etc` on port 80, so
+/// `GET /group` proves it is reachable), publishing `port` (if any) to 80.
+pub(crate) fn create_body(network: &str, port: Option<u16>) -> String {
     let mut host_config = serde_json::json!({ "NetworkMode": network });
-    let mut body = serde_json::json!({ "Image": "busybox", "Cmd": ["sleep", "1000000"] });
+    let cmd = ["httpd", "-f", "-p", "80", "-h", "/etc"];
+    let mut body = serde_json::json!({ "Image": "busybox", "Cmd": cmd });
     if let Some(p) = port {
         host_config["PortBindings"] =
             serde_json::json!({ "80/tcp": [{ "HostIp": "", "HostPort": p.to_string() }] });
@@ -95,6 +103,8 @@ struct Point {
     daemon_rss_mib: f64,
     threads: usize,
     ruleset_lines: usize,
+    /// Filling containers that answered through their published port on 127.0.0.1.
+    reachable: usize,
     series: Vec<Series>,
 }
 
@@ -124,7 +134,10 @@ const S_DISCONNECT: usize = 22;
 const S_NET_RM: usize = 23;
 const S_FLOOR_DETACH: usize = 24;
 const S_RM_SHARE: usize = 25;
-const SERIES: usize = 26;
+const S_CLI_CONNECT: usize = 26;
+const S_CLI_DISCONNECT: usize = 27;
+const S_DISCONNECT_P: usize = 28;
+const SERIES: usize = 29;
 const NAMES: [&str; SERIES] = [
     "cove create -p",
     "cove start -p",
@@ -141,7 +154,7 @@ const NAMES: [&str; SERIES] = [
     "floor sandbox + port",
     "floor sandbox + port: network ready (committed)",
     "floor port element (one nft -f - process)",
-    "cove rm -f -p",
+    "cove rm -f -p (after its disconnect)",
     "cove rm -f (network, no port)",
     "cove rm -f none",
     "floor teardown",
@@ -152,6 +165,9 @@ const NAMES: [&str; SERIES] = [
     "cove network rm",
     "floor sandbox teardown (netns unmount)",
     "cove detach share (rm -f network − rm -f none, paired)",
+    "cove CLI network connect",
+    "cove CLI network disconnect",
+    "cove network disconnect of the -p container (its port unpublished)",
 ];
 const RATIOS: [(&str, &str); 5] = [
     (NAMES[S_READY_P], NAMES[S_FLOOR_READY]),
@@ -185,7 +201,14 @@ pub(crate) async fn run(d: &Daemon, root: &Path, o: &Options) -> Result<Outcome>
         fill(d, have, n, o.workers)?;
         have = have.max(n);
         let fill_seconds = t.elapsed().as_secs_f64();
-        eprintln!("ports: {n} containers running (filled in {fill_seconds:.1} s); measuring");
+        let reachable = reachable(have, o.workers * 3);
+        if o.strict && reachable != have {
+            bail!("only {reachable} of {have} containers answered through their published port");
+        }
+        eprintln!(
+            "ports: {n} containers running (filled in {fill_seconds:.1} s), {reachable} \
+             answering through their published port; measuring"
+        );
         let mut series: Vec<Series> = NAMES.iter().map(|s| Series::new(*s)).collect();
         for i in 0..o.iterations + WARMUP {
             probe += 1;
@@ -209,6 +232,7 @@ pub(crate) async fn run(d: &Daemon, root: &Path, o: &Options) -> Result<Outcome>
             daemon_rss_mib: d.rss_mib(),
             threads: tasks().unwrap_or(0),
             ruleset_lines: ruleset_lines(),
+            reachable,
             series,
         });
     }
@@ -278,6 +302,30 @@ fn fill(d: &Daemon, from: usize, to: usize, workers: usize) -> Result<()> {
     }
 }
 
+/// How many of the filling containers `0..n` answer `GET /group` through their published
+/// port on 127.0.0.1 (DNAT in the kernel, no proxy), `workers` connections at a time.
+fn reachable(n: usize, workers: usize) -> usize {
+    use std::io::{Read, Write};
+    let ok = std::sync::atomic::AtomicUsize::new(0);
+    let timeout = std::time::Duration::from_secs(3);
+    let errors = daemon::for_each_parallel(n, workers, false, |i| {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], FILL_PORT + i as u16));
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(b"GET /group HTTP/1.0\r\n\r\n")?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        if answer.contains("root:x:0:") {
+            ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    if let Some(e) = errors.first() {
+        eprintln!("ports: {} containers did not answer, e.g.: {e:#}", errors.len());
+    }
+    ok.into_inner()
+}
+
 /// One iteration: the attaches in random order (Cove with a port, Cove on the same
 /// network without one, Cove with no network, the floor), then the removals in random
 /// order. Returns one sample per series (see `NAMES`).
@@ -334,6 +382,11 @@ async fn iteration(
     }
     s[S_SHARE] = s[S_START_P] - s[S_START_N];
     s[S_RUNTIME_P] = s[S_START_P] - s[S_READY_P];
+    // The published container leaves its network: its port goes with it.
+    let body = format!(r#"{{"Container":"{}"}}"#, ids[0]);
+    let t = Instant::now();
+    d.api("POST", &format!("/networks/{}/disconnect", net(0)), Some(&body), 200)?;
+    s[S_DISCONNECT_P] = ms(t);
     // A network's life with a running container joining and leaving it.
     let extra = format!("pxnet{probe}");
     let t = Instant::now();
@@ -350,6 +403,12 @@ async fn iteration(
     let t = Instant::now();
     d.api("POST", &format!("/networks/{extra}/disconnect"), Some(&body), 200)?;
     s[S_DISCONNECT] = ms(t);
+    let t = Instant::now();
+    d.cli(&["network", "connect", &extra, &ids[1]])?;
+    s[S_CLI_CONNECT] = ms(t);
+    let t = Instant::now();
+    d.cli(&["network", "disconnect", &extra, &ids[1]])?;
+    s[S_CLI_DISCONNECT] = ms(t);
     let t = Instant::now();
     d.api("DELETE", &format!("/networks/{extra}"), None, 204)?;
     s[S_NET_RM] = ms(t);
@@ -415,13 +474,14 @@ fn report(
         ));
     }
     md.push_str(
-        "\n| containers | filled in | container processes (PSS) | MemAvailable drop | daemon RSS | threads on the machine | ruleset lines |\n\
-         |---|---|---|---|---|---|---|\n",
+        "\n| containers | reachable (published port) | filled in | container processes (PSS) | MemAvailable drop | daemon RSS | threads on the machine | ruleset lines |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for p in points {
         md.push_str(&format!(
-            "| {} | {:.1} s ({:.1}/s) | {:.0} MiB | {:.0} MiB | {:.0} MiB | {} | {} |\n",
+            "| {} | {} | {:.1} s ({:.1}/s) | {:.0} MiB | {:.0} MiB | {:.0} MiB | {} | {} |\n",
             p.containers,
+            p.reachable,
             p.fill_seconds,
             p.containers as f64 / p.fill_seconds.max(1e-9),
             p.containers_pss_mib,
@@ -460,8 +520,39 @@ fn report(
             "daemon_rss_mib": p.daemon_rss_mib,
             "threads": p.threads,
             "ruleset_lines": p.ruleset_lines,
+            "reachable": p.reachable,
             "series": p.series.iter().map(Series::to_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
-    Outcome { markdown: md, json }
+    let comparison = points.iter().map(comparison_point).collect();
+    Outcome { markdown: md, json, comparison }
+}
+
+/// Cove's series at one point, as the operations compared with the peers.
+fn comparison_point(p: &Point) -> peers::Point {
+    let s = &p.series;
+    let mut c = peers::Point::new(p.containers, p.fill_seconds);
+    let ops: [(Op, Vec<f64>); 8] = [
+        (Op::Attach, s[S_CONNECT].samples().to_vec()),
+        (Op::Detach, s[S_DISCONNECT].samples().to_vec()),
+        (Op::AttachPort, s[S_READY_P].samples().to_vec()),
+        (Op::DetachPort, s[S_DISCONNECT_P].samples().to_vec()),
+        (Op::NetworkCreate, s[S_NET_CREATE].samples().to_vec()),
+        (Op::NetworkRm, s[S_NET_RM].samples().to_vec()),
+        (Op::CliAttach, s[S_CLI_CONNECT].samples().to_vec()),
+        (Op::CliDetach, s[S_CLI_DISCONNECT].samples().to_vec()),
+    ];
+    for (op, samples) in ops {
+        samples.into_iter().for_each(|v| c.push_op(op, v));
+    }
+    let floors = [
+        (Floors::Attach, S_FLOOR_SB),
+        (Floors::Detach, S_FLOOR_DETACH),
+        (Floors::AttachPort, S_FLOOR_READY),
+        (Floors::DetachPort, S_FLOOR_RM),
+    ];
+    for (f, i) in floors {
+        s[i].samples().iter().for_each(|v| c.push_floor(f, *v));
+    }
+    c
 }
