@@ -93,13 +93,7 @@ impl Daemon {
     /// Remove every container (force) and every network the bench made, with `workers`
     /// requests in flight. Returns how many containers were removed.
     pub(crate) fn remove_everything(&self, workers: usize) -> Result<usize> {
-        let list = self.api_json("GET", "/containers/json?all=1", 200)?;
-        let ids: Vec<String> = list
-            .as_array()
-            .context("container list")?
-            .iter()
-            .filter_map(|c| c["Id"].as_str().map(str::to_owned))
-            .collect();
+        let ids = container_ids(&self.api_json("GET", "/containers/json?all=1", 200)?)?;
         let errors = for_each_parallel(ids.len(), workers, false, |i| {
             self.api("DELETE", &format!("/containers/{}?force=1", ids[i]), None, 204).map(|_| ())
         });
@@ -134,8 +128,16 @@ impl Daemon {
     }
 }
 
-/// Lazily unmount whatever is still mounted under `dir` (netns bind mounts of a floor
-/// interrupted by an error), deepest first, so the directory can be removed.
+/// The ids in a container list (`GET /containers/json`).
+pub(crate) fn container_ids(list: &serde_json::Value) -> Result<Vec<String>> {
+    Ok(list
+        .as_array()
+        .context("container list")?
+        .iter()
+        .filter_map(|c| c["Id"].as_str().map(str::to_owned))
+        .collect())
+}
+
 /// Builds the busybox image tarball (`scripts/busybox-image.sh`) in `dir`, hands its path
 /// to `import`, and removes it.
 pub(crate) fn with_busybox_tar(dir: &Path, import: impl FnOnce(&str) -> Result<()>) -> Result<()> {
@@ -149,6 +151,8 @@ pub(crate) fn with_busybox_tar(dir: &Path, import: impl FnOnce(&str) -> Result<(
     result
 }
 
+/// Lazily unmount whatever is still mounted under `dir` (netns bind mounts of a floor
+/// interrupted by an error), deepest first, so the directory can be removed.
 pub(crate) fn unmount_under(dir: &Path) {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
     let mut points: Vec<&str> = info

@@ -141,13 +141,7 @@ impl Peer for Docker {
 
     async fn clean(&mut self) -> Result<()> {
         let list = self.d.api("GET", "/containers/json?all=1", None, 200)?;
-        let list: serde_json::Value = serde_json::from_str(&list)?;
-        let ids: Vec<String> = list
-            .as_array()
-            .context("container list")?
-            .iter()
-            .filter_map(|c| c["Id"].as_str().map(str::to_owned))
-            .collect();
+        let ids = crate::daemon::container_ids(&serde_json::from_str(&list)?)?;
         let errors = crate::daemon::for_each_parallel(ids.len(), WORKERS, false, |i| {
             self.remove(&ids[i]).map(|_| ())
         });

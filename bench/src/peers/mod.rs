@@ -158,25 +158,11 @@ impl Point {
     }
 
     pub(crate) fn push_op(&mut self, op: Op, v: f64) {
-        match self.ops.iter_mut().find(|(o, _)| *o == op) {
-            Some((_, s)) => s.push(v),
-            None => {
-                let mut s = Series::new(op.title());
-                s.push(v);
-                self.ops.push((op, s));
-            }
-        }
+        push(&mut self.ops, op, op.title(), v);
     }
 
     pub(crate) fn push_floor(&mut self, f: Floors, v: f64) {
-        match self.floor.iter_mut().find(|(o, _)| *o == f) {
-            Some((_, s)) => s.push(v),
-            None => {
-                let mut s = Series::new(f.title());
-                s.push(v);
-                self.floor.push((f, s));
-            }
-        }
+        push(&mut self.floor, f, f.title(), v);
     }
 
     pub(crate) fn op(&self, op: Op) -> Option<&Series> {
@@ -195,6 +181,18 @@ impl Point {
             "ops": self.ops.iter().map(|(o, s)| series(o.title(), o.key(), s)).collect::<Vec<_>>(),
             "floor": self.floor.iter().map(|(f, s)| series(f.title(), &format!("{f:?}"), s)).collect::<Vec<_>>(),
         })
+    }
+}
+
+/// Appends `v` to the series of `key`, which is created (named `title`) on first use.
+fn push<K: PartialEq>(series: &mut Vec<(K, Series)>, key: K, title: &str, v: f64) {
+    match series.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, s)) => s.push(v),
+        None => {
+            let mut s = Series::new(title);
+            s.push(v);
+            series.push((key, s));
+        }
     }
 }
 
