@@ -223,6 +223,17 @@ impl Controller {
         }
         let eps: Vec<EndpointRecord> =
             st.endpoints_of_container(&c.id).into_iter().cloned().collect();
+        // The host's neighbour entries for the endpoints, before their records: a crash in
+        // between leaves records, and the next start releases them again.
+        let ops: Vec<Op> = eps
+            .iter()
+            .filter_map(|ep| st.networks.get(&ep.network_id).map(|n| (n, ep)))
+            .filter_map(|(n, ep)| bridge::release_ops(n, ep).ok())
+            .flatten()
+            .collect();
+        for e in self.kernel.teardown(&ops).await {
+            warn!(container = %c.name, error = %e, "could not remove a neighbour entry");
+        }
         let mut b = Batch::new();
         for ep in &eps {
             b.delete(Table::Endpoints, &ep.id);
@@ -269,7 +280,9 @@ impl Controller {
         let failed = match (kernel, firewall) {
             (Err(e), _) => Some(Error::from(e)),
             (Ok(()), Err(e)) => {
-                let errors = self.kernel.teardown(&bridge::leave_ops(&ep, &path)).await;
+                // join_ops planned this network's ops, so leave_ops plans them too.
+                let ops = bridge::leave_ops(&net, &ep, &path).unwrap_or_default();
+                let errors = self.kernel.teardown(&ops).await;
                 for e in errors {
                     warn!(error = %e, "rollback: could not retire the new interface");
                 }
@@ -308,7 +321,8 @@ impl Controller {
             return Ok(());
         };
         let was_gateway = eps.iter().find(|e| provides_gateway(st, e)).map(|e| e.id.clone());
-        let errors = self.kernel.teardown(&bridge::leave_ops(&ep, &path)).await;
+        let ops = bridge::leave_ops(&st.networks[&ep.network_id], &ep, &path)?;
+        let errors = self.kernel.teardown(&ops).await;
         if let Some(e) = errors.into_iter().next() {
             return Err(Error::from(e).context(format!("disconnect {}", c.name)));
         }

@@ -261,3 +261,38 @@ fn a_bridge_name_taken_by_a_host_interface_is_refused() {
     h.cove(&["network", "rm", "free"]).ok();
     h.sh_ok("ip link del cove-taken");
 }
+
+/// The kernel's neighbour-table limit (`gc_thresh3`, 1,024) is global to the machine: with
+/// learned ARP entries in the host and in every sandbox, ~1,000 containers overflow it and
+/// new connections time out. Cove writes permanent entries (exempt from the limit) for each
+/// endpoint, both ways, and removes the host's when the endpoint goes.
+#[test]
+fn endpoints_get_permanent_neighbour_entries_that_go_with_them() {
+    let h = host("net-permanent-neighbours");
+    h.cove(&["network", "create", "--subnet", "10.89.7.0/24", "nb"]).ok();
+    let net = inspect(&h, &["network", "inspect", "nb"]);
+    let bridge = format!("br-{}", &net["Id"].as_str().unwrap()[..12]);
+    let bridge_mac = h.sh_ok(&format!("cat /sys/class/net/{bridge}/address"));
+    tcp_server(&h, "srv", &["--network", "nb", "--ip", "10.89.7.10"], "hello-nb");
+    let srv = inspect(&h, &["inspect", "srv"]);
+    let mac = srv["NetworkSettings"]["Networks"]["nb"]["MacAddress"].as_str().unwrap().to_owned();
+    let host_entries = || h.sh_ok(&format!("ip neigh show dev {bridge} nud permanent"));
+    assert!(host_entries().contains(&format!("10.89.7.10 lladdr {mac}")), "{}", host_entries());
+    // The sandbox knows its gateway's MAC without asking.
+    let key = srv["NetworkSettings"]["SandboxKey"].as_str().unwrap();
+    let inside = h.sh_ok(&format!("nsenter --net={key} ip neigh show dev eth0 nud permanent"));
+    assert!(inside.contains(&format!("10.89.7.1 lladdr {}", bridge_mac.trim())), "{inside}");
+    // Traffic flows with them (another container, and the host itself).
+    let out = tcp_probe(&h, &["--network", "nb"], "10.89.7.10");
+    assert!(out.stdout.contains("hello-nb"), "{out:?}");
+    assert!(h.sh_ok("busybox nc -w 3 10.89.7.10 8080 </dev/null").contains("hello-nb"));
+    // A connected then disconnected container leaves no entry behind; nor does a stop.
+    common::sleeper(&h, "other", &[]);
+    h.cove(&["network", "connect", "--ip", "10.89.7.20", "nb", "other"]).ok();
+    assert!(host_entries().contains("10.89.7.20 "), "{}", host_entries());
+    h.cove(&["network", "disconnect", "nb", "other"]).ok();
+    assert!(!host_entries().contains("10.89.7.20 "), "{}", host_entries());
+    h.cove(&["rm", "-f", "srv", "other"]).ok();
+    assert!(!host_entries().contains("10.89.7.10 "), "{}", host_entries());
+    h.cove(&["network", "rm", "nb"]).ok();
+}

@@ -252,8 +252,49 @@ pub fn join_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Resul
             addr: IpNet::V6(v6),
         });
     }
-    ops.push(Op::SetUp { netns: sb, link: ep.ifname.clone() });
+    ops.push(Op::SetUp { netns: sb.clone(), link: ep.ifname.clone() });
+    ops.extend(neighbor_ops(net, ep, &sb)?);
     Ok(ops)
+}
+
+/// Permanent neighbour entries for one endpoint: the gateway's in the sandbox (the bridge's
+/// MAC is fixed, see [`bridge_mac`]) and the container's on the bridge in the host. The
+/// kernel's neighbour table limits (`gc_thresh3`, 1,024 entries by default) are global to
+/// the machine and cannot be raised from a network namespace; with learned entries, the
+/// host and the sandboxes of ~1,000 containers fill the table and new connections time
+/// out ("neighbour table overflow"). Permanent entries are exempt from those limits, and
+/// no ARP/NDP exchange delays the first packet. Their removal is [`release_ops`].
+fn neighbor_ops(net: &NetworkRecord, ep: &EndpointRecord, sb: &Netns) -> Result<Vec<Op>> {
+    let b = bridge_of(net)?;
+    let mut ops = vec![];
+    let gateways =
+        [ep.gateway4.map(IpAddr::V4), ep.gateway6.filter(|_| ep.ipv6.is_some()).map(IpAddr::V6)];
+    for gw in gateways.into_iter().flatten() {
+        ops.push(Op::Neighbor {
+            netns: sb.clone(),
+            link: ep.ifname.clone(),
+            addr: gw,
+            mac: bridge_mac(&net.id),
+        });
+    }
+    for addr in endpoint_addrs(ep) {
+        ops.push(Op::Neighbor { netns: Netns::Host, link: b.name.clone(), addr, mac: ep.mac });
+    }
+    Ok(ops)
+}
+
+fn endpoint_addrs(ep: &EndpointRecord) -> impl Iterator<Item = IpAddr> {
+    ep.ipv4.map(|a| IpAddr::V4(a.addr())).into_iter().chain(ep.ipv6.map(|a| IpAddr::V6(a.addr())))
+}
+
+/// What must go from the host when an endpoint goes (its sandbox's side goes with the
+/// sandbox): the container's neighbour entries on the bridge, which would otherwise keep
+/// steering its address to a MAC that is no longer there.
+pub fn release_ops(net: &NetworkRecord, ep: &EndpointRecord) -> Result<Vec<Op>> {
+    let b = bridge_of(net)?;
+    Ok(endpoint_addrs(ep)
+        .map(|addr| Op::DelNeighbor { netns: Netns::Host, link: b.name.clone(), addr })
+        .collect())
 }
 
 /// Default routes through `ep`'s gateways, for the endpoint chosen to be the sandbox's
@@ -288,10 +329,16 @@ pub fn gateway_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Ve
 /// not deleted here: a delete holds the RTNL lock through an RCU grace period (~30 ms),
 /// stalling every other link operation on the host. The tombstone is reaped with the
 /// sandbox, when the container stops, in the kernel's batched namespace cleanup.
-pub fn leave_ops(ep: &EndpointRecord, netns: &Path) -> Vec<Op> {
+pub fn leave_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Result<Vec<Op>> {
     // The host-side name is unique and never reused; it makes a unique tombstone too.
     let tombstone = format!("x{}", ep.host_ifname.trim_start_matches("cv"));
-    vec![Op::Retire { netns: Netns::Path(netns.to_path_buf()), link: ep.ifname.clone(), tombstone }]
+    let mut ops = vec![Op::Retire {
+        netns: Netns::Path(netns.to_path_buf()),
+        link: ep.ifname.clone(),
+        tombstone,
+    }];
+    ops.extend(release_ops(net, ep)?);
+    Ok(ops)
 }
 
 #[cfg(test)]
@@ -387,8 +434,43 @@ mod tests {
              sysctl net/ipv6/conf/cv0123456789ab/disable_ipv6=1 in host\n\
              sysctl net/ipv6/conf/eth0/disable_ipv6=1 in /run/cove/netns/c\n\
              add address 172.18.0.2/16 to eth0 in /run/cove/netns/c\n\
-             set eth0 up in /run/cove/netns/c\n"
+             set eth0 up in /run/cove/netns/c\n\
+             add permanent neighbour 172.18.0.1 lladdr 02:42:00:00:00:00 dev eth0 in /run/cove/netns/c\n\
+             add permanent neighbour 172.18.0.2 lladdr 02:42:ac:12:00:02 dev br-nnnnnnnnnnnn in host\n"
         );
+    }
+
+    #[test]
+    fn permanent_neighbours_follow_the_endpoint_both_ways() {
+        let net = net(true, false);
+        let mut e = ep();
+        e.ipv6 = Some("2001:db8:1::2/64".parse().unwrap());
+        e.gateway6 = Some("2001:db8:1::1".parse().unwrap());
+        let got = render(&join_ops(&net, &e, Path::new("/s")).unwrap());
+        for want in [
+            "add permanent neighbour 2001:db8:1::1 lladdr 02:42:00:00:00:00 dev eth0 in /s",
+            "add permanent neighbour 2001:db8:1::2 lladdr 02:42:ac:12:00:02 dev br-nnnnnnnnnnnn in host",
+        ] {
+            assert!(got.contains(want), "{want} missing from\n{got}");
+        }
+        // Created, so undone on rollback.
+        let ops = join_ops(&net, &e, Path::new("/s")).unwrap();
+        let undo: Vec<Op> = ops.iter().filter_map(Op::inverse).collect();
+        assert!(undo.contains(&Op::DelNeighbor {
+            netns: Netns::Host,
+            link: "br-nnnnnnnnnnnn".into(),
+            addr: "2001:db8:1::2".parse().unwrap(),
+        }));
+        // Released with the endpoint: the host's entries (the sandbox's go with it).
+        assert_eq!(
+            render(&release_ops(&net, &e).unwrap()),
+            "delete neighbour 172.18.0.2 dev br-nnnnnnnnnnnn in host\n\
+             delete neighbour 2001:db8:1::2 dev br-nnnnnnnnnnnn in host\n"
+        );
+        // No IPv6 address: no IPv6 gateway entry in a sandbox whose IPv6 is off.
+        e.ipv6 = None;
+        let got = render(&join_ops(&net, &e, Path::new("/s")).unwrap());
+        assert!(!got.contains("2001:db8:1::1"), "{got}");
     }
 
     #[test]
@@ -410,9 +492,13 @@ mod tests {
     }
 
     #[test]
-    fn leave_retires_the_interface() {
-        let ops = leave_ops(&ep(), Path::new("/s"));
-        assert_eq!(render(&ops), "retire eth0 as x0123456789ab in /s\n");
+    fn leave_retires_the_interface_and_forgets_the_neighbour() {
+        let ops = leave_ops(&net(false, false), &ep(), Path::new("/s")).unwrap();
+        assert_eq!(
+            render(&ops),
+            "retire eth0 as x0123456789ab in /s\n\
+             delete neighbour 172.18.0.2 dev br-nnnnnnnnnnnn in host\n"
+        );
     }
 
     #[test]

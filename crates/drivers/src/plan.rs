@@ -119,6 +119,28 @@ pub enum Op {
         /// New, unique name (at most 15 bytes).
         tombstone: String,
     },
+    /// A permanent neighbour (ARP / NDP) entry, replacing any entry for `addr` on `link`.
+    /// Permanent entries do not count against the kernel's neighbour-table limits
+    /// (`gc_thresh3`, 1,024 by default), which are global to the machine, not per netns.
+    Neighbor {
+        /// Namespace.
+        netns: Netns,
+        /// Link the neighbour is reached through.
+        link: String,
+        /// Its IPv4 or IPv6 address.
+        addr: IpAddr,
+        /// Its MAC.
+        mac: MacAddr,
+    },
+    /// Delete the neighbour entry for `addr` on `link` (missing entry or link counts as done).
+    DelNeighbor {
+        /// Namespace.
+        netns: Netns,
+        /// Link.
+        link: String,
+        /// Address.
+        addr: IpAddr,
+    },
     /// Delete a link (missing counts as done).
     DeleteLink {
         /// Namespace.
@@ -151,6 +173,9 @@ impl Op {
             Op::AddAddress { netns, link, addr } => {
                 Some(Op::DelAddress { netns: netns.clone(), link: link.clone(), addr: *addr })
             }
+            Op::Neighbor { netns, link, addr, .. } => {
+                Some(Op::DelNeighbor { netns: netns.clone(), link: link.clone(), addr: *addr })
+            }
             _ => None,
         }
     }
@@ -180,6 +205,12 @@ impl fmt::Display for Op {
             Op::Hairpin { link } => write!(f, "hairpin on for bridge port {link}"),
             Op::Retire { netns, link, tombstone } => {
                 write!(f, "retire {link} as {tombstone} in {netns}")
+            }
+            Op::Neighbor { netns, link, addr, mac } => {
+                write!(f, "add permanent neighbour {addr} lladdr {mac} dev {link} in {netns}")
+            }
+            Op::DelNeighbor { netns, link, addr } => {
+                write!(f, "delete neighbour {addr} dev {link} in {netns}")
             }
             Op::DeleteLink { netns, name } => write!(f, "delete link {name} in {netns}"),
             Op::DelAddress { netns, link, addr } => {

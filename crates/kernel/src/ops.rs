@@ -5,13 +5,16 @@ use std::os::fd::AsRawFd;
 
 use cove_drivers::plan::{Netns, Op};
 use ipnet::IpNet;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
 };
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkMessage};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::RouteScope;
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{
     AddressMessageBuilder, Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth,
     RouteMessageBuilder,
@@ -154,6 +157,29 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
             let msg = RouteNetlinkMessage::DelAddress(address_message(index, *addr));
             nl::ack(&h, msg, 0).await?;
         }
+        Op::Neighbor { netns, link, addr, mac } => {
+            let h = hs.get(netns).await?;
+            let index = nl::link_index(&h, link).await?;
+            let msg = neighbour_message(index, *addr, Some(mac.0));
+            nl::ack(&h, RouteNetlinkMessage::NewNeighbour(msg), NLM_F_CREATE | NLM_F_REPLACE)
+                .await?;
+        }
+        Op::DelNeighbor { netns, link, addr } => {
+            let h = hs.get(netns).await?;
+            let index = match nl::link_index(&h, link).await {
+                Ok(i) => i,
+                // The link went first (and its entries with it).
+                Err(c) if matches!(c, Cause::NoSuchLink(_)) || c.errno() == Some(libc::ENODEV) => {
+                    return Ok(Outcome::Unchanged)
+                }
+                Err(c) => return Err(c),
+            };
+            let msg = neighbour_message(index, *addr, None);
+            match nl::ack(&h, RouteNetlinkMessage::DelNeighbour(msg), 0).await {
+                Err(c) if c.errno() == Some(libc::ENOENT) => return Ok(Outcome::Unchanged),
+                res => res?,
+            }
+        }
     }
     Ok(Outcome::Changed)
 }
@@ -191,6 +217,25 @@ fn address_message(index: u32, addr: IpNet) -> AddressMessage {
             m
         }
     }
+}
+
+/// A permanent neighbour entry for `addr` on link `index` (`mac` None: the key of a delete).
+fn neighbour_message(index: u32, addr: IpAddr, mac: Option<[u8; 6]>) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = match addr {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.attributes.push(NeighbourAttribute::Destination(match addr {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    }));
+    if let Some(mac) = mac {
+        m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    }
+    m
 }
 
 fn invalid_route(e: impl std::fmt::Display) -> Cause {
