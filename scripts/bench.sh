@@ -9,8 +9,8 @@
 # `scripts/bench.sh scale` is the speed-and-scale run (about 15 minutes): Cove at 10, 300,
 # 1,000 and 2,000 containers, the peers at 10 and 300.
 # Results: stdout (markdown), bench/out/*.json and bench/out/report.md; a scale run also
-# draws bench/out/scale.png and, unless --quick, copies the plot to docs/img/scale.png and
-# its tables into docs/benchmarks.md (between the scale markers).
+# draws bench/out/scale.png and, for `scale` without --quick, copies the plot to
+# docs/img/scale.png and its tables into docs/benchmarks.md (between the scale markers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --release >&2
@@ -35,7 +35,7 @@ fi
 scripts/fake-host.sh target/release/cove-bench --cove target/release/cove --out bench/out "${args[@]}"
 if [ -f bench/out/scale.json ]; then
     /usr/bin/python3 scripts/scale-plot.py bench/out/scale.json bench/out/scale.png
-    if [ $quick = 0 ]; then
+    if [ "$which" = scale ] && [ $quick = 0 ]; then
         mkdir -p docs/img
         cp bench/out/scale.png docs/img/scale.png
         /usr/bin/python3 scripts/scale-publish.py bench/out/report.md docs/benchmarks.md

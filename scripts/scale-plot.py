@@ -23,6 +23,9 @@ OPS = [
     ("network_rm", "Network rm"),
 ]
 FLOOR = {"attach": "Attach", "detach": "Detach", "attach_port": "AttachPort", "detach_port": "DetachPort"}
+# DESIGN.md section 4: absolute targets (ms), and targets as a multiple of the floor.
+TARGET_MS = {"detach": 5, "network_create": 5, "network_rm": 5, "attach_port": 5}
+TARGET_X_FLOOR = {"attach": 3}
 STYLE = {
     "cove": dict(color="tab:green", marker="o", linewidth=2.2),
     "docker": dict(color="tab:blue", marker="s"),
@@ -55,6 +58,12 @@ def main():
             xs, ys = medians(cove["points"], FLOOR[key], "floor")
             if xs and all(y > 0 for y in ys):
                 ax.plot(xs, ys, label="kernel floor", color="grey", linestyle="--", marker=".")
+                if key in TARGET_X_FLOOR:
+                    k = TARGET_X_FLOOR[key]
+                    ax.plot(xs, [k * y for y in ys], label="target: %gx floor" % k, color="red",
+                            linestyle=":")
+        if key in TARGET_MS:
+            ax.axhline(TARGET_MS[key], color="red", linestyle=":", label="target %g ms" % TARGET_MS[key])
         ax.set_title(title, fontsize=10)
         ax.set_xscale("log")
         ax.set_yscale("log")
