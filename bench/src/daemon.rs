@@ -45,7 +45,10 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("the daemon did not answer; see {}", root.join("daemon.log").display())
+        let log = std::fs::read_to_string(root.join("daemon.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!("the daemon did not answer; its log ends:\n{}", tail.join("\n"))
     }
 
     pub(crate) fn pid(&self) -> u32 {

@@ -205,7 +205,14 @@ async fn main() -> Result<()> {
     let args = parse_args()?;
     let root = std::env::temp_dir().join(format!("cove-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
-    let d = Daemon::start(&args.cove, &root)?;
+    let d = match Daemon::start(&args.cove, &root) {
+        Ok(d) => d,
+        Err(e) => {
+            daemon::unmount_under(&root);
+            let _ = std::fs::remove_dir_all(&root);
+            return Err(e);
+        }
+    };
     let mut results = Results::default();
     let outcome = match d.import_busybox(&root) {
         Ok(()) => run(&args, &d, &root, &mut results).await,
