@@ -165,20 +165,12 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
                 .await?;
         }
         Op::DelNeighbor { netns, link, addr } => {
+            // A missing link or entry is "gone" (Cause::is_gone), which teardown and
+            // rollback count as done.
             let h = hs.get(netns).await?;
-            let index = match nl::link_index(&h, link).await {
-                Ok(i) => i,
-                // The link went first (and its entries with it).
-                Err(c) if matches!(c, Cause::NoSuchLink(_)) || c.errno() == Some(libc::ENODEV) => {
-                    return Ok(Outcome::Unchanged)
-                }
-                Err(c) => return Err(c),
-            };
+            let index = nl::link_index(&h, link).await?;
             let msg = neighbour_message(index, *addr, None);
-            match nl::ack(&h, RouteNetlinkMessage::DelNeighbour(msg), 0).await {
-                Err(c) if c.errno() == Some(libc::ENOENT) => return Ok(Outcome::Unchanged),
-                res => res?,
-            }
+            nl::ack(&h, RouteNetlinkMessage::DelNeighbour(msg), 0).await?;
         }
     }
     Ok(Outcome::Changed)
