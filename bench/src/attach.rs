@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::daemon::Daemon;
 use crate::floor::Floor;
+use crate::http::Engine;
 use crate::stats::{self, Series};
 
 pub(crate) struct Outcome {

@@ -6,7 +6,7 @@ use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::http;
+use crate::http::{self, Engine as _};
 
 /// The API version prefix the bench speaks.
 pub(crate) const V: &str = "/v1.45";
@@ -21,6 +21,12 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl http::Engine for Daemon {
+    fn api(&self, method: &str, path: &str, body: Option<&str>, want: u16) -> Result<String> {
+        http::expect(&self.sock, method, &format!("{V}{path}"), body, want)
     }
 }
 
@@ -46,9 +52,9 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         let log = std::fs::read_to_string(root.join("daemon.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(5).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        bail!("the daemon did not answer; its log ends:\n{}", tail.join("\n"))
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join("\n");
+        bail!("the daemon did not answer; its log ends:\n{tail}")
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -66,17 +72,6 @@ impl Daemon {
             bail!("cove {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// An API call (path without the version prefix) that must answer `want`.
-    pub(crate) fn api(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-        want: u16,
-    ) -> Result<String> {
-        http::expect(&self.sock, method, &format!("{V}{path}"), body, want)
     }
 
     pub(crate) fn api_json(

@@ -33,6 +33,7 @@ use crate::daemon::Daemon;
 use crate::dns_aardvark::{self, Aardvark};
 use crate::dns_dockerd::{self, DockerDns};
 use crate::dnsload::{load, Responder, Run, ANSWER};
+use crate::http::Engine;
 
 pub(crate) struct Options {
     pub(crate) reps: usize,

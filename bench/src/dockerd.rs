@@ -85,17 +85,6 @@ impl Dockerd {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
-    /// An API request (path without the version prefix) that must answer `want`.
-    pub(crate) fn api(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-        want: u16,
-    ) -> Result<String> {
-        crate::http::expect(&self.sock, method, &format!("{API}{path}"), body, want)
-    }
-
     /// `busybox:latest` from the host's static busybox (the same image Cove runs).
     pub(crate) fn import_busybox(&self) -> Result<()> {
         crate::daemon::with_busybox_tar(&self.dir, |tar| {
@@ -132,6 +121,12 @@ impl Dockerd {
         for p in self.created_outside.drain(..) {
             let _ = if p.is_dir() { std::fs::remove_dir(&p) } else { std::fs::remove_file(&p) };
         }
+    }
+}
+
+impl crate::http::Engine for Dockerd {
+    fn api(&self, method: &str, path: &str, body: Option<&str>, want: u16) -> Result<String> {
+        crate::http::expect(&self.sock, method, &format!("{API}{path}"), body, want)
     }
 }
 

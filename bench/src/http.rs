@@ -51,6 +51,12 @@ fn dechunk(mut rest: &str) -> Result<String> {
     }
 }
 
+/// A Docker Engine API server the bench drives (Cove's daemon, a private dockerd).
+pub(crate) trait Engine {
+    /// A request (path without the version prefix) that must answer `want`; the body.
+    fn api(&self, method: &str, path: &str, body: Option<&str>, want: u16) -> Result<String>;
+}
+
 /// A request that must answer `want`; returns the body.
 pub(crate) fn expect(
     sock: &Path,

@@ -17,9 +17,10 @@ use std::time::Instant;
 
 use crate::daemon::{self, Daemon};
 use crate::floor::{Floor, NftFloor};
+use crate::http::Engine;
 use crate::nftwatch::{NftWatch, Owner};
 use crate::peers::{self, Floors, Op};
-use crate::stats::{self, Series};
+use crate::stats::{self, ms, Series};
 
 #[derive(Clone)]
 pub(crate) struct Options {
@@ -66,23 +67,25 @@ pub(crate) fn create_body(network: &str, port: Option<u16>) -> String {
     body.to_string()
 }
 
-fn create(d: &Daemon, name: &str, network: &str, port: Option<u16>) -> Result<String> {
+/// Creates container `name` (see [`create_body`]); its id.
+pub(crate) fn create(
+    d: &impl Engine,
+    name: &str,
+    network: &str,
+    port: Option<u16>,
+) -> Result<String> {
     let body = create_body(network, port);
     let text = d.api("POST", &format!("/containers/create?name={name}"), Some(&body), 201)?;
     let v: serde_json::Value = serde_json::from_str(&text)?;
     Ok(v["Id"].as_str().context("create answered no Id")?.to_owned())
 }
 
-fn start(d: &Daemon, id: &str) -> Result<()> {
+pub(crate) fn start(d: &impl Engine, id: &str) -> Result<()> {
     d.api("POST", &format!("/containers/{id}/start"), None, 204).map(|_| ())
 }
 
-fn remove(d: &Daemon, id: &str) -> Result<()> {
+pub(crate) fn remove(d: &impl Engine, id: &str) -> Result<()> {
     d.api("DELETE", &format!("/containers/{id}?force=1"), None, 204).map(|_| ())
-}
-
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// Lines of `nft list ruleset`: rules stay fixed, elements grow with ports.
@@ -532,18 +535,18 @@ fn report(
 fn comparison_point(p: &Point) -> peers::Point {
     let s = &p.series;
     let mut c = peers::Point::new(p.containers, p.fill_seconds);
-    let ops: [(Op, Vec<f64>); 8] = [
-        (Op::Attach, s[S_CONNECT].samples().to_vec()),
-        (Op::Detach, s[S_DISCONNECT].samples().to_vec()),
-        (Op::AttachPort, s[S_READY_P].samples().to_vec()),
-        (Op::DetachPort, s[S_DISCONNECT_P].samples().to_vec()),
-        (Op::NetworkCreate, s[S_NET_CREATE].samples().to_vec()),
-        (Op::NetworkRm, s[S_NET_RM].samples().to_vec()),
-        (Op::CliAttach, s[S_CLI_CONNECT].samples().to_vec()),
-        (Op::CliDetach, s[S_CLI_DISCONNECT].samples().to_vec()),
+    let ops = [
+        (Op::Attach, S_CONNECT),
+        (Op::Detach, S_DISCONNECT),
+        (Op::AttachPort, S_READY_P),
+        (Op::DetachPort, S_DISCONNECT_P),
+        (Op::NetworkCreate, S_NET_CREATE),
+        (Op::NetworkRm, S_NET_RM),
+        (Op::CliAttach, S_CLI_CONNECT),
+        (Op::CliDetach, S_CLI_DISCONNECT),
     ];
-    for (op, samples) in ops {
-        samples.into_iter().for_each(|v| c.push_op(op, v));
+    for (op, i) in ops {
+        s[i].samples().iter().for_each(|v| c.push_op(op, *v));
     }
     let floors = [
         (Floors::Attach, S_FLOOR_SB),

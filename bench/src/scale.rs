@@ -15,7 +15,7 @@ use crate::stats::{self, Series};
 
 pub(crate) struct Options {
     pub(crate) cove: ports::Options,
-    /// Container counts the peers are measured at (each capped by `peer_max`).
+    /// Container counts the peers are measured at.
     pub(crate) peer_counts: Vec<usize>,
     pub(crate) peer_iterations: usize,
     /// Which peers to run (those installed among them).

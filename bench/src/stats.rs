@@ -1,5 +1,10 @@
 //! Sample series, percentiles and the markdown report.
 
+/// Milliseconds since `t`.
+pub(crate) fn ms(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
 /// Samples of one operation, in milliseconds.
 #[derive(Debug, Clone)]
 pub(crate) struct Series {

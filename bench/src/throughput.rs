@@ -21,6 +21,7 @@ use cove_drivers::plan::{Netns, Op};
 use cove_kernel::Kernel;
 
 use crate::daemon::Daemon;
+use crate::http::Engine;
 use crate::stats::Series;
 
 pub(crate) struct Options {

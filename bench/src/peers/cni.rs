@@ -111,10 +111,6 @@ impl Peer for Cni {
         "cni"
     }
 
-    async fn prepare(&mut self) -> Result<()> {
-        Ok(())
-    }
-
     async fn fill(&mut self, from: usize, to: usize) -> Result<()> {
         for i in from..to {
             self.add(i, Some(FILL_PORT + i as u16)).await?;

@@ -1,6 +1,7 @@
 //! Docker (Debian's `docker.io`): a private dockerd in the fake host (see
 //! [`crate::dockerd`]), driven through its API like Cove, and through its CLI for the
-//! CLI rows. Its containers are real (busybox `sleep`), with one published port each.
+//! CLI rows. Its containers are real (the busybox web server Cove's bench runs), with one
+//! published port each.
 
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -8,7 +9,9 @@ use std::time::Instant;
 
 use super::{Op, Peer, FILL_PORT, NETWORKS, PROBE_PORT};
 use crate::dockerd::Dockerd;
-use crate::ports::create_body;
+use crate::http::Engine;
+use crate::ports;
+use crate::stats::ms;
 
 /// Networks `dnet<k>`, subnets 10.(100+k).0.0/16.
 const BASE: usize = 100;
@@ -23,10 +26,6 @@ pub(crate) struct Docker {
     d: Dockerd,
 }
 
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
-}
-
 impl Docker {
     pub(crate) fn start(dir: &Path) -> Result<Self> {
         let d = Dockerd::start(dir)?;
@@ -34,26 +33,12 @@ impl Docker {
         Ok(Self { d })
     }
 
-    fn create(&self, name: &str, network: &str, port: Option<u16>) -> Result<String> {
-        let body = create_body(network, port);
-        let text =
-            self.d.api("POST", &format!("/containers/create?name={name}"), Some(&body), 201)?;
-        let v: serde_json::Value = serde_json::from_str(&text)?;
-        Ok(v["Id"].as_str().context("create answered no Id")?.to_owned())
-    }
-
     /// Creates and starts; returns the id and the start's milliseconds.
     fn run(&self, name: &str, network: &str, port: Option<u16>) -> Result<(String, f64)> {
-        let id = self.create(name, network, port)?;
+        let id = ports::create(&self.d, name, network, port)?;
         let t = Instant::now();
-        self.d.api("POST", &format!("/containers/{id}/start"), None, 204)?;
+        ports::start(&self.d, &id)?;
         Ok((id, ms(t)))
-    }
-
-    fn remove(&self, id: &str) -> Result<f64> {
-        let t = Instant::now();
-        self.d.api("DELETE", &format!("/containers/{id}?force=1"), None, 204)?;
-        Ok(ms(t))
     }
 }
 
@@ -125,8 +110,8 @@ impl Peer for Docker {
         let t = Instant::now();
         self.d.api("POST", "/networks/dnet0/disconnect", Some(&body), 200)?;
         let detach_port = ms(t);
-        self.remove(&with_port.0)?;
-        self.remove(&none.0)?;
+        ports::remove(&self.d, &with_port.0)?;
+        ports::remove(&self.d, &none.0)?;
         Ok(vec![
             (Op::Attach, attach),
             (Op::Detach, detach),
@@ -143,7 +128,7 @@ impl Peer for Docker {
         let list = self.d.api("GET", "/containers/json?all=1", None, 200)?;
         let ids = crate::daemon::container_ids(&serde_json::from_str(&list)?)?;
         let errors = crate::daemon::for_each_parallel(ids.len(), WORKERS, false, |i| {
-            self.remove(&ids[i]).map(|_| ())
+            ports::remove(&self.d, &ids[i])
         });
         // Stopping dockerd removes the rest (networks, its data) whatever happened.
         self.d.stop();

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::floor::{Floor, NftFloor};
-use crate::stats::Series;
+use crate::stats::{ms, Series};
 
 /// Networks the filling containers are spread over (as in Cove's fill).
 pub(crate) const NETWORKS: usize = 20;
@@ -134,8 +134,10 @@ impl Floors {
 pub(crate) trait Peer {
     /// Its name in tables ("docker", "netavark", "cni").
     fn name(&self) -> &'static str;
-    /// Creates its networks.
-    async fn prepare(&mut self) -> Result<()>;
+    /// Creates its networks, if it has any to create before its first container.
+    async fn prepare(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Fills the host up to `to` containers (from `from`), each with a published port.
     async fn fill(&mut self, from: usize, to: usize) -> Result<()>;
     /// One iteration of its operations (probe number `probe`, unique in the run).
@@ -263,13 +265,13 @@ async fn measure_inner<P: Peer>(
     result
 }
 
-/// The floor's four operations, in random pairs.
+/// The floor's four operations, one after the other: a sandbox made and unmounted, then
+/// one with a port element, removed with it.
 async fn floor_iteration(
     floor: &mut Floor,
     nft: &mut NftFloor,
     probe: usize,
 ) -> Result<Vec<(Floors, f64)>> {
-    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let port = FLOOR_PORT + (probe % 512) as u16;
     let t = Instant::now();
     let (path, _) = floor.attach().await?;
@@ -313,7 +315,7 @@ pub(crate) fn exec_timed(
         .with_context(|| format!("run {}", program.display()))?;
     child.stdin.take().context("stdin")?.write_all(stdin.as_bytes())?;
     let out = child.wait_with_output()?;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let ms = ms(t);
     if !out.status.success() {
         anyhow::bail!(
             "{} {}: {}{}",

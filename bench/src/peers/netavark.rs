@@ -92,10 +92,6 @@ impl Peer for Netavark {
         "netavark"
     }
 
-    async fn prepare(&mut self) -> Result<()> {
-        Ok(())
-    }
-
     async fn fill(&mut self, from: usize, to: usize) -> Result<()> {
         for i in from..to {
             self.setup(i, Some(FILL_PORT + i as u16)).await?;
