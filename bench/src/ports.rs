@@ -306,18 +306,35 @@ fn fill(d: &Daemon, from: usize, to: usize, workers: usize) -> Result<()> {
 }
 
 /// How many of the filling containers `0..n` answer `GET /group` through their published
-/// port on 127.0.0.1 (DNAT in the kernel, no proxy), `workers` connections at a time.
+/// port on 127.0.0.1 (DNAT in the kernel, no proxy), `workers` connections at a time. A
+/// container just started may not listen yet: a refused connection (which proves the path
+/// works) is retried for up to 10 s; a timeout is not, it is what a broken path looks like.
 fn reachable(n: usize, workers: usize) -> usize {
     use std::io::{Read, Write};
     let ok = std::sync::atomic::AtomicUsize::new(0);
     let timeout = std::time::Duration::from_secs(3);
-    let errors = daemon::for_each_parallel(n, workers, false, |i| {
+    let ask = |i: usize| -> std::io::Result<String> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], FILL_PORT + i as u16));
         let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
         s.set_read_timeout(Some(timeout))?;
         s.write_all(b"GET /group HTTP/1.0\r\n\r\n")?;
         let mut answer = String::new();
         s.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    let errors = daemon::for_each_parallel(n, workers, false, |i| {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let answer = loop {
+            match ask(i) {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         if answer.contains("root:x:0:") {
             ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
