@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use cove_controller::{ContainerView, NetworkView};
 use cove_model::{
-    BridgeOptions, ContainerConfig, ContainerRecord, ContainerState, DriverKind, EndpointRecord,
+    BridgeOptions, ContainerConfig, ContainerRecord, ContainerState, DriverConfig, EndpointRecord,
     EndpointSettings, HostConfig, IpamPool, MacAddr, NetworkRecord, PortBinding, Status,
 };
 
@@ -16,7 +16,7 @@ pub(crate) fn net(name: &str, builtin: bool) -> NetworkRecord {
     NetworkRecord {
         id: if name == "web" { NET_ID.into() } else { format!("{name:0<64}") },
         name: name.into(),
-        driver: DriverKind::Bridge,
+        driver: "bridge".into(),
         created: "2024-01-01T00:00:00.123456789Z".into(),
         enable_ipv6: false,
         internal: false,
@@ -31,7 +31,7 @@ pub(crate) fn net(name: &str, builtin: bool) -> NetworkRecord {
         }],
         options: [("com.docker.network.bridge.name".to_string(), "br-web".to_string())].into(),
         labels: [("env".to_string(), "prod".to_string())].into(),
-        bridge: Some(BridgeOptions {
+        config: DriverConfig::Bridge(BridgeOptions {
             name: "br-web".into(),
             enable_icc: true,
             enable_ip_masquerade: true,
@@ -48,7 +48,7 @@ pub(crate) fn endpoint(net: &NetworkRecord) -> EndpointRecord {
         network_id: net.id.clone(),
         container_id: CTR_ID.into(),
         ifname: "eth0".into(),
-        host_ifname: "veth1234".into(),
+        host_ifname: Some("veth1234".into()),
         mac: MacAddr::from_ipv4("172.18.0.2".parse().unwrap()),
         ipv4: Some("172.18.0.2/16".parse().unwrap()),
         ipv6: None,

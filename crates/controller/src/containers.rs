@@ -173,9 +173,7 @@ impl Controller {
             .iter()
             .filter_map(|(id, _)| st.networks.get(id))
             .find(|n| !n.internal)
-            .and_then(|n| n.bridge.as_ref())
-            .and_then(|b| b.host_binding_ipv4)
-            .filter(|ip| !ip.is_unspecified());
+            .and_then(|n| self.drivers.of(n).ok()?.default_binding_ip(n));
         let bindings: Vec<_> = bindings
             .into_iter()
             .map(|b| cove_model::PortBinding { host_ip: b.host_ip.or(default_ip), ..b })

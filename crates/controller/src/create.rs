@@ -5,7 +5,7 @@ use cove_model::{ContainerRecord, ContainerState, EndpointSettings, Error, Netwo
 use cove_runtime::{BundleNetwork, BundleSpec};
 use tracing::info;
 
-use crate::networks::{check_endpoint_settings, DEFAULT_BRIDGE};
+use crate::networks::check_endpoint_settings;
 use crate::state::State;
 use crate::{etc_files, ContainerCreate, Controller};
 
@@ -98,7 +98,7 @@ impl Controller {
 
         // Resolve the network mode and the endpoints asked for.
         let mode_name = match host_config.network_mode_name.as_str() {
-            "" | "default" => DEFAULT_BRIDGE.to_string(),
+            "" | "default" => cove_model::DEFAULT_NETWORK.to_string(),
             other => other.to_string(),
         };
         host_config.network_mode_name = mode_name.clone();
@@ -135,7 +135,7 @@ impl Controller {
             }
             config.hostname = t.config.hostname.clone();
             host_config.network_mode = NetworkMode::Container(t.id.clone());
-        } else if mode_name == "host" || mode_name == "none" {
+        } else if let Some(mode) = NetworkMode::of_builtin_network(&mode_name) {
             let net = st.network(&mode_name)?.clone();
             let s = take_settings(&mut extra, &[mode_name.as_str(), net.id.as_str()]);
             if s.mac_address.is_some() {
@@ -149,18 +149,17 @@ impl Controller {
                     "container cannot be connected to other networks with network mode {mode_name}"
                 )));
             }
-            host_config.network_mode =
-                if mode_name == "host" { NetworkMode::Host } else { NetworkMode::None };
             networks.push((net.id.clone(), EndpointSettings::default()));
-            if mode_name == "host" && config.hostname.is_empty() {
+            if mode == NetworkMode::Host && config.hostname.is_empty() {
                 config.hostname = nix::unistd::gethostname()
                     .ok()
                     .and_then(|h| h.into_string().ok())
                     .unwrap_or_else(|| "localhost".into());
             }
+            host_config.network_mode = mode;
         } else {
             let net = st.network(&mode_name)?.clone();
-            if net.driver != cove_model::DriverKind::Bridge {
+            if !self.drivers.of(&net)?.capability().endpoints {
                 return Err(Error::invalid(format!("network {mode_name} cannot be used here")));
             }
             let s = take_settings(
@@ -172,7 +171,7 @@ impl Controller {
             host_config.network_mode = NetworkMode::Sandbox;
             for (r, s) in extra {
                 let n = st.network(&r)?.clone();
-                if n.driver != cove_model::DriverKind::Bridge {
+                if !self.drivers.of(&n)?.capability().endpoints {
                     return Err(Error::invalid(format!(
                         "container cannot be connected to network {} together with others",
                         n.name

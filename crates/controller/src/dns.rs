@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cove_dns::{EndpointNames, Forward, Resolver, SandboxView, ServeHandle, EMBEDDED_DNS_IP};
-use cove_model::{ContainerRecord, DriverKind, EndpointRecord, Error, NetworkMode, NetworkRecord};
+use cove_model::{ContainerRecord, EndpointRecord, Error, NetworkMode, NetworkRecord};
 use cove_model::{Result, Status};
 use tracing::{debug, warn};
 
@@ -42,10 +42,10 @@ impl Dns {
     }
 }
 
-/// Whether a network has embedded DNS: user-defined bridge networks (not the default
-/// `bridge`, which has legacy links instead, and not `host`/`none`).
+/// Whether a network has embedded DNS: user-defined networks (not the default network,
+/// which has legacy links instead, and not `host`/`none`, which are built-in too).
 pub(crate) fn has_dns(net: &NetworkRecord) -> bool {
-    !net.builtin && net.driver == DriverKind::Bridge
+    !net.builtin
 }
 
 /// Whether a container (in its own sandbox) gets the embedded resolver: it is on at least

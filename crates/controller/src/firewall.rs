@@ -11,8 +11,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{info, warn};
 
+use cove_drivers::Registry;
 use cove_firewall::{EndpointRules, FirewallModel, LinkRule, NetworkRules, Proto, PublishedPort};
-use cove_model::{DriverKind, Error, NetworkMode, Result, Status};
+use cove_model::{Error, NetworkMode, Result, Status};
 
 use crate::state::State;
 use crate::Controller;
@@ -123,50 +124,22 @@ pub(crate) fn proto(p: &str) -> Option<Proto> {
     }
 }
 
-/// The firewall's view of every bridge network. Pure.
-fn networks(st: &State, v6: bool) -> Vec<NetworkRules> {
-    let mut out = vec![];
-    for n in st.networks.values().filter(|n| n.driver == DriverKind::Bridge) {
-        let Some(b) = &n.bridge else { continue };
-        let subnets4 = n.ipam.iter().filter_map(|p| match p.subnet {
-            ipnet::IpNet::V4(s) => Some(s),
-            ipnet::IpNet::V6(_) => None,
-        });
-        let subnets6 = n.ipam.iter().filter_map(|p| match p.subnet {
-            ipnet::IpNet::V6(s) if v6 && n.enable_ipv6 => Some(s),
-            _ => None,
-        });
-        out.push(NetworkRules {
-            bridge: b.name.clone(),
-            subnets4: subnets4.collect(),
-            subnets6: subnets6.collect(),
-            internal: n.internal,
-            icc: b.enable_icc,
-            masquerade: b.enable_ip_masquerade,
-        });
-    }
-    out
+/// The firewall's view of every network it guards. Pure.
+fn networks(st: &State, drivers: &Registry, v6: bool) -> Vec<NetworkRules> {
+    st.networks.values().filter_map(|n| drivers.of(n).ok()?.firewall(n, v6)).collect()
 }
 
 /// Container `id`'s share of the firewall. Pure; touches only that container's records.
-fn share(st: &State, id: &str, v6: bool) -> Share {
-    let bridge_of = |net_id: &str| {
-        st.networks.get(net_id).and_then(|n| n.bridge.as_ref()).map(|b| b.name.clone())
-    };
+fn share(st: &State, drivers: &Registry, id: &str, v6: bool) -> Share {
     let eps = st.endpoints_of_container(id);
     let mut s = Share::default();
     for ep in &eps {
-        let Some(bridge) = bridge_of(&ep.network_id) else { continue };
-        s.endpoints.push(EndpointRules {
-            bridge,
-            host_ifname: ep.host_ifname.clone(),
-            mac: ep.mac,
-            ipv4: ep.ipv4.map(|a| a.addr()),
-            ipv6: if v6 { ep.ipv6.map(|a| a.addr()) } else { None },
-        });
+        let Some(net) = st.networks.get(&ep.network_id) else { continue };
+        let Ok(driver) = drivers.of(net) else { continue };
+        s.endpoints.extend(driver.firewall_endpoint(net, ep, v6));
     }
     let Some(c) = st.containers.get(id) else { return s };
-    s.links = crate::links::firewall_links(st, c);
+    s.links = crate::links::firewall_links(st, drivers, c);
     if c.state.status != Status::Running
         || c.host_config.network_mode != NetworkMode::Sandbox
         || c.state.ports.is_empty()
@@ -179,7 +152,12 @@ fn share(st: &State, id: &str, v6: bool) -> Share {
     else {
         return s;
     };
-    let Some(bridge) = bridge_of(&ep.network_id) else { return s };
+    let Some(rules) =
+        st.networks.get(&ep.network_id).and_then(|n| drivers.of(n).ok()?.firewall(n, v6))
+    else {
+        return s;
+    };
+    let bridge = rules.bridge;
     for b in &c.state.ports {
         let Some(proto) = proto(&b.protocol) else { continue };
         let host_ip = b.host_ip.filter(|ip| !ip.is_unspecified());
@@ -209,13 +187,13 @@ fn share(st: &State, id: &str, v6: bool) -> Share {
 
 /// Every container's non-empty share, computed from scratch (containers with a record and
 /// containers with endpoints).
-fn all_shares(st: &State, v6: bool) -> HashMap<String, Share> {
+fn all_shares(st: &State, drivers: &Registry, v6: bool) -> HashMap<String, Share> {
     let mut ids: Vec<&String> = st.containers.keys().collect();
     ids.extend(st.endpoints.values().map(|e| &e.container_id));
     ids.sort();
     ids.dedup();
     ids.into_iter()
-        .map(|id| (id.clone(), share(st, id, v6)))
+        .map(|id| (id.clone(), share(st, drivers, id, v6)))
         .filter(|(_, s)| !s.is_empty())
         .collect()
 }
@@ -233,15 +211,16 @@ impl Controller {
         let own_forwarding = self.fw_forwarding.load(std::sync::atomic::Ordering::Relaxed);
         let mut plan = self.fw_plan.lock().expect("firewall plan lock");
         if !plan.built {
-            plan.networks = networks(st, v6);
-            plan.shares = all_shares(st, v6);
+            plan.networks = networks(st, &self.drivers, v6);
+            plan.shares = all_shares(st, &self.drivers, v6);
             plan.drop_foreign_forwarding = own_forwarding;
             plan.built = true;
             plan.full = true;
             plan.pending.clear();
             return true;
         }
-        let new_networks = if changes.networks { networks(st, v6) } else { plan.networks.clone() };
+        let new_networks =
+            if changes.networks { networks(st, &self.drivers, v6) } else { plan.networks.clone() };
         let mut before = FirewallModel {
             networks: plan.networks.clone(),
             drop_foreign_forwarding: plan.drop_foreign_forwarding,
@@ -257,7 +236,7 @@ impl Controller {
         let mut changed = changes.containers.clone();
         changed.extend(crate::links::linkers_of(st, &changes.containers));
         for id in &changed {
-            let new = share(st, id, v6);
+            let new = share(st, &self.drivers, id, v6);
             let old = plan.shares.remove(id).unwrap_or_default();
             if old != new {
                 before.endpoints.extend(old.endpoints);
@@ -278,9 +257,9 @@ impl Controller {
         #[cfg(debug_assertions)]
         {
             let scratch = FirewallPlan {
-                networks: networks(st, v6),
+                networks: networks(st, &self.drivers, v6),
                 drop_foreign_forwarding: own_forwarding,
-                shares: all_shares(st, v6),
+                shares: all_shares(st, &self.drivers, v6),
                 ..FirewallPlan::default()
             };
             assert_eq!(

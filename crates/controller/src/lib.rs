@@ -40,6 +40,8 @@ use cove_store::Store;
 #[derive(Debug)]
 pub struct Controller {
     cfg: ControllerConfig,
+    /// The network drivers, by name.
+    drivers: cove_drivers::Registry,
     kernel: Kernel,
     runtime: Runtime,
     store: Store,
@@ -85,6 +87,7 @@ impl Controller {
         let state = state::State::load(&store)?;
         let ctl = Arc::new(Controller {
             cfg,
+            drivers: cove_drivers::Registry::builtin(),
             kernel,
             runtime,
             store,

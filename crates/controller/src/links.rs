@@ -12,7 +12,6 @@ use std::net::IpAddr;
 use cove_model::{ContainerRecord, EndpointRecord, Error, NetworkMode, Result, Status};
 use tracing::warn;
 
-use crate::networks::DEFAULT_BRIDGE;
 use crate::state::State;
 use crate::Controller;
 
@@ -98,18 +97,21 @@ pub(crate) fn check_at_create(
 }
 
 /// The default bridge's network id.
-fn default_bridge(st: &State) -> Option<&str> {
-    st.networks.values().find(|n| n.builtin && n.name == DEFAULT_BRIDGE).map(|n| n.id.as_str())
+fn default_network(st: &State) -> Option<&str> {
+    st.networks
+        .values()
+        .find(|n| n.builtin && n.name == cove_model::DEFAULT_NETWORK)
+        .map(|n| n.id.as_str())
 }
 
 /// Whether the container is on the default bridge (where links are hosts entries).
-fn on_default_bridge(st: &State, c: &ContainerRecord) -> bool {
-    default_bridge(st).is_some_and(|b| c.networks.iter().any(|(id, _)| id == b))
+fn on_default_network(st: &State, c: &ContainerRecord) -> bool {
+    default_network(st).is_some_and(|b| c.networks.iter().any(|(id, _)| id == b))
 }
 
 /// The linked container's endpoint on the default bridge.
-fn bridge_endpoint<'a>(st: &'a State, child: &ContainerRecord) -> Option<&'a EndpointRecord> {
-    let b = default_bridge(st)?;
+fn default_endpoint<'a>(st: &'a State, child: &ContainerRecord) -> Option<&'a EndpointRecord> {
+    let b = default_network(st)?;
     st.endpoints_of_container(&child.id).into_iter().find(|e| e.network_id == b)
 }
 
@@ -179,34 +181,35 @@ fn env_of(linker: &str, alias: &str, ip: IpAddr, child: &ContainerRecord) -> Vec
 /// off (`--icc=false`), Docker's link rules let the linker reach each exposed port of the
 /// linked container, and nothing else. Both must be running with an endpoint on the
 /// default bridge. Pure.
-pub(crate) fn firewall_links(st: &State, c: &ContainerRecord) -> Vec<cove_firewall::LinkRule> {
+pub(crate) fn firewall_links(
+    st: &State,
+    drivers: &cove_drivers::Registry,
+    c: &ContainerRecord,
+) -> Vec<cove_firewall::LinkRule> {
     if c.host_config.links.is_empty() || c.state.status != Status::Running {
         return vec![];
     }
-    let Some(bridge) = default_bridge(st) else { return vec![] };
-    if st.networks.get(bridge).and_then(|n| n.bridge.as_ref()).is_none_or(|b| b.enable_icc) {
+    let Some(net) = default_network(st).and_then(|id| st.networks.get(id)) else { return vec![] };
+    let icc = drivers.of(net).ok().and_then(|d| d.firewall(net, false)).is_none_or(|r| r.icc);
+    if icc {
         return vec![];
     }
-    let Some(from) = bridge_endpoint(st, c) else { return vec![] };
+    let Some(from) = default_endpoint(st, c) else { return vec![] };
     let mut out = vec![];
     for (name, _) in parse_all(&c.host_config.links) {
         let Ok(child) = st.container(&name) else { continue };
         if child.state.status != Status::Running {
             continue;
         }
-        let Some(to) = bridge_endpoint(st, child) else { continue };
+        let Some(to) = default_endpoint(st, child) else { continue };
         for key in &child.config.exposed_ports {
             let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
             let (Ok(port), Some(proto)) = (port.parse::<u16>(), crate::firewall::proto(proto))
             else {
                 continue;
             };
-            out.push(cove_firewall::LinkRule {
-                from: from.host_ifname.clone(),
-                to: to.host_ifname.clone(),
-                proto,
-                port,
-            });
+            let (Some(from), Some(to)) = (&from.host_ifname, &to.host_ifname) else { continue };
+            out.push(cove_firewall::LinkRule { from: from.clone(), to: to.clone(), proto, port });
         }
     }
     out.sort_by(|a, b| (&a.to, a.proto, a.port).cmp(&(&b.to, b.proto, b.port)));
@@ -251,7 +254,7 @@ impl Controller {
                     child.name, c.name
                 )));
             }
-            if on_default_bridge(st, c) && bridge_endpoint(st, child).is_none() {
+            if on_default_network(st, c) && default_endpoint(st, child).is_none() {
                 return Err(Error::invalid(format!(
                     "Cannot link to /{}, as it does not belong to the default network",
                     child.name
@@ -266,13 +269,13 @@ impl Controller {
     /// [<name>]`, IPv4 then IPv6, as Docker writes them. Links to containers that are gone
     /// or not on the bridge give nothing.
     pub(crate) fn link_hosts(st: &State, c: &ContainerRecord) -> Vec<(String, IpAddr)> {
-        if !on_default_bridge(st, c) {
+        if !on_default_network(st, c) {
             return vec![];
         }
         let mut out = vec![];
         for (name, alias) in parse_all(&c.host_config.links) {
             let Ok(child) = st.container(&name) else { continue };
-            let Some(ep) = bridge_endpoint(st, child) else { continue };
+            let Some(ep) = default_endpoint(st, child) else { continue };
             let mut names = format!("{alias} {}", child.config.hostname);
             if alias != child.name {
                 names.push(' ');
@@ -289,10 +292,10 @@ impl Controller {
     /// container's own `-e` values win), then its own.
     pub(crate) fn env_with_links(st: &State, c: &ContainerRecord) -> Vec<String> {
         let mut env = vec![];
-        if on_default_bridge(st, c) {
+        if on_default_network(st, c) {
             for (name, alias) in parse_all(&c.host_config.links) {
                 let Ok(child) = st.container(&name) else { continue };
-                let Some(ip) = bridge_endpoint(st, child).and_then(|e| e.ipv4) else { continue };
+                let Some(ip) = default_endpoint(st, child).and_then(|e| e.ipv4) else { continue };
                 env.extend(env_of(&c.name, &alias, IpAddr::V4(ip.addr()), child));
             }
         }

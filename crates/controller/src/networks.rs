@@ -1,23 +1,15 @@
 //! Network lifecycle: create, list, inspect, remove, prune, connect, disconnect.
 
 use ipnet::IpNet;
-use std::collections::BTreeMap;
 use tracing::{info, warn};
 
-use cove_drivers::bridge;
+use cove_drivers::{BuiltinNetwork, Claim, NetworkRequest, PlanContext};
 use cove_ipam::{PoolSpec, PoolState};
-use cove_model::{
-    DriverKind, EndpointSettings, Error, IpamPool, NetworkMode, NetworkRecord, Result,
-};
+use cove_model::{EndpointSettings, Error, IpamPool, NetworkMode, NetworkRecord, Result};
 use cove_store::{Batch, Table};
 
 use crate::state::State;
 use crate::{Controller, NetworkCreate, NetworkView};
-
-/// Docker's name for the default bridge network.
-pub(crate) const DEFAULT_BRIDGE: &str = "bridge";
-/// Device name of the default bridge.
-pub(crate) const DEFAULT_BRIDGE_DEVICE: &str = "cove0";
 
 /// Validate a network name (Docker accepts the container-name alphabet).
 fn validate_network_name(name: &str) -> Result<()> {
@@ -27,85 +19,114 @@ fn validate_network_name(name: &str) -> Result<()> {
     cove_model::validate_name("network", name)
 }
 
+/// Who asks for a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin<'a> {
+    /// A user, through the API.
+    User,
+    /// The daemon, for a built-in network, with the device name it asks for.
+    Builtin(Option<&'a str>),
+}
+
+/// What the host has that a new network must not collide with, asked of the kernel before
+/// planning (planning itself asks nothing).
+#[derive(Debug, Default)]
+pub(crate) struct HostFacts {
+    /// Destination prefixes of the host's routes.
+    pub(crate) routes: Vec<IpNet>,
+}
+
+/// Subnets in use by other networks and routes the host already has, for IPAM.
+fn subnets_in_use(st: &State, facts: &HostFacts) -> Vec<(String, IpNet)> {
+    let mut used: Vec<(String, IpNet)> = st
+        .networks
+        .values()
+        .flat_map(|n| n.ipam.iter().map(move |p| (format!("network {}", n.name), p.subnet)))
+        .collect();
+    let ours: Vec<IpNet> = used.iter().map(|(_, s)| *s).collect();
+    for route in &facts.routes {
+        // Our own networks' connected routes are already listed as networks.
+        if !ours.contains(route) {
+            used.push(("a host route".to_string(), *route));
+        }
+    }
+    used
+}
+
+/// Resolve the IPAM pools of a new network: validate what the user gave, pick free subnets
+/// from the default pools for what they did not. Pure.
+fn resolve_pools(
+    st: &State,
+    req: &NetworkCreate,
+    pools_spec: &[PoolSpec],
+    facts: &HostFacts,
+) -> Result<Vec<IpamPool>> {
+    let mut pools = vec![];
+    for c in &req.ipam_config {
+        let subnet = c.subnet.as_deref().ok_or_else(|| {
+            Error::invalid("IPAM config has an ip-range, gateway or aux-address but no subnet")
+        })?;
+        pools.push(cove_ipam::validate_pool(
+            subnet,
+            c.ip_range.as_deref(),
+            c.gateway.as_deref(),
+            &c.aux_addresses,
+        )?);
+    }
+    cove_ipam::validate_pools_together(&pools)?;
+    if pools.iter().any(|p| p.subnet.addr().is_ipv6()) && !req.enable_ipv6 {
+        return Err(Error::invalid(
+            "an IPv6 subnet was given but IPv6 is not enabled on the network (use --ipv6)",
+        ));
+    }
+    let in_use = subnets_in_use(st, facts);
+    cove_ipam::check_no_overlap(&pools, &in_use)?;
+    let used: Vec<IpNet> = in_use.iter().map(|(_, s)| *s).collect();
+    if !pools.iter().any(|p| p.subnet.addr().is_ipv4()) {
+        let subnet = cove_ipam::choose_subnet(pools_spec, &used, false)?;
+        pools.insert(0, cove_ipam::validate_pool(&subnet.to_string(), None, None, &[])?);
+    }
+    if req.enable_ipv6 && !pools.iter().any(|p| p.subnet.addr().is_ipv6()) {
+        let subnet = cove_ipam::choose_subnet(pools_spec, &used, true)?;
+        pools.push(cove_ipam::validate_pool(&subnet.to_string(), None, None, &[])?);
+    }
+    Ok(pools)
+}
+
 impl Controller {
-    /// Subnets in use by other networks and routes the host already has, for IPAM.
-    #[tracing::instrument(level = "debug", name = "network.subnets_in_use", skip_all)]
-    pub(crate) async fn subnets_in_use(&self, st: &State) -> Result<Vec<(String, IpNet)>> {
-        let mut used: Vec<(String, IpNet)> = st
-            .networks
-            .values()
-            .flat_map(|n| n.ipam.iter().map(move |p| (format!("network {}", n.name), p.subnet)))
-            .collect();
-        let ours: Vec<IpNet> = used.iter().map(|(_, s)| *s).collect();
-        for route in self.kernel.route_prefixes().await.map_err(Error::from)? {
-            // Our own bridges' connected routes are already listed as networks.
-            if !ours.contains(&route) {
-                used.push(("a host route".to_string(), route));
-            }
-        }
-        Ok(used)
+    /// The settings plans depend on.
+    pub(crate) fn plan_context(&self) -> PlanContext {
+        PlanContext { firewall: self.cfg.firewall, firewall6: self.cfg.firewall6 }
     }
 
-    /// Resolve the IPAM pools of a new network: validate what the user gave, pick free
-    /// subnets from the default pools for what they did not.
-    #[tracing::instrument(level = "debug", name = "network.resolve_pools", skip_all)]
-    pub(crate) async fn resolve_pools(
-        &self,
-        st: &State,
-        req: &NetworkCreate,
-        pools_spec: &[PoolSpec],
-    ) -> Result<Vec<IpamPool>> {
-        let mut pools = vec![];
-        for c in &req.ipam_config {
-            let subnet = c.subnet.as_deref().ok_or_else(|| {
-                Error::invalid("IPAM config has an ip-range, gateway or aux-address but no subnet")
-            })?;
-            pools.push(cove_ipam::validate_pool(
-                subnet,
-                c.ip_range.as_deref(),
-                c.gateway.as_deref(),
-                &c.aux_addresses,
-            )?);
-        }
-        cove_ipam::validate_pools_together(&pools)?;
-        if pools.iter().any(|p| p.subnet.addr().is_ipv6()) && !req.enable_ipv6 {
-            return Err(Error::invalid(
-                "an IPv6 subnet was given but IPv6 is not enabled on the network (use --ipv6)",
-            ));
-        }
-        let in_use = self.subnets_in_use(st).await?;
-        cove_ipam::check_no_overlap(&pools, &in_use)?;
-        let used: Vec<IpNet> = in_use.iter().map(|(_, s)| *s).collect();
-        if !pools.iter().any(|p| p.subnet.addr().is_ipv4()) {
-            let subnet = cove_ipam::choose_subnet(pools_spec, &used, false)?;
-            pools.insert(0, cove_ipam::validate_pool(&subnet.to_string(), None, None, &[])?);
-        }
-        if req.enable_ipv6 && !pools.iter().any(|p| p.subnet.addr().is_ipv6()) {
-            let subnet = cove_ipam::choose_subnet(pools_spec, &used, true)?;
-            pools.push(cove_ipam::validate_pool(&subnet.to_string(), None, None, &[])?);
-        }
-        Ok(pools)
+    /// The host's facts a network plan needs (one route dump; no link listing).
+    #[tracing::instrument(level = "debug", name = "network.facts", skip_all)]
+    pub(crate) async fn host_facts(&self) -> Result<HostFacts> {
+        Ok(HostFacts { routes: self.kernel.route_prefixes().await.map_err(Error::from)? })
     }
 
-    /// Build a validated network record (no side effects).
+    /// Build a validated network record from the request and the host's facts. Pure: no
+    /// kernel question, no store write. Returns the kernel names the network claims, which
+    /// the caller checks on the host ([`Controller::check_claims`]).
     #[tracing::instrument(level = "debug", name = "network.plan", skip_all)]
-    pub(crate) async fn plan_network(
+    pub(crate) fn plan_network(
         &self,
         st: &State,
         req: &NetworkCreate,
         id: String,
-        builtin: bool,
-        default_bridge_name: Option<&str>,
-    ) -> Result<NetworkRecord> {
+        origin: Origin<'_>,
+        facts: &HostFacts,
+    ) -> Result<(NetworkRecord, Vec<Claim>)> {
         validate_network_name(&req.name)?;
         if st.networks.values().any(|n| n.name == req.name) {
             return Err(Error::conflict(format!("network with name {} already exists", req.name)));
         }
-        let driver = DriverKind::parse(&req.driver)?;
-        if !builtin && driver != DriverKind::Bridge {
+        let driver = self.drivers.get(&req.driver)?;
+        let cap = driver.capability();
+        if origin == Origin::User && cap.builtin_only {
             return Err(Error::forbidden(format!(
                 "only one instance of \"{}\" network is allowed",
-                driver.as_str()
+                driver.name()
             )));
         }
         match req.ipam_driver.as_str() {
@@ -116,44 +137,46 @@ impl Controller {
                 )))
             }
         }
-        // IPAM options are kept and shown by inspect; the default driver, like Docker's,
-        // acts on none of them.
-        let (ipam, bridge_opts) = if driver == DriverKind::Bridge {
-            let default_name = default_bridge_name
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("br-{}", cove_model::short_id(&id)));
-            let opts = bridge::parse_options(&req.options, &default_name, self.cfg.mtu)?;
+        if !cap.ipam && !req.ipam_config.is_empty() {
+            return Err(Error::invalid(format!(
+                "the {} driver takes no options or IPAM configuration",
+                driver.name()
+            )));
+        }
+        let config = driver.validate(&NetworkRequest {
+            id: &id,
+            options: &req.options,
+            default_mtu: self.cfg.mtu,
+            device: match origin {
+                Origin::Builtin(device) => device,
+                Origin::User => None,
+            },
+        })?;
+        let claims = driver.claims(&config);
+        for claim in &claims {
             if let Some(other) = st
                 .networks
                 .values()
-                .find(|n| n.bridge.as_ref().is_some_and(|b| b.name == opts.name))
+                .find(|n| self.drivers.of(n).is_ok_and(|d| d.claims(&n.config).contains(claim)))
             {
                 return Err(Error::conflict(format!(
-                    "bridge name {} is already used by network {}",
-                    opts.name, other.name
+                    "{} {} is already used by network {}",
+                    claim.what, claim.link, other.name
                 )));
             }
-            if self.kernel.link_exists(&opts.name).await.map_err(Error::from)? {
-                return Err(Error::conflict(format!(
-                    "bridge name {} is already used by an existing interface on the host",
-                    opts.name
-                )));
-            }
+        }
+        // IPAM options are kept and shown by inspect; the default driver, like Docker's,
+        // acts on none of them.
+        let ipam = if cap.ipam {
             let pools_spec = cove_ipam::effective_pools(&self.cfg.default_address_pools);
-            (self.resolve_pools(st, req, &pools_spec).await?, Some(opts))
+            resolve_pools(st, req, &pools_spec, facts)?
         } else {
-            if !req.options.is_empty() || !req.ipam_config.is_empty() {
-                return Err(Error::invalid(format!(
-                    "the {} driver takes no options or IPAM configuration",
-                    driver.as_str()
-                )));
-            }
-            (vec![], None)
+            vec![]
         };
-        Ok(NetworkRecord {
+        let net = NetworkRecord {
             id,
             name: req.name.clone(),
-            driver,
+            driver: driver.name().to_string(),
             created: crate::now(),
             enable_ipv6: req.enable_ipv6,
             internal: req.internal,
@@ -163,9 +186,36 @@ impl Controller {
             ipam,
             options: req.options.clone(),
             labels: req.labels.clone(),
-            bridge: bridge_opts,
-            builtin,
-        })
+            config,
+            builtin: origin != Origin::User,
+        };
+        Ok((net, claims))
+    }
+
+    /// The names a new network claims must not exist on the host yet.
+    pub(crate) async fn check_claims(&self, claims: &[Claim]) -> Result<()> {
+        for claim in claims {
+            if self.kernel.link_exists(&claim.link).await.map_err(Error::from)? {
+                return Err(Error::conflict(format!(
+                    "{} {} is already used by an existing interface on the host",
+                    claim.what, claim.link
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Plan a network from a request and check its claims on the host.
+    pub(crate) async fn prepare_network(
+        &self,
+        st: &State,
+        req: &NetworkCreate,
+        origin: Origin<'_>,
+    ) -> Result<NetworkRecord> {
+        let facts = self.host_facts().await?;
+        let (net, claims) = self.plan_network(st, req, cove_model::new_id(), origin, &facts)?;
+        self.check_claims(&claims).await?;
+        Ok(net)
     }
 
     /// Store the record (intent first), then create its kernel objects; roll the record
@@ -175,16 +225,14 @@ impl Controller {
         let mut b = Batch::new();
         b.put(Table::Networks, &net.id, &net);
         self.store.commit(b)?;
-        if net.driver == DriverKind::Bridge {
-            let ops = bridge::network_ops(&net, self.cfg.firewall, self.cfg.firewall6)?;
-            if let Err(e) = self.kernel.apply(&ops).await {
-                let mut b = Batch::new();
-                b.delete(Table::Networks, &net.id);
-                if let Err(se) = self.store.commit(b) {
-                    warn!(network = %net.name, error = %se, "could not roll back network record");
-                }
-                return Err(Error::from(e).context(format!("create network {}", net.name)));
+        let ops = self.drivers.of(&net)?.network_ops(&net, &self.plan_context())?;
+        if let Err(e) = self.kernel.apply(&ops).await {
+            let mut b = Batch::new();
+            b.delete(Table::Networks, &net.id);
+            if let Err(se) = self.store.commit(b) {
+                warn!(network = %net.name, error = %se, "could not roll back network record");
             }
+            return Err(Error::from(e).context(format!("create network {}", net.name)));
         }
         for pool in &net.ipam {
             st.pools.insert((net.id.clone(), pool.subnet.addr().is_ipv6()), PoolState::new(pool));
@@ -202,7 +250,7 @@ impl Controller {
     #[tracing::instrument(name = "network.create", skip_all, fields(name = %req.name))]
     pub async fn network_create(&self, req: NetworkCreate) -> Result<String> {
         let mut st = self.state.lock().await;
-        let net = self.plan_network(&st, &req, cove_model::new_id(), false, None).await?;
+        let net = self.prepare_network(&st, &req, Origin::User).await?;
         let id = net.id.clone();
         self.install_network(&mut st, net).await?;
         self.network_event(&st.networks[&id], "create", None);
@@ -249,25 +297,24 @@ impl Controller {
                 net.name, net.id
             )));
         }
-        if net.driver == DriverKind::Bridge {
-            let errors = self.kernel.teardown(&bridge::network_retire_ops(&net)?).await;
-            if !errors.is_empty() {
-                let msgs: Vec<String> =
-                    errors.into_iter().map(|e| Error::from(e).message).collect();
-                return Err(Error::internal(format!(
-                    "remove network {}: {}",
-                    net.name,
-                    msgs.join("; ")
-                )));
-            }
-            // The bridge itself goes after the answer (see `network_retire_ops`); if the
-            // daemon dies first, start-up reconciliation removes it (a `br-` bridge no record
-            // owns).
-            let (kernel, ops) = (self.kernel.clone(), bridge::network_teardown_ops(&net)?);
-            let name = net.name.clone();
+        let driver = self.drivers.of(&net)?;
+        let errors = self.kernel.teardown(&driver.network_retire_ops(&net)?).await;
+        if !errors.is_empty() {
+            let msgs: Vec<String> = errors.into_iter().map(|e| Error::from(e).message).collect();
+            return Err(Error::internal(format!(
+                "remove network {}: {}",
+                net.name,
+                msgs.join("; ")
+            )));
+        }
+        // The rest (deleting a link) goes after the answer (see `network_retire_ops`); if the
+        // daemon dies first, start-up reconciliation removes what no record owns.
+        let ops = driver.network_teardown_ops(&net)?;
+        if !ops.is_empty() {
+            let (kernel, name) = (self.kernel.clone(), net.name.clone());
             tokio::spawn(async move {
                 for e in kernel.teardown(&ops).await {
-                    warn!(network = %name, error = %e, "could not delete the bridge");
+                    warn!(network = %name, error = %e, "could not finish removing the network");
                 }
             });
         }
@@ -347,11 +394,10 @@ impl Controller {
                 c.name, c.host_config.network_mode_name
             )));
         }
-        if net.driver != DriverKind::Bridge {
+        if !self.drivers.of(&net)?.capability().endpoints {
             return Err(Error::invalid(format!(
                 "container cannot be connected to network {}: a container on its own network stack cannot join the {} network",
-                net.name,
-                net.driver.as_str()
+                net.name, net.driver
             )));
         }
         if c.networks.iter().any(|(n, _)| *n == net.id) {
@@ -397,7 +443,7 @@ impl Controller {
                 c.name, net.name
             )));
         }
-        if net.builtin && net.driver != DriverKind::Bridge {
+        if net.builtin && !self.drivers.of(&net)?.capability().endpoints {
             return Err(Error::invalid(format!(
                 "container {} cannot be disconnected from the {} network: change its network mode instead",
                 c.name, net.name
@@ -471,42 +517,22 @@ pub(crate) fn check_endpoint_settings(net: &NetworkRecord, s: &EndpointSettings)
     Ok(())
 }
 
-/// Built-in network requests: `bridge` (from `--bip`/`--fixed-cidr` or the first free
-/// default pool), `host` and `none`.
-pub(crate) fn builtin_requests(
-    bip: Option<IpNet>,
-    fixed_cidr: Option<IpNet>,
-    icc: bool,
-) -> Vec<(NetworkCreate, Option<&'static str>)> {
-    let mut bridge = NetworkCreate {
-        name: DEFAULT_BRIDGE.into(),
-        driver: "bridge".into(),
-        options: BTreeMap::from([
-            (bridge::keys::DEFAULT_BRIDGE.to_string(), "true".to_string()),
-            (bridge::keys::ICC.to_string(), icc.to_string()),
-            (bridge::keys::MASQUERADE.to_string(), "true".to_string()),
-            (bridge::keys::HOST_BINDING_IPV4.to_string(), "0.0.0.0".to_string()),
-            (bridge::keys::NAME.to_string(), DEFAULT_BRIDGE_DEVICE.to_string()),
-        ]),
+/// The request that creates a built-in network (see `cove_drivers::builtin_networks`).
+pub(crate) fn builtin_request(b: &BuiltinNetwork) -> NetworkCreate {
+    NetworkCreate {
+        name: b.name.into(),
+        driver: b.driver.into(),
+        options: b.options.clone(),
+        ipam_config: b
+            .pools
+            .iter()
+            .map(|p| crate::IpamConfigRequest {
+                subnet: Some(p.subnet.to_string()),
+                ip_range: p.ip_range.map(|r| r.to_string()),
+                gateway: p.gateway.map(|g| g.to_string()),
+                aux_addresses: vec![],
+            })
+            .collect(),
         ..Default::default()
-    };
-    if let Some(bip) = bip {
-        bridge.ipam_config.push(crate::IpamConfigRequest {
-            subnet: Some(bip.trunc().to_string()),
-            ip_range: fixed_cidr.map(|c| c.to_string()),
-            gateway: Some(bip.addr().to_string()),
-            aux_addresses: vec![],
-        });
-    } else if let Some(fc) = fixed_cidr {
-        bridge.ipam_config.push(crate::IpamConfigRequest {
-            subnet: Some(fc.trunc().to_string()),
-            ip_range: Some(fc.to_string()),
-            ..Default::default()
-        });
     }
-    vec![
-        (bridge, Some(DEFAULT_BRIDGE_DEVICE)),
-        (NetworkCreate { name: "host".into(), driver: "host".into(), ..Default::default() }, None),
-        (NetworkCreate { name: "none".into(), driver: "null".into(), ..Default::default() }, None),
-    ]
 }

@@ -5,27 +5,13 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use tracing::{info, warn};
 
-use cove_drivers::bridge;
-use cove_drivers::plan::{Netns, Op};
-use cove_model::{DriverKind, Error, Result};
+use cove_drivers::plan::{Netns, Op, OWNED_LINK_GROUP};
+use cove_drivers::{builtin_networks, DefaultNetworkFlags, NetworkRequest};
+use cove_model::{Error, Result};
 
-use crate::networks::builtin_requests;
+use crate::networks::{builtin_request, Origin};
 use crate::state::State;
 use crate::Controller;
-
-/// Whether a host link name follows one of Cove's own patterns (so it may be removed when
-/// no record owns it). Anything else on the host is never touched.
-fn is_cove_link(name: &str, kind: Option<&str>) -> bool {
-    let hexy = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-    match kind {
-        Some("veth") => name.strip_prefix("cv").is_some_and(|r| r.len() == 12 && hexy(r)),
-        Some("bridge") => {
-            name == crate::networks::DEFAULT_BRIDGE_DEVICE
-                || name.strip_prefix("br-").is_some_and(|r| r.len() == 12 && hexy(r))
-        }
-        _ => false,
-    }
-}
 
 impl Controller {
     /// Bring the kernel and the runtime in line with the store.
@@ -73,18 +59,18 @@ impl Controller {
             }
         }
 
-        // 3. Host links of ours that no record owns.
-        let bridges: HashSet<String> = st
-            .networks
-            .values()
-            .filter_map(|n| n.bridge.as_ref().map(|b| b.name.clone()))
-            .collect();
-        let veths: HashSet<String> = st.endpoints.values().map(|e| e.host_ifname.clone()).collect();
+        // 3. Host links Cove made (its link group says so) that no record owns, and links
+        //    condemned by detaches the reaper did not get to before the daemon stopped.
+        let mut owned: HashSet<String> =
+            st.endpoints.values().filter_map(|e| e.host_ifname.clone()).collect();
+        for net in st.networks.values() {
+            let driver = self.drivers.of(net)?;
+            owned.extend(driver.claims(&net.config).into_iter().map(|c| c.link));
+        }
         let links = self.kernel.links().await.map_err(Error::from)?;
         let mut stale = vec![];
         for l in &links {
-            let owned = bridges.contains(&l.name) || veths.contains(&l.name);
-            if !owned && is_cove_link(&l.name, l.kind.as_deref()) {
+            if l.group == OWNED_LINK_GROUP && !owned.contains(&l.name) {
                 warn!(link = %l.name, "removing orphaned link");
                 stale.push(Op::DeleteLink { netns: Netns::Host, name: l.name.clone() });
             }
@@ -92,17 +78,15 @@ impl Controller {
         for e in self.kernel.teardown(&stale).await {
             warn!(error = %e, "could not remove orphaned link");
         }
+        if let Err(e) = self.kernel.reap_condemned().await {
+            warn!(error = %e, "could not remove condemned links");
+        }
 
         // 4. Networks: (re)create what is missing; applying is idempotent.
-        let present: HashSet<String> = links.iter().map(|l| l.name.clone()).collect();
+        let present: HashSet<&str> = links.iter().map(|l| l.name.as_str()).collect();
         for net in st.networks.values() {
-            if net.driver != DriverKind::Bridge {
-                continue;
-            }
-            let mut ops = bridge::network_ops(net, self.cfg.firewall, self.cfg.firewall6)?;
-            if present.contains(&net.bridge.as_ref().map(|b| b.name.clone()).unwrap_or_default()) {
-                ops.retain(|o| !matches!(o, Op::CreateBridge { .. }));
-            }
+            let mut ops = self.drivers.of(net)?.network_ops(net, &self.plan_context())?;
+            ops.retain(|o| o.created_host_link().is_none_or(|l| !present.contains(l)));
             self.kernel
                 .apply(&ops)
                 .await
@@ -114,41 +98,49 @@ impl Controller {
         Ok(())
     }
 
-    /// Create the built-in networks that do not exist yet.
+    /// Create the built-in networks that do not exist yet. Existing ones take the options
+    /// the daemon's flags give them now (`--icc`, as dockerd does at every start); their
+    /// subnets stay.
     pub(crate) async fn ensure_builtins(&self, st: &mut State) -> Result<()> {
-        for (req, device) in builtin_requests(self.cfg.bip, self.cfg.fixed_cidr, self.cfg.icc) {
-            if let Some(existing) = st.networks.values().find(|n| n.name == req.name) {
-                // `--icc` is the daemon's to say at every start, as with dockerd.
-                if let Some(b) = existing.bridge.as_ref().filter(|b| b.enable_icc != self.cfg.icc) {
+        let flags = DefaultNetworkFlags {
+            bip: self.cfg.bip,
+            fixed_cidr: self.cfg.fixed_cidr,
+            icc: self.cfg.icc,
+        };
+        for b in builtin_networks(&flags) {
+            if let Some(existing) = st.networks.values().find(|n| n.name == b.name) {
+                if existing.options != b.options {
                     let mut net = existing.clone();
-                    if let Some(nb) = net.bridge.as_mut() {
-                        nb.enable_icc = self.cfg.icc;
-                    }
-                    if let Some(v) = net.options.get_mut(cove_drivers::bridge::keys::ICC) {
-                        *v = self.cfg.icc.to_string();
-                    }
-                    info!(network = %net.name, icc = self.cfg.icc, was = b.enable_icc, "--icc changed");
+                    net.config = self.drivers.of(&net)?.validate(&NetworkRequest {
+                        id: &net.id,
+                        options: &b.options,
+                        default_mtu: self.cfg.mtu,
+                        device: b.device,
+                    })?;
+                    net.options = b.options.clone();
+                    info!(network = %net.name, "the daemon's flags changed the network's options");
                     let mut batch = cove_store::Batch::new();
                     batch.put(cove_store::Table::Networks, &net.id, &net);
                     self.store.commit(batch)?;
                     st.networks.insert(net.id.clone(), net);
                     continue;
                 }
-                if let (Some(bip), Some(pool)) = (self.cfg.bip, existing.pool_v4()) {
-                    if pool.subnet != bip.trunc() {
+                if let (Some(want), Some(pool)) = (b.pools.first(), existing.pool_v4()) {
+                    if pool.subnet != want.subnet {
                         warn!(
                             network = %existing.name,
                             subnet = %pool.subnet,
-                            bip = %bip,
-                            "--bip differs from the existing default bridge; keeping its subnet"
+                            wanted = %want.subnet,
+                            "--bip/--fixed-cidr differ from the existing default network; keeping its subnet"
                         );
                     }
                 }
                 continue;
             }
-            let net = self.plan_network(st, &req, cove_model::new_id(), true, device).await?;
+            let req = builtin_request(&b);
+            let net = self.prepare_network(st, &req, Origin::Builtin(b.device)).await?;
             self.install_network(st, net).await?;
-            info!(network = %req.name, "built-in network created");
+            info!(network = %b.name, "built-in network created");
         }
         Ok(())
     }

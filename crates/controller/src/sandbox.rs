@@ -5,7 +5,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use tracing::{debug, warn};
 
-use cove_drivers::bridge;
 use cove_drivers::plan::Op;
 use cove_model::{
     ContainerRecord, EndpointRecord, EndpointSettings, Error, MacAddr, NetworkMode, NetworkRecord,
@@ -13,16 +12,11 @@ use cove_model::{
 };
 use cove_store::{Batch, Table};
 
+use cove_drivers::NetworkDriver;
+
 use crate::etc_files;
 use crate::state::{ifindex, State};
 use crate::Controller;
-
-/// A fresh host-side veth name: `cv` + 12 random hex digits. Never reused, because the
-/// kernel reaps the pair of a removed sandbox asynchronously.
-fn host_ifname() -> String {
-    let id = cove_model::new_id();
-    format!("cv{}", &id[..12])
-}
 
 /// Release an endpoint's addresses back to its network's pools.
 fn release_ipam(st: &mut State, ep: &EndpointRecord) {
@@ -41,17 +35,19 @@ fn release_ipam(st: &mut State, ep: &EndpointRecord) {
 /// Allocate addresses and names for one endpoint (in memory only).
 fn allocate_endpoint(
     st: &mut State,
+    driver: &dyn NetworkDriver,
     container_id: &str,
     net: &NetworkRecord,
     settings: &EndpointSettings,
     ifname: String,
 ) -> Result<EndpointRecord> {
+    let id = cove_model::new_id();
     let mut ep = EndpointRecord {
-        id: cove_model::new_id(),
+        host_ifname: driver.endpoint_host_ifname(&id),
+        id,
         network_id: net.id.clone(),
         container_id: container_id.to_string(),
         ifname,
-        host_ifname: host_ifname(),
         mac: MacAddr([0; 6]),
         ipv4: None,
         ipv6: None,
@@ -151,7 +147,10 @@ impl Controller {
                         return Err(Error::not_found(format!("network {net_id} not found")));
                     }
                 };
-                match allocate_endpoint(st, &c.id, &net, settings, format!("eth{i}")) {
+                let allocated = self.drivers.of(&net).and_then(|d| {
+                    allocate_endpoint(st, d.as_ref(), &c.id, &net, settings, format!("eth{i}"))
+                });
+                match allocated {
                     Ok(ep) => eps.push(ep),
                     Err(e) => {
                         for ep in &eps {
@@ -179,10 +178,12 @@ impl Controller {
             self.kernel.create_netns(&path).await.map_err(Error::from)?;
             let mut ops: Vec<Op> = vec![];
             for ep in &eps {
-                ops.extend(bridge::join_ops(&st.networks[&ep.network_id], ep, &path)?);
+                let net = &st.networks[&ep.network_id];
+                ops.extend(self.drivers.of(net)?.join_ops(net, ep, &path)?);
             }
             if let Some(gw) = eps.iter().find(|e| provides_gateway(st, e)) {
-                ops.extend(bridge::gateway_ops(&st.networks[&gw.network_id], gw, &path));
+                let net = &st.networks[&gw.network_id];
+                ops.extend(self.drivers.of(net)?.gateway_ops(net, gw, &path));
             }
             self.kernel.apply(&ops).await.map_err(Error::from)
         }
@@ -228,7 +229,7 @@ impl Controller {
         let ops: Vec<Op> = eps
             .iter()
             .filter_map(|ep| st.networks.get(&ep.network_id).map(|n| (n, ep)))
-            .filter_map(|(n, ep)| bridge::release_ops(n, ep).ok())
+            .filter_map(|(n, ep)| self.drivers.of(n).and_then(|d| d.release_ops(n, ep)).ok())
             .flatten()
             .collect();
         for e in self.kernel.teardown(&ops).await {
@@ -262,16 +263,29 @@ impl Controller {
             st.endpoints_of_container(&c.id).into_iter().cloned().collect();
         let next = existing.iter().map(|e| ifindex(&e.ifname) + 1).max().unwrap_or(0);
         let net = st.networks[net_id].clone();
-        let ep = allocate_endpoint(st, &c.id, &net, settings, format!("eth{next}"))?;
+        let driver = self.drivers.of(&net)?.clone();
+        let ep =
+            allocate_endpoint(st, driver.as_ref(), &c.id, &net, settings, format!("eth{next}"))?;
         let mut b = Batch::new();
         b.put(Table::Endpoints, &ep.id, &ep);
         if let Err(e) = self.store.commit(b) {
             release_ipam(st, &ep);
             return Err(e);
         }
-        let mut ops = bridge::join_ops(&net, &ep, &path)?;
+        let mut ops = match driver.join_ops(&net, &ep, &path) {
+            Ok(ops) => ops,
+            Err(e) => {
+                release_ipam(st, &ep);
+                let mut b = Batch::new();
+                b.delete(Table::Endpoints, &ep.id);
+                if let Err(se) = self.store.commit(b) {
+                    warn!(error = %se, "rollback: could not delete endpoint record");
+                }
+                return Err(e);
+            }
+        };
         if !existing.iter().any(|e| provides_gateway(st, e)) && provides_gateway(st, &ep) {
-            ops.extend(bridge::gateway_ops(&net, &ep, &path));
+            ops.extend(driver.gateway_ops(&net, &ep, &path));
         }
         // The firewall elements (anti-spoofing for the new port) and the links are
         // independent: program both at once, so the cost is the slower of the two.
@@ -281,7 +295,7 @@ impl Controller {
             (Err(e), _) => Some(Error::from(e)),
             (Ok(()), Err(e)) => {
                 // join_ops planned this network's ops, so leave_ops plans them too.
-                let ops = bridge::leave_ops(&net, &ep, &path).unwrap_or_default();
+                let ops = driver.leave_ops(&net, &ep, &path).unwrap_or_default();
                 let errors = self.kernel.teardown(&ops).await;
                 for e in errors {
                     warn!(error = %e, "rollback: could not retire the new interface");
@@ -321,7 +335,8 @@ impl Controller {
             return Ok(());
         };
         let was_gateway = eps.iter().find(|e| provides_gateway(st, e)).map(|e| e.id.clone());
-        let ops = bridge::leave_ops(&st.networks[&ep.network_id], &ep, &path)?;
+        let net = &st.networks[&ep.network_id];
+        let ops = self.drivers.of(net)?.leave_ops(net, &ep, &path)?;
         let errors = self.kernel.teardown(&ops).await;
         if let Some(e) = errors.into_iter().next() {
             return Err(Error::from(e).context(format!("disconnect {}", c.name)));
@@ -334,7 +349,11 @@ impl Controller {
         st.endpoints.remove(&ep.id);
         if was_gateway.as_deref() == Some(ep.id.as_str()) {
             if let Some(next) = eps.iter().find(|e| e.id != ep.id && provides_gateway(st, e)) {
-                let ops = bridge::gateway_ops(&st.networks[&next.network_id], next, &path);
+                let net = &st.networks[&next.network_id];
+                let ops = match self.drivers.of(net) {
+                    Ok(d) => d.gateway_ops(net, next, &path),
+                    Err(_) => vec![],
+                };
                 if let Err(e) = self.kernel.apply(&ops).await {
                     warn!(container = %c.name, error = %e, "could not move the default route");
                 }
@@ -356,7 +375,7 @@ impl Controller {
     pub(crate) fn host_gateway(st: &State) -> Option<IpAddr> {
         st.networks
             .values()
-            .find(|n| n.builtin && n.name == crate::networks::DEFAULT_BRIDGE)
+            .find(|n| n.builtin && n.name == cove_model::DEFAULT_NETWORK)
             .and_then(|n| n.pool_v4())
             .and_then(|p| p.gateway)
     }

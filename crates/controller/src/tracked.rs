@@ -154,7 +154,7 @@ mod tests {
             network_id: "n".into(),
             container_id: container.into(),
             ifname: "eth0".into(),
-            host_ifname: "cv0".into(),
+            host_ifname: Some("cv0".into()),
             mac: cove_model::MacAddr([2, 0x42, 0, 0, 0, 1]),
             ipv4: None,
             ipv6: None,

@@ -303,14 +303,21 @@ fn orphans_that_look_like_coves_are_removed_at_start_and_nothing_else() {
     let baseline = h.snapshot();
     h.stop_daemon();
     let stray_ns = h.exec_root().join("netns/0123456789ab").display().to_string();
+    // Cove marks the links it makes with its link group (1668249189, "cove"), and condemned
+    // ones with 1668249208 ("covx"); names prove nothing: a look-alike outside the group
+    // stays.
+    let (owned, condemned) =
+        (cove_drivers::plan::OWNED_LINK_GROUP, cove_drivers::plan::RETIRED_LINK_GROUP);
     h.sh_ok(&format!(
-        "ip link add cv0123456789ab type veth peer name cvx0123456789a && \
-         ip link add br-0123456789ab type bridge && \
+        "ip link add cv0123456789ab group {owned} type veth peer name cvx0123456789a && \
+         ip link add br-0123456789ab group {owned} type bridge && \
          ip link set cv0123456789ab master br-0123456789ab && \
          ip link set br-0123456789ab up && ip addr add 10.78.9.1/24 dev br-0123456789ab && \
+         ip link add cvdead0 group {condemned} type veth peer name cvdead1 && \
          ip link add foo0 type bridge && ip link set foo0 up && \
          ip addr add 10.78.10.1/24 dev foo0 && \
-         ip link add br-notcove type bridge && \
+         ip link add br-notcove type bridge && ip link add br-0123456789ac type bridge && \
+         ip link add cv0123456789ac type veth peer name cvx0123456789b && \
          ip link add foov0 type veth peer name foov1 && ip link set foov0 master foo0 && \
          touch {stray_ns} && unshare --net={stray_ns} true"
     ));
@@ -320,10 +327,11 @@ fn orphans_that_look_like_coves_are_removed_at_start_and_nothing_else() {
 
     h.start_daemon(&[]);
     let links = link_names(&h);
-    for gone in ["cv0123456789ab", "cvx0123456789a", "br-0123456789ab"] {
+    for gone in ["cv0123456789ab", "cvx0123456789a", "br-0123456789ab", "cvdead0", "cvdead1"] {
         assert!(!links.iter().any(|l| l == gone), "{gone} survived the start: {links:?}");
     }
-    for kept in ["foo0", "br-notcove", "foov0", "foov1"] {
+    let look_alikes = ["br-0123456789ac", "cv0123456789ac", "cvx0123456789b"];
+    for kept in ["foo0", "br-notcove", "foov0", "foov1"].iter().chain(&look_alikes) {
         assert!(links.iter().any(|l| l == kept), "{kept} was removed: {links:?}");
     }
     assert_eq!(h.sh_ok("ip -o addr show dev foo0"), kept_before, "foo0 was changed");
@@ -333,11 +341,20 @@ fn orphans_that_look_like_coves_are_removed_at_start_and_nothing_else() {
     assert!(!h.sh_ok("ip route").contains("10.78.9.0/24"), "the stray bridge's route stayed");
     assert_eq!(netns_files(&h), Vec::<String>::new(), "the stray sandbox file stayed");
     assert_eq!(h.snapshot().netns, Vec::<String>::new(), "the stray sandbox stayed mounted");
-    // The daemon works, and its own bridge is there once.
+    // The daemon works, and its own bridge is there once, in its group.
     h.cove(&["network", "create", "--subnet", "10.78.1.0/24", "rc-o"]).ok();
+    let id = h.cove(&["network", "inspect", "-f", "{{.Id}}", "rc-o"]).ok().stdout.clone();
+    let dev = format!("br-{}", &id.trim()[..12]);
+    assert!(
+        h.sh_ok(&format!("ip -d link show {dev}")).contains(&format!("group {owned}")),
+        "the new bridge is not in Cove's link group"
+    );
     h.cove(&["network", "rm", "rc-o"]).ok();
 
-    h.sh_ok("ip link del foo0 && ip link del br-notcove && ip link del foov0");
+    h.sh_ok(
+        "ip link del foo0 && ip link del br-notcove && ip link del foov0 && \
+         ip link del br-0123456789ac && ip link del cv0123456789ac",
+    );
     h.assert_no_leaks(&baseline);
 }
 

@@ -5,9 +5,125 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-use cove_model::{BridgeOptions, EndpointRecord, Error, MacAddr, NetworkRecord, Result};
+use cove_firewall::{EndpointRules, NetworkRules};
+use cove_model::{
+    BridgeOptions, DriverConfig, EndpointRecord, Error, MacAddr, NetworkRecord, Result,
+};
 
+use crate::driver::{Capability, Claim, NetworkDriver, NetworkRequest, PlanContext, Scope};
 use crate::plan::{Netns, Op};
+
+/// The bridge driver (Docker's default): a Linux bridge per network, a veth pair per
+/// endpoint with its peer created directly in the sandbox.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BridgeDriver;
+
+impl NetworkDriver for BridgeDriver {
+    fn name(&self) -> &str {
+        crate::DEFAULT_DRIVER
+    }
+
+    fn capability(&self) -> Capability {
+        Capability { scope: Scope::Local, endpoints: true, builtin_only: false, ipam: true }
+    }
+
+    fn validate(&self, req: &NetworkRequest<'_>) -> Result<DriverConfig> {
+        let default_name = match req.device {
+            Some(d) => d.to_string(),
+            None => format!("br-{}", cove_model::short_id(req.id)),
+        };
+        parse_options(req.options, &default_name, req.default_mtu).map(DriverConfig::Bridge)
+    }
+
+    fn claims(&self, config: &DriverConfig) -> Vec<Claim> {
+        match config {
+            DriverConfig::Bridge(b) => vec![Claim { what: "bridge name", link: b.name.clone() }],
+            _ => vec![],
+        }
+    }
+
+    fn network_ops(&self, net: &NetworkRecord, ctx: &PlanContext) -> Result<Vec<Op>> {
+        network_ops(net, ctx.firewall, ctx.firewall6)
+    }
+
+    fn network_retire_ops(&self, net: &NetworkRecord) -> Result<Vec<Op>> {
+        network_retire_ops(net)
+    }
+
+    fn network_teardown_ops(&self, net: &NetworkRecord) -> Result<Vec<Op>> {
+        network_teardown_ops(net)
+    }
+
+    fn endpoint_host_ifname(&self, endpoint_id: &str) -> Option<String> {
+        Some(format!("cv{}", cove_model::short_id(endpoint_id)))
+    }
+
+    fn join_ops(
+        &self,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        sandbox: &Path,
+    ) -> Result<Vec<Op>> {
+        join_ops(net, ep, sandbox)
+    }
+
+    fn gateway_ops(&self, net: &NetworkRecord, ep: &EndpointRecord, sandbox: &Path) -> Vec<Op> {
+        gateway_ops(net, ep, sandbox)
+    }
+
+    fn leave_ops(
+        &self,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        sandbox: &Path,
+    ) -> Result<Vec<Op>> {
+        leave_ops(net, ep, sandbox)
+    }
+
+    fn release_ops(&self, net: &NetworkRecord, ep: &EndpointRecord) -> Result<Vec<Op>> {
+        release_ops(net, ep)
+    }
+
+    fn firewall(&self, net: &NetworkRecord, v6: bool) -> Option<NetworkRules> {
+        let b = bridge_of(net).ok()?;
+        let subnets4 = net.ipam.iter().filter_map(|p| match p.subnet {
+            IpNet::V4(s) => Some(s),
+            IpNet::V6(_) => None,
+        });
+        let subnets6 = net.ipam.iter().filter_map(|p| match p.subnet {
+            IpNet::V6(s) if v6 && net.enable_ipv6 => Some(s),
+            _ => None,
+        });
+        Some(NetworkRules {
+            bridge: b.name.clone(),
+            subnets4: subnets4.collect(),
+            subnets6: subnets6.collect(),
+            internal: net.internal,
+            icc: b.enable_icc,
+            masquerade: b.enable_ip_masquerade,
+        })
+    }
+
+    fn firewall_endpoint(
+        &self,
+        net: &NetworkRecord,
+        ep: &EndpointRecord,
+        v6: bool,
+    ) -> Option<EndpointRules> {
+        let b = bridge_of(net).ok()?;
+        Some(EndpointRules {
+            bridge: b.name.clone(),
+            host_ifname: ep.host_ifname.clone()?,
+            mac: ep.mac,
+            ipv4: ep.ipv4.map(|a| a.addr()),
+            ipv6: if v6 { ep.ipv6.map(|a| a.addr()) } else { None },
+        })
+    }
+
+    fn default_binding_ip(&self, net: &NetworkRecord) -> Option<IpAddr> {
+        bridge_of(net).ok()?.host_binding_ipv4.filter(|ip| !ip.is_unspecified())
+    }
+}
 
 /// `-o` option keys the bridge driver understands (Docker's names).
 pub mod keys {
@@ -109,9 +225,17 @@ pub fn parse_options(
 }
 
 fn bridge_of(net: &NetworkRecord) -> Result<&BridgeOptions> {
-    net.bridge
-        .as_ref()
-        .ok_or_else(|| Error::internal(format!("network {} has no bridge options", net.name)))
+    match &net.config {
+        DriverConfig::Bridge(b) => Ok(b),
+        _ => Err(Error::internal(format!("network {} has no bridge options", net.name))),
+    }
+}
+
+/// The host end of an endpoint's veth pair.
+fn host_end(ep: &EndpointRecord) -> Result<&str> {
+    ep.host_ifname
+        .as_deref()
+        .ok_or_else(|| Error::internal(format!("endpoint {} has no host interface", ep.id)))
 }
 
 fn gateway_net(pool_subnet: IpNet, gw: IpAddr) -> IpNet {
@@ -138,7 +262,7 @@ pub fn bridge_mac(network_id: &str) -> MacAddr {
 ///
 /// With `firewall6` too, an IPv6 network's bridge gets [`Op::LoopbackRoute6`], so ports
 /// published on `[::1]` work without a proxy.
-pub fn network_ops(net: &NetworkRecord, firewall: bool, firewall6: bool) -> Result<Vec<Op>> {
+fn network_ops(net: &NetworkRecord, firewall: bool, firewall6: bool) -> Result<Vec<Op>> {
     let b = bridge_of(net)?;
     let mut ops =
         vec![Op::CreateBridge { name: b.name.clone(), mtu: b.mtu, mac: bridge_mac(&net.id) }];
@@ -179,7 +303,7 @@ pub fn network_ops(net: &NetworkRecord, firewall: bool, firewall6: bool) -> Resu
 }
 
 /// What removing the network takes: deleting the bridge (its addresses go with it).
-pub fn network_teardown_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
+fn network_teardown_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
     let b = bridge_of(net)?;
     Ok(vec![Op::DeleteLink { netns: Netns::Host, name: b.name.clone() }])
 }
@@ -188,7 +312,7 @@ pub fn network_teardown_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
 /// its routes: the subnet is free for the next network at once). Deleting the bridge
 /// itself ([`network_teardown_ops`]) holds the kernel's RTNL lock through RCU grace periods
 /// (tens of ms), so the controller does that afterwards, off the request.
-pub fn network_retire_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
+fn network_retire_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
     let b = bridge_of(net)?;
     Ok(net
         .ipam
@@ -206,19 +330,20 @@ pub fn network_retire_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
 /// the sandbox), IPv6 off on it unless the network has IPv6, its addresses, and link up.
 /// The default route is added separately ([`gateway_ops`]) because only one endpoint of a
 /// sandbox provides it.
-pub fn join_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Result<Vec<Op>> {
+fn join_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Result<Vec<Op>> {
     let b = bridge_of(net)?;
     let sb = Netns::Path(netns.to_path_buf());
+    let host = host_end(ep)?;
     let mut ops = vec![
         Op::CreateVeth {
-            host_name: ep.host_ifname.clone(),
+            host_name: host.to_string(),
             bridge: b.name.clone(),
             mtu: b.mtu,
             peer_name: ep.ifname.clone(),
             peer_netns: netns.to_path_buf(),
             peer_mac: ep.mac,
         },
-        Op::Hairpin { link: ep.host_ifname.clone() },
+        Op::Hairpin { link: host.to_string() },
         // A bridge port does no IPv6 of its own (the bridge carries the network's). Without
         // this, every host-side veth gets a link-local address, two routes in the host's
         // IPv6 table, DAD and MLD; and every link change on the host then walks that
@@ -227,7 +352,7 @@ pub fn join_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Resul
         // has no carrier yet (the peer is still down), so no address ever exists.
         Op::Sysctl {
             netns: Netns::Host,
-            key: format!("net/ipv6/conf/{}/disable_ipv6", ep.host_ifname),
+            key: format!("net/ipv6/conf/{host}/disable_ipv6"),
             value: "1".into(),
         },
     ];
@@ -290,7 +415,7 @@ fn endpoint_addrs(ep: &EndpointRecord) -> impl Iterator<Item = IpAddr> {
 /// What must go from the host when an endpoint goes (its sandbox's side goes with the
 /// sandbox): the container's neighbour entries on the bridge, which would otherwise keep
 /// steering its address to a MAC that is no longer there.
-pub fn release_ops(net: &NetworkRecord, ep: &EndpointRecord) -> Result<Vec<Op>> {
+fn release_ops(net: &NetworkRecord, ep: &EndpointRecord) -> Result<Vec<Op>> {
     let b = bridge_of(net)?;
     Ok(endpoint_addrs(ep)
         .map(|addr| Op::DelNeighbor { netns: Netns::Host, link: b.name.clone(), addr })
@@ -299,7 +424,7 @@ pub fn release_ops(net: &NetworkRecord, ep: &EndpointRecord) -> Result<Vec<Op>> 
 
 /// Default routes through `ep`'s gateways, for the endpoint chosen to be the sandbox's
 /// gateway endpoint. Internal networks never provide one.
-pub fn gateway_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Vec<Op> {
+fn gateway_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Vec<Op> {
     if net.internal {
         return vec![];
     }
@@ -325,18 +450,20 @@ pub fn gateway_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Ve
 }
 
 /// Removing one endpoint from a running sandbox: take its interface out of service at once
-/// (down, and renamed to a tombstone so its `ethN` name is free again). The veth pair is
-/// not deleted here: a delete holds the RTNL lock through an RCU grace period (~30 ms),
-/// stalling every other link operation on the host. The tombstone is reaped with the
-/// sandbox, when the container stops, in the kernel's batched namespace cleanup.
-pub fn leave_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Result<Vec<Op>> {
+/// (down, and renamed to a tombstone so its `ethN` name is free again), and condemn the
+/// host end: the executor's reaper deletes the pair with the other condemned links in one
+/// request once the kernel is idle. Deleting it here would hold the RTNL lock through an
+/// RCU grace period (~30 ms), stalling every other link operation on the host; keeping it
+/// until the container stops would leave a dead port on the bridge for every disconnect
+/// (a bridge takes at most 1,024 ports).
+fn leave_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Result<Vec<Op>> {
     // The host-side name is unique and never reused; it makes a unique tombstone too.
-    let tombstone = format!("x{}", ep.host_ifname.trim_start_matches("cv"));
-    let mut ops = vec![Op::Retire {
-        netns: Netns::Path(netns.to_path_buf()),
-        link: ep.ifname.clone(),
-        tombstone,
-    }];
+    let host = host_end(ep)?;
+    let tombstone = format!("x{}", host.trim_start_matches("cv"));
+    let mut ops = vec![
+        Op::Retire { netns: Netns::Path(netns.to_path_buf()), link: ep.ifname.clone(), tombstone },
+        Op::Condemn { link: host.to_string() },
+    ];
     ops.extend(release_ops(net, ep)?);
     Ok(ops)
 }
@@ -344,7 +471,7 @@ pub fn leave_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cove_model::{DriverKind, IpamPool};
+    use cove_model::IpamPool;
 
     fn net(ipv6: bool, internal: bool) -> NetworkRecord {
         let mut ipam = vec![IpamPool {
@@ -364,7 +491,7 @@ mod tests {
         NetworkRecord {
             id: "n".repeat(64),
             name: "app".into(),
-            driver: DriverKind::Bridge,
+            driver: "bridge".into(),
             created: String::new(),
             enable_ipv6: ipv6,
             internal,
@@ -374,7 +501,9 @@ mod tests {
             ipam,
             options: BTreeMap::new(),
             labels: BTreeMap::new(),
-            bridge: Some(parse_options(&BTreeMap::new(), "br-nnnnnnnnnnnn", 1500).unwrap()),
+            config: DriverConfig::Bridge(
+                parse_options(&BTreeMap::new(), "br-nnnnnnnnnnnn", 1500).unwrap(),
+            ),
             builtin: false,
         }
     }
@@ -385,7 +514,7 @@ mod tests {
             network_id: "n".repeat(64),
             container_id: "c".repeat(64),
             ifname: "eth0".into(),
-            host_ifname: "cv0123456789ab".into(),
+            host_ifname: Some("cv0123456789ab".into()),
             mac: MacAddr::from_ipv4("172.18.0.2".parse().unwrap()),
             ipv4: Some("172.18.0.2/16".parse().unwrap()),
             ipv6: None,
@@ -497,6 +626,7 @@ mod tests {
         assert_eq!(
             render(&ops),
             "retire eth0 as x0123456789ab in /s\n\
+             condemn cv0123456789ab (reaped in the background)\n\
              delete neighbour 172.18.0.2 dev br-nnnnnnnnnnnn in host\n"
         );
     }

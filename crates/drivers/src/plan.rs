@@ -8,6 +8,17 @@ use std::path::PathBuf;
 
 use cove_model::MacAddr;
 
+/// The link group (`IFLA_GROUP`) of every link Cove creates in the host's namespace: how
+/// start-up reconciliation knows a link is Cove's (a property of the object, not a name
+/// pattern). Any value but 0 (the kernel's default group) would do: this one spells
+/// "cove" in ASCII, so `ip link show group 1668249189` lists them.
+pub const OWNED_LINK_GROUP: u32 = 0x636f_7665;
+
+/// The link group of host links taken out of service ([`Op::Condemn`]): the executor
+/// deletes the whole group in one request (one RCU grace period for the batch) when the
+/// kernel is idle. "covx".
+pub const RETIRED_LINK_GROUP: u32 = 0x636f_7678;
+
 /// The network namespace an operation runs in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Netns {
@@ -29,7 +40,8 @@ impl fmt::Display for Netns {
 /// One kernel change. Create-type ops have an inverse ([`Op::inverse`]) used for rollback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    /// Create a bridge in the host namespace (left down; see [`Op::SetUp`]).
+    /// Create a bridge in the host namespace (left down; see [`Op::SetUp`]), in
+    /// [`OWNED_LINK_GROUP`].
     CreateBridge {
         /// Device name.
         name: String,
@@ -39,8 +51,9 @@ pub enum Op {
         /// so it would change as containers come and go.
         mac: MacAddr,
     },
-    /// Create a veth pair: `host_name` in the host namespace, enslaved to `bridge` and up;
-    /// `peer_name` created directly inside `peer_netns` (not up: the kernel refuses that).
+    /// Create a veth pair: `host_name` in the host namespace, enslaved to `bridge`, up and in
+    /// [`OWNED_LINK_GROUP`]; `peer_name` created directly inside `peer_netns` (not up: the
+    /// kernel refuses that).
     CreateVeth {
         /// Host-side name (unique, never reused).
         host_name: String,
@@ -119,6 +132,15 @@ pub enum Op {
         /// New, unique name (at most 15 bytes).
         tombstone: String,
     },
+    /// Hand a host link to the background reaper: move it to [`RETIRED_LINK_GROUP`] (and
+    /// down). The executor deletes that whole group in one request once the kernel has
+    /// been idle for a moment (within a second), so a detach never waits for the RCU grace
+    /// period of a link deletion and neither does the next attach. Deleting one end of a
+    /// veth pair deletes both. A missing link counts as done.
+    Condemn {
+        /// Host-side link name.
+        link: String,
+    },
     /// A permanent neighbour (ARP / NDP) entry, replacing any entry for `addr` on `link`.
     /// Permanent entries do not count against the kernel's neighbour-table limits
     /// (`gc_thresh3`, 1,024 by default), which are global to the machine, not per netns.
@@ -160,6 +182,15 @@ pub enum Op {
 }
 
 impl Op {
+    /// The host link this op creates, if it creates one.
+    pub fn created_host_link(&self) -> Option<&str> {
+        match self {
+            Op::CreateBridge { name, .. } => Some(name),
+            Op::CreateVeth { host_name, .. } => Some(host_name),
+            _ => None,
+        }
+    }
+
     /// The op that undoes this one during rollback, if it needs undoing. Addresses and
     /// routes on a link that is itself rolled back go with the link, so they need none.
     pub fn inverse(&self) -> Option<Op> {
@@ -206,6 +237,7 @@ impl fmt::Display for Op {
             Op::Retire { netns, link, tombstone } => {
                 write!(f, "retire {link} as {tombstone} in {netns}")
             }
+            Op::Condemn { link } => write!(f, "condemn {link} (reaped in the background)"),
             Op::Neighbor { netns, link, addr, mac } => {
                 write!(f, "add permanent neighbour {addr} lladdr {mac} dev {link} in {netns}")
             }

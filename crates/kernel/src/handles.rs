@@ -23,6 +23,7 @@ pub(crate) struct Handles {
     host: Handle,
     nsfs_dev: u64,
     netns: Mutex<Cache>,
+    reaper: std::sync::Arc<crate::reaper::Reaper>,
 }
 
 /// How many sandbox sockets stay open at most.
@@ -91,7 +92,8 @@ impl Handles {
             .map_err(|e| Cause::Protocol(format!("cove-kernel needs a tokio runtime: {e}")))?;
         let nsfs_dev = netns::nsfs_dev()?;
         let host = connect(&rt)?;
-        Ok(Self { rt, host, nsfs_dev, netns: Mutex::new(Cache::default()) })
+        let reaper = crate::reaper::Reaper::spawn(&rt, host.clone());
+        Ok(Self { rt, host, nsfs_dev, netns: Mutex::new(Cache::default()), reaper })
     }
 
     /// The runtime the connections run on.
@@ -102,6 +104,11 @@ impl Handles {
     /// The device number of nsfs (to tell netns mounts from plain files).
     pub(crate) fn nsfs_dev(&self) -> u64 {
         self.nsfs_dev
+    }
+
+    /// The reaper of condemned links.
+    pub(crate) fn reaper(&self) -> &crate::reaper::Reaper {
+        &self.reaper
     }
 
     /// The daemon's own netns handle.

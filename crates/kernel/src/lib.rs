@@ -18,6 +18,7 @@ pub mod nfnl;
 pub mod nft;
 mod nl;
 mod ops;
+mod reaper;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct LinkInfo {
     pub mtu: u32,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
+    /// Link group (`IFLA_GROUP`; 0 is the kernel's default).
+    pub group: u32,
 }
 
 /// The kernel executor: rtnetlink connections of the daemon's netns and of sandbox netns.
@@ -70,6 +73,7 @@ impl Kernel {
     /// reconcile can re-apply a plan), but is not rolled back: Cove did not add it this time.
     #[tracing::instrument(level = "debug", name = "kernel.apply", skip_all, fields(ops = ops.len()))]
     pub async fn apply(&self, ops: &[Op]) -> Result<(), KernelError> {
+        let _busy = self.inner.reaper().busy();
         let mut undo: Vec<Op> = Vec::new();
         for op in ops {
             debug!("{op}");
@@ -97,6 +101,7 @@ impl Kernel {
     /// ENOENT, ESRCH, EADDRNOTAVAIL, netns path missing) counts as success. Returns every
     /// real error.
     pub async fn teardown(&self, ops: &[Op]) -> Vec<KernelError> {
+        let _busy = self.inner.reaper().busy();
         let mut errors = Vec::new();
         for op in ops {
             debug!("{op}");
@@ -107,6 +112,14 @@ impl Kernel {
             }
         }
         errors
+    }
+
+    /// Delete every condemned link now ([`Op::Condemn`] hands them to a background reaper
+    /// that waits for a quiet moment): at start-up, and for tests that count links.
+    pub async fn reap_condemned(&self) -> Result<(), KernelError> {
+        reaper::reap(self.inner.host())
+            .await
+            .map_err(|c| KernelError::new("delete condemned links", c))
     }
 
     /// Prepare the directory sandboxes' namespaces are bind-mounted in: a private mount of

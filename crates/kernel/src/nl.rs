@@ -123,11 +123,13 @@ fn link_info(l: &LinkMessage) -> LinkInfo {
         master: None,
         mtu: 0,
         up: l.header.flags.contains(LinkFlags::Up),
+        group: 0,
     };
     for a in &l.attributes {
         match a {
             LinkAttribute::IfName(n) => info.name = n.clone(),
             LinkAttribute::Mtu(m) => info.mtu = *m,
+            LinkAttribute::Group(g) => info.group = *g,
             LinkAttribute::Controller(c) if *c != 0 => info.master = Some(*c),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
@@ -331,7 +333,8 @@ mod tests {
                 kind: Some("veth".into()),
                 master: Some(3),
                 mtu: 1450,
-                up: true
+                up: true,
+                group: 0,
             }
         );
     }

@@ -3,13 +3,13 @@
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
-use cove_drivers::plan::{Netns, Op};
+use cove_drivers::plan::{Netns, Op, OWNED_LINK_GROUP, RETIRED_LINK_GROUP};
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
 };
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkMessage};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -39,10 +39,11 @@ const CREATE: u16 = NLM_F_CREATE | NLM_F_EXCL;
 pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
     match op {
         Op::CreateBridge { name, mtu, mac } => {
-            let msg = LinkMessageBuilder::<LinkBridge>::new(name)
+            let mut msg = LinkMessageBuilder::<LinkBridge>::new(name)
                 .mtu(*mtu)
                 .address(mac.0.to_vec())
                 .build();
+            msg.attributes.push(LinkAttribute::Group(OWNED_LINK_GROUP));
             nl::ack(hs.host(), RouteNetlinkMessage::NewLink(msg), CREATE).await?;
         }
         Op::CreateVeth { host_name, bridge, mtu, peer_name, peer_netns, peer_mac } => {
@@ -54,13 +55,14 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
                 .address(peer_mac.0.to_vec())
                 .setns_by_fd(ns.as_raw_fd())
                 .build();
-            let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            let mut msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
                 .name(host_name.clone())
                 .mtu(*mtu)
                 .controller(master)
                 .up()
                 .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
                 .build();
+            msg.attributes.push(LinkAttribute::Group(OWNED_LINK_GROUP));
             // A task owns the fd until the kernel has answered, even if our caller gives up
             // (drops this future) first: a closed and reused fd number would put the peer
             // into whatever namespace the new fd refers to.
@@ -111,6 +113,14 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
             let rename: LinkMessage =
                 LinkUnspec::new_with_index(index).name(tombstone.clone()).build();
             nl::ack(&h, RouteNetlinkMessage::SetLink(rename), 0).await?;
+        }
+        Op::Condemn { link } => {
+            let mut msg: LinkMessage = LinkUnspec::new_with_name(link).down().build();
+            msg.attributes.push(LinkAttribute::Group(RETIRED_LINK_GROUP));
+            nl::ack(hs.host(), RouteNetlinkMessage::SetLink(msg), 0)
+                .await
+                .map_err(|c| no_link(c, link))?;
+            hs.reaper().notify();
         }
         Op::AddRoute { netns, dst, gateway, link } => {
             let h = hs.get(netns).await?;
@@ -174,6 +184,14 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
         }
     }
     Ok(Outcome::Changed)
+}
+
+/// Delete every link of `group` in one request (`ip link delete group N`): one RTNL hold
+/// and one RCU grace period for the whole batch. No link in the group is "gone".
+pub(crate) async fn delete_group(h: &Handle, group: u32) -> Result<(), Cause> {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::Group(group));
+    nl::ack(h, RouteNetlinkMessage::DelLink(msg), 0).await
 }
 
 /// Bring link `name` up (looked up by name in the kernel: no index round trip).

@@ -20,6 +20,18 @@ pub enum NetworkMode {
     Container(String),
 }
 
+impl NetworkMode {
+    /// The modes named after Docker's built-in `host` and `none` networks
+    /// (`--network host`, `--network none`).
+    pub fn of_builtin_network(name: &str) -> Option<NetworkMode> {
+        match name {
+            "host" => Some(NetworkMode::Host),
+            "none" => Some(NetworkMode::None),
+            _ => None,
+        }
+    }
+}
+
 /// What a container asked for on one network; endpoints are (re)created from this at start.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointSettings {

@@ -5,39 +5,21 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The built-in network drivers. A closed set: dispatch is a `match`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DriverKind {
-    /// A Linux bridge with a veth pair per endpoint.
-    Bridge,
-    /// The host's own network stack (no sandbox of its own).
-    Host,
-    /// Only a loopback interface.
-    Null,
-}
+/// Docker's name of the default network (a bridge network created by the daemon).
+pub const DEFAULT_NETWORK: &str = "bridge";
 
-impl DriverKind {
-    /// Parse a driver name as Docker spells it.
-    pub fn parse(name: &str) -> crate::Result<Self> {
-        match name {
-            "" | "bridge" => Ok(Self::Bridge),
-            "host" => Ok(Self::Host),
-            "null" => Ok(Self::Null),
-            // dockerd answers 404 for a driver no plugin provides.
-            other => Err(crate::Error::not_found(format!(
-                "plugin \"{other}\" not found: unknown network driver (supported: bridge, host, null)"
-            ))),
-        }
-    }
-    /// The name Docker uses for the driver.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Bridge => "bridge",
-            Self::Host => "host",
-            Self::Null => "null",
-        }
-    }
+/// A network driver's typed configuration, parsed once from the user's `-o` options by the
+/// driver at network create. One variant per driver Cove hosts; what each means is the
+/// driver's business (`cove-drivers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "options")]
+pub enum DriverConfig {
+    /// A Linux bridge with a veth pair per endpoint.
+    Bridge(BridgeOptions),
+    /// The host's own network stack.
+    Host,
+    /// A sandbox with only loopback.
+    Null,
 }
 
 /// One IPAM pool of a network, fully resolved (subnet and gateway are concrete).
@@ -70,13 +52,14 @@ pub struct BridgeOptions {
 
 /// A network, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "legacy::NetworkRecordWire")]
 pub struct NetworkRecord {
     /// 64-hex id.
     pub id: String,
     /// Unique name.
     pub name: String,
-    /// Driver.
-    pub driver: DriverKind,
+    /// Driver name, as Docker spells it (`bridge`, `host`, `null`).
+    pub driver: String,
     /// Creation time, RFC 3339 with nanoseconds (Docker's `Created`).
     pub created: String,
     /// Whether IPv6 is enabled.
@@ -95,8 +78,8 @@ pub struct NetworkRecord {
     pub options: BTreeMap<String, String>,
     /// User labels.
     pub labels: BTreeMap<String, String>,
-    /// Typed bridge options, for bridge networks.
-    pub bridge: Option<BridgeOptions>,
+    /// The driver's typed configuration.
+    pub config: DriverConfig,
     /// Built-in networks (`bridge`, `host`, `none`) cannot be removed.
     pub builtin: bool,
 }
@@ -123,8 +106,10 @@ pub struct EndpointRecord {
     pub container_id: String,
     /// Interface name inside the sandbox (`eth0`, `eth1`, ...).
     pub ifname: String,
-    /// Host-side interface name (unique, never reused), empty for non-bridge drivers.
-    pub host_ifname: String,
+    /// The endpoint's interface on the host side (unique, never reused), for drivers that
+    /// keep one (a veth end on a bridge).
+    #[serde(deserialize_with = "legacy::empty_is_none", default)]
+    pub host_ifname: Option<String>,
     /// MAC address of the sandbox interface.
     pub mac: MacAddr,
     /// IPv4 address with the subnet's prefix length.
@@ -201,6 +186,66 @@ impl<'de> Deserialize<'de> for MacAddr {
     }
 }
 
+/// Records written before the driver seam: `bridge: Option<BridgeOptions>` beside the
+/// driver's name instead of a [`DriverConfig`], and `""` for "no host interface".
+mod legacy {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub(super) struct NetworkRecordWire {
+        id: String,
+        name: String,
+        driver: String,
+        created: String,
+        enable_ipv6: bool,
+        internal: bool,
+        attachable: bool,
+        ipam_driver: String,
+        ipam_options: BTreeMap<String, String>,
+        ipam: Vec<IpamPool>,
+        options: BTreeMap<String, String>,
+        labels: BTreeMap<String, String>,
+        #[serde(default)]
+        config: Option<DriverConfig>,
+        #[serde(default)]
+        bridge: Option<BridgeOptions>,
+        builtin: bool,
+    }
+
+    impl From<NetworkRecordWire> for NetworkRecord {
+        fn from(w: NetworkRecordWire) -> Self {
+            let config = match (w.config, w.bridge) {
+                (Some(c), _) => c,
+                (None, Some(b)) => DriverConfig::Bridge(b),
+                (None, None) if w.driver == "host" => DriverConfig::Host,
+                (None, None) => DriverConfig::Null,
+            };
+            NetworkRecord {
+                id: w.id,
+                name: w.name,
+                driver: w.driver,
+                created: w.created,
+                enable_ipv6: w.enable_ipv6,
+                internal: w.internal,
+                attachable: w.attachable,
+                ipam_driver: w.ipam_driver,
+                ipam_options: w.ipam_options,
+                ipam: w.ipam,
+                options: w.options,
+                labels: w.labels,
+                config,
+                builtin: w.builtin,
+            }
+        }
+    }
+
+    pub(super) fn empty_is_none<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<String>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,10 +268,34 @@ mod tests {
     }
 
     #[test]
-    fn driver_names() {
-        assert_eq!(DriverKind::parse("").unwrap(), DriverKind::Bridge);
-        assert_eq!(DriverKind::parse("null").unwrap().as_str(), "null");
-        let e = DriverKind::parse("../../bin/sh").unwrap_err();
-        assert_eq!(e.kind, crate::ErrorKind::NotFound);
+    fn records_of_the_bridge_shaped_layout_still_load() {
+        let old = r#"{"id":"n1","name":"app","driver":"bridge","created":"",
+            "enable_ipv6":false,"internal":false,"attachable":false,"ipam_driver":"default",
+            "ipam_options":{},"ipam":[],"options":{},"labels":{},
+            "bridge":{"name":"br-n1","enable_icc":true,"enable_ip_masquerade":true,
+                      "host_binding_ipv4":null,"mtu":1500},"builtin":false}"#;
+        let n: NetworkRecord = serde_json::from_str(old).unwrap();
+        assert!(matches!(&n.config, DriverConfig::Bridge(b) if b.name == "br-n1"));
+        // Written back in the new shape, and read again the same.
+        let again: NetworkRecord =
+            serde_json::from_str(&serde_json::to_string(&n).unwrap()).unwrap();
+        assert_eq!(again, n);
+        let host = old.replace(r#""driver":"bridge""#, r#""driver":"host""#);
+        let host = host.split(r#""bridge":{"#).next().unwrap().to_string() + r#""builtin":true}"#;
+        let n: NetworkRecord = serde_json::from_str(&host).unwrap();
+        assert_eq!(n.config, DriverConfig::Host);
+    }
+
+    #[test]
+    fn an_empty_host_ifname_is_none() {
+        let ep = r#"{"id":"e","network_id":"n","container_id":"c","ifname":"eth0",
+            "host_ifname":"","mac":"02:42:ac:11:00:02","ipv4":null,"ipv6":null,
+            "gateway4":null,"gateway6":null,"aliases":[]}"#;
+        let e: EndpointRecord = serde_json::from_str(ep).unwrap();
+        assert_eq!(e.host_ifname, None);
+        let e: EndpointRecord =
+            serde_json::from_str(&ep.replace(r#""host_ifname":"""#, r#""host_ifname":"cv1""#))
+                .unwrap();
+        assert_eq!(e.host_ifname.as_deref(), Some("cv1"));
     }
 }

@@ -56,10 +56,10 @@ fn settings_for<'a>(r: &'a ContainerRecord, net: &NetworkRecord) -> Option<&'a E
     r.networks.iter().find(|(id, _)| *id == net.id).map(|(_, s)| s)
 }
 
-/// Names the embedded DNS answers for this container on `net` (none on the default bridge,
-/// which has no DNS, and on host/null networks).
+/// Names the embedded DNS answers for this container on `net` (none on the built-in
+/// networks: the default network has no DNS, host and null have no endpoints).
 fn dns_names(r: &ContainerRecord, net: &NetworkRecord, aliases: &[String]) -> Option<Vec<String>> {
-    if net.builtin || net.driver != cove_model::DriverKind::Bridge {
+    if net.builtin {
         return None;
     }
     let mut names = vec![r.name.clone()];

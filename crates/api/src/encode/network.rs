@@ -14,7 +14,7 @@ pub struct Network {
     pub(crate) id: String,
     pub(crate) created: String,
     pub(crate) scope: &'static str,
-    pub(crate) driver: &'static str,
+    pub(crate) driver: String,
     #[serde(rename = "EnableIPv4")]
     pub(crate) enable_ipv4: bool,
     #[serde(rename = "EnableIPv6")]
@@ -104,7 +104,7 @@ pub fn network(r: &NetworkRecord, endpoints: &[(EndpointRecord, String)]) -> Net
         id: r.id.clone(),
         created: r.created.clone(),
         scope: "local",
-        driver: r.driver.as_str(),
+        driver: r.driver.clone(),
         enable_ipv4: true,
         enable_ipv6: r.enable_ipv6,
         ipam: Ipam {
