@@ -178,7 +178,7 @@ impl Controller {
             .into_iter()
             .map(|b| cove_model::PortBinding { host_ip: b.host_ip.or(default_ip), ..b })
             .collect();
-        self.ports.lock().expect("ports lock").reserve(&c.id, &bindings, has_v6)
+        self.kernel.reserve_ports(&c.id, &bindings, has_v6)
     }
 
     /// Watch a run of a container and clean up after it when it exits.
@@ -484,7 +484,7 @@ impl Controller {
                 let mut c2 = c.clone();
                 c2.state.pid = pid;
                 // Hold the same host ports again (they were freed with the old daemon).
-                let held = self.ports.lock().expect("ports lock").reserve(
+                let held = self.kernel.reserve_ports(
                     &c.id,
                     &c.state.ports,
                     Self::own_addresses(st, &c.id).iter().any(|a| a.is_ipv6()),

@@ -12,7 +12,7 @@
 //! all `--internal` never forwards (CVE-2024-29018).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -102,28 +102,6 @@ fn upstreams(c: &ContainerRecord) -> Vec<SocketAddr> {
     servers
 }
 
-/// Creates the resolver's UDP socket and TCP listener on `127.0.0.11:53` inside the
-/// network namespace at `netns`, on a throwaway thread (never `setns` on a runtime
-/// worker). The sockets keep that namespace after the thread exits.
-async fn bind_in_netns(netns: PathBuf) -> std::io::Result<(UdpSocket, TcpListener)> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new().name("cove-dns-bind".into()).spawn(move || {
-        let r = (|| {
-            let ns = std::fs::File::open(&netns)?;
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(std::io::Error::from)?;
-            let addr = SocketAddr::from((EMBEDDED_DNS_IP, 53));
-            let udp = UdpSocket::bind(addr)?;
-            let tcp = TcpListener::bind(addr)?;
-            udp.set_nonblocking(true)?;
-            tcp.set_nonblocking(true)?;
-            Ok((udp, tcp))
-        })();
-        let _ = tx.send(r);
-    })?;
-    rx.await.map_err(|_| std::io::Error::other("the DNS socket thread died"))?
-}
-
 impl Controller {
     /// A network was created (or found at start): its name is the PTR suffix and makes
     /// `<container>.<network>` resolvable.
@@ -203,7 +181,8 @@ impl Controller {
         let fail = |e: &dyn std::fmt::Display| {
             Error::internal(format!("embedded DNS: cannot serve 127.0.0.11:53 in the sandbox: {e}"))
         };
-        let (udp, tcp) = bind_in_netns(path.to_owned()).await.map_err(|e| fail(&e))?;
+        let addr = SocketAddr::from((EMBEDDED_DNS_IP, 53));
+        let (udp, tcp) = self.kernel.bind_in_netns(path, addr).await.map_err(|e| fail(&e))?;
         let handle = self.dns.resolver.serve(id, udp, tcp).map_err(|e| fail(&e))?;
         debug!(container = %cove_model::short_id(id), "embedded DNS serving");
         self.dns.serving().insert(id.to_string(), handle);

@@ -362,11 +362,8 @@ impl Controller {
             return Ok(());
         }
         let marker = self.cfg.exec_root.join("forwarding-enabled-by-cove");
-        let path = "/proc/sys/net/ipv4/ip_forward";
-        let on = std::fs::read_to_string(path).map(|v| v.trim() == "1").unwrap_or(false);
-        if !on {
-            std::fs::write(path, "1")
-                .map_err(|e| Error::unavailable(format!("enable net.ipv4.ip_forward: {e}")))?;
+        if !self.sysctl_on("net/ipv4/ip_forward", false) {
+            self.write_host_sysctl("net/ipv4/ip_forward").await?;
             let _ = std::fs::write(&marker, "1\n");
             info!("enabled net.ipv4.ip_forward");
         }
@@ -376,19 +373,32 @@ impl Controller {
 
     /// Turn IPv6 forwarding on once a network has IPv6 (as Docker does; not before, since
     /// it changes how the host itself treats router advertisements).
-    pub(crate) fn enable_forwarding6(&self) -> Result<()> {
+    pub(crate) async fn enable_forwarding6(&self) -> Result<()> {
         if !self.cfg.firewall || !self.cfg.firewall6 || !self.cfg.ip_forward {
             return Ok(());
         }
-        let path = "/proc/sys/net/ipv6/conf/all/forwarding";
-        let on = std::fs::read_to_string(path).map(|v| v.trim() == "1").unwrap_or(true);
-        if !on {
-            std::fs::write(path, "1").map_err(|e| {
-                Error::unavailable(format!("enable net.ipv6.conf.all.forwarding: {e}"))
-            })?;
+        if !self.sysctl_on("net/ipv6/conf/all/forwarding", true) {
+            self.write_host_sysctl("net/ipv6/conf/all/forwarding").await?;
             info!("enabled net.ipv6.conf.all.forwarding");
         }
         Ok(())
+    }
+
+    /// Whether a boolean sysctl of the host is `1` (`unreadable` when it cannot be read).
+    fn sysctl_on(&self, key: &str, unreadable: bool) -> bool {
+        self.kernel.read_sysctl(key).map(|v| v == "1").unwrap_or(unreadable)
+    }
+
+    /// Set a boolean sysctl of the host to `1`, through the executor.
+    async fn write_host_sysctl(&self, key: &str) -> Result<()> {
+        let op = cove_drivers::plan::Op::Sysctl {
+            netns: cove_drivers::plan::Netns::Host,
+            key: key.to_string(),
+            value: "1".into(),
+        };
+        self.kernel.apply(&[op]).await.map_err(|e| {
+            Error::unavailable(format!("enable {}: {e}", key.replace('/', ".")))
+        })
     }
 
     /// Restore the firewall whenever someone else deletes or flushes any of it.

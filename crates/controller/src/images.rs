@@ -8,7 +8,7 @@ use crate::Controller;
 impl Controller {
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(cove_runtime::Runtime) -> Result<T> + Send + 'static,
+        f: impl FnOnce(std::sync::Arc<dyn crate::seams::Runtime>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let rt = self.runtime.clone();
         tokio::task::spawn_blocking(move || f(rt))
@@ -19,14 +19,14 @@ impl Controller {
     /// Import a root filesystem tarball as `reference`.
     pub async fn image_import(&self, tar: Vec<u8>, reference: &str) -> Result<ImageInfo> {
         let r = reference.to_string();
-        let info = self.blocking(move |rt| rt.import_image(std::io::Cursor::new(tar), &r)).await?;
+        let info = self.blocking(move |rt| rt.import_image(tar, &r)).await?;
         self.image_event(&info.id, reference, "import");
         Ok(info)
     }
 
     /// Load a `docker save` archive.
     pub async fn image_load(&self, tar: Vec<u8>) -> Result<Vec<ImageInfo>> {
-        let infos = self.blocking(move |rt| rt.load_images(std::io::Cursor::new(tar))).await?;
+        let infos = self.blocking(move |rt| rt.load_images(tar)).await?;
         for i in &infos {
             self.image_event(&i.id, i.tags.first().map_or("", String::as_str), "load");
         }

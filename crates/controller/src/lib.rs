@@ -14,9 +14,10 @@ mod firewall;
 mod images;
 mod links;
 mod networks;
-mod ports;
+mod real;
 mod reconcile;
 mod sandbox;
+pub mod seams;
 mod state;
 mod tracked;
 mod views;
@@ -31,10 +32,10 @@ pub use views::{ContainerCreate, ContainerView, IpamConfigRequest, NetworkCreate
 use std::sync::{Arc, OnceLock, Weak};
 use tokio::sync::Mutex;
 
-use cove_kernel::Kernel;
 use cove_model::Error;
-use cove_runtime::Runtime;
 use cove_store::Store;
+
+pub use seams::Seams;
 
 /// The controller: one per daemon, shared by every API request.
 #[derive(Debug)]
@@ -42,8 +43,8 @@ pub struct Controller {
     cfg: ControllerConfig,
     /// The network drivers, by name.
     drivers: cove_drivers::Registry,
-    kernel: Kernel,
-    runtime: Runtime,
+    kernel: Arc<dyn seams::Kernel>,
+    runtime: Arc<dyn seams::Runtime>,
     store: Store,
     state: Mutex<state::State>,
     execs: std::sync::Mutex<exec::ExecTable>,
@@ -53,8 +54,6 @@ pub struct Controller {
     fw_plan: std::sync::Mutex<firewall::FirewallPlan>,
     /// Cove turned forwarding on itself.
     fw_forwarding: std::sync::atomic::AtomicBool,
-    /// Host ports held for published ports of running containers.
-    ports: std::sync::Mutex<ports::PortReservations>,
     /// A weak handle to itself, for background tasks (container monitors).
     me: OnceLock<Weak<Controller>>,
     /// Container exits and removals, for `wait` conditions. Sent with the state lock held,
@@ -75,25 +74,34 @@ pub(crate) fn now() -> String {
 }
 
 impl Controller {
-    /// Open the store, create the built-in networks, reconcile kernel and runtime state.
+    /// Open the store, create the built-in networks, reconcile kernel and runtime state:
+    /// the daemon's controller, on the real kernel and runtime.
     pub async fn start(cfg: ControllerConfig) -> cove_model::Result<SharedController> {
         std::fs::create_dir_all(&cfg.data_root)
             .map_err(|e| Error::unavailable(format!("create state directories: {e}")))?;
-        Kernel::prepare_netns_dir(&cfg.exec_root.join("netns")).map_err(Error::from)?;
+        cove_kernel::Kernel::prepare_netns_dir(&cfg.exec_root.join("netns"))
+            .map_err(Error::from)?;
+        let runtime = cove_runtime::Runtime::new(&cfg.data_root, &cfg.exec_root)?
+            .with_cgroup_parent(&cfg.cgroup_parent)?;
+        let kernel = real::RealKernel::new().await.map_err(Error::from)?;
+        let seams = Seams { kernel: Arc::new(kernel), runtime: Arc::new(runtime) };
+        Self::start_with(cfg, seams).await
+    }
+
+    /// [`Controller::start`] on the given seams (the tests' fakes).
+    pub async fn start_with(cfg: ControllerConfig, seams: Seams) -> cove_model::Result<SharedController> {
+        std::fs::create_dir_all(&cfg.data_root)
+            .map_err(|e| Error::unavailable(format!("create state directories: {e}")))?;
         let store = Store::open(&cfg.data_root.join("cove.redb"))?;
-        let runtime =
-            Runtime::new(&cfg.data_root, &cfg.exec_root)?.with_cgroup_parent(&cfg.cgroup_parent)?;
-        let kernel = Kernel::new().await.map_err(Error::from)?;
         let state = state::State::load(&store)?;
         let ctl = Arc::new(Controller {
             cfg,
             drivers: cove_drivers::Registry::builtin(),
-            kernel,
-            runtime,
+            kernel: seams.kernel,
+            runtime: seams.runtime,
             store,
             state: Mutex::new(state),
             execs: std::sync::Mutex::new(exec::ExecTable::default()),
-            ports: std::sync::Mutex::new(ports::PortReservations::default()),
             fw: Mutex::new(firewall::FirewallState::default()),
             fw_plan: std::sync::Mutex::new(firewall::FirewallPlan::default()),
             fw_forwarding: std::sync::atomic::AtomicBool::new(false),

@@ -238,7 +238,7 @@ impl Controller {
             st.pools.insert((net.id.clone(), pool.subnet.addr().is_ipv6()), PoolState::new(pool));
         }
         if net.enable_ipv6 {
-            self.enable_forwarding6()?;
+            self.enable_forwarding6().await?;
         }
         info!(network = %net.name, id = %cove_model::short_id(&net.id), "network created");
         self.dns_network_added(&net);

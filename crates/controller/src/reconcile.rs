@@ -92,7 +92,7 @@ impl Controller {
                 .await
                 .map_err(|e| Error::from(e).context(format!("restore network {}", net.name)))?;
             if net.enable_ipv6 {
-                self.enable_forwarding6()?;
+                self.enable_forwarding6().await?;
             }
         }
         Ok(())

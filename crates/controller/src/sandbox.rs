@@ -213,7 +213,7 @@ impl Controller {
     /// pairs) and free its endpoints. Keeps going past errors and logs them.
     #[tracing::instrument(level = "debug", name = "sandbox.release", skip_all)]
     pub(crate) async fn release_sandbox(&self, st: &mut State, c: &ContainerRecord) {
-        self.ports.lock().expect("ports lock").release(&c.id);
+        self.kernel.release_ports(&c.id);
         // First: the resolver's sockets would keep the namespace (and its veths) alive.
         self.dns_detach(st, c);
         if matches!(c.host_config.network_mode, NetworkMode::Sandbox | NetworkMode::None) {

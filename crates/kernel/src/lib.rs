@@ -18,6 +18,7 @@ pub mod nfnl;
 pub mod nft;
 mod nl;
 mod ops;
+pub mod ports;
 mod reaper;
 
 use std::path::Path;
@@ -27,6 +28,7 @@ use cove_drivers::plan::Op;
 use tracing::{debug, warn};
 
 pub use error::{Cause, KernelError};
+pub use ports::PortReservations;
 
 use handles::Handles;
 use ops::Outcome;
@@ -195,4 +197,36 @@ impl Kernel {
     pub async fn route_prefixes(&self) -> Result<Vec<ipnet::IpNet>, KernelError> {
         nl::route_prefixes(self.inner.host()).await.map_err(|c| KernelError::new("list routes", c))
     }
+}
+
+/// Creates a UDP socket and a TCP listener on `addr` inside the network namespace mounted
+/// at `netns`, on a throwaway thread (never `setns` on a runtime worker). The sockets keep
+/// that namespace after the thread exits. Both are non-blocking.
+pub async fn bind_in_netns(
+    netns: &Path,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let netns = netns.to_owned();
+    std::thread::Builder::new().name("cove-ns-bind".into()).spawn(move || {
+        let r = (|| {
+            let ns = std::fs::File::open(&netns)?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            let udp = std::net::UdpSocket::bind(addr)?;
+            let tcp = std::net::TcpListener::bind(addr)?;
+            udp.set_nonblocking(true)?;
+            tcp.set_nonblocking(true)?;
+            Ok((udp, tcp))
+        })();
+        let _ = tx.send(r);
+    })?;
+    rx.await.map_err(|_| std::io::Error::other("the socket thread died"))?
+}
+
+/// Reads a sysctl of the daemon's own namespace (`net/ipv4/ip_forward` style key).
+pub fn read_sysctl(key: &str) -> Result<String, KernelError> {
+    std::fs::read_to_string(format!("/proc/sys/{key}"))
+        .map(|v| v.trim().to_string())
+        .map_err(|e| KernelError::new(format!("read sysctl {key}"), e))
 }

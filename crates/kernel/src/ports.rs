@@ -17,7 +17,7 @@ use cove_model::{Error, PortBinding, Result};
 
 /// Sockets held for the published ports of running containers.
 #[derive(Debug, Default)]
-pub(crate) struct PortReservations {
+pub struct PortReservations {
     held: HashMap<String, Vec<OwnedFd>>,
 }
 
@@ -78,7 +78,7 @@ fn host_ips(b: &PortBinding, has_v6: bool) -> Vec<IpAddr> {
 impl PortReservations {
     /// Reserve every binding of a container (all or nothing); returns the bindings with
     /// the host addresses and ports actually bound (ephemeral ones chosen by the kernel).
-    pub(crate) fn reserve(
+    pub fn reserve(
         &mut self,
         container_id: &str,
         bindings: &[PortBinding],
@@ -102,7 +102,7 @@ impl PortReservations {
     }
 
     /// Release a container's reservations.
-    pub(crate) fn release(&mut self, container_id: &str) {
+    pub fn release(&mut self, container_id: &str) {
         self.held.remove(container_id);
     }
 }

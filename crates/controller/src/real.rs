@@ -1,0 +1,141 @@
+//! The real seams: `cove-kernel` and `cove-runtime`.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+
+use cove_drivers::plan::Op;
+use cove_kernel::{KernelError, LinkInfo, PortReservations};
+use cove_model::{PortBinding, Result};
+use cove_runtime::{BundleSpec, ExecSpec, ImageInfo, LogEntry, LogFollower, RunState};
+
+use crate::seams::{Kernel, LogSource, Runtime};
+
+/// The kernel executor of the daemon's namespace, and the sockets it holds.
+#[derive(Debug)]
+pub(crate) struct RealKernel {
+    kernel: cove_kernel::Kernel,
+    ports: Mutex<PortReservations>,
+}
+
+impl RealKernel {
+    /// The executor of the calling thread's namespace.
+    pub(crate) async fn new() -> std::result::Result<Self, KernelError> {
+        Ok(RealKernel { kernel: cove_kernel::Kernel::new().await?, ports: Mutex::default() })
+    }
+}
+
+#[async_trait]
+impl Kernel for RealKernel {
+    async fn apply(&self, ops: &[Op]) -> std::result::Result<(), KernelError> {
+        self.kernel.apply(ops).await
+    }
+    async fn teardown(&self, ops: &[Op]) -> Vec<KernelError> {
+        self.kernel.teardown(ops).await
+    }
+    async fn create_netns(&self, path: &Path) -> std::result::Result<(), KernelError> {
+        self.kernel.create_netns(path).await
+    }
+    async fn remove_netns(&self, path: &Path) -> std::result::Result<(), KernelError> {
+        self.kernel.remove_netns(path).await
+    }
+    async fn link_exists(&self, name: &str) -> std::result::Result<bool, KernelError> {
+        self.kernel.link_exists(name).await
+    }
+    async fn links(&self) -> std::result::Result<Vec<LinkInfo>, KernelError> {
+        self.kernel.links().await
+    }
+    async fn route_prefixes(&self) -> std::result::Result<Vec<IpNet>, KernelError> {
+        self.kernel.route_prefixes().await
+    }
+    async fn reap_condemned(&self) -> std::result::Result<(), KernelError> {
+        self.kernel.reap_condemned().await
+    }
+    fn read_sysctl(&self, key: &str) -> std::result::Result<String, KernelError> {
+        cove_kernel::read_sysctl(key)
+    }
+    async fn bind_in_netns(
+        &self,
+        netns: &Path,
+        addr: SocketAddr,
+    ) -> std::io::Result<(UdpSocket, TcpListener)> {
+        cove_kernel::bind_in_netns(netns, addr).await
+    }
+    fn reserve_ports(
+        &self,
+        owner: &str,
+        bindings: &[PortBinding],
+        has_v6: bool,
+    ) -> Result<Vec<PortBinding>> {
+        self.ports.lock().unwrap_or_else(|p| p.into_inner()).reserve(owner, bindings, has_v6)
+    }
+    fn release_ports(&self, owner: &str) {
+        self.ports.lock().unwrap_or_else(|p| p.into_inner()).release(owner);
+    }
+}
+
+impl LogSource for LogFollower {
+    fn read_new(&mut self) -> Vec<LogEntry> {
+        LogFollower::read_new(self)
+    }
+}
+
+#[async_trait]
+impl Runtime for cove_runtime::Runtime {
+    fn find_image(&self, reference: &str) -> Result<ImageInfo> {
+        cove_runtime::Runtime::find_image(self, reference)
+    }
+    fn import_image(&self, tar: Vec<u8>, reference: &str) -> Result<ImageInfo> {
+        cove_runtime::Runtime::import_image(self, std::io::Cursor::new(tar), reference)
+    }
+    fn load_images(&self, tar: Vec<u8>) -> Result<Vec<ImageInfo>> {
+        cove_runtime::Runtime::load_images(self, std::io::Cursor::new(tar))
+    }
+    fn list_images(&self) -> Result<Vec<ImageInfo>> {
+        cove_runtime::Runtime::list_images(self)
+    }
+    fn remove_image(&self, reference: &str) -> Result<ImageInfo> {
+        cove_runtime::Runtime::remove_image(self, reference)
+    }
+    fn create_bundle(&self, spec: &BundleSpec) -> Result<()> {
+        cove_runtime::Runtime::create_bundle(self, spec)
+    }
+    fn write_etc_file(&self, id: &str, name: &str, content: &str) -> Result<()> {
+        cove_runtime::Runtime::write_etc_file(self, id, name, content)
+    }
+    fn start(&self, id: &str, netns: Option<&Path>) -> Result<u32> {
+        cove_runtime::Runtime::start(self, id, netns)
+    }
+    fn state(&self, id: &str) -> RunState {
+        cove_runtime::Runtime::state(self, id)
+    }
+    async fn wait(&self, id: &str) -> i32 {
+        cove_runtime::Runtime::wait(self, id).await
+    }
+    fn kill(&self, id: &str, signal: i32) -> Result<()> {
+        cove_runtime::Runtime::kill(self, id, signal)
+    }
+    fn cleanup(&self, id: &str) -> Result<()> {
+        cove_runtime::Runtime::cleanup(self, id)
+    }
+    fn remove(&self, id: &str) -> Result<()> {
+        cove_runtime::Runtime::remove(self, id)
+    }
+    fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<usize>,
+    ) -> Result<tokio::sync::mpsc::Receiver<LogEntry>> {
+        cove_runtime::Runtime::logs(self, id, follow, tail)
+    }
+    fn log_follower(&self, id: &str) -> Result<Box<dyn LogSource>> {
+        Ok(Box::new(cove_runtime::Runtime::log_follower(self, id)?))
+    }
+    fn exec(&self, id: &str, spec: &ExecSpec) -> Result<tokio::process::Child> {
+        cove_runtime::Runtime::exec(self, id, spec)
+    }
+}

@@ -1,0 +1,116 @@
+//! The controller's seams: the kernel and the container runtime behind traits, so the
+//! controller's every transition can be tested without root against recording fakes
+//! (`fake`, with the `fake` feature or in tests), and the daemon runs the real ones
+//! (`real`).
+//!
+//! The store's seam is `cove_store`'s own. The firewall's effects still go through
+//! `cove_kernel::nft` directly; tests run the controller with the firewall off.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+
+use cove_drivers::plan::Op;
+use cove_kernel::{KernelError, LinkInfo};
+use cove_model::{PortBinding, Result};
+use cove_runtime::{BundleSpec, ExecSpec, ImageInfo, LogEntry, RunState};
+
+/// Everything the controller asks of the kernel: the one executor of [`Op`]s, sandbox
+/// namespaces, a few questions, and the sockets it holds (port reservations, the embedded
+/// resolver's).
+#[async_trait]
+pub trait Kernel: Send + Sync + fmt::Debug {
+    /// Apply `ops` in order; on the first failure roll back what was applied and fail.
+    async fn apply(&self, ops: &[Op]) -> std::result::Result<(), KernelError>;
+    /// Run every op, past failures; "already gone" is done. Every real error.
+    async fn teardown(&self, ops: &[Op]) -> Vec<KernelError>;
+    /// A new sandbox namespace mounted at `path`, with `lo` up.
+    async fn create_netns(&self, path: &Path) -> std::result::Result<(), KernelError>;
+    /// Unmount and remove the sandbox namespace at `path`; missing is fine.
+    async fn remove_netns(&self, path: &Path) -> std::result::Result<(), KernelError>;
+    /// Whether a link of this name exists in the daemon's namespace.
+    async fn link_exists(&self, name: &str) -> std::result::Result<bool, KernelError>;
+    /// Links of the daemon's namespace.
+    async fn links(&self) -> std::result::Result<Vec<LinkInfo>, KernelError>;
+    /// Destination prefixes of the daemon's namespace's routes (for IPAM).
+    async fn route_prefixes(&self) -> std::result::Result<Vec<IpNet>, KernelError>;
+    /// Delete the condemned links now.
+    async fn reap_condemned(&self) -> std::result::Result<(), KernelError>;
+    /// A sysctl of the daemon's namespace (`net/ipv4/ip_forward` style key).
+    fn read_sysctl(&self, key: &str) -> std::result::Result<String, KernelError>;
+    /// A UDP socket and a TCP listener on `addr` inside the sandbox at `netns`.
+    async fn bind_in_netns(
+        &self,
+        netns: &Path,
+        addr: SocketAddr,
+    ) -> std::io::Result<(UdpSocket, TcpListener)>;
+    /// Hold the host ports of `owner`'s bindings (all or none); the bindings as bound.
+    fn reserve_ports(
+        &self,
+        owner: &str,
+        bindings: &[PortBinding],
+        has_v6: bool,
+    ) -> Result<Vec<PortBinding>>;
+    /// Release `owner`'s host ports.
+    fn release_ports(&self, owner: &str);
+}
+
+/// A container's log, read as it grows.
+pub trait LogSource: Send + fmt::Debug {
+    /// Entries written since the last call.
+    fn read_new(&mut self) -> Vec<LogEntry>;
+}
+
+/// Everything the controller asks of the container runtime.
+#[async_trait]
+pub trait Runtime: Send + Sync + fmt::Debug {
+    /// An image by reference (`name[:tag]`, id, id prefix).
+    fn find_image(&self, reference: &str) -> Result<ImageInfo>;
+    /// Import a root filesystem tarball as `reference`.
+    fn import_image(&self, tar: Vec<u8>, reference: &str) -> Result<ImageInfo>;
+    /// Load a `docker save` archive.
+    fn load_images(&self, tar: Vec<u8>) -> Result<Vec<ImageInfo>>;
+    /// Every image.
+    fn list_images(&self) -> Result<Vec<ImageInfo>>;
+    /// Remove an image tag.
+    fn remove_image(&self, reference: &str) -> Result<ImageInfo>;
+    /// Write a container's bundle.
+    fn create_bundle(&self, spec: &BundleSpec) -> Result<()>;
+    /// Rewrite one of a container's generated files (`hosts`, `resolv.conf`, `hostname`).
+    fn write_etc_file(&self, id: &str, name: &str, content: &str) -> Result<()>;
+    /// Start a container's process in the sandbox at `netns` (None: the host's); its pid.
+    fn start(&self, id: &str, netns: Option<&Path>) -> Result<u32>;
+    /// Whether a container's process runs.
+    fn state(&self, id: &str) -> RunState;
+    /// Until the container's process exits; its exit code.
+    async fn wait(&self, id: &str) -> i32;
+    /// Send a signal to a container's process.
+    fn kill(&self, id: &str, signal: i32) -> Result<()>;
+    /// Forget a stopped run (runc state, shim files).
+    fn cleanup(&self, id: &str) -> Result<()>;
+    /// Remove a container's files.
+    fn remove(&self, id: &str) -> Result<()>;
+    /// A container's log entries, followed when `follow`.
+    fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<usize>,
+    ) -> Result<tokio::sync::mpsc::Receiver<LogEntry>>;
+    /// A container's log from its current end on.
+    fn log_follower(&self, id: &str) -> Result<Box<dyn LogSource>>;
+    /// Run a command in a running container.
+    fn exec(&self, id: &str, spec: &ExecSpec) -> Result<tokio::process::Child>;
+}
+
+/// The seams a controller runs on.
+#[derive(Debug, Clone)]
+pub struct Seams {
+    /// The kernel.
+    pub kernel: std::sync::Arc<dyn Kernel>,
+    /// The container runtime.
+    pub runtime: std::sync::Arc<dyn Runtime>,
+}
