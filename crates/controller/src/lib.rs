@@ -34,7 +34,7 @@ use tokio::sync::Mutex;
 use cove_kernel::Kernel;
 use cove_model::Error;
 use cove_runtime::Runtime;
-use cove_store::Store;
+use cove_store::Records;
 
 /// The controller: one per daemon, shared by every API request.
 #[derive(Debug)]
@@ -42,7 +42,7 @@ pub struct Controller {
     cfg: ControllerConfig,
     kernel: Kernel,
     runtime: Runtime,
-    store: Store,
+    store: Records,
     state: Mutex<state::State>,
     execs: std::sync::Mutex<exec::ExecTable>,
     /// The firewall as last applied (held while an `nft` transaction runs).
@@ -78,7 +78,7 @@ impl Controller {
         std::fs::create_dir_all(&cfg.data_root)
             .map_err(|e| Error::unavailable(format!("create state directories: {e}")))?;
         Kernel::prepare_netns_dir(&cfg.exec_root.join("netns")).map_err(Error::from)?;
-        let store = Store::open(&cfg.data_root.join("cove.redb"))?;
+        let store = Records::open(&cfg.data_root.join("cove.redb"))?;
         let runtime =
             Runtime::new(&cfg.data_root, &cfg.exec_root)?.with_cgroup_parent(&cfg.cgroup_parent)?;
         let kernel = Kernel::new().await.map_err(Error::from)?;
