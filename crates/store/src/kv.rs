@@ -288,7 +288,7 @@ pub enum StoreError {
     Unavailable(String),
     /// The revisions asked for are no longer kept; re-list and watch from the list's
     /// revision + 1.
-    #[error("state store: history before revision {} is compacted", compact_revision + 1)]
+    #[error("state store: history up to revision {compact_revision} is compacted")]
     Compacted {
         /// The newest revision whose changes are no longer kept.
         compact_revision: i64,
@@ -391,7 +391,7 @@ mod tests {
         assert_eq!(e.message, "state store: record networks/n1 is corrupt: eof");
         let e = Error::from(StoreError::Compacted { compact_revision: 4 });
         assert_eq!(e.kind, ErrorKind::Unavailable);
-        assert_eq!(e.message, "state store: history before revision 5 is compacted");
+        assert_eq!(e.message, "state store: history up to revision 4 is compacted");
         assert_eq!(StoreError::unavailable("disk full").kind(), ErrorKind::Unavailable);
     }
 }
