@@ -396,9 +396,10 @@ impl Controller {
             key: key.to_string(),
             value: "1".into(),
         };
-        self.kernel.apply(&[op]).await.map_err(|e| {
-            Error::unavailable(format!("enable {}: {e}", key.replace('/', ".")))
-        })
+        self.kernel
+            .apply(&[op])
+            .await
+            .map_err(|e| Error::unavailable(format!("enable {}: {e}", key.replace('/', "."))))
     }
 
     /// Restore the firewall whenever someone else deletes or flushes any of it.

@@ -33,7 +33,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use tokio::sync::Mutex;
 
 use cove_model::Error;
-use cove_store::Store;
+use cove_store::Records;
 
 pub use seams::Seams;
 
@@ -45,7 +45,7 @@ pub struct Controller {
     drivers: cove_drivers::Registry,
     kernel: Arc<dyn seams::Kernel>,
     runtime: Arc<dyn seams::Runtime>,
-    store: Store,
+    store: Records,
     state: Mutex<state::State>,
     execs: std::sync::Mutex<exec::ExecTable>,
     /// The firewall as last applied (held while an `nft` transaction runs).
@@ -81,18 +81,20 @@ impl Controller {
             .map_err(|e| Error::unavailable(format!("create state directories: {e}")))?;
         cove_kernel::Kernel::prepare_netns_dir(&cfg.exec_root.join("netns"))
             .map_err(Error::from)?;
+        let store = Records::open(&cfg.data_root.join("cove.redb"))?;
         let runtime = cove_runtime::Runtime::new(&cfg.data_root, &cfg.exec_root)?
             .with_cgroup_parent(&cfg.cgroup_parent)?;
         let kernel = real::RealKernel::new().await.map_err(Error::from)?;
-        let seams = Seams { kernel: Arc::new(kernel), runtime: Arc::new(runtime) };
+        let seams = Seams { kernel: Arc::new(kernel), runtime: Arc::new(runtime), store };
         Self::start_with(cfg, seams).await
     }
 
     /// [`Controller::start`] on the given seams (the tests' fakes).
-    pub async fn start_with(cfg: ControllerConfig, seams: Seams) -> cove_model::Result<SharedController> {
-        std::fs::create_dir_all(&cfg.data_root)
-            .map_err(|e| Error::unavailable(format!("create state directories: {e}")))?;
-        let store = Store::open(&cfg.data_root.join("cove.redb"))?;
+    pub async fn start_with(
+        cfg: ControllerConfig,
+        seams: Seams,
+    ) -> cove_model::Result<SharedController> {
+        let store = seams.store;
         let state = state::State::load(&store)?;
         let ctl = Arc::new(Controller {
             cfg,

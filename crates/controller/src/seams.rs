@@ -3,7 +3,7 @@
 //! (`fake`, with the `fake` feature or in tests), and the daemon runs the real ones
 //! (`real`).
 //!
-//! The store's seam is `cove_store`'s own. The firewall's effects still go through
+//! The store's seam is `cove_store`'s own (`Store`, behind `Records`). The firewall's effects still go through
 //! `cove_kernel::nft` directly; tests run the controller with the firewall off.
 
 use std::fmt;
@@ -113,4 +113,6 @@ pub struct Seams {
     pub kernel: std::sync::Arc<dyn Kernel>,
     /// The container runtime.
     pub runtime: std::sync::Arc<dyn Runtime>,
+    /// The state store.
+    pub store: cove_store::Records,
 }

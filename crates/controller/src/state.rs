@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use cove_ipam::PoolState;
 use cove_model::{ContainerRecord, EndpointRecord, Error, NetworkRecord, Result};
-use cove_store::{Store, Table};
+use cove_store::{Records, Table};
 
 use crate::tracked::{Changes, Tracked};
 
@@ -22,7 +22,7 @@ pub(crate) struct State {
 
 impl State {
     /// Load every record and rebuild IPAM allocations from the endpoints.
-    pub(crate) fn load(store: &Store) -> Result<Self> {
+    pub(crate) fn load(store: &Records) -> Result<Self> {
         let mut s = State {
             networks: store.list(Table::Networks)?.into_iter().collect(),
             endpoints: store.list(Table::Endpoints)?.into_iter().collect(),

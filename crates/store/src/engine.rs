@@ -1,0 +1,324 @@
+//! The in-memory core both backends share: the key index, the revision, the ring of recent
+//! changes and the live watchers. A backend that persists (redb) hands [`Engine::txn`] a
+//! function that writes the changes durably; they are applied in memory only after it
+//! succeeds, so memory never runs ahead of disk.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use tokio::sync::mpsc;
+
+use crate::kv::{KeyValue, Range, StoreError, Txn, TxnOp, TxnResponse, Watch, WatchEvent};
+
+/// The revision of a store nobody has written to (as etcd's); the first write is 2.
+pub(crate) const INITIAL_REVISION: i64 = 1;
+
+/// How much history and buffering a store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How many recent changes are kept for watches from a past revision.
+    pub history: usize,
+    /// How many live changes may queue for one watcher before it is cut off as lagged.
+    pub watch_buffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { history: 10_000, watch_buffer: 1024 }
+    }
+}
+
+/// What one key looks like after a write transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// The key's new state.
+    Put(KeyValue),
+    /// The key is gone.
+    Delete(String),
+}
+
+#[derive(Debug)]
+struct Watcher {
+    prefix: String,
+    start_revision: i64,
+    tx: mpsc::Sender<WatchEvent>,
+}
+
+impl Watcher {
+    /// Queue `event` if the watcher wants it; false once the watcher is gone or cut off.
+    fn offer(&self, event: &WatchEvent) -> bool {
+        if self.tx.is_closed() {
+            return false;
+        }
+        let wanted = event.revision().is_some_and(|r| r >= self.start_revision)
+            && event.key().is_some_and(|k| k.starts_with(&self.prefix));
+        if !wanted {
+            return true;
+        }
+        // The last slot is kept for `Lagged`, so the cut-off is always seen. We are the only
+        // sender, so the capacity can only grow between the check and the send.
+        if self.tx.capacity() > 1 {
+            self.tx.try_send(event.clone()).is_ok()
+        } else {
+            let _ = self.tx.try_send(WatchEvent::Lagged);
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    index: BTreeMap<String, KeyValue>,
+    revision: i64,
+    /// The newest revision whose changes are no longer all in `history`.
+    compact_revision: i64,
+    history: VecDeque<WatchEvent>,
+    watchers: Vec<Watcher>,
+}
+
+/// The shared core: see the module docs.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    limits: Limits,
+    /// Held for a whole write transaction: compares, persistence and apply are one step.
+    writer: Mutex<()>,
+    state: RwLock<State>,
+}
+
+impl Engine {
+    /// An engine over `index` at `revision`, with history from `compact_revision + 1` on
+    /// (none kept yet).
+    pub(crate) fn new(
+        index: BTreeMap<String, KeyValue>,
+        revision: i64,
+        compact_revision: i64,
+        limits: Limits,
+    ) -> Self {
+        let state = State {
+            index,
+            revision,
+            compact_revision,
+            history: VecDeque::new(),
+            watchers: Vec::new(),
+        };
+        Self { limits, writer: Mutex::new(()), state: RwLock::new(state) }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // State is only mutated by `apply`, which cannot panic half-way; a poisoned lock
+        // still guards a consistent state.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<KeyValue> {
+        self.read().index.get(key).cloned()
+    }
+
+    pub(crate) fn range(&self, prefix: &str) -> Range {
+        let st = self.read();
+        let kvs = st
+            .index
+            .range::<str, _>(from(prefix))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, kv)| kv.clone())
+            .collect();
+        Range { kvs, revision: st.revision }
+    }
+
+    /// Run `txn`; `persist` must make the changes (at the new revision) durable before they
+    /// are applied in memory and published. It is not called when nothing changes.
+    pub(crate) fn txn(
+        &self,
+        txn: &Txn,
+        persist: impl FnOnce(&[Change], i64) -> Result<(), StoreError>,
+    ) -> Result<TxnResponse, StoreError> {
+        let _writing = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let (succeeded, changes, revision) = {
+            let st = self.read();
+            let succeeded = txn.compares.iter().all(|c| c.holds(st.index.get(&c.key)));
+            let ops = if succeeded { &txn.success } else { &txn.failure };
+            check_ops(ops)?;
+            let next = st.revision + 1;
+            (succeeded, plan(&st.index, ops, next), st.revision)
+        };
+        if changes.is_empty() {
+            return Ok(TxnResponse { succeeded, revision });
+        }
+        let next = revision + 1;
+        persist(&changes, next)?;
+        self.apply(changes, next);
+        Ok(TxnResponse { succeeded, revision: next })
+    }
+
+    fn apply(&self, changes: Vec<Change>, revision: i64) {
+        let mut st = self.write();
+        let st = &mut *st;
+        st.revision = revision;
+        for change in changes {
+            let event = match change {
+                Change::Put(kv) => {
+                    st.index.insert(kv.key.clone(), kv.clone());
+                    WatchEvent::Put(kv)
+                }
+                Change::Delete(key) => {
+                    st.index.remove(&key);
+                    WatchEvent::Delete { key, revision }
+                }
+            };
+            st.watchers.retain(|w| w.offer(&event));
+            st.history.push_back(event);
+            while st.history.len() > self.limits.history {
+                if let Some(old) = st.history.pop_front() {
+                    st.compact_revision = old.revision().unwrap_or(st.compact_revision);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn watch(&self, prefix: &str, start_revision: i64) -> Result<Watch, StoreError> {
+        let mut st = self.write();
+        let start = if start_revision <= 0 { st.revision + 1 } else { start_revision };
+        if start <= st.compact_revision {
+            return Err(StoreError::Compacted { compact_revision: st.compact_revision });
+        }
+        let past: Vec<&WatchEvent> = st
+            .history
+            .iter()
+            .filter(|e| e.revision().is_some_and(|r| r >= start))
+            .filter(|e| e.key().is_some_and(|k| k.starts_with(prefix)))
+            .collect();
+        // Room for the whole replay on top of the live buffer: catching up never lags.
+        let (tx, rx) = mpsc::channel(past.len() + self.limits.watch_buffer.max(2));
+        for e in past {
+            // Cannot fail: the channel is new and has room for every past event.
+            let _ = tx.try_send(e.clone());
+        }
+        st.watchers.push(Watcher { prefix: prefix.to_string(), start_revision: start, tx });
+        Ok(Watch::new(rx))
+    }
+}
+
+/// Every key from `prefix` on, for a `BTreeMap<String, _>` range.
+fn from(prefix: &str) -> (Bound<&str>, Bound<&str>) {
+    (Bound::Included(prefix), Bound::Unbounded)
+}
+
+/// Refuse an op list that writes one key twice, as etcd does: puts must not overlap each
+/// other nor any delete.
+fn check_ops(ops: &[TxnOp]) -> Result<(), StoreError> {
+    let mut puts = BTreeSet::new();
+    for op in ops {
+        if let TxnOp::Put { key, .. } = op {
+            if key.is_empty() {
+                return Err(StoreError::InvalidTxn("put of an empty key".into()));
+            }
+            if !puts.insert(key.as_str()) {
+                return Err(StoreError::InvalidTxn(format!("key {key} is put twice")));
+            }
+        }
+    }
+    for op in ops {
+        let hit = match op {
+            TxnOp::Put { .. } => None,
+            TxnOp::Delete { key } => puts.get(key.as_str()),
+            TxnOp::DeletePrefix { prefix } => {
+                puts.range(prefix.as_str()..).find(|k| k.starts_with(prefix.as_str()))
+            }
+        };
+        if let Some(key) = hit {
+            return Err(StoreError::InvalidTxn(format!("key {key} is put and deleted")));
+        }
+    }
+    Ok(())
+}
+
+/// The changes `ops` (checked) make to `index` at `revision`, in op order.
+fn plan(index: &BTreeMap<String, KeyValue>, ops: &[TxnOp], revision: i64) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let mut deleted = BTreeSet::new();
+    for op in ops {
+        match op {
+            TxnOp::Put { key, value } => {
+                let old = index.get(key);
+                changes.push(Change::Put(KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision: old.map_or(revision, |o| o.create_revision),
+                    mod_revision: revision,
+                    version: old.map_or(1, |o| o.version + 1),
+                }));
+            }
+            TxnOp::Delete { key } => {
+                if index.contains_key(key) && deleted.insert(key.clone()) {
+                    changes.push(Change::Delete(key.clone()));
+                }
+            }
+            TxnOp::DeletePrefix { prefix } => {
+                for key in index
+                    .range::<str, _>(from(prefix))
+                    .map(|(k, _)| k)
+                    .take_while(|k| k.starts_with(prefix.as_str()))
+                {
+                    if deleted.insert(key.clone()) {
+                        changes.push(Change::Delete(key.clone()));
+                    }
+                }
+            }
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_that_write_a_key_twice_are_refused() {
+        let bad = [
+            vec![TxnOp::put("a", "1"), TxnOp::put("a", "2")],
+            vec![TxnOp::put("a", "1"), TxnOp::delete("a")],
+            vec![TxnOp::delete("a"), TxnOp::put("a", "1")],
+            vec![TxnOp::put("a/b", "1"), TxnOp::delete_prefix("a/")],
+            vec![TxnOp::put("", "1")],
+        ];
+        for ops in bad {
+            assert!(matches!(check_ops(&ops), Err(StoreError::InvalidTxn(_))), "{ops:?}");
+        }
+        let good = [
+            vec![TxnOp::put("a", "1"), TxnOp::put("b", "2")],
+            vec![TxnOp::delete("a"), TxnOp::delete_prefix("a"), TxnOp::delete("a")],
+            vec![TxnOp::put("b", "1"), TxnOp::delete_prefix("a")],
+        ];
+        for ops in good {
+            assert_eq!(check_ops(&ops), Ok(()), "{ops:?}");
+        }
+    }
+
+    #[test]
+    fn overlapping_deletes_delete_once() {
+        let mut index = BTreeMap::new();
+        for k in ["a", "a/b", "b"] {
+            index.insert(
+                k.to_string(),
+                KeyValue {
+                    key: k.into(),
+                    value: vec![],
+                    create_revision: 2,
+                    mod_revision: 2,
+                    version: 1,
+                },
+            );
+        }
+        let ops = [TxnOp::delete("a/b"), TxnOp::delete_prefix("a"), TxnOp::delete("zz")];
+        assert_eq!(
+            plan(&index, &ops, 3),
+            vec![Change::Delete("a/b".into()), Change::Delete("a".into())]
+        );
+    }
+}
