@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{info, warn};
 
-use cove_firewall::{EndpointRules, FirewallModel, LinkRule, NetworkRules, Proto, PublishedPort};
+use cove_firewall::{EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort};
 use cove_model::{DriverKind, Error, NetworkMode, Result, Status};
 
 use crate::state::State;
@@ -114,15 +114,6 @@ impl FirewallPlan {
     }
 }
 
-pub(crate) fn proto(p: &str) -> Option<Proto> {
-    match p {
-        "tcp" => Some(Proto::Tcp),
-        "udp" => Some(Proto::Udp),
-        "sctp" => Some(Proto::Sctp),
-        _ => None,
-    }
-}
-
 /// The firewall's view of every bridge network. Pure.
 fn networks(st: &State, v6: bool) -> Vec<NetworkRules> {
     let mut out = vec![];
@@ -181,7 +172,7 @@ fn share(st: &State, id: &str, v6: bool) -> Share {
     };
     let Some(bridge) = bridge_of(&ep.network_id) else { return s };
     for b in &c.state.ports {
-        let Some(proto) = proto(&b.protocol) else { continue };
+        let proto = b.protocol;
         let host_ip = b.host_ip.filter(|ip| !ip.is_unspecified());
         let wants = |v6_addr: bool| match b.host_ip {
             Some(ip) => ip.is_ipv6() == v6_addr,

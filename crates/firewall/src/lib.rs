@@ -81,9 +81,9 @@ pub mod names;
 pub mod netlink;
 mod ruleset;
 
-pub use cove_model::MacAddr;
+pub use cove_model::{MacAddr, Proto};
 pub use model::{
-    valid_ifname, EndpointRules, FirewallModel, LinkRule, NetworkRules, Proto, PublishedPort,
+    valid_ifname, EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort,
     MAX_IFNAME_LEN,
 };
 
