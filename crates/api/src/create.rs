@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use cove_controller::ContainerCreate;
-use cove_model::{ContainerConfig, EndpointSettings, HostConfig, NetworkMode, PortBinding};
+use cove_model::{
+    ContainerConfig, EndpointSettings, HostConfig, NetworkMode, ParsePortSpecError, PortBinding,
+    PortSpec,
+};
 use serde::Deserialize;
 
 use crate::json::{nullable, str_or_vec};
@@ -86,29 +89,18 @@ struct NetworkingConfigBody {
     endpoints_config: BTreeMap<String, Option<EndpointBody>>,
 }
 
-/// A port key (`80/tcp`, `53/udp`, `80`): port and protocol.
-pub(crate) fn parse_port_key(key: &str) -> Result<(u16, String), ApiError> {
-    let bad = |why: &str| ApiError::bad_request(format!("invalid port \"{key}\": {why}"));
-    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
-    let proto = proto.to_ascii_lowercase();
-    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(bad("protocol must be tcp, udp or sctp"));
-    }
-    if port.contains('-') {
-        return Err(bad("port ranges must be expanded by the client"));
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok((p, proto)),
-        _ => Err(bad("not a port number between 1 and 65535")),
-    }
+/// A port key (`80/tcp`, `53/udp`, `80`), by the model's parser (the one the CLI uses too).
+pub(crate) fn parse_port_key(key: &str) -> Result<PortSpec, ApiError> {
+    key.parse().map_err(|e| {
+        let why = match e {
+            ParsePortSpecError::Proto(_) => "protocol must be tcp, udp or sctp".to_owned(),
+            e => e.to_string(),
+        };
+        ApiError::bad_request(format!("invalid port \"{key}\": {why}"))
+    })
 }
 
-fn parse_binding(
-    port: u16,
-    proto: &str,
-    key: &str,
-    b: &HostPortBody,
-) -> Result<PortBinding, ApiError> {
+fn parse_binding(spec: PortSpec, key: &str, b: &HostPortBody) -> Result<PortBinding, ApiError> {
     let host_ip = match b.host_ip.trim() {
         "" => None,
         ip => Some(ip.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().map_err(
@@ -130,21 +122,19 @@ fn parse_binding(
             ApiError::bad_request(format!("invalid host port \"{p}\" in the port binding of {key}"))
         })?,
     };
-    Ok(PortBinding { container_port: port, protocol: proto.to_owned(), host_ip, host_port })
+    Ok(PortBinding { container_port: spec.port, protocol: spec.proto, host_ip, host_port })
 }
 
 fn port_bindings(h: &HostConfigBody) -> Result<Vec<PortBinding>, ApiError> {
     let mut out = vec![];
     for (key, list) in &h.port_bindings {
-        let (port, proto) = parse_port_key(key)?;
+        let spec = parse_port_key(key)?;
         match list.as_deref() {
             // An empty list publishes on an ephemeral port (Docker before API 1.52).
-            None | Some([]) => {
-                out.push(parse_binding(port, &proto, key, &HostPortBody::default())?)
-            }
+            None | Some([]) => out.push(parse_binding(spec, key, &HostPortBody::default())?),
             Some(list) => {
                 for b in list {
-                    out.push(parse_binding(port, &proto, key, b)?);
+                    out.push(parse_binding(spec, key, b)?);
                 }
             }
         }
@@ -187,8 +177,7 @@ pub(crate) fn create_request(
         name.map(|n| n.trim().trim_start_matches('/')).filter(|n| !n.is_empty()).map(str::to_owned);
     let mut exposed_ports = vec![];
     for key in b.exposed_ports.keys() {
-        let (p, proto) = parse_port_key(key)?;
-        let k = format!("{p}/{proto}");
+        let k = parse_port_key(key)?.to_string();
         if !exposed_ports.contains(&k) {
             exposed_ports.push(k);
         }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::json::decode;
 use axum::http::StatusCode;
+use cove_model::Proto;
 
 fn req(name: Option<&str>, body: &str) -> Result<ContainerCreate, ApiError> {
     create_request(name, decode::<CreateBody>(body.as_bytes())?)
@@ -46,10 +47,10 @@ fn docker_run_body() {
     assert_eq!(
         h.port_bindings,
         vec![
-            PortBinding { container_port: 53, protocol: "udp".into(), host_ip: None, host_port: 0 },
+            PortBinding { container_port: 53, protocol: Proto::Udp, host_ip: None, host_port: 0 },
             PortBinding {
                 container_port: 80,
-                protocol: "tcp".into(),
+                protocol: Proto::Tcp,
                 host_ip: Some("127.0.0.1".parse().unwrap()),
                 host_port: 8080
             },
@@ -161,9 +162,10 @@ fn bad_bodies_are_400_naming_the_problem() {
 
 #[test]
 fn port_keys() {
-    assert_eq!(parse_port_key("80").unwrap(), (80, "tcp".into()));
-    assert_eq!(parse_port_key("53/UDP").unwrap(), (53, "udp".into()));
-    assert_eq!(parse_port_key("9/sctp").unwrap(), (9, "sctp".into()));
+    let spec = |port, proto| PortSpec { port, proto };
+    assert_eq!(parse_port_key("80").unwrap(), spec(80, Proto::Tcp));
+    assert_eq!(parse_port_key("53/UDP").unwrap(), spec(53, Proto::Udp));
+    assert_eq!(parse_port_key("9/sctp").unwrap(), spec(9, Proto::Sctp));
     assert!(parse_port_key("80-81/tcp").is_err());
     assert!(parse_port_key("").is_err());
 }

@@ -89,7 +89,7 @@ pub(crate) fn container(status: Status) -> ContainerRecord {
             network_mode_name: "web".into(),
             port_bindings: vec![PortBinding {
                 container_port: 80,
-                protocol: "tcp".into(),
+                protocol: cove_model::Proto::Tcp,
                 host_ip: None,
                 host_port: 8080,
             }],
@@ -115,7 +115,7 @@ pub(crate) fn container(status: Status) -> ContainerRecord {
             ports: if status == Status::Running {
                 vec![PortBinding {
                     container_port: 80,
-                    protocol: "tcp".into(),
+                    protocol: cove_model::Proto::Tcp,
                     host_ip: None,
                     host_port: 8080,
                 }]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
-use cove_model::{ContainerRecord, Error, NetworkMode, Result, Status};
+use cove_model::{ContainerRecord, Error, NetworkMode, PortSpec, Result, Status};
 use cove_runtime::{LogEntry, RunState};
 use cove_store::{Batch, Table};
 
@@ -137,12 +137,11 @@ impl Controller {
         let mut all = c.host_config.port_bindings.clone();
         if c.host_config.publish_all_ports {
             for key in &c.config.exposed_ports {
-                let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
-                let Ok(port) = port.parse::<u16>() else { continue };
+                let Ok(PortSpec { port, proto }) = key.parse() else { continue };
                 if !all.iter().any(|b| b.container_port == port && b.protocol == proto) {
                     all.push(cove_model::PortBinding {
                         container_port: port,
-                        protocol: proto.to_string(),
+                        protocol: proto,
                         host_ip: None,
                         host_port: 0,
                     });

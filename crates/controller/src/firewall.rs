@@ -12,7 +12,9 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use cove_drivers::Registry;
-use cove_firewall::{EndpointRules, FirewallModel, LinkRule, NetworkRules, Proto, PublishedPort};
+use cove_firewall::{
+    ElementDelta, EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort,
+};
 use cove_model::{Error, NetworkMode, Result, Status};
 
 use crate::state::State;
@@ -29,25 +31,16 @@ pub(crate) struct FirewallState {
 }
 
 impl FirewallState {
-    /// Run a delta through the long-lived session (started on first use, restarted if it
+    /// Write an element delta: over netlink when it can be encoded there, else as text
+    /// through the long-lived `nft -i` session (started on first use, restarted if it
     /// died).
     async fn run_delta(
         &mut self,
-        delta: &str,
+        delta: &ElementDelta,
     ) -> std::result::Result<(), cove_kernel::KernelError> {
-        // The session takes one line per transaction: only element changes qualify. A
-        // delta that rewrites rules is a whole ruleset, which needs `nft -f`.
-        let elements_only = delta
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .all(|l| l.starts_with("add element ") || l.starts_with("delete element "));
-        if !elements_only {
-            return cove_kernel::nft::apply(delta).await;
-        }
         // Sets the netlink encoder knows (every hash set a start or stop touches) skip the
         // `nft` process altogether; interval sets (network changes) still go through it.
-        if let Some(batch) = cove_firewall::netlink::element_batch(delta) {
+        if let Some(batch) = delta.to_netlink() {
             if self.elements.is_none() {
                 self.elements = Some(cove_kernel::nfnl::ElementWriter::spawn()?);
             }
@@ -58,12 +51,20 @@ impl FirewallState {
             self.session = Some(cove_kernel::nft::NftSession::spawn()?);
         }
         let session = self.session.as_mut().expect("just ensured");
-        let result = session.run(delta).await;
+        let result = session.run(&delta.render_text()).await;
         if result.is_err() && !session.alive() {
             self.session = None;
         }
         result
     }
+}
+
+/// What [`Controller::take_pending`] hands over to write.
+enum Write {
+    /// The whole ruleset, for `nft -f -`.
+    Full(String),
+    /// The queued element changes, merged in order.
+    Elements(ElementDelta),
 }
 
 /// One container's share of the firewall: its ports on bridges and its published ports.
@@ -90,7 +91,7 @@ pub(crate) struct FirewallPlan {
     networks: Vec<NetworkRules>,
     drop_foreign_forwarding: bool,
     shares: HashMap<String, Share>,
-    pending: Vec<String>,
+    pending: Vec<ElementDelta>,
     /// A rule changed or the kernel's state is unknown: write the whole ruleset next.
     full: bool,
 }
@@ -112,15 +113,6 @@ impl FirewallPlan {
             m.links.extend(s.links.iter().cloned());
         }
         m
-    }
-}
-
-pub(crate) fn proto(p: &str) -> Option<Proto> {
-    match p {
-        "tcp" => Some(Proto::Tcp),
-        "udp" => Some(Proto::Udp),
-        "sctp" => Some(Proto::Sctp),
-        _ => None,
     }
 }
 
@@ -159,7 +151,7 @@ fn share(st: &State, drivers: &Registry, id: &str, v6: bool) -> Share {
     };
     let bridge = rules.bridge;
     for b in &c.state.ports {
-        let Some(proto) = proto(&b.protocol) else { continue };
+        let proto = b.protocol;
         let host_ip = b.host_ip.filter(|ip| !ip.is_unspecified());
         let wants = |v6_addr: bool| match b.host_ip {
             Some(ip) => ip.is_ipv6() == v6_addr,
@@ -306,17 +298,17 @@ impl Controller {
 
     /// The next write: the queued element changes in one transaction, or the whole ruleset
     /// when the kernel's state is unknown or a rule changed.
-    fn take_pending(&self, known: bool) -> Option<(String, bool)> {
+    fn take_pending(&self, known: bool) -> Option<Write> {
         let mut plan = self.fw_plan.lock().expect("firewall plan lock");
         if plan.full || !known {
             plan.full = false;
             plan.pending.clear();
-            return Some((cove_firewall::render(&plan.model()), true));
+            return Some(Write::Full(cove_firewall::render(&plan.model())));
         }
         if plan.pending.is_empty() {
             return None;
         }
-        Some((plan.pending.drain(..).collect(), false))
+        Some(Write::Elements(plan.pending.drain(..).collect()))
     }
 
     /// Write what the plan queued. Whoever gets here first writes every change queued so
@@ -324,12 +316,17 @@ impl Controller {
     #[tracing::instrument(level = "debug", name = "firewall.apply", skip_all)]
     async fn apply_pending(&self) -> Result<()> {
         let mut fw = self.fw.lock().await;
-        let Some((text, full)) = self.take_pending(fw.known) else { return Ok(()) };
-        let mut applied =
-            if full { cove_kernel::nft::apply(&text).await } else { fw.run_delta(&text).await };
+        let Some(write) = self.take_pending(fw.known) else { return Ok(()) };
+        let full = matches!(write, Write::Full(_));
+        let mut applied = match &write {
+            Write::Full(text) => cove_kernel::nft::apply(text).await,
+            Write::Elements(delta) => fw.run_delta(delta).await,
+        };
         if let (Err(e), false) = (&applied, full) {
             warn!(error = %e, "firewall delta refused; applying the whole ruleset");
-            let (text, _) = self.take_pending(false).expect("a full write is always there");
+            let Some(Write::Full(text)) = self.take_pending(false) else {
+                unreachable!("a full write is always there")
+            };
             applied = cove_kernel::nft::apply(&text).await;
         }
         match applied {

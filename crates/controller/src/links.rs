@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use cove_model::{ContainerRecord, EndpointRecord, Error, NetworkMode, Result, Status};
+use cove_model::{ContainerRecord, EndpointRecord, Error, NetworkMode, PortSpec, Result, Status};
 use tracing::warn;
 
 use crate::state::State;
@@ -123,8 +123,8 @@ fn env_of(linker: &str, alias: &str, ip: IpAddr, child: &ContainerRecord) -> Vec
         .exposed_ports
         .iter()
         .filter_map(|k| {
-            let (p, proto) = k.split_once('/').unwrap_or((k.as_str(), "tcp"));
-            Some((p.parse().ok()?, proto.to_lowercase()))
+            let PortSpec { port, proto } = k.parse().ok()?;
+            Some((port, proto.to_string()))
         })
         .collect();
     // By number, tcp first for equal numbers, as Docker sorts them.
@@ -203,11 +203,7 @@ pub(crate) fn firewall_links(
         }
         let Some(to) = default_endpoint(st, child) else { continue };
         for key in &child.config.exposed_ports {
-            let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
-            let (Ok(port), Some(proto)) = (port.parse::<u16>(), crate::firewall::proto(proto))
-            else {
-                continue;
-            };
+            let Ok(PortSpec { port, proto }) = key.parse() else { continue };
             let (Some(from), Some(to)) = (&from.host_ifname, &to.host_ifname) else { continue };
             out.push(cove_firewall::LinkRule { from: from.clone(), to: to.clone(), proto, port });
         }

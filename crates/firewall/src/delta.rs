@@ -1,12 +1,113 @@
 //! Element deltas between two models: the hot path (attach a container, publish a port).
+//!
+//! A delta is a typed value ([`ElementDelta`]) with two renderings: nft text
+//! ([`ElementDelta::render_text`], for `nft`) and netlink data
+//! ([`ElementDelta::to_netlink`](crate::netlink), for the kernel directly).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::hash::Hash;
 
-use crate::elements::{Contents, Elements, DECLS};
+use crate::elements::{in_text_order, Contents, Elements, SetDecl, SetElement, DECLS};
 use crate::model::FirewallModel;
-use crate::ruleset::{self, element_text};
+use crate::ruleset;
+
+/// Element changes to apply in one transaction on top of a kernel holding some ruleset:
+/// `delete element` changes (first) and `add element` changes of Cove's named sets and
+/// maps. Made by [`crate::element_delta`]; several are merged by concatenation
+/// ([`ElementDelta::append`], or `collect()`), in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ElementDelta {
+    pub(crate) changes: Vec<SetChange>,
+}
+
+/// The elements one set or map gains or loses: one `add element` or `delete element`
+/// statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetChange {
+    /// Index of the set's declaration in [`DECLS`].
+    pub(crate) set: usize,
+    /// Deleted rather than added.
+    pub(crate) delete: bool,
+    /// The elements, in nft text order; deleted map elements carry no value.
+    pub(crate) elements: Vec<SetElement>,
+}
+
+impl SetChange {
+    pub(crate) fn decl(&self) -> &'static SetDecl {
+        &DECLS[self.set]
+    }
+
+    /// The table, as nft commands name it (`inet cove`, `bridge cove`).
+    pub fn table(&self) -> String {
+        self.decl().family.table()
+    }
+
+    /// The set's or map's name.
+    pub fn set_name(&self) -> &'static str {
+        self.decl().name
+    }
+
+    /// Whether the elements are deleted rather than added.
+    pub fn is_delete(&self) -> bool {
+        self.delete
+    }
+
+    /// The elements (keys, and for an added map element its value).
+    pub fn elements(&self) -> &[SetElement] {
+        &self.elements
+    }
+
+    /// `add element <table> <set> { a, b : c }` (or `delete element`, by keys), one line.
+    fn render_text(&self, out: &mut String) {
+        let verb = if self.delete { "delete" } else { "add" };
+        let items: Vec<String> = self.elements.iter().map(SetElement::text).collect();
+        let _ = writeln!(
+            out,
+            "{verb} element {} {} {{ {} }}",
+            self.table(),
+            self.set_name(),
+            items.join(", ")
+        );
+    }
+}
+
+impl ElementDelta {
+    /// Nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// The changes, in the order they apply.
+    pub fn changes(&self) -> &[SetChange] {
+        &self.changes
+    }
+
+    /// Appends `other`'s changes after this one's (both in one transaction, in order).
+    pub fn append(&mut self, mut other: ElementDelta) {
+        self.changes.append(&mut other.changes);
+    }
+
+    /// The delta as `nft` text: one `delete element` / `add element` line per change, for
+    /// one `nft -f -` transaction (or one `nft -i` session transaction). `""` when empty.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        for c in &self.changes {
+            c.render_text(&mut out);
+        }
+        out
+    }
+}
+
+impl FromIterator<ElementDelta> for ElementDelta {
+    fn from_iter<I: IntoIterator<Item = ElementDelta>>(iter: I) -> Self {
+        let mut all = ElementDelta::default();
+        for d in iter {
+            all.append(d);
+        }
+        all
+    }
+}
 
 /// Items of `a` that `b` lacks.
 fn missing<'a, T: Eq + Hash>(a: &'a [T], b: &[T]) -> Vec<&'a T> {
@@ -31,14 +132,16 @@ fn partial(
     }
 }
 
-/// Keys of `from` that `to` lacks or maps to another value.
-fn removed(from: &Elements, to: &Elements) -> Vec<String> {
-    from.iter().filter(|(k, v)| to.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect()
+/// Keys of `from` that `to` lacks or maps to another value (as elements to delete: keys
+/// alone).
+fn removed(from: &Elements, to: &Elements) -> Vec<SetElement> {
+    let gone = from.iter().filter(|(k, v)| to.get(*k) != Some(v)).map(|(k, _)| (k, &None));
+    in_text_order(gone)
 }
 
 /// Elements of `to` that `from` lacks or maps to another value.
-fn added(from: &Elements, to: &Elements) -> Vec<String> {
-    to.iter().filter(|(k, v)| from.get(*k) != Some(v)).map(|(k, v)| element_text(k, v)).collect()
+fn added(from: &Elements, to: &Elements) -> Vec<SetElement> {
+    in_text_order(to.iter().filter(|(k, v)| from.get(*k) != Some(v)))
 }
 
 /// Whether going from `before` to `after` changes a rule or a chain (not only elements):
@@ -76,35 +179,37 @@ pub(crate) fn render_delta(before: &FirewallModel, after: &FirewallModel) -> Str
     } else {
         (Contents::build(before), Contents::build(after))
     };
-    element_delta(&b, &a)
+    diff(&b, &a).render_text()
 }
 
 /// See [`crate::element_delta`].
-pub(crate) fn element_delta_of(before: &FirewallModel, after: &FirewallModel) -> Option<String> {
+pub(crate) fn element_delta_of(
+    before: &FirewallModel,
+    after: &FirewallModel,
+) -> Option<ElementDelta> {
     if rules_differ(before, after) {
         return None;
     }
-    Some(element_delta(&Contents::build(before), &Contents::build(after)))
+    Some(diff(&Contents::build(before), &Contents::build(after)))
 }
 
-/// The `delete element` and `add element` lines that turn contents `b` into `a`.
-fn element_delta(b: &Contents, a: &Contents) -> String {
-    let (mut deletes, mut adds) = (String::new(), String::new());
-    for (d, (from, to)) in DECLS.iter().zip(b.sets.iter().zip(&a.sets)) {
-        let table = d.family.table();
+/// The element changes that turn contents `b` into `a`.
+pub(crate) fn diff(b: &Contents, a: &Contents) -> ElementDelta {
+    let (mut deletes, mut adds) = (Vec::new(), Vec::new());
+    for (set, (from, to)) in b.sets.iter().zip(&a.sets).enumerate() {
         let gone = removed(from, to);
         if !gone.is_empty() {
-            let _ =
-                writeln!(deletes, "delete element {table} {} {{ {} }}", d.name, gone.join(", "));
+            deletes.push(SetChange { set, delete: true, elements: gone });
         }
         let new = added(from, to);
         if !new.is_empty() {
-            let _ = writeln!(adds, "add element {table} {} {{ {} }}", d.name, new.join(", "));
+            adds.push(SetChange { set, delete: false, elements: new });
         }
     }
     // Deletions first: a key whose value changes, or an interval handed from a removed
-    // network to a new one, must be gone before it is added again. One file, one transaction.
-    deletes + &adds
+    // network to a new one, must be gone before it is added again. One transaction.
+    deletes.append(&mut adds);
+    ElementDelta { changes: deletes }
 }
 
 #[cfg(test)]
@@ -142,7 +247,8 @@ mod tests {
         let mut after = before.clone();
         after.endpoints.push(endpoint("cv2", 3));
         after.links = vec![link(80), link(443)];
-        let add = element_delta_of(&before, &after).unwrap();
+        let typed = element_delta_of(&before, &after).unwrap();
+        let add = typed.render_text();
         for want in [
             r#"add element bridge cove link_pairs { "cv2" . "cv1" }"#,
             r#"add element bridge cove link_fwd { "cv2" . "cv1" . tcp . 443, "cv2" . "cv1" . tcp . 80 }"#,
@@ -157,7 +263,7 @@ mod tests {
         );
         assert!(!remove.contains("add element"), "{remove}");
         // The hot path's netlink form covers the link sets too.
-        assert!(crate::netlink::element_batch(&add).is_some());
+        assert!(typed.to_netlink().is_some());
     }
 
     fn endpoint(port: &str, host: u8) -> EndpointRules {
@@ -297,7 +403,7 @@ mod tests {
                 m
             };
             let (b, a) = (make(&before_eps, &before_ports, 0), make(&after_eps, &after_ports, moved));
-            let full = element_delta(&Contents::build(&b), &Contents::build(&a));
+            let full = diff(&Contents::build(&b), &Contents::build(&a)).render_text();
             proptest::prop_assert_eq!(render_delta(&b, &a), full);
         }
     }

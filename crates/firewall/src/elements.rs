@@ -1,13 +1,90 @@
-//! The contents of every named set and map, derived from a [`FirewallModel`]. Both the full
-//! ruleset and the element deltas are rendered from these, so they cannot disagree.
+//! The contents of every named set and map, derived from a [`FirewallModel`], as typed
+//! values ([`FieldValue`]). Both the full ruleset and the element deltas (their nft text
+//! and their netlink form) are rendered from these, so they cannot disagree.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use cove_model::MacAddr;
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use crate::model::{valid_ifname, FirewallModel, NetworkRules};
+use crate::model::{valid_ifname, FirewallModel, NetworkRules, Proto};
 use crate::names::*;
+
+/// One field of a set element's key or of a map element's value, typed as its set
+/// declares it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FieldValue {
+    /// `ifname`: an interface name ([`crate::valid_ifname`]), printed quoted.
+    Ifname(String),
+    /// `ether_addr`: a MAC address.
+    Ether(MacAddr),
+    /// `ipv4_addr`: one address.
+    Ipv4(Ipv4Addr),
+    /// `ipv6_addr`: one address.
+    Ipv6(Ipv6Addr),
+    /// `ipv4_addr` of an interval set: a prefix (host bits cleared).
+    Net4(Ipv4Net),
+    /// `ipv6_addr` of an interval set: a prefix (host bits cleared).
+    Net6(Ipv6Net),
+    /// `inet_proto`.
+    Proto(Proto),
+    /// `inet_service`: a port.
+    Service(u16),
+    /// `@th,64,128`: 128 raw bits of the transport header (a neighbour advertisement's
+    /// target address, as an integer).
+    Raw128(u128),
+}
+
+impl fmt::Display for FieldValue {
+    /// The field as nft writes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldValue::Ifname(name) => write!(f, "\"{name}\""),
+            FieldValue::Ether(mac) => mac.fmt(f),
+            FieldValue::Ipv4(ip) => ip.fmt(f),
+            FieldValue::Ipv6(ip) => ip.fmt(f),
+            FieldValue::Net4(net) => net.fmt(f),
+            FieldValue::Net6(net) => net.fmt(f),
+            FieldValue::Proto(p) => p.fmt(f),
+            FieldValue::Service(port) => port.fmt(f),
+            FieldValue::Raw128(raw) => write!(f, "0x{raw:032x}"),
+        }
+    }
+}
+
+/// A concatenation (`a . b . c`) as nft writes it.
+pub(crate) fn fields_text(fields: &[FieldValue]) -> String {
+    let mut out = String::new();
+    for (i, v) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" . ");
+        }
+        let _ = write!(out, "{v}");
+    }
+    out
+}
+
+/// One element of a named set or map: its key and, for a map, its value (a map element
+/// being deleted is named by its key alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetElement {
+    /// The key's fields (one per concatenated type of the set).
+    pub key: Vec<FieldValue>,
+    /// The mapped value's fields; `None` for a set, or a map element being deleted.
+    pub value: Option<Vec<FieldValue>>,
+}
+
+impl SetElement {
+    /// The element as it appears in a set declaration or an `add element` statement.
+    pub fn text(&self) -> String {
+        match &self.value {
+            Some(v) => format!("{} : {}", fields_text(&self.key), fields_text(v)),
+            None => fields_text(&self.key),
+        }
+    }
+}
 
 /// The nftables family of a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +114,14 @@ pub(crate) struct SetDecl {
     pub map: bool,
     /// Declaration statements (`type ...`, `flags interval`), one per line.
     pub spec: &'static [&'static str],
+}
+
+impl SetDecl {
+    /// An interval set (`flags interval`): its elements are ranges, which the kernel keeps
+    /// as pairs of boundary elements.
+    pub(crate) fn interval(&self) -> bool {
+        self.spec.contains(&INTERVAL)
+    }
 }
 
 const fn decl(family: Family, name: &'static str, spec: &'static [&'static str]) -> SetDecl {
@@ -73,9 +158,21 @@ pub(crate) const DECLS: &[SetDecl] = &[
     decl(Family::Bridge, SET_LINK_REV, &["type ifname . ifname . inet_proto . inet_service"]),
 ];
 
-/// Elements of one set or map: key, and for maps the value. Sorted, so rendering is
-/// deterministic whatever the order of the model's vectors.
-pub(crate) type Elements = BTreeMap<String, Option<String>>;
+/// Elements of one set or map: key, and for maps the value, typed.
+pub(crate) type Elements = BTreeMap<Vec<FieldValue>, Option<Vec<FieldValue>>>;
+
+/// `elements` in the order nft text sorts them (by the key's text), the one order every
+/// rendering uses, so it is deterministic whatever the order of the model's vectors.
+pub(crate) fn in_text_order<'a>(
+    elements: impl IntoIterator<Item = (&'a Vec<FieldValue>, &'a Option<Vec<FieldValue>>)>,
+) -> Vec<SetElement> {
+    let mut v: Vec<(String, SetElement)> = elements
+        .into_iter()
+        .map(|(k, v)| (fields_text(k), SetElement { key: k.clone(), value: v.clone() }))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.into_iter().map(|(_, e)| e).collect()
+}
 
 /// The elements of every set and map of one model, and what had to be left out.
 #[derive(Debug)]
@@ -86,8 +183,8 @@ pub(crate) struct Contents {
     pub problems: Vec<String>,
 }
 
-fn q(ifname: &str) -> String {
-    format!("\"{ifname}\"")
+fn q(ifname: &str) -> FieldValue {
+    FieldValue::Ifname(ifname.to_owned())
 }
 
 fn overlaps4(a: &Ipv4Net, b: &Ipv4Net) -> bool {
@@ -111,15 +208,21 @@ impl Contents {
         &mut self.sets[i]
     }
 
-    fn add(&mut self, family: Family, name: &str, key: String) {
+    fn add(&mut self, family: Family, name: &str, key: Vec<FieldValue>) {
         self.slot(family, name).insert(key, None);
     }
 
-    /// Adds a map element; refuses a key that is already mapped to another value.
-    fn add_mapping(&mut self, name: &str, key: String, value: String) -> Result<(), String> {
+    /// Adds a map element; refuses a key that is already mapped to another value (and says
+    /// which).
+    fn add_mapping(
+        &mut self,
+        name: &str,
+        key: Vec<FieldValue>,
+        value: Vec<FieldValue>,
+    ) -> Result<(), String> {
         let slot = self.slot(Family::Inet, name);
         match slot.get(&key) {
-            Some(Some(existing)) if *existing != value => Err(existing.clone()),
+            Some(Some(existing)) if *existing != value => Err(fields_text(existing)),
             _ => {
                 slot.insert(key, Some(value));
                 Ok(())
@@ -159,10 +262,10 @@ impl Contents {
                 self.problems.push(format!("bridge {br} belongs to more than one network"));
                 continue;
             }
-            self.add(Family::Inet, SET_BRIDGES, q(br));
-            self.add(Family::Inet, SET_BRIDGE_SELF, format!("{} . {}", q(br), q(br)));
+            self.add(Family::Inet, SET_BRIDGES, vec![q(br)]);
+            self.add(Family::Inet, SET_BRIDGE_SELF, vec![q(br), q(br)]);
             if n.internal {
-                self.add(Family::Inet, SET_INTERNAL, q(br));
+                self.add(Family::Inet, SET_INTERNAL, vec![q(br)]);
             }
             let masq = n.masquerade && !n.internal;
             for net in n.subnets4.iter().map(Ipv4Net::trunc) {
@@ -172,9 +275,9 @@ impl Contents {
                     continue;
                 }
                 seen4.push((net, br));
-                self.add(Family::Inet, SET_SUBNETS4, net.to_string());
+                self.add(Family::Inet, SET_SUBNETS4, vec![FieldValue::Net4(net)]);
                 if masq {
-                    self.add(Family::Inet, SET_MASQ4, net.to_string());
+                    self.add(Family::Inet, SET_MASQ4, vec![FieldValue::Net4(net)]);
                 }
             }
             for net in n.subnets6.iter().map(Ipv6Net::trunc) {
@@ -184,9 +287,9 @@ impl Contents {
                     continue;
                 }
                 seen6.push((net, br));
-                self.add(Family::Inet, SET_SUBNETS6, net.to_string());
+                self.add(Family::Inet, SET_SUBNETS6, vec![FieldValue::Net6(net)]);
                 if masq {
-                    self.add(Family::Inet, SET_MASQ6, net.to_string());
+                    self.add(Family::Inet, SET_MASQ6, vec![FieldValue::Net6(net)]);
                 }
             }
         }
@@ -207,19 +310,21 @@ impl Contents {
                 self.problems.push(format!("endpoint port {port} is listed more than once"));
                 continue;
             }
-            let (p, mac) = (q(port), e.mac);
-            self.add(Family::Bridge, SET_GUARDED, p.clone());
-            self.add(Family::Bridge, SET_PORT_MAC, format!("{p} . {mac}"));
+            let (p, mac) = (q(port), FieldValue::Ether(e.mac));
+            self.add(Family::Bridge, SET_GUARDED, vec![p.clone()]);
+            self.add(Family::Bridge, SET_PORT_MAC, vec![p.clone(), mac.clone()]);
             if let Some(ip) = e.ipv4 {
-                self.add(Family::Bridge, SET_PORT_IP4, format!("{p} . {mac} . {ip}"));
+                let key = vec![p.clone(), mac.clone(), FieldValue::Ipv4(ip)];
+                self.add(Family::Bridge, SET_PORT_IP4, key);
             }
             if let Some(ip) = e.ipv6 {
-                self.add(Family::Bridge, SET_PORT_IP6, format!("{p} . {mac} . {ip}"));
-                let raw = u128::from(ip);
-                self.add(Family::Bridge, SET_PORT_ND6, format!("{p} . {mac} . 0x{raw:032x}"));
+                let key = vec![p.clone(), mac.clone(), FieldValue::Ipv6(ip)];
+                self.add(Family::Bridge, SET_PORT_IP6, key);
+                let key = vec![p.clone(), mac.clone(), FieldValue::Raw128(u128::from(ip))];
+                self.add(Family::Bridge, SET_PORT_ND6, key);
             }
             if networks.get(e.bridge.as_str()).is_some_and(|n| !n.icc) {
-                self.add(Family::Bridge, SET_ICC_OFF, p);
+                self.add(Family::Bridge, SET_ICC_OFF, vec![p]);
             }
         }
     }
@@ -234,13 +339,15 @@ impl Contents {
                 ));
                 continue;
             }
-            let (from, to, proto, port) = (q(&l.from), q(&l.to), l.proto, l.port);
+            let (from, to) = (q(&l.from), q(&l.to));
+            let (proto, port) = (FieldValue::Proto(l.proto), FieldValue::Service(l.port));
             // One orientation only (the rules match both): an element belongs to one
             // linker's share, so deltas of two containers that link each other never
             // remove each other's.
-            self.add(Family::Bridge, SET_LINK_PAIRS, format!("{from} . {to}"));
-            self.add(Family::Bridge, SET_LINK_FWD, format!("{from} . {to} . {proto} . {port}"));
-            self.add(Family::Bridge, SET_LINK_REV, format!("{to} . {from} . {proto} . {port}"));
+            self.add(Family::Bridge, SET_LINK_PAIRS, vec![from.clone(), to.clone()]);
+            let fwd = vec![from.clone(), to.clone(), proto.clone(), port.clone()];
+            self.add(Family::Bridge, SET_LINK_FWD, fwd);
+            self.add(Family::Bridge, SET_LINK_REV, vec![to, from, proto, port]);
         }
     }
 
@@ -266,20 +373,26 @@ impl Contents {
                 }
                 Some(_) => {}
             }
-            let (proto, hport, cport) = (p.proto, p.host_port, p.container_port);
+            let proto = FieldValue::Proto(p.proto);
+            let (hport, cport) =
+                (FieldValue::Service(p.host_port), FieldValue::Service(p.container_port));
             let (name, key, value) = match (p.normalized_host_ip(), p.container_ip) {
                 (None, IpAddr::V4(c)) => {
-                    (MAP_DNAT4_ANY, format!("{proto} . {hport}"), format!("{c} . {cport}"))
+                    (MAP_DNAT4_ANY, vec![proto, hport], vec![FieldValue::Ipv4(c), cport])
                 }
                 (None, IpAddr::V6(c)) => {
-                    (MAP_DNAT6_ANY, format!("{proto} . {hport}"), format!("{c} . {cport}"))
+                    (MAP_DNAT6_ANY, vec![proto, hport], vec![FieldValue::Ipv6(c), cport])
                 }
-                (Some(IpAddr::V4(h)), IpAddr::V4(c)) => {
-                    (MAP_DNAT4_ADDR, format!("{proto} . {h} . {hport}"), format!("{c} . {cport}"))
-                }
-                (Some(IpAddr::V6(h)), IpAddr::V6(c)) => {
-                    (MAP_DNAT6_ADDR, format!("{proto} . {h} . {hport}"), format!("{c} . {cport}"))
-                }
+                (Some(IpAddr::V4(h)), IpAddr::V4(c)) => (
+                    MAP_DNAT4_ADDR,
+                    vec![proto, FieldValue::Ipv4(h), hport],
+                    vec![FieldValue::Ipv4(c), cport],
+                ),
+                (Some(IpAddr::V6(h)), IpAddr::V6(c)) => (
+                    MAP_DNAT6_ADDR,
+                    vec![proto, FieldValue::Ipv6(h), hport],
+                    vec![FieldValue::Ipv6(c), cport],
+                ),
                 (Some(h), _) => {
                     self.problems.push(format!(
                         "{what}: host address {h} and container address are of different families"
@@ -323,7 +436,7 @@ mod tests {
     }
 
     fn keys(c: &Contents, family: Family, name: &str) -> Vec<String> {
-        c.get(family, name).iter().map(|(k, v)| crate::ruleset::element_text(k, v)).collect()
+        in_text_order(c.get(family, name)).iter().map(SetElement::text).collect()
     }
 
     #[test]

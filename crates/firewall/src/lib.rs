@@ -81,9 +81,11 @@ pub mod names;
 pub mod netlink;
 mod ruleset;
 
-pub use cove_model::MacAddr;
+pub use cove_model::{MacAddr, Proto};
+pub use delta::{ElementDelta, SetChange};
+pub use elements::{FieldValue, SetElement};
 pub use model::{
-    valid_ifname, EndpointRules, FirewallModel, LinkRule, NetworkRules, Proto, PublishedPort,
+    valid_ifname, EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort,
     MAX_IFNAME_LEN,
 };
 
@@ -108,12 +110,14 @@ pub fn render_delta(before: &FirewallModel, after: &FirewallModel) -> String {
     delta::render_delta(before, after)
 }
 
-/// The `delete element` / `add element` lines that turn what `before` contributes into what
-/// `after` contributes, for *partial* models: the same networks (or the networks before
-/// and after a change) and only the endpoints and ports that changed. Elements of
-/// unchanged networks cancel out, so the cost follows the size of the change, not of the
-/// host. `None` when a rule must change (a chain appears or goes, or
-/// `drop_foreign_forwarding` differs): then only the full [`render`] can say it.
-pub fn element_delta(before: &FirewallModel, after: &FirewallModel) -> Option<String> {
+/// The element changes (`delete element` / `add element`) that turn what `before`
+/// contributes into what `after` contributes, for *partial* models: the same networks (or
+/// the networks before and after a change) and only the endpoints and ports that changed.
+/// Elements of unchanged networks cancel out, so the cost follows the size of the change,
+/// not of the host. A typed value: [`ElementDelta::render_text`] gives the nft text,
+/// [`ElementDelta::to_netlink`] the kernel's bytes. `None` when a rule must change (a
+/// chain appears or goes, or `drop_foreign_forwarding` differs): then only the full
+/// [`render`] can say it.
+pub fn element_delta(before: &FirewallModel, after: &FirewallModel) -> Option<ElementDelta> {
     delta::element_delta_of(before, after)
 }

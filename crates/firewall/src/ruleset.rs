@@ -21,7 +21,7 @@
 
 use std::fmt::Write as _;
 
-use crate::elements::{Contents, Family, DECLS};
+use crate::elements::{in_text_order, Contents, Family, SetElement, DECLS};
 use crate::model::FirewallModel;
 use crate::names::*;
 
@@ -246,14 +246,6 @@ fn bridge_chains() -> Vec<Chain> {
     ]
 }
 
-/// Elements as they appear in a set declaration or an `add element` statement.
-pub(crate) fn element_text(key: &str, value: &Option<String>) -> String {
-    match value {
-        Some(v) => format!("{key} : {v}"),
-        None => key.to_string(),
-    }
-}
-
 fn write_table(
     out: &mut String,
     family: Family,
@@ -274,7 +266,7 @@ fn write_table(
             let _ = writeln!(out, "\t\t{s}");
         }
         if !elements.is_empty() {
-            let items: Vec<String> = elements.iter().map(|(k, v)| element_text(k, v)).collect();
+            let items: Vec<String> = in_text_order(elements).iter().map(SetElement::text).collect();
             let _ = writeln!(out, "\t\telements = {{\n\t\t\t{}\n\t\t}}", items.join(",\n\t\t\t"));
         }
         out.push_str("\t}\n");

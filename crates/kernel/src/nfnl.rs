@@ -230,11 +230,18 @@ impl ElementWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cove_firewall::netlink::element_batch;
+    use cove_firewall::netlink::{Element, NFPROTO_BRIDGE};
 
     #[test]
     fn batch_layout() {
-        let b = element_batch("add element bridge cove guarded { \"cv1\" }").unwrap();
+        // add element bridge cove guarded { "cv1" }
+        let b = vec![SetElements {
+            family: NFPROTO_BRIDGE,
+            table: "cove",
+            set: "guarded",
+            delete: false,
+            elements: vec![Element { key: b"cv1\0\0\0\0\0\0\0\0\0\0\0\0\0".to_vec(), data: None }],
+        }];
         let (bytes, acked) = encode(&b, 7);
         assert_eq!(acked, vec![8]);
         // begin (20 bytes) + message + end (20 bytes), each length-prefixed.

@@ -13,7 +13,7 @@ use nix::sys::socket::{
     SockType, SockaddrStorage,
 };
 
-use cove_model::{Error, PortBinding, Result};
+use cove_model::{Error, PortBinding, Proto, Result};
 
 /// Sockets held for the published ports of running containers.
 #[derive(Debug, Default)]
@@ -21,20 +21,17 @@ pub struct PortReservations {
     held: HashMap<String, Vec<OwnedFd>>,
 }
 
-fn protocol(proto: &str) -> Result<(SockType, SockProtocol)> {
+fn protocol(proto: Proto) -> (SockType, SockProtocol) {
     match proto {
-        "tcp" => Ok((SockType::Stream, SockProtocol::Tcp)),
-        "udp" => Ok((SockType::Datagram, SockProtocol::Udp)),
-        "sctp" => Ok((SockType::Stream, SockProtocol::Sctp)),
-        other => {
-            Err(Error::invalid(format!("invalid protocol {other}: expected tcp, udp or sctp")))
-        }
+        Proto::Tcp => (SockType::Stream, SockProtocol::Tcp),
+        Proto::Udp => (SockType::Datagram, SockProtocol::Udp),
+        Proto::Sctp => (SockType::Stream, SockProtocol::Sctp),
     }
 }
 
 /// Bind one socket; returns it and the port the kernel gave (for port 0).
-fn reserve_one(ip: IpAddr, port: u16, proto: &str) -> Result<(OwnedFd, u16)> {
-    let (ty, p) = protocol(proto)?;
+fn reserve_one(ip: IpAddr, port: u16, proto: Proto) -> Result<(OwnedFd, u16)> {
+    let (ty, p) = protocol(proto);
     let family = if ip.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
     let fd = socket(family, ty, SockFlag::SOCK_CLOEXEC, p)
         .map_err(|e| Error::unavailable(format!("cannot reserve {proto} port {port}: {e}")))?;
@@ -91,7 +88,7 @@ impl PortReservations {
             // port the first bind got.
             let mut port = b.host_port;
             for ip in host_ips(b, has_v6) {
-                let (fd, p) = reserve_one(ip, port, &b.protocol)?;
+                let (fd, p) = reserve_one(ip, port, b.protocol)?;
                 held.push(fd);
                 port = p;
                 actual.push(PortBinding { host_ip: Some(ip), host_port: port, ..b.clone() });
@@ -114,7 +111,7 @@ mod tests {
     fn tcp(port: u16) -> PortBinding {
         PortBinding {
             container_port: 80,
-            protocol: "tcp".into(),
+            protocol: Proto::Tcp,
             host_ip: Some("127.0.0.1".parse().unwrap()),
             host_port: port,
         }

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cove_drivers::plan::{Netns, Op};
+use cove_firewall::{
+    ElementDelta, EndpointRules, FirewallModel, LinkRule, NetworkRules, Proto, PublishedPort,
+};
 use cove_kernel::{Kernel, LinkInfo};
 use cove_model::{ErrorKind, MacAddr};
 use support::*;
@@ -393,52 +396,102 @@ fn nft_session_applies_and_reports_errors() {
     });
 }
 
-/// Element changes of every kind a start or stop writes, in Cove's own tables.
-const NETLINK_ADD: &str = r#"add element inet cove dnat4_any { tcp . 8080 : 10.1.0.2 . 80, udp . 5353 : 10.1.0.3 . 53 }
-add element inet cove dnat4_addr { tcp . 127.0.0.1 . 8081 : 10.1.0.2 . 80 }
-add element inet cove dnat6_any { tcp . 8443 : 2001:db8:1::2 . 443 }
-add element inet cove dnat6_addr { udp . ::1 . 8053 : 2001:db8:1::2 . 53 }
-add element inet cove bridge_self { "br-test" . "br-test" }
-add element bridge cove guarded { "cv1", "cv2" }
-add element bridge cove port_mac { "cv1" . 02:42:0a:01:00:02, "cv2" . 02:42:0a:01:00:03 }
-add element bridge cove port_ip4 { "cv1" . 02:42:0a:01:00:02 . 10.1.0.2 }
-add element bridge cove port_ip6 { "cv1" . 02:42:0a:01:00:02 . 2001:db8:1::2 }
-add element bridge cove port_nd6 { "cv1" . 02:42:0a:01:00:02 . 0x20010db8000100000000000000000002 }
-add element bridge cove icc_off { "cv2" }
-"#;
-const NETLINK_DEL: &str = r#"delete element inet cove dnat4_any { udp . 5353 }
-delete element bridge cove guarded { "cv2" }
-delete element bridge cove port_mac { "cv2" . 02:42:0a:01:00:03 }
-delete element bridge cove icc_off { "cv2" }
-"#;
+/// Element changes of every kind a start or stop writes, in Cove's own tables: from one
+/// network to two containers with published ports of every kind and a link, then one
+/// container, one port and the link removed. The networks' elements cancel out, so both
+/// deltas are hash sets only (the netlink path).
+fn netlink_steps() -> (FirewallModel, Vec<ElementDelta>) {
+    let base = FirewallModel {
+        networks: vec![NetworkRules {
+            bridge: "br-test".into(),
+            subnets4: vec!["10.1.0.0/24".parse().unwrap()],
+            subnets6: vec![],
+            internal: false,
+            icc: false,
+            masquerade: true,
+        }],
+        ..FirewallModel::default()
+    };
+    let ep = |port: &str, host: u8, v6: bool| EndpointRules {
+        bridge: "br-test".into(),
+        host_ifname: port.into(),
+        mac: MacAddr([2, 0x42, 10, 1, 0, host]),
+        ipv4: Some(std::net::Ipv4Addr::new(10, 1, 0, host)),
+        ipv6: v6.then(|| format!("2001:db8:1::{host}").parse().unwrap()),
+    };
+    let port = |proto, host_ip: Option<&str>, host_port, ctr: &str, container_port| PublishedPort {
+        proto,
+        host_ip: host_ip.map(|h| h.parse().unwrap()),
+        host_port,
+        container_ip: ctr.parse().unwrap(),
+        container_port,
+        bridge: "br-test".into(),
+    };
+    let mut started = base.clone();
+    started.endpoints = vec![ep("cv1", 2, true), ep("cv2", 3, false)];
+    started.published = vec![
+        port(Proto::Tcp, None, 8080, "10.1.0.2", 80),
+        port(Proto::Udp, None, 5353, "10.1.0.3", 53),
+        port(Proto::Tcp, Some("127.0.0.1"), 8081, "10.1.0.2", 80),
+        port(Proto::Tcp, None, 8443, "2001:db8:1::2", 443),
+        port(Proto::Udp, Some("::1"), 8053, "2001:db8:1::2", 53),
+    ];
+    started.links =
+        vec![LinkRule { from: "cv2".into(), to: "cv1".into(), proto: Proto::Tcp, port: 80 }];
+    let mut stopped = started.clone();
+    stopped.endpoints.truncate(1);
+    stopped.published.retain(|p| p.host_port != 5353);
+    stopped.links.clear();
+    let steps = [(&base, &started), (&started, &stopped)]
+        .map(|(b, a)| cove_firewall::element_delta(b, a).expect("elements only"));
+    (base, steps.into())
+}
 
-/// Cove's tables (empty) written, then `steps` applied by `apply`; the ruleset listed.
+/// Cove's tables (one network) written, then the steps applied over netlink or by `nft`; the
+/// ruleset listed.
 fn listed_after(netlink: bool) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     in_fresh_netns(move |_dir| async move {
-        let empty = cove_firewall::render(&cove_firewall::FirewallModel::default());
-        cove_kernel::nft::apply(&empty).await.unwrap();
+        let (base, steps) = netlink_steps();
+        cove_kernel::nft::apply(&cove_firewall::render(&base)).await.unwrap();
         let writer = cove_kernel::nfnl::ElementWriter::spawn().unwrap();
         let mut foreign =
             cove_kernel::nft::watch_foreign_changes(&["inet cove", "bridge cove"]).unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await; // the monitor is listening
-        for step in [NETLINK_ADD, NETLINK_DEL] {
+        for step in &steps {
             if netlink {
-                let batch = cove_firewall::netlink::element_batch(step).expect("encodable");
-                writer.apply(batch).await.unwrap();
+                writer.apply(step.to_netlink().expect("encodable")).await.unwrap();
             } else {
-                cove_kernel::nft::apply(step).await.unwrap();
+                cove_kernel::nft::apply(&step.render_text()).await.unwrap();
             }
         }
-        // A batch with one bad element changes nothing at all.
-        let bad = "add element bridge cove icc_off { \"cv9\" }\n\
-                   delete element inet cove dnat4_any { tcp . 9999 }";
-        let batch = cove_firewall::netlink::element_batch(bad).unwrap();
+        // A batch with one bad element (a port that is not published) changes nothing at all.
+        let mut with_cv9 = base.clone();
+        with_cv9.endpoints = vec![EndpointRules {
+            bridge: "br-test".into(),
+            host_ifname: "cv9".into(),
+            mac: MacAddr([2, 0x42, 10, 1, 0, 9]),
+            ipv4: None,
+            ipv6: None,
+        }];
+        let mut with_9999 = base.clone();
+        with_9999.published = vec![PublishedPort {
+            proto: Proto::Tcp,
+            host_ip: None,
+            host_port: 9999,
+            container_ip: "10.1.0.9".parse().unwrap(),
+            container_port: 80,
+            bridge: "br-test".into(),
+        }];
+        let bad: ElementDelta = [(&base, &with_cv9), (&with_9999, &base)]
+            .into_iter()
+            .map(|(b, a)| cove_firewall::element_delta(b, a).unwrap())
+            .collect();
         if netlink {
-            let e = writer.apply(batch).await.unwrap_err();
+            let e = writer.apply(bad.to_netlink().unwrap()).await.unwrap_err();
             assert!(e.to_string().contains("No such file or directory"), "{e}");
         } else {
-            cove_kernel::nft::apply(bad).await.unwrap_err();
+            cove_kernel::nft::apply(&bad.render_text()).await.unwrap_err();
         }
         let out = std::process::Command::new("nft").args(["list", "ruleset"]).output().unwrap();
         tx.send(String::from_utf8_lossy(&out.stdout).into_owned()).unwrap();

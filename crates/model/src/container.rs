@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::MacAddr;
+use crate::{MacAddr, Proto};
 
 /// How a container's sandbox is provided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +53,8 @@ pub struct EndpointSettings {
 pub struct PortBinding {
     /// Container port.
     pub container_port: u16,
-    /// `tcp`, `udp` or `sctp`.
-    pub protocol: String,
+    /// Its protocol (stored as `"tcp"`, `"udp"` or `"sctp"`).
+    pub protocol: Proto,
     /// Host address (None = all).
     pub host_ip: Option<IpAddr>,
     /// Host port (0 = ephemeral).

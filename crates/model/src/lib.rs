@@ -8,8 +8,10 @@ pub mod container;
 pub mod error;
 pub mod id;
 pub mod network;
+pub mod port;
 
 pub use container::*;
 pub use error::{Error, ErrorKind, Result};
 pub use id::*;
 pub use network::*;
+pub use port::{ParsePortSpecError, ParseProtoError, PortSpec, Proto};

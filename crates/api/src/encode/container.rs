@@ -163,7 +163,7 @@ fn ports_summary(r: &ContainerRecord) -> Vec<PortSummary> {
                 ip: public.map(|_| host_ip_shown(b)),
                 private_port: b.container_port,
                 public_port: public,
-                proto: b.protocol.clone(),
+                proto: b.protocol.to_string(),
             });
             shown.push(port_key(b));
         }

@@ -2,6 +2,8 @@
 
 use std::net::IpAddr;
 
+use cove_model::Proto;
+
 /// One published container port and its host binding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortMapping {
@@ -43,11 +45,9 @@ fn parse_range(s: &str, what: &str) -> Result<(u16, u16), String> {
     Ok((start, end))
 }
 
-fn validate_proto(proto: &str) -> Result<(), String> {
-    match proto {
-        "tcp" | "udp" | "sctp" => Ok(()),
-        _ => Err(format!("invalid proto: {proto} (expected tcp, udp or sctp)")),
-    }
+/// The protocol of a port spec, by the model's parser (the one the API uses too).
+fn parse_proto(proto: &str) -> Result<Proto, String> {
+    proto.parse().map_err(|e: cove_model::ParseProtoError| e.to_string())
 }
 
 /// Parse one `-p` value: `80`, `8080:80`, `ip:8080:80`, `ip::80`, `[v6]:8080:80`,
@@ -81,7 +81,7 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, String> {
             ));
         }
     }
-    validate_proto(&proto)?;
+    let proto = parse_proto(&proto)?;
     let mut out = Vec::new();
     for i in 0..=(end - start) {
         let host_port = match host_range {
@@ -106,7 +106,7 @@ pub fn parse_expose(spec: &str) -> Result<Vec<String>, String> {
     let (port, proto) = split_proto(spec);
     let (start, end) = parse_range(&port, "port")
         .map_err(|e| format!("invalid range format for --expose: {spec}, error: {e}"))?;
-    validate_proto(&proto)?;
+    let proto = parse_proto(&proto)?;
     Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
 
