@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks against the kernel floor measured in the same run, in a throwaway fake host:
 # attach/detach, Cove side by side with Docker, netavark and CNI at growing container counts
-# (scale; Cove alone: ports), iperf3 throughput, and embedded DNS queries per second.
-# Usage: scripts/bench.sh [all|attach|ports|scale|throughput|dns] [--quick] [--full]
+# (scale; Cove alone: ports), iperf3 throughput, embedded DNS queries per second, and the
+# fill rate (containers started per second with K start requests in flight).
+# Usage: scripts/bench.sh [all|attach|ports|scale|throughput|dns|fill] [--quick] [--full]
 #        [--iterations N] [--port-iterations N] [--counts N,N,...] [--peer-counts N,N,...]
 #        [--peer-iterations N] [--peers docker,netavark,cni] [--reps N] [--seconds S]
-#        [--inflight N,N,...]
+#        [--inflight N,N,...] [--fill-count N] [--fill-inflight N,N,...] [--fill-ports]
 # `scripts/bench.sh scale` is the speed-and-scale run (about 15 minutes): Cove at 10, 300,
 # 1,000 and 2,000 containers, the peers at 10 and 300.
 # Results: stdout (markdown), bench/out/*.json and bench/out/report.md; a scale run also
@@ -24,7 +25,7 @@ quick=0
 counts=0
 for a in "$@"; do
     case $a in
-        all|attach|ports|scale|throughput|dns) which=$a ;;
+        all|attach|ports|scale|throughput|dns|fill) which=$a ;;
         --quick) quick=1 ;;
         --counts|--full) counts=1 ;;
     esac

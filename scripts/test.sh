@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export COVE_PRIVILEGED_TESTS=1
 cargo fmt --all --check
+cargo deny check licenses bans sources
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo nextest run --locked --workspace --no-fail-fast "$@"
 # Benchmarks stay out of the tests; their smoke mode checks they still run, the scale

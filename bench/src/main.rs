@@ -8,7 +8,9 @@
 //! * `scale`: Docker, netavark and CNI (those installed) on the same operations as Cove at
 //!   growing container counts, each in a phase of its own with its own floor, then `ports`;
 //! * `dns`: queries per second from inside a container against the embedded resolver
-//!   (local names and forwarded ones) vs a do-nothing responder on the same path.
+//!   (local names and forwarded ones) vs a do-nothing responder on the same path;
+//! * `fill`: containers started per second with K start requests in flight (no floor: it
+//!   measures the daemon's concurrency, before/after comparisons of its own).
 //!
 //! Run it inside a fake host (`scripts/bench.sh` does): it starts its own daemon, so the
 //! real host is never touched. Timings live here, never in tests.
@@ -20,6 +22,7 @@ mod dns_aardvark;
 mod dns_dockerd;
 mod dnsload;
 mod dockerd;
+mod fill;
 mod floor;
 mod http;
 mod nftwatch;
@@ -34,12 +37,13 @@ use std::path::{Path, PathBuf};
 
 use daemon::Daemon;
 
-const USAGE: &str = "usage: cove-bench [all|attach|ports|scale|throughput|dns] [--quick] [--full] \
-[--iterations N] [--port-iterations N] [--counts N,N,...] [--workers N] [--reps N] \
+const USAGE: &str = "usage: cove-bench [all|attach|ports|scale|throughput|dns|fill] [--quick] \
+[--full] [--iterations N] [--port-iterations N] [--counts N,N,...] [--workers N] [--reps N] \
 [--seconds S] [--inflight N,N,...] [--peer-counts N,N,...] [--peer-iterations N] \
-[--peers docker,netavark,cni] [--cove PATH] [--out DIR]
-(--reps and --seconds apply to throughput and dns, --inflight to dns, --peer-* to scale;
-`all` runs scale in place of ports)";
+[--peers docker,netavark,cni] [--fill-count N] [--fill-inflight N,N,...] [--fill-ports] \
+[--cove PATH] [--out DIR]
+(--reps applies to throughput, dns and fill, --seconds to throughput and dns, --inflight to
+dns, --peer-* to scale, --fill-* to fill; `all` runs scale in place of ports)";
 
 struct Args {
     which: String,
@@ -48,6 +52,7 @@ struct Args {
     ports: ports::Options,
     throughput: throughput::Options,
     dns: dns::Options,
+    fill: fill::Options,
     peer_counts: Vec<usize>,
     peer_iterations: usize,
     peers: Vec<String>,
@@ -63,6 +68,7 @@ fn parse_args() -> Result<Args> {
         ports: ports::Options { counts: vec![10, 300], iterations: 40, workers: 3, strict: false },
         throughput: throughput::Options { reps: 3, seconds: 3 },
         dns: dns::Options { reps: 5, millis: 2000, inflight: vec![1, 16, 100], dockerd: true },
+        fill: fill::Options { containers: 100, inflight: vec![1, 2, 4, 8], reps: 3, ports: false },
         peer_counts: vec![10, 300],
         peer_iterations: 15,
         peers: scale::PEERS.iter().map(|p| p.to_string()).collect(),
@@ -86,7 +92,7 @@ fn parse_args() -> Result<Args> {
     };
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "all" | "attach" | "ports" | "scale" | "throughput" | "dns" => a.which = arg,
+            "all" | "attach" | "ports" | "scale" | "throughput" | "dns" | "fill" => a.which = arg,
             "--quick" => {
                 a.quick = true;
                 a.ports.strict = true;
@@ -97,6 +103,9 @@ fn parse_args() -> Result<Args> {
                 a.dns = dns::Options { reps: 1, millis: 250, inflight: vec![16], dockerd: false };
                 a.peer_counts = vec![3];
                 a.peer_iterations = 2;
+                // The published-port path too: the smoke run covers both create bodies.
+                a.fill =
+                    fill::Options { containers: 10, inflight: vec![1, 4], reps: 1, ports: true };
             }
             "--full" => a.ports.counts = vec![10, 300, 1000, 2000],
             "--iterations" => a.iterations = num(it.next(), "--iterations")?,
@@ -105,6 +114,7 @@ fn parse_args() -> Result<Args> {
             "--reps" => {
                 a.throughput.reps = num(it.next(), "--reps")?.max(1);
                 a.dns.reps = a.throughput.reps;
+                a.fill.reps = a.throughput.reps;
             }
             "--seconds" => {
                 a.throughput.seconds = num(it.next(), "--seconds")?.max(1) as u32;
@@ -117,6 +127,15 @@ fn parse_args() -> Result<Args> {
                     bail!("--inflight N,N,...: at least one positive number");
                 }
             }
+            "--fill-count" => a.fill.containers = num(it.next(), "--fill-count")?.max(1),
+            "--fill-inflight" => {
+                a.fill.inflight = list(it.next(), "--fill-inflight")?;
+                a.fill.inflight.retain(|&n| n > 0);
+                if a.fill.inflight.is_empty() {
+                    bail!("--fill-inflight N,N,...: at least one positive number");
+                }
+            }
+            "--fill-ports" => a.fill.ports = true,
             "--counts" => a.ports.counts = list(it.next(), "--counts")?,
             "--peer-counts" => a.peer_counts = list(it.next(), "--peer-counts")?,
             "--peer-iterations" => a.peer_iterations = num(it.next(), "--peer-iterations")?.max(1),
@@ -175,6 +194,15 @@ async fn run(a: &Args, d: &Daemon, root: &Path, r: &mut Results) -> Result<()> {
         };
         let o = scale::run(d, root, &o).await?;
         r.add("Side by side at N containers", "scale.json", o.markdown, o.json);
+    }
+    if all || a.which == "fill" {
+        let o = fill::run(d, &a.fill).await?;
+        r.add(
+            "Fill rate: containers started per second with K requests in flight",
+            "fill.json",
+            o.markdown,
+            o.json,
+        );
     }
     if all || a.which == "throughput" {
         if throughput::available() {

@@ -1,5 +1,5 @@
 //! Published-port attach at N containers: the host is filled with N running containers
-//! (busybox `sleep`, one published port each, spread over a few networks, created through
+//! (busybox `httpd`, one published port each, spread over a few networks, created through
 //! the API with a few requests in flight), then each iteration, in random order: Cove
 //! creates and starts a container with `-p <port>:80`, the same on the same network
 //! without a port, and the same with `--network none` (start -p − start none is the
@@ -52,11 +52,14 @@ pub(crate) struct Outcome {
     pub(crate) comparison: Vec<peers::Point>,
 }
 
-/// The create body of a busybox web server on `network` (serving `/etc` on port 80, so
-/// `GET /group` proves it is reachable), publishing `port` (if any) to 80.
-pub(crate) fn create_body(network: &str, port: Option<u16>) -> String {
+/// The busybox web server the filling containers and probes run: it serves `/etc` on
+/// port 80, so `GET /group` proves it is reachable.
+pub(crate) const HTTPD: [&str; 6] = ["httpd", "-f", "-p", "80", "-h", "/etc"];
+
+/// The create body of a busybox container running `cmd` on `network`, publishing `port`
+/// (if any) to 80.
+pub(crate) fn create_body(network: &str, port: Option<u16>, cmd: &[&str]) -> String {
     let mut host_config = serde_json::json!({ "NetworkMode": network });
-    let cmd = ["httpd", "-f", "-p", "80", "-h", "/etc"];
     let mut body = serde_json::json!({ "Image": "busybox", "Cmd": cmd });
     if let Some(p) = port {
         host_config["PortBindings"] =
@@ -67,14 +70,25 @@ pub(crate) fn create_body(network: &str, port: Option<u16>) -> String {
     body.to_string()
 }
 
-/// Creates container `name` (see [`create_body`]); its id.
+/// Creates container `name`, a web server (see [`HTTPD`]); its id.
 pub(crate) fn create(
     d: &impl Engine,
     name: &str,
     network: &str,
     port: Option<u16>,
 ) -> Result<String> {
-    let body = create_body(network, port);
+    create_running(d, name, network, port, &HTTPD)
+}
+
+/// Creates container `name` running `cmd` (see [`create_body`]); its id.
+pub(crate) fn create_running(
+    d: &impl Engine,
+    name: &str,
+    network: &str,
+    port: Option<u16>,
+    cmd: &[&str],
+) -> Result<String> {
+    let body = create_body(network, port, cmd);
     let text = d.api("POST", &format!("/containers/create?name={name}"), Some(&body), 201)?;
     let v: serde_json::Value = serde_json::from_str(&text)?;
     Ok(v["Id"].as_str().context("create answered no Id")?.to_owned())
