@@ -38,13 +38,6 @@ if ! "$venv/bin/python" -c 'import docker' >/dev/null 2>&1; then
     "$venv/bin/pip" install -q 'docker==7.*'
 fi
 
-# cargo-deny for scripts/test.sh's license, ban and source checks (deny.toml); a 6-minute
-# build on a 2-core machine, once.
-if ! cargo deny --version >/dev/null 2>&1; then
-    echo "==> installing cargo-deny"
-    cargo install --locked cargo-deny
-fi
-
 profile=()
 [ "${1:-}" = "--release" ] && profile=(--release)
 echo "==> building cove ${profile[*]}"

@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# cargo-deny for the license, ban and source checks (deny.toml); a 6-minute
+# build on a 2-core machine, once.
+if ! cargo deny --version >/dev/null 2>&1; then
+    echo "==> installing cargo-deny"
+    cargo install --locked cargo-deny@0.20.2
+fi
 export COVE_PRIVILEGED_TESTS=1
 cargo fmt --all --check
 cargo deny check licenses bans sources
