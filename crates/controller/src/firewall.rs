@@ -20,43 +20,11 @@ use cove_model::{Error, NetworkMode, Result, Status};
 use crate::state::State;
 use crate::Controller;
 
-/// The `nft -i` session deltas go through, and whether the kernel holds what the plan
-/// last wrote (held while an `nft` transaction runs).
+/// Whether the kernel holds what the plan last wrote (held while a firewall transaction
+/// runs, so writes stay in order).
 #[derive(Debug, Default)]
 pub(crate) struct FirewallState {
     known: bool,
-    session: Option<cove_kernel::nft::NftSession>,
-    /// Element changes straight over netlink (the hot path; see `cove_kernel::nfnl`).
-    elements: Option<cove_kernel::nfnl::ElementWriter>,
-}
-
-impl FirewallState {
-    /// Write an element delta: over netlink when it can be encoded there, else as text
-    /// through the long-lived `nft -i` session (started on first use, restarted if it
-    /// died).
-    async fn run_delta(
-        &mut self,
-        delta: &ElementDelta,
-    ) -> std::result::Result<(), cove_kernel::KernelError> {
-        // Sets the netlink encoder knows (every hash set a start or stop touches) skip the
-        // `nft` process altogether; interval sets (network changes) still go through it.
-        if let Some(batch) = delta.to_netlink() {
-            if self.elements.is_none() {
-                self.elements = Some(cove_kernel::nfnl::ElementWriter::spawn()?);
-            }
-            let writer = self.elements.as_ref().expect("just ensured");
-            return writer.apply(batch).await;
-        }
-        if !self.session.as_mut().is_some_and(|s| s.alive()) {
-            self.session = Some(cove_kernel::nft::NftSession::spawn()?);
-        }
-        let session = self.session.as_mut().expect("just ensured");
-        let result = session.run(&delta.render_text()).await;
-        if result.is_err() && !session.alive() {
-            self.session = None;
-        }
-        result
-    }
 }
 
 /// What [`Controller::take_pending`] hands over to write.
@@ -319,15 +287,15 @@ impl Controller {
         let Some(write) = self.take_pending(fw.known) else { return Ok(()) };
         let full = matches!(write, Write::Full(_));
         let mut applied = match &write {
-            Write::Full(text) => cove_kernel::nft::apply(text).await,
-            Write::Elements(delta) => fw.run_delta(delta).await,
+            Write::Full(text) => self.firewall.apply_ruleset(text).await,
+            Write::Elements(delta) => self.firewall.apply_delta(delta).await,
         };
         if let (Err(e), false) = (&applied, full) {
             warn!(error = %e, "firewall delta refused; applying the whole ruleset");
             let Some(Write::Full(text)) = self.take_pending(false) else {
                 unreachable!("a full write is always there")
             };
-            applied = cove_kernel::nft::apply(&text).await;
+            applied = self.firewall.apply_ruleset(&text).await;
         }
         match applied {
             Ok(()) => {
@@ -410,7 +378,7 @@ impl Controller {
             format!("netdev {}", cove_firewall::names::NETDEV_TABLE),
         ];
         let refs: Vec<&str> = tables.iter().map(String::as_str).collect();
-        let mut changes = cove_kernel::nft::watch_foreign_changes(&refs).map_err(Error::from)?;
+        let mut changes = self.firewall.watch_foreign_changes(&refs).map_err(Error::from)?;
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             while changes.recv().await.is_some() {

@@ -10,6 +10,8 @@ mod dns;
 mod etc_files;
 mod events;
 mod exec;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 mod firewall;
 mod images;
 mod links;
@@ -45,6 +47,7 @@ pub struct Controller {
     drivers: cove_drivers::Registry,
     kernel: Arc<dyn seams::Kernel>,
     runtime: Arc<dyn seams::Runtime>,
+    firewall: Arc<dyn seams::Firewall>,
     store: Records,
     state: Mutex<state::State>,
     execs: std::sync::Mutex<exec::ExecTable>,
@@ -85,7 +88,12 @@ impl Controller {
         let runtime = cove_runtime::Runtime::new(&cfg.data_root, &cfg.exec_root)?
             .with_cgroup_parent(&cfg.cgroup_parent)?;
         let kernel = real::RealKernel::new().await.map_err(Error::from)?;
-        let seams = Seams { kernel: Arc::new(kernel), runtime: Arc::new(runtime), store };
+        let seams = Seams {
+            kernel: Arc::new(kernel),
+            runtime: Arc::new(runtime),
+            firewall: Arc::new(real::RealFirewall::default()),
+            store,
+        };
         Self::start_with(cfg, seams).await
     }
 
@@ -101,6 +109,7 @@ impl Controller {
             drivers: cove_drivers::Registry::builtin(),
             kernel: seams.kernel,
             runtime: seams.runtime,
+            firewall: seams.firewall,
             store,
             state: Mutex::new(state),
             execs: std::sync::Mutex::new(exec::ExecTable::default()),
@@ -144,3 +153,6 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
         _ => f(),
     }
 }
+
+#[cfg(test)]
+mod tests;

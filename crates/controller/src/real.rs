@@ -8,11 +8,59 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 
 use cove_drivers::plan::Op;
+use cove_firewall::ElementDelta;
 use cove_kernel::{KernelError, LinkInfo, PortReservations};
 use cove_model::{PortBinding, Result};
 use cove_runtime::{BundleSpec, ExecSpec, ImageInfo, LogEntry, LogFollower, RunState};
 
-use crate::seams::{Kernel, LogSource, Runtime};
+use crate::seams::{Firewall, Kernel, LogSource, Runtime};
+
+/// nftables: whole rulesets through `nft -f -`, element deltas over netlink (hash sets, the
+/// hot path) or through a long-lived `nft -i` session (interval sets).
+#[derive(Debug, Default)]
+pub(crate) struct RealFirewall {
+    session: tokio::sync::Mutex<Option<cove_kernel::nft::NftSession>>,
+    /// Element changes straight over netlink (see `cove_kernel::nfnl`).
+    elements: tokio::sync::Mutex<Option<cove_kernel::nfnl::ElementWriter>>,
+}
+
+#[async_trait]
+impl Firewall for RealFirewall {
+    async fn apply_ruleset(&self, ruleset: &str) -> std::result::Result<(), KernelError> {
+        cove_kernel::nft::apply(ruleset).await
+    }
+
+    async fn apply_delta(&self, delta: &ElementDelta) -> std::result::Result<(), KernelError> {
+        // Sets the netlink encoder knows (every hash set a start or stop touches) skip the
+        // `nft` process altogether; interval sets (network changes) still go through it.
+        if let Some(batch) = delta.to_netlink() {
+            let mut elements = self.elements.lock().await;
+            if elements.is_none() {
+                *elements = Some(cove_kernel::nfnl::ElementWriter::spawn()?);
+            }
+            let writer = elements.as_ref().expect("just ensured");
+            return writer.apply(batch).await;
+        }
+        // The session is started on first use and again if it died.
+        let mut session = self.session.lock().await;
+        if !session.as_mut().is_some_and(|s| s.alive()) {
+            *session = Some(cove_kernel::nft::NftSession::spawn()?);
+        }
+        let s = session.as_mut().expect("just ensured");
+        let result = s.run(&delta.render_text()).await;
+        if result.is_err() && !s.alive() {
+            *session = None;
+        }
+        result
+    }
+
+    fn watch_foreign_changes(
+        &self,
+        tables: &[&str],
+    ) -> std::result::Result<tokio::sync::mpsc::Receiver<()>, KernelError> {
+        cove_kernel::nft::watch_foreign_changes(tables)
+    }
+}
 
 /// The kernel executor of the daemon's namespace, and the sockets it holds.
 #[derive(Debug)]

@@ -3,8 +3,7 @@
 //! (`fake`, with the `fake` feature or in tests), and the daemon runs the real ones
 //! (`real`).
 //!
-//! The store's seam is `cove_store`'s own (`Store`, behind `Records`). The firewall's effects still go through
-//! `cove_kernel::nft` directly; tests run the controller with the firewall off.
+//! The store's seam is `cove_store`'s own (`Store`, behind `Records`).
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -14,6 +13,7 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 
 use cove_drivers::plan::Op;
+use cove_firewall::ElementDelta;
 use cove_kernel::{KernelError, LinkInfo};
 use cove_model::{PortBinding, Result};
 use cove_runtime::{BundleSpec, ExecSpec, ImageInfo, LogEntry, RunState};
@@ -56,6 +56,20 @@ pub trait Kernel: Send + Sync + fmt::Debug {
     ) -> Result<Vec<PortBinding>>;
     /// Release `owner`'s host ports.
     fn release_ports(&self, owner: &str);
+}
+
+/// Cove's nftables tables: written whole, or by element deltas on the hot path.
+#[async_trait]
+pub trait Firewall: Send + Sync + fmt::Debug {
+    /// Replace Cove's tables with `ruleset` (nft text) in one transaction.
+    async fn apply_ruleset(&self, ruleset: &str) -> std::result::Result<(), KernelError>;
+    /// Apply element changes on top of what the kernel holds, in one transaction.
+    async fn apply_delta(&self, delta: &ElementDelta) -> std::result::Result<(), KernelError>;
+    /// A message each time another process changes one of `tables` (`family name`).
+    fn watch_foreign_changes(
+        &self,
+        tables: &[&str],
+    ) -> std::result::Result<tokio::sync::mpsc::Receiver<()>, KernelError>;
 }
 
 /// A container's log, read as it grows.
@@ -113,6 +127,8 @@ pub struct Seams {
     pub kernel: std::sync::Arc<dyn Kernel>,
     /// The container runtime.
     pub runtime: std::sync::Arc<dyn Runtime>,
+    /// The firewall.
+    pub firewall: std::sync::Arc<dyn Firewall>,
     /// The state store.
     pub store: cove_store::Records,
 }

@@ -1,0 +1,767 @@
+//! Recording fakes of the controller's seams, for tests without root: a kernel that keeps
+//! a model of the host's links, namespaces and sysctls and journals every operation it is
+//! given, a firewall that keeps the last ruleset and every delta, and a runtime whose
+//! containers are entries in a map. Each can be told to fail an operation.
+//!
+//! [`FakeHost::start`] builds a controller on them (in-memory store, firewall on), so a
+//! test drives the controller through its public methods and asserts on the journals, the
+//! fakes' state and the store's records.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+
+use cove_drivers::plan::{Netns, Op, OWNED_LINK_GROUP, RETIRED_LINK_GROUP};
+use cove_firewall::ElementDelta;
+use cove_kernel::{Cause, KernelError, LinkInfo};
+use cove_model::{Error, PortBinding, Result};
+use cove_runtime::{BundleSpec, ExecSpec, ImageInfo, LogEntry, RunState};
+
+use crate::seams::{Firewall, Kernel, LogSource, Runtime, Seams};
+use crate::{Controller, ControllerConfig, SharedController};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The failure an injected fault gives: the kernel refused (EPERM).
+fn refused() -> Cause {
+    Cause::Os(std::io::Error::from_raw_os_error(libc::EPERM))
+}
+
+/// A host link in the fake kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeLink {
+    /// `bridge` or `veth`.
+    pub kind: &'static str,
+    /// Link group.
+    pub group: u32,
+    /// Bridge it is a port of.
+    pub master: Option<String>,
+    /// The sandbox its peer is in (veth).
+    pub peer_netns: Option<PathBuf>,
+    /// Administratively up.
+    pub up: bool,
+}
+
+/// What the fake kernel holds.
+#[derive(Debug, Default)]
+pub struct KernelModel {
+    /// Every call, one line each: `apply <op>`, `teardown <op>`, `rollback <op>`,
+    /// `create netns <path>`, `remove netns <path>`, `reap`.
+    pub journal: Vec<String>,
+    /// Links of the host's namespace by name.
+    pub links: BTreeMap<String, FakeLink>,
+    /// Addresses of host links: `(link, address)`.
+    pub addresses: BTreeSet<(String, IpNet)>,
+    /// Permanent neighbours by `(netns, link, address)`.
+    pub neighbours: BTreeSet<(String, String, IpAddr)>,
+    /// Sandbox namespaces mounted.
+    pub netns: BTreeSet<PathBuf>,
+    /// Routes of the host (for IPAM).
+    pub routes: Vec<IpNet>,
+    /// Sysctls of the host by key.
+    pub sysctls: BTreeMap<String, String>,
+    /// Port reservations by owner.
+    pub ports: BTreeMap<String, Vec<PortBinding>>,
+    /// An op whose Display contains one of these fails (EPERM), as does `create netns`
+    /// when one of them is `create netns`.
+    pub fail: Vec<String>,
+    next_port: u16,
+}
+
+impl KernelModel {
+    fn fails(&self, what: &str) -> bool {
+        self.fail.iter().any(|f| what.contains(f.as_str()))
+    }
+
+    /// Host links in Cove's link group.
+    pub fn owned_links(&self) -> Vec<String> {
+        self.links
+            .iter()
+            .filter(|(_, l)| l.group == OWNED_LINK_GROUP)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Ports of a bridge.
+    pub fn ports_of(&self, bridge: &str) -> Vec<String> {
+        self.links
+            .iter()
+            .filter(|(_, l)| l.master.as_deref() == Some(bridge))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Lines of the journal that start with `prefix`.
+    pub fn journal_of(&self, prefix: &str) -> Vec<String> {
+        self.journal.iter().filter(|l| l.starts_with(prefix)).cloned().collect()
+    }
+
+    fn exec(&mut self, op: &Op) -> std::result::Result<(), Cause> {
+        match op {
+            Op::CreateBridge { name, .. } => {
+                if self.links.contains_key(name) {
+                    return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::EEXIST)));
+                }
+                self.links.insert(
+                    name.clone(),
+                    FakeLink {
+                        kind: "bridge",
+                        group: OWNED_LINK_GROUP,
+                        master: None,
+                        peer_netns: None,
+                        up: false,
+                    },
+                );
+            }
+            Op::CreateVeth { host_name, bridge, peer_netns, .. } => {
+                if !self.links.contains_key(bridge) {
+                    return Err(Cause::NoSuchLink(bridge.clone()));
+                }
+                if !self.netns.contains(peer_netns) {
+                    return Err(Cause::NoSuchNetns(peer_netns.clone()));
+                }
+                if self.links.contains_key(host_name) {
+                    return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::EEXIST)));
+                }
+                self.links.insert(
+                    host_name.clone(),
+                    FakeLink {
+                        kind: "veth",
+                        group: OWNED_LINK_GROUP,
+                        master: Some(bridge.clone()),
+                        peer_netns: Some(peer_netns.clone()),
+                        up: true,
+                    },
+                );
+            }
+            Op::AddAddress { netns: Netns::Host, link, addr } => {
+                if !self.links.contains_key(link) {
+                    return Err(Cause::NoSuchLink(link.clone()));
+                }
+                self.addresses.insert((link.clone(), *addr));
+            }
+            Op::DelAddress { netns: Netns::Host, link, addr }
+                if !self.addresses.remove(&(link.clone(), *addr)) =>
+            {
+                return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::EADDRNOTAVAIL)));
+            }
+            Op::SetUp { netns: Netns::Host, link } => {
+                let l = self.links.get_mut(link).ok_or_else(|| Cause::NoSuchLink(link.clone()))?;
+                l.up = true;
+            }
+            Op::Sysctl { netns: Netns::Host, key, value } => {
+                self.sysctls.insert(key.clone(), value.clone());
+            }
+            Op::Neighbor { netns, link, addr, .. } => {
+                self.neighbours.insert((netns.to_string(), link.clone(), *addr));
+            }
+            Op::DelNeighbor { netns, link, addr }
+                if !self.neighbours.remove(&(netns.to_string(), link.clone(), *addr)) =>
+            {
+                return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::ENOENT)));
+            }
+            Op::Condemn { link } => {
+                let l = self.links.get_mut(link).ok_or_else(|| Cause::NoSuchLink(link.clone()))?;
+                l.group = RETIRED_LINK_GROUP;
+                l.up = false;
+            }
+            Op::DeleteLink { netns: Netns::Host, name } => {
+                if self.links.remove(name).is_none() {
+                    return Err(Cause::NoSuchLink(name.clone()));
+                }
+                self.forget_link(name);
+            }
+            // Inside sandboxes and host details the model does not keep: journaled only.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A link went: its addresses, its ports' master, its neighbours.
+    fn forget_link(&mut self, name: &str) {
+        self.addresses.retain(|(l, _)| l != name);
+        self.neighbours.retain(|(ns, l, _)| !(ns == "host" && l == name));
+        for l in self.links.values_mut() {
+            if l.master.as_deref() == Some(name) {
+                l.master = None;
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        let gone: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.group == RETIRED_LINK_GROUP)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in gone {
+            self.links.remove(&n);
+            self.forget_link(&n);
+        }
+    }
+}
+
+/// A kernel that keeps a model of the host and journals every operation.
+#[derive(Debug, Default)]
+pub struct FakeKernel {
+    model: Mutex<KernelModel>,
+}
+
+impl FakeKernel {
+    /// The model, to read or to change (routes, failures) in a test.
+    pub fn model(&self) -> MutexGuard<'_, KernelModel> {
+        lock(&self.model)
+    }
+
+    /// Make ops whose Display contains `what` fail, until [`FakeKernel::heal`].
+    pub fn fail_on(&self, what: &str) {
+        self.model().fail.push(what.to_string());
+    }
+
+    /// Stop failing.
+    pub fn heal(&self) {
+        self.model().fail.clear();
+    }
+}
+
+#[async_trait]
+impl Kernel for FakeKernel {
+    async fn apply(&self, ops: &[Op]) -> std::result::Result<(), KernelError> {
+        let mut m = self.model();
+        let mut undo: Vec<Op> = vec![];
+        for op in ops {
+            let line = op.to_string();
+            m.journal.push(format!("apply {line}"));
+            let result = if m.fails(&line) { Err(refused()) } else { m.exec(op) };
+            match result {
+                Ok(()) => undo.extend(op.inverse()),
+                Err(cause) => {
+                    for inv in undo.iter().rev() {
+                        m.journal.push(format!("rollback {inv}"));
+                        let _ = m.exec(inv);
+                    }
+                    return Err(KernelError::new(line, cause));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn teardown(&self, ops: &[Op]) -> Vec<KernelError> {
+        let mut m = self.model();
+        let mut errors = vec![];
+        for op in ops {
+            let line = op.to_string();
+            m.journal.push(format!("teardown {line}"));
+            let result = if m.fails(&line) { Err(refused()) } else { m.exec(op) };
+            match result {
+                Err(c) if !c.is_gone() => errors.push(KernelError::new(line, c)),
+                _ => {}
+            }
+        }
+        errors
+    }
+
+    async fn create_netns(&self, path: &Path) -> std::result::Result<(), KernelError> {
+        let mut m = self.model();
+        let line = format!("create netns {}", path.display());
+        m.journal.push(line.clone());
+        if m.fails(&line) {
+            return Err(KernelError::new(line, refused()));
+        }
+        if !m.netns.insert(path.to_owned()) {
+            return Err(KernelError::new(
+                line,
+                Cause::Os(std::io::Error::from_raw_os_error(libc::EEXIST)),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn remove_netns(&self, path: &Path) -> std::result::Result<(), KernelError> {
+        let mut m = self.model();
+        m.journal.push(format!("remove netns {}", path.display()));
+        m.netns.remove(path);
+        // The kernel reaps the namespace's links, and so the host ends of its veth pairs.
+        let gone: Vec<String> = m
+            .links
+            .iter()
+            .filter(|(_, l)| l.peer_netns.as_deref() == Some(path))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in gone {
+            m.links.remove(&n);
+            m.forget_link(&n);
+        }
+        Ok(())
+    }
+
+    async fn link_exists(&self, name: &str) -> std::result::Result<bool, KernelError> {
+        Ok(self.model().links.contains_key(name))
+    }
+
+    async fn links(&self) -> std::result::Result<Vec<LinkInfo>, KernelError> {
+        let m = self.model();
+        let index: HashMap<&str, u32> =
+            m.links.keys().enumerate().map(|(i, n)| (n.as_str(), i as u32 + 2)).collect();
+        Ok(m.links
+            .iter()
+            .map(|(name, l)| LinkInfo {
+                index: index[name.as_str()],
+                name: name.clone(),
+                kind: Some(l.kind.to_string()),
+                master: l.master.as_deref().and_then(|b| index.get(b).copied()),
+                mtu: 1500,
+                up: l.up,
+                group: l.group,
+            })
+            .collect())
+    }
+
+    async fn route_prefixes(&self) -> std::result::Result<Vec<IpNet>, KernelError> {
+        let m = self.model();
+        // The connected routes of the bridges' addresses, as the kernel has them.
+        let mut routes: Vec<IpNet> = m.routes.clone();
+        routes.extend(m.addresses.iter().map(|(_, a)| a.trunc()));
+        routes.sort();
+        routes.dedup();
+        Ok(routes)
+    }
+
+    async fn reap_condemned(&self) -> std::result::Result<(), KernelError> {
+        let mut m = self.model();
+        m.journal.push("reap".into());
+        m.reap();
+        Ok(())
+    }
+
+    fn read_sysctl(&self, key: &str) -> std::result::Result<String, KernelError> {
+        Ok(self.model().sysctls.get(key).cloned().unwrap_or_else(|| "0".into()))
+    }
+
+    async fn bind_in_netns(
+        &self,
+        netns: &Path,
+        _addr: SocketAddr,
+    ) -> std::io::Result<(UdpSocket, TcpListener)> {
+        if !self.model().netns.contains(netns) {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        // Loopback stands in for the sandbox's 127.0.0.11:53.
+        let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let udp = UdpSocket::bind(any)?;
+        let tcp = TcpListener::bind(any)?;
+        udp.set_nonblocking(true)?;
+        tcp.set_nonblocking(true)?;
+        Ok((udp, tcp))
+    }
+
+    fn reserve_ports(
+        &self,
+        owner: &str,
+        bindings: &[PortBinding],
+        has_v6: bool,
+    ) -> Result<Vec<PortBinding>> {
+        let mut m = self.model();
+        let taken = |m: &KernelModel, b: &PortBinding| {
+            m.ports.values().flatten().any(|o| {
+                o.protocol == b.protocol
+                    && o.host_port == b.host_port
+                    && (o.host_ip == b.host_ip
+                        || o.host_ip.is_none_or(|i| i.is_unspecified())
+                        || b.host_ip.is_none_or(|i| i.is_unspecified()))
+            })
+        };
+        let mut out = vec![];
+        for b in bindings {
+            let ips: Vec<Option<IpAddr>> = match b.host_ip {
+                Some(ip) => vec![Some(ip)],
+                None if has_v6 => vec![
+                    Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+                    Some(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
+                ],
+                None => vec![Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED))],
+            };
+            let mut port = b.host_port;
+            if port == 0 {
+                m.next_port = m.next_port.max(32768) + 1;
+                port = m.next_port;
+            }
+            for ip in ips {
+                let bound = PortBinding { host_ip: ip, host_port: port, ..b.clone() };
+                if taken(&m, &bound) || out.contains(&bound) {
+                    return Err(Error::conflict(format!(
+                        "Bind for {}:{port} failed: port is already allocated",
+                        ip.map(|i| i.to_string()).unwrap_or_default()
+                    )));
+                }
+                out.push(bound);
+            }
+        }
+        m.ports.insert(owner.to_string(), out.clone());
+        Ok(out)
+    }
+
+    fn release_ports(&self, owner: &str) {
+        self.model().ports.remove(owner);
+    }
+}
+
+/// What the fake firewall was given.
+#[derive(Debug, Default)]
+pub struct FirewallModelLog {
+    /// Every whole ruleset written, in order.
+    pub rulesets: Vec<String>,
+    /// Every element delta written, as nft text, in order.
+    pub deltas: Vec<String>,
+    /// Fail every write while set.
+    pub fail: bool,
+}
+
+/// A firewall that records what it is told to write.
+#[derive(Debug, Default)]
+pub struct FakeFirewall {
+    log: Mutex<FirewallModelLog>,
+}
+
+impl FakeFirewall {
+    /// What it was given.
+    pub fn log(&self) -> MutexGuard<'_, FirewallModelLog> {
+        lock(&self.log)
+    }
+}
+
+#[async_trait]
+impl Firewall for FakeFirewall {
+    async fn apply_ruleset(&self, ruleset: &str) -> std::result::Result<(), KernelError> {
+        let mut l = self.log();
+        if l.fail {
+            return Err(KernelError::new("nft -f -", refused()));
+        }
+        l.rulesets.push(ruleset.to_string());
+        Ok(())
+    }
+
+    async fn apply_delta(&self, delta: &ElementDelta) -> std::result::Result<(), KernelError> {
+        let mut l = self.log();
+        if l.fail {
+            return Err(KernelError::new("nft delta", refused()));
+        }
+        l.deltas.push(delta.render_text());
+        Ok(())
+    }
+
+    fn watch_foreign_changes(
+        &self,
+        _tables: &[&str],
+    ) -> std::result::Result<tokio::sync::mpsc::Receiver<()>, KernelError> {
+        // Nobody else changes a fake firewall: a channel that never sends.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        std::mem::forget(tx);
+        Ok(rx)
+    }
+}
+
+/// One container in the fake runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FakeProcess {
+    /// Running with this pid, in this sandbox (None: the host's stack).
+    Running {
+        /// Pid.
+        pid: u32,
+        /// Sandbox namespace.
+        netns: Option<PathBuf>,
+    },
+    /// Exited with this code.
+    Exited(i32),
+}
+
+/// What the fake runtime holds.
+#[derive(Debug, Default)]
+pub struct RuntimeModel {
+    /// Images by reference (`name:tag`).
+    pub images: BTreeMap<String, ImageInfo>,
+    /// Containers with a bundle.
+    pub bundles: BTreeMap<String, BundleSpec>,
+    /// Generated files by `(container, name)`.
+    pub etc: BTreeMap<(String, String), String>,
+    /// Processes by container.
+    pub processes: BTreeMap<String, FakeProcess>,
+    /// Every call: `start <id>`, `kill <id> <sig>`, `cleanup <id>`, `remove <id>`.
+    pub journal: Vec<String>,
+    /// Starts of these containers fail.
+    pub fail_start: BTreeSet<String>,
+    next_pid: u32,
+}
+
+/// A runtime whose containers are map entries; `kill` with SIGTERM/SIGKILL ends them.
+#[derive(Debug, Default)]
+pub struct FakeRuntime {
+    model: Mutex<RuntimeModel>,
+    exits: Mutex<HashMap<String, tokio::sync::watch::Sender<Option<i32>>>>,
+}
+
+/// The image the fakes have: `busybox:latest`, running `sh`.
+pub fn busybox() -> ImageInfo {
+    ImageInfo {
+        id: format!("sha256:{}", "b".repeat(64)),
+        tags: vec!["busybox:latest".into()],
+        created: crate::now(),
+        size: 1,
+        entrypoint: vec![],
+        cmd: vec!["sh".into()],
+        env: vec!["PATH=/bin".into()],
+        working_dir: String::new(),
+        exposed_ports: vec![],
+    }
+}
+
+impl FakeRuntime {
+    /// A runtime with the busybox image.
+    pub fn new() -> Self {
+        let r = FakeRuntime::default();
+        r.model().images.insert("busybox:latest".into(), busybox());
+        r
+    }
+
+    /// The model, to read or change in a test.
+    pub fn model(&self) -> MutexGuard<'_, RuntimeModel> {
+        lock(&self.model)
+    }
+
+    /// The container's process exits with `code` (as if it ended by itself).
+    pub fn exit(&self, id: &str, code: i32) {
+        let mut m = self.model();
+        if matches!(m.processes.get(id), Some(FakeProcess::Running { .. })) {
+            m.processes.insert(id.to_string(), FakeProcess::Exited(code));
+            drop(m);
+            if let Some(tx) = lock(&self.exits).get(id) {
+                let _ = tx.send(Some(code));
+            }
+        }
+    }
+
+    /// Whether the container's process runs.
+    pub fn running(&self, id: &str) -> bool {
+        matches!(self.model().processes.get(id), Some(FakeProcess::Running { .. }))
+    }
+}
+
+#[derive(Debug)]
+struct NoLog;
+
+impl LogSource for NoLog {
+    fn read_new(&mut self) -> Vec<LogEntry> {
+        vec![]
+    }
+}
+
+fn resolve<'a>(m: &'a RuntimeModel, reference: &str) -> Option<&'a ImageInfo> {
+    let full =
+        if reference.contains(':') { reference.to_string() } else { format!("{reference}:latest") };
+    m.images.get(&full).or_else(|| m.images.values().find(|i| i.id == reference))
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    fn find_image(&self, reference: &str) -> Result<ImageInfo> {
+        resolve(&self.model(), reference)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("No such image: {reference}")))
+    }
+    fn import_image(&self, tar: Vec<u8>, reference: &str) -> Result<ImageInfo> {
+        let mut info = busybox();
+        info.id = format!("sha256:{:064x}", tar.len());
+        info.tags = vec![reference.to_string()];
+        self.model().images.insert(reference.to_string(), info.clone());
+        Ok(info)
+    }
+    fn load_images(&self, _tar: Vec<u8>) -> Result<Vec<ImageInfo>> {
+        Err(Error::not_implemented("the fake runtime loads no archives"))
+    }
+    fn list_images(&self) -> Result<Vec<ImageInfo>> {
+        Ok(self.model().images.values().cloned().collect())
+    }
+    fn remove_image(&self, reference: &str) -> Result<ImageInfo> {
+        let mut m = self.model();
+        let key = resolve(&m, reference)
+            .and_then(|i| i.tags.first().cloned())
+            .ok_or_else(|| Error::not_found(format!("No such image: {reference}")))?;
+        Ok(m.images.remove(&key).expect("resolved"))
+    }
+    fn create_bundle(&self, spec: &BundleSpec) -> Result<()> {
+        self.model().bundles.insert(spec.id.clone(), spec.clone());
+        Ok(())
+    }
+    fn write_etc_file(&self, id: &str, name: &str, content: &str) -> Result<()> {
+        self.model().etc.insert((id.to_string(), name.to_string()), content.to_string());
+        Ok(())
+    }
+    fn start(&self, id: &str, netns: Option<&Path>) -> Result<u32> {
+        let mut m = self.model();
+        m.journal.push(format!("start {id}"));
+        if m.fail_start.contains(id) {
+            return Err(Error::internal(format!("runc: container {id} failed to start")));
+        }
+        m.next_pid = m.next_pid.max(1000) + 1;
+        let pid = m.next_pid;
+        m.processes
+            .insert(id.into(), FakeProcess::Running { pid, netns: netns.map(Path::to_owned) });
+        drop(m);
+        lock(&self.exits).insert(id.to_string(), tokio::sync::watch::channel(None).0);
+        Ok(pid)
+    }
+    fn state(&self, id: &str) -> RunState {
+        match self.model().processes.get(id) {
+            Some(FakeProcess::Running { pid, .. }) => RunState::Running { pid: *pid },
+            Some(FakeProcess::Exited(code)) => {
+                RunState::Exited { code: *code, finished_at: crate::now() }
+            }
+            None => RunState::NotRunning,
+        }
+    }
+    async fn wait(&self, id: &str) -> i32 {
+        let rx = lock(&self.exits).get(id).map(|tx| tx.subscribe());
+        let Some(mut rx) = rx else {
+            return match self.model().processes.get(id) {
+                Some(FakeProcess::Exited(code)) => *code,
+                _ => 255,
+            };
+        };
+        loop {
+            if let Some(code) = *rx.borrow_and_update() {
+                return code;
+            }
+            if rx.changed().await.is_err() {
+                return 255;
+            }
+        }
+    }
+    fn kill(&self, id: &str, signal: i32) -> Result<()> {
+        self.model().journal.push(format!("kill {id} {signal}"));
+        if !self.running(id) {
+            return Err(Error::conflict(format!("container {id} is not running")));
+        }
+        if matches!(signal, libc::SIGTERM | libc::SIGKILL | libc::SIGINT) {
+            self.exit(id, 128 + signal);
+        }
+        Ok(())
+    }
+    fn cleanup(&self, id: &str) -> Result<()> {
+        let mut m = self.model();
+        m.journal.push(format!("cleanup {id}"));
+        if !matches!(m.processes.get(id), Some(FakeProcess::Running { .. })) {
+            m.processes.remove(id);
+        }
+        Ok(())
+    }
+    fn remove(&self, id: &str) -> Result<()> {
+        let mut m = self.model();
+        m.journal.push(format!("remove {id}"));
+        m.bundles.remove(id);
+        m.etc.retain(|(c, _), _| c != id);
+        m.processes.remove(id);
+        Ok(())
+    }
+    fn logs(
+        &self,
+        _id: &str,
+        _follow: bool,
+        _tail: Option<usize>,
+    ) -> Result<tokio::sync::mpsc::Receiver<LogEntry>> {
+        Ok(tokio::sync::mpsc::channel(1).1)
+    }
+    fn log_follower(&self, _id: &str) -> Result<Box<dyn LogSource>> {
+        Ok(Box::new(NoLog))
+    }
+    fn exec(&self, id: &str, _spec: &ExecSpec) -> Result<tokio::process::Child> {
+        Err(Error::not_implemented(format!("the fake runtime cannot exec in {id}")))
+    }
+}
+
+/// A controller on fakes, with handles on them.
+#[derive(Debug, Clone)]
+pub struct FakeHost {
+    /// The controller.
+    pub ctl: SharedController,
+    /// Its kernel.
+    pub kernel: Arc<FakeKernel>,
+    /// Its firewall.
+    pub firewall: Arc<FakeFirewall>,
+    /// Its runtime.
+    pub runtime: Arc<FakeRuntime>,
+    /// Its store.
+    pub store: cove_store::Records,
+    /// Its configuration.
+    pub cfg: ControllerConfig,
+}
+
+/// A configuration for a fake host: firewall on, state under `dir`.
+pub fn config(dir: &Path) -> ControllerConfig {
+    ControllerConfig {
+        data_root: dir.join("data"),
+        exec_root: dir.join("exec"),
+        bip: None,
+        fixed_cidr: None,
+        default_address_pools: vec![],
+        mtu: 1500,
+        firewall: true,
+        firewall6: true,
+        ip_forward: true,
+        cgroup_parent: "/cove-test".into(),
+        icc: true,
+    }
+}
+
+impl FakeHost {
+    /// A controller on new fakes, configured by `cfg`.
+    pub async fn start(cfg: ControllerConfig) -> Result<FakeHost> {
+        Self::start_on(
+            cfg,
+            Arc::new(FakeKernel::default()),
+            Arc::new(FakeFirewall::default()),
+            Arc::new(FakeRuntime::new()),
+            cove_store::Records::in_memory(),
+        )
+        .await
+    }
+
+    /// A controller on the given fakes and store (a restart: the same fakes and store, a
+    /// new controller).
+    pub async fn start_on(
+        cfg: ControllerConfig,
+        kernel: Arc<FakeKernel>,
+        firewall: Arc<FakeFirewall>,
+        runtime: Arc<FakeRuntime>,
+        store: cove_store::Records,
+    ) -> Result<FakeHost> {
+        let seams = Seams {
+            kernel: kernel.clone(),
+            runtime: runtime.clone(),
+            firewall: firewall.clone(),
+            store: store.clone(),
+        };
+        let ctl = Controller::start_with(cfg.clone(), seams).await?;
+        Ok(FakeHost { ctl, kernel, firewall, runtime, store, cfg })
+    }
+
+    /// The same fakes and store under a new controller, as after a daemon restart (the
+    /// old controller's background tasks stop with it).
+    pub async fn restart(&self) -> Result<FakeHost> {
+        Self::start_on(
+            self.cfg.clone(),
+            self.kernel.clone(),
+            self.firewall.clone(),
+            self.runtime.clone(),
+            self.store.clone(),
+        )
+        .await
+    }
+}

@@ -1,0 +1,64 @@
+//! Transition tests of the controller on recording fakes (`crate::fake`): given a state and
+//! an event, the kernel operations, the firewall writes, the runtime calls and the store's
+//! records that follow. No root, no kernel: they run in milliseconds.
+
+mod networks;
+
+use std::path::Path;
+
+use cove_model::{ContainerConfig, EndpointSettings, HostConfig};
+
+use crate::fake::{config, FakeHost};
+use crate::{ContainerCreate, ControllerConfig, IpamConfigRequest, NetworkCreate};
+
+/// A state directory nothing is written to (the fakes keep everything in memory).
+pub(crate) const NOWHERE: &str = "/nonexistent/cove-fake";
+
+/// The fake host's default configuration.
+pub(crate) fn cfg() -> ControllerConfig {
+    config(Path::new(NOWHERE))
+}
+
+/// A controller on fresh fakes with the default configuration.
+pub(crate) async fn host() -> FakeHost {
+    FakeHost::start(cfg()).await.expect("controller on fakes")
+}
+
+/// A controller on fresh fakes with a changed configuration.
+pub(crate) async fn host_with(f: impl FnOnce(&mut ControllerConfig)) -> FakeHost {
+    let mut c = cfg();
+    f(&mut c);
+    FakeHost::start(c).await.expect("controller on fakes")
+}
+
+/// `network create --subnet <subnet> <name>` (no subnet: chosen from the default pools).
+pub(crate) fn net(name: &str, subnet: Option<&str>) -> NetworkCreate {
+    NetworkCreate {
+        name: name.into(),
+        ipam_config: subnet
+            .map(|s| vec![IpamConfigRequest { subnet: Some(s.into()), ..Default::default() }])
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// `create --name <name> --network <network> busybox sleep 600`.
+pub(crate) fn ctr(name: &str, network: &str) -> ContainerCreate {
+    ContainerCreate {
+        name: Some(name.into()),
+        config: ContainerConfig {
+            image: "busybox".into(),
+            cmd: vec!["sleep".into(), "600".into()],
+            ..Default::default()
+        },
+        host_config: HostConfig { network_mode_name: network.into(), ..Default::default() },
+        endpoints: vec![],
+    }
+}
+
+/// [`ctr`] with settings for its network (`--ip`, `--alias`...).
+pub(crate) fn ctr_on(name: &str, network: &str, s: EndpointSettings) -> ContainerCreate {
+    let mut c = ctr(name, network);
+    c.endpoints.push((network.into(), s));
+    c
+}
