@@ -12,6 +12,10 @@ use crate::create::bundle_spec;
 use crate::state::State;
 use crate::{etc_files, ContainerView, Controller};
 
+/// How many runc starts run at once: each is tens of ms, partly waiting on the kernel, so a
+/// few overlap well on two cores; more would only queue inside the kernel.
+pub(crate) const RUNC_POOL: usize = 4;
+
 /// Docker's `wait` conditions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitCondition {
@@ -42,12 +46,71 @@ impl Controller {
     }
 
     /// Start; `Ok(false)` when it was already running (HTTP 304).
+    ///
+    /// The network is set up under the state lock (a few ms); runc's start (tens of ms)
+    /// runs outside it, in a bounded pool, so starts of different containers overlap. The
+    /// container's own lock is held throughout: a stop, rm or network change of the same
+    /// container waits for the start to finish. Meanwhile its record is provisionally
+    /// running in memory (the firewall and the resolver know it; the store does not).
     #[tracing::instrument(name = "container.start", skip(self))]
     pub async fn container_start(&self, reference: &str) -> Result<bool> {
-        let mut st = self.state.lock().await;
-        let c = st.container(reference)?.clone();
-        if c.state.status == Status::Running {
+        let id = self.state.lock().await.container_id(reference)?;
+        let _own = self.container_lock(&id).lock_owned().await;
+        let Some((c, started, bundle_net)) = self.prepare_start(&id, reference).await? else {
             return Ok(false);
+        };
+        let result = self.run_container(&c.id, bundle_net).await;
+        let mut st = self.state.lock().await;
+        let pid = match result {
+            Ok(pid) => pid,
+            Err(e) => {
+                self.abort_start(&mut st, &c).await;
+                let _ = self.runtime.cleanup(&c.id);
+                let mut failed = c.clone();
+                failed.state.error = e.message.clone();
+                failed.state.exit_code = 127;
+                let _ = self.save_container(&mut st, failed);
+                return Err(e.context(format!("start container {}", c.name)));
+            }
+        };
+        let mut started = started;
+        started.state.status = Status::Running;
+        started.state.pid = pid;
+        started.state.exit_code = 0;
+        started.state.error.clear();
+        started.state.started_at = crate::now();
+        let run = started.state.started_at.clone();
+        if let Err(e) = self.save_container(&mut st, started) {
+            // Never acknowledge a start the store does not know: stop the process again.
+            let _ = self.runtime.kill(&c.id, libc::SIGKILL);
+            return Err(e.context(format!("start container {}", c.name)));
+        }
+        self.sandbox_events(&st, &c, "connect");
+        self.container_event(&c, "start", &[]);
+        self.refresh_linkers(&st, &c.id).await;
+        drop(st);
+        self.spawn_monitor(c.id.clone(), run);
+        info!(container = %c.name, pid, "container started");
+        Ok(true)
+    }
+
+    /// Everything of a start but the process, under the state lock: the sandbox and its
+    /// endpoints, the host ports, the firewall, the resolver, the generated files. Returns
+    /// the record as it was, as it will be once running, and the sandbox to run in; `None`
+    /// when it already runs. On failure nothing is left.
+    async fn prepare_start(
+        &self,
+        id: &str,
+        reference: &str,
+    ) -> Result<Option<(ContainerRecord, ContainerRecord, Option<std::path::PathBuf>)>> {
+        let mut st = self.state.lock().await;
+        let c = st
+            .containers
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("No such container: {reference}")))?;
+        if c.state.status == Status::Running {
+            return Ok(None);
         }
         // Links are checked before anything is set up, so a refused start leaves nothing.
         Self::link_targets(&st, &c)
@@ -65,70 +128,83 @@ impl Controller {
         started.state.sandbox_key =
             netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         // The firewall learns the endpoints (anti-spoofing) and ports before the process
-        // runs: provisionally mark it running in memory for the model.
+        // runs: the record is provisionally running in memory until the start is settled.
         let mut provisional = started.clone();
         provisional.state.status = Status::Running;
         st.containers.insert(c.id.clone(), provisional);
-        let fw = self.sync_firewall(&st).await;
-        st.containers.insert(c.id.clone(), c.clone());
-        if let Err(e) = fw {
-            self.release_sandbox(&mut st, &c).await;
-            let _ = self.sync_firewall(&st).await;
+        if let Err(e) = self.sync_firewall(&st).await {
+            self.abort_start(&mut st, &c).await;
             return Err(e.context(format!("start container {}", c.name)));
         }
         // The resolver answers before the process runs.
-        let dns = self.dns_sync(&st, &started).await;
-        let result = dns.and_then(|()| {
-            let hosts = Self::hosts_for(&st, &started)?;
-            let resolv = Self::resolv_for(&st, &started);
-            if c.host_config.links.is_empty() {
-                self.runtime.write_etc_file(&c.id, "hosts", &hosts)?;
-                self.runtime.write_etc_file(&c.id, "resolv.conf", &resolv)?;
-                self.runtime.write_etc_file(
-                    &c.id,
-                    "hostname",
-                    &etc_files::hostname_file(&c.config.hostname),
-                )?;
-            } else {
-                // Link variables depend on the linked containers' current addresses: the
-                // bundle gets this run's environment.
-                let mut with_env = c.clone();
-                with_env.config.env = Self::env_with_links(&st, &started);
-                self.runtime.create_bundle(&bundle_spec(&with_env, &hosts, &resolv))?;
-            }
-            let bundle_net = match &c.host_config.network_mode {
-                NetworkMode::Host => None,
-                _ => netns.as_deref(),
-            };
-            crate::blocking(|| self.runtime.start(&c.id, bundle_net))
-        });
-        let pid = match result {
-            Ok(pid) => pid,
-            Err(e) => {
-                self.release_sandbox(&mut st, &c).await;
-                let _ = self.sync_firewall(&st).await;
-                let _ = self.runtime.cleanup(&c.id);
-                let mut failed = c.clone();
-                failed.state.error = e.message.clone();
-                failed.state.exit_code = 127;
-                let _ = self.save_container(&mut st, failed);
-                return Err(e.context(format!("start container {}", c.name)));
-            }
+        let files = match self.dns_sync(&st, &started).await {
+            Ok(()) => self.write_run_files(&st, &c, &started),
+            Err(e) => Err(e),
         };
-        started.state.status = Status::Running;
-        started.state.pid = pid;
-        started.state.exit_code = 0;
-        started.state.error.clear();
-        started.state.started_at = crate::now();
-        let run = started.state.started_at.clone();
-        self.save_container(&mut st, started)?;
-        self.sandbox_events(&st, &c, "connect");
-        self.container_event(&c, "start", &[]);
-        self.refresh_linkers(&st, &c.id).await;
-        drop(st);
-        self.spawn_monitor(c.id.clone(), run);
-        info!(container = %c.name, pid, "container started");
-        Ok(true)
+        if let Err(e) = files {
+            self.abort_start(&mut st, &c).await;
+            return Err(e.context(format!("start container {}", c.name)));
+        }
+        let bundle_net = match &c.host_config.network_mode {
+            NetworkMode::Host => None,
+            _ => netns,
+        };
+        Ok(Some((c, started, bundle_net)))
+    }
+
+    /// The files of this run: hosts, resolv.conf and hostname, or the whole bundle when
+    /// links put the linked containers' current addresses into the environment.
+    fn write_run_files(
+        &self,
+        st: &State,
+        c: &ContainerRecord,
+        started: &ContainerRecord,
+    ) -> Result<()> {
+        let hosts = Self::hosts_for(st, started)?;
+        let resolv = Self::resolv_for(st, started);
+        if c.host_config.links.is_empty() {
+            self.runtime.write_etc_file(&c.id, "hosts", &hosts)?;
+            self.runtime.write_etc_file(&c.id, "resolv.conf", &resolv)?;
+            self.runtime.write_etc_file(
+                &c.id,
+                "hostname",
+                &etc_files::hostname_file(&c.config.hostname),
+            )
+        } else {
+            let mut with_env = c.clone();
+            with_env.config.env = Self::env_with_links(st, started);
+            self.runtime.create_bundle(&bundle_spec(&with_env, &hosts, &resolv))
+        }
+    }
+
+    /// Undo a start that will not happen: the record as it was, the sandbox released, the
+    /// firewall without it.
+    async fn abort_start(&self, st: &mut State, c: &ContainerRecord) {
+        st.containers.insert(c.id.clone(), c.clone());
+        self.release_sandbox(st, c).await;
+        if let Err(e) = self.sync_firewall(st).await {
+            warn!(container = %c.name, error = %e, "rollback: could not update the firewall");
+        }
+    }
+
+    /// runc's start, outside every lock, at most [`RUNC_POOL`] at once.
+    async fn run_container(&self, id: &str, netns: Option<std::path::PathBuf>) -> Result<u32> {
+        let _slot = self
+            .runc_pool
+            .acquire()
+            .await
+            .map_err(|_| Error::unavailable("the daemon is shutting down"))?;
+        let (rt, id) = (self.runtime.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || rt.start(&id, netns.as_deref()))
+            .await
+            .map_err(|e| Error::internal(format!("runtime start task failed: {e}")))?
+    }
+
+    /// The lock of one container: held by whatever changes its run or its networks, taken
+    /// before the state lock (never after it).
+    pub(crate) fn container_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.container_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id.to_string()).or_default().clone()
     }
 
     /// The ports a container publishes: `-p` bindings and, with `-P`, every exposed port
@@ -233,6 +309,7 @@ impl Controller {
             warn!(container = %c.name, error = %e, "could not remove container files");
         }
         st.containers.remove(&c.id);
+        self.container_locks.lock().unwrap_or_else(|p| p.into_inner()).remove(&c.id);
         self.container_event(c, "destroy", &[]);
         let _ =
             self.exits.send(ExitEvent { id: c.id.clone(), code: c.state.exit_code, removed: true });
@@ -263,6 +340,8 @@ impl Controller {
     /// it was not running (HTTP 304).
     #[tracing::instrument(name = "container.stop", skip(self))]
     pub async fn container_stop(&self, reference: &str, timeout: Option<i64>) -> Result<bool> {
+        let id = self.state.lock().await.container_id(reference)?;
+        let _own = self.container_lock(&id).lock_owned().await;
         let id = {
             let st = self.state.lock().await;
             let c = st.container(reference)?;
@@ -315,6 +394,9 @@ impl Controller {
     /// Remove; a running container needs `force`.
     #[tracing::instrument(name = "container.remove", skip(self))]
     pub async fn container_remove(&self, reference: &str, force: bool) -> Result<()> {
+        let id = self.state.lock().await.container_id(reference)?;
+        let own = self.container_lock(&id);
+        let _own = own.lock().await;
         let id = {
             let st = self.state.lock().await;
             let c = st.container(reference)?;

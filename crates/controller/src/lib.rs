@@ -57,6 +57,10 @@ pub struct Controller {
     fw_plan: std::sync::Mutex<firewall::FirewallPlan>,
     /// Cove turned forwarding on itself.
     fw_forwarding: std::sync::atomic::AtomicBool,
+    /// One lock per container (see `Controller::container_lock`).
+    container_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<Mutex<()>>>>,
+    /// Slots for runc starts running at once.
+    runc_pool: tokio::sync::Semaphore,
     /// A weak handle to itself, for background tasks (container monitors).
     me: OnceLock<Weak<Controller>>,
     /// Container exits and removals, for `wait` conditions. Sent with the state lock held,
@@ -116,6 +120,8 @@ impl Controller {
             fw: Mutex::new(firewall::FirewallState::default()),
             fw_plan: std::sync::Mutex::new(firewall::FirewallPlan::default()),
             fw_forwarding: std::sync::atomic::AtomicBool::new(false),
+            container_locks: Default::default(),
+            runc_pool: tokio::sync::Semaphore::new(containers::RUNC_POOL),
             me: OnceLock::new(),
             exits: tokio::sync::broadcast::channel(1024).0,
             dns: dns::Dns::new(),
@@ -139,18 +145,6 @@ impl Controller {
     /// The configuration it runs with.
     pub fn config(&self) -> &ControllerConfig {
         &self.cfg
-    }
-}
-
-/// Runs blocking work (runc's start: tens of ms) from async code without holding up the
-/// worker's other tasks (embedded DNS, API reads): on a multi-threaded runtime the worker
-/// hands its tasks to another first; elsewhere (unit tests) it just runs.
-pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
     }
 }
 

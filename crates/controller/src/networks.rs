@@ -385,6 +385,8 @@ impl Controller {
         container: &str,
         settings: EndpointSettings,
     ) -> Result<()> {
+        let id = self.state.lock().await.container_id(container)?;
+        let _own = self.container_lock(&id).lock_owned().await;
         let mut st = self.state.lock().await;
         let net = st.network(network)?.clone();
         let c = st.container(container)?.clone();
@@ -434,6 +436,8 @@ impl Controller {
         force: bool,
     ) -> Result<()> {
         let _ = force;
+        let id = self.state.lock().await.container_id(container)?;
+        let _own = self.container_lock(&id).lock_owned().await;
         let mut st = self.state.lock().await;
         let net = st.network(network)?.clone();
         let c = st.container(container)?.clone();
