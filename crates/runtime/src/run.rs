@@ -139,6 +139,11 @@ impl Runtime {
                 return Ok(pid);
             }
             if read_exit(bundle).is_some() {
+                // A process that exits at once (`true`) can have its exit written between
+                // the two reads: it did start, and its monitor records the exit.
+                if let Some(pid) = read_pid(&shim::init_pid_path(state)) {
+                    return Ok(pid);
+                }
                 let msg =
                     std::fs::read_to_string(shim::start_error_path(bundle)).unwrap_or_default();
                 let msg = msg.trim();
