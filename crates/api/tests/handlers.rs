@@ -100,6 +100,7 @@ async fn checks(root: &Path) {
         ip_forward: true,
         cgroup_parent: "/cove-api-handlers".into(),
         icc: true,
+        reconcile_interval: std::time::Duration::ZERO,
     };
     let ctl = Controller::start(cfg).await.expect("controller");
     ctl.image_import(cove_testkit::busybox_rootfs_tar().to_vec(), "busybox").await.unwrap();

@@ -30,4 +30,7 @@ pub struct ControllerConfig {
     /// `--icc`: containers on the default bridge may talk to each other (with `false`, only
     /// through links, to the linked container's exposed ports).
     pub icc: bool,
+    /// How often the host's network objects are compared with what Cove wants and
+    /// repaired (zero: only at start).
+    pub reconcile_interval: std::time::Duration,
 }

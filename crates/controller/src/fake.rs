@@ -60,6 +60,10 @@ pub struct KernelModel {
     pub addresses: BTreeSet<(String, IpNet)>,
     /// Permanent neighbours by `(netns, link, address)`.
     pub neighbours: BTreeSet<(String, String, IpAddr)>,
+    /// The MAC of each neighbour entry written (see `neighbours` for which exist).
+    pub neighbour_macs: BTreeMap<(String, String, IpAddr), cove_model::MacAddr>,
+    /// Host links with the `local ::1` route.
+    pub loopback6: BTreeSet<String>,
     /// Sandbox namespaces mounted.
     pub netns: BTreeSet<PathBuf>,
     /// Routes of the host (for IPAM).
@@ -158,18 +162,40 @@ impl KernelModel {
             Op::Sysctl { netns: Netns::Host, key, value } => {
                 self.sysctls.insert(key.clone(), value.clone());
             }
-            Op::Neighbor { netns, link, addr, .. } => {
+            Op::Neighbor { netns, link, addr, mac } => {
                 self.neighbours.insert((netns.to_string(), link.clone(), *addr));
+                self.neighbour_macs.insert((netns.to_string(), link.clone(), *addr), *mac);
+            }
+            Op::LoopbackRoute6 { link } => {
+                self.loopback6.insert(link.clone());
             }
             Op::DelNeighbor { netns, link, addr }
                 if !self.neighbours.remove(&(netns.to_string(), link.clone(), *addr)) =>
             {
                 return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::ENOENT)));
             }
-            Op::Condemn { link } => {
-                let l = self.links.get_mut(link).ok_or_else(|| Cause::NoSuchLink(link.clone()))?;
+            Op::Condemn { link, tombstone } => {
+                let mut l =
+                    self.links.remove(link).ok_or_else(|| Cause::NoSuchLink(link.clone()))?;
                 l.group = RETIRED_LINK_GROUP;
                 l.up = false;
+                let name = tombstone.clone().unwrap_or_else(|| link.clone());
+                if name != *link {
+                    for a in self.addresses.clone() {
+                        if a.0 == *link {
+                            self.addresses.remove(&a);
+                            self.addresses.insert((name.clone(), a.1));
+                        }
+                    }
+                }
+                self.links.insert(name, l);
+            }
+            Op::SetMaster { link, master } => {
+                if !self.links.contains_key(master) {
+                    return Err(Cause::NoSuchLink(master.clone()));
+                }
+                let l = self.links.get_mut(link).ok_or_else(|| Cause::NoSuchLink(link.clone()))?;
+                l.master = Some(master.clone());
             }
             Op::DeleteLink { netns: Netns::Host, name } => {
                 if self.links.remove(name).is_none() {
@@ -187,6 +213,7 @@ impl KernelModel {
     fn forget_link(&mut self, name: &str) {
         self.addresses.retain(|(l, _)| l != name);
         self.neighbours.retain(|(ns, l, _)| !(ns == "host" && l == name));
+        self.loopback6.remove(name);
         for l in self.links.values_mut() {
             if l.master.as_deref() == Some(name) {
                 l.master = None;
@@ -323,6 +350,46 @@ impl Kernel for FakeKernel {
                 group: l.group,
             })
             .collect())
+    }
+
+    async fn observe_host(
+        &self,
+        sysctl_keys: &[String],
+    ) -> std::result::Result<cove_plan::HostState, KernelError> {
+        let m = self.model();
+        let mut s = cove_plan::HostState::default();
+        for (name, l) in &m.links {
+            let kind = match l.kind {
+                "bridge" => cove_plan::LinkKind::Bridge { mac: cove_model::MacAddr([0; 6]) },
+                "veth" => cove_plan::LinkKind::Veth,
+                other => cove_plan::LinkKind::Other(Some(other.to_string())),
+            };
+            s.links.insert(
+                name.clone(),
+                cove_plan::Link {
+                    kind,
+                    mtu: 1500,
+                    up: l.up,
+                    master: l.master.clone(),
+                    group: l.group,
+                    hairpin: false,
+                },
+            );
+        }
+        let ours = |link: &str| m.links.get(link).is_some_and(|l| l.group == OWNED_LINK_GROUP);
+        s.addresses = m.addresses.iter().filter(|(l, _)| ours(l)).cloned().collect();
+        for key @ (ns, link, addr) in &m.neighbours {
+            if let (true, Some(mac)) = (ns == "host" && ours(link), m.neighbour_macs.get(key)) {
+                s.neighbours.insert((link.clone(), *addr), *mac);
+            }
+        }
+        for key in sysctl_keys {
+            if let Some(v) = m.sysctls.get(key) {
+                s.sysctls.insert(key.clone(), v.clone());
+            }
+        }
+        s.loopback6 = m.loopback6.clone();
+        Ok(s)
     }
 
     async fn route_prefixes(&self) -> std::result::Result<Vec<IpNet>, KernelError> {
@@ -717,6 +784,7 @@ pub fn config(dir: &Path) -> ControllerConfig {
         ip_forward: true,
         cgroup_parent: "/cove-test".into(),
         icc: true,
+        reconcile_interval: std::time::Duration::ZERO,
     }
 }
 

@@ -6,6 +6,7 @@ use tracing::{info, warn};
 use cove_drivers::{BuiltinNetwork, Claim, NetworkRequest, PlanContext};
 use cove_ipam::{PoolSpec, PoolState};
 use cove_model::{EndpointSettings, Error, IpamPool, NetworkMode, NetworkRecord, Result};
+use cove_plan::HostState;
 use cove_store::{Batch, Table};
 
 use crate::state::State;
@@ -225,7 +226,8 @@ impl Controller {
         let mut b = Batch::new();
         b.put(Table::Networks, &net.id, &net);
         self.store.commit(b)?;
-        let ops = self.drivers.of(&net)?.network_ops(&net, &self.plan_context())?;
+        let plan = self.drivers.of(&net)?.network_ops(&net, &self.plan_context())?;
+        let ops = cove_plan::diff(&HostState::from_ops(&plan), &HostState::default(), &net.id);
         if let Err(e) = self.kernel.apply(&ops).await {
             let mut b = Batch::new();
             b.delete(Table::Networks, &net.id);
@@ -297,8 +299,16 @@ impl Controller {
                 net.name, net.id
             )));
         }
-        let driver = self.drivers.of(&net)?;
-        let errors = self.kernel.teardown(&driver.network_retire_ops(&net)?).await;
+        // Everything of the network goes: its addresses at once (its subnet is free for the
+        // next network before this answers), its bridge condemned under another name (its
+        // name is free at once too) and deleted by the executor's reaper, off this path.
+        let plan = self.drivers.of(&net)?.network_ops(&net, &self.plan_context())?;
+        let ops = cove_plan::diff(
+            &HostState::default(),
+            &HostState::from_ops(&plan),
+            &cove_model::new_id(),
+        );
+        let errors = self.kernel.teardown(&ops).await;
         if !errors.is_empty() {
             let msgs: Vec<String> = errors.into_iter().map(|e| Error::from(e).message).collect();
             return Err(Error::internal(format!(
@@ -306,17 +316,6 @@ impl Controller {
                 net.name,
                 msgs.join("; ")
             )));
-        }
-        // The rest (deleting a link) goes after the answer (see `network_retire_ops`); if the
-        // daemon dies first, start-up reconciliation removes what no record owns.
-        let ops = driver.network_teardown_ops(&net)?;
-        if !ops.is_empty() {
-            let (kernel, name) = (self.kernel.clone(), net.name.clone());
-            tokio::spawn(async move {
-                for e in kernel.teardown(&ops).await {
-                    warn!(network = %name, error = %e, "could not finish removing the network");
-                }
-            });
         }
         // Stopped containers forget the network, so they start without it.
         let mut b = Batch::new();

@@ -96,6 +96,12 @@ impl Kernel for RealKernel {
     async fn links(&self) -> std::result::Result<Vec<LinkInfo>, KernelError> {
         self.kernel.links().await
     }
+    async fn observe_host(
+        &self,
+        sysctl_keys: &[String],
+    ) -> std::result::Result<cove_plan::HostState, KernelError> {
+        self.kernel.observe_host(sysctl_keys).await
+    }
     async fn route_prefixes(&self) -> std::result::Result<Vec<IpNet>, KernelError> {
         self.kernel.route_prefixes().await
     }

@@ -5,13 +5,24 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use tracing::{info, warn};
 
-use cove_drivers::plan::{Netns, Op, OWNED_LINK_GROUP};
+use std::sync::Arc;
+
 use cove_drivers::{builtin_networks, DefaultNetworkFlags, NetworkRequest};
 use cove_model::{Error, Result};
+use cove_plan::{HostState, LinkKind};
 
 use crate::networks::{builtin_request, Origin};
 use crate::state::State;
 use crate::Controller;
+
+/// The link a per-link sysctl key names (`net/ipv6/conf/<link>/disable_ipv6`).
+fn sysctl_link(key: &str) -> Option<&str> {
+    let mut parts = key.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("net"), Some(_), Some("conf"), Some(link)) => Some(link),
+        _ => None,
+    }
+}
 
 impl Controller {
     /// Bring the kernel and the runtime in line with the store.
@@ -59,43 +70,93 @@ impl Controller {
             }
         }
 
-        // 3. Host links Cove made (its link group says so) that no record owns, and links
-        //    condemned by detaches the reaper did not get to before the daemon stopped.
-        let mut owned: HashSet<String> =
-            st.endpoints.values().filter_map(|e| e.host_ifname.clone()).collect();
-        for net in st.networks.values() {
-            let driver = self.drivers.of(net)?;
-            owned.extend(driver.claims(&net.config).into_iter().map(|c| c.link));
-        }
-        let links = self.kernel.links().await.map_err(Error::from)?;
-        let mut stale = vec![];
-        for l in &links {
-            if l.group == OWNED_LINK_GROUP && !owned.contains(&l.name) {
-                warn!(link = %l.name, "removing orphaned link");
-                stale.push(Op::DeleteLink { netns: Netns::Host, name: l.name.clone() });
-            }
-        }
-        for e in self.kernel.teardown(&stale).await {
-            warn!(error = %e, "could not remove orphaned link");
-        }
+        // 3. The host's objects: what the records want against what the kernel has. Links
+        //    Cove made (its link group says so) that no record owns go, missing ones come
+        //    back (`cove_plan::diff`), and the links detaches condemned are deleted.
+        self.reconcile_host(st).await?;
         if let Err(e) = self.kernel.reap_condemned().await {
             warn!(error = %e, "could not remove condemned links");
         }
-
-        // 4. Networks: (re)create what is missing; applying is idempotent.
-        let present: HashSet<&str> = links.iter().map(|l| l.name.as_str()).collect();
-        for net in st.networks.values() {
-            let mut ops = self.drivers.of(net)?.network_ops(net, &self.plan_context())?;
-            ops.retain(|o| o.created_host_link().is_none_or(|l| !present.contains(l)));
-            self.kernel
-                .apply(&ops)
+        for net in st.networks.values().filter(|n| n.enable_ipv6) {
+            self.enable_forwarding6()
                 .await
-                .map_err(|e| Error::from(e).context(format!("restore network {}", net.name)))?;
-            if net.enable_ipv6 {
-                self.enable_forwarding6().await?;
-            }
+                .map_err(|e| e.context(format!("restore network {}", net.name)))?;
         }
         Ok(())
+    }
+
+    /// The host's objects as the records want them: every network's, and the host side of
+    /// every endpoint (its bridge port, hairpin, neighbour entries).
+    fn desired_host(&self, st: &State) -> Result<HostState> {
+        let ctx = self.plan_context();
+        let mut s = HostState::default();
+        for net in st.networks.values() {
+            for op in self.drivers.of(net)?.network_ops(net, &ctx)? {
+                s.add(&op);
+            }
+        }
+        for ep in st.endpoints.values() {
+            let Some(net) = st.networks.get(&ep.network_id) else { continue };
+            let sandbox = self.sandbox_path(&ep.container_id);
+            for op in self.drivers.of(net)?.join_ops(net, ep, &sandbox)? {
+                s.add(&op);
+            }
+        }
+        Ok(s)
+    }
+
+    /// Compare the host's objects with the records and repair the difference, best
+    /// effort (every op is tried; failures are logged). Returns how many ops it took.
+    #[tracing::instrument(level = "debug", name = "reconcile.host", skip_all)]
+    pub(crate) async fn reconcile_host(&self, st: &State) -> Result<usize> {
+        let mut desired = self.desired_host(st)?;
+        // Per-link sysctls are read back for bridges only: a host with 2,000 containers has
+        // 2,000 bridge ports, whose one sysctl is written once with the port, and every
+        // `/proc/sys` read in a namespace-rich host is slow.
+        let bridges: HashSet<&str> = desired
+            .links
+            .iter()
+            .filter(|(_, l)| matches!(l.kind, LinkKind::Bridge { .. }))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let keys: Vec<String> = desired
+            .sysctls
+            .keys()
+            .filter(|k| sysctl_link(k).is_none_or(|l| bridges.contains(l)))
+            .cloned()
+            .collect();
+        desired.sysctls.retain(|k, _| keys.contains(k));
+        let observed = self.kernel.observe_host(&keys).await.map_err(Error::from)?;
+        let ops = cove_plan::diff(&desired, &observed, &cove_model::new_id());
+        for op in &ops {
+            warn!(op = %op, "the host differs from the records; repairing");
+        }
+        for e in self.kernel.teardown(&ops).await {
+            warn!(error = %e, "could not repair the host");
+        }
+        Ok(ops.len())
+    }
+
+    /// Reconcile the host's objects on a timer, so what someone else deletes or changes
+    /// (a bridge deleted by hand, a port taken off its bridge) comes back.
+    pub(crate) fn spawn_reconcile_loop(self: &Arc<Self>) {
+        let every = self.cfg.reconcile_interval;
+        if every.is_zero() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(ctl) = weak.upgrade() else { return };
+                let st = ctl.state.lock().await;
+                match ctl.reconcile_host(&st).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(ops = n, "repaired the host's network objects"),
+                    Err(e) => warn!(error = %e, "could not reconcile the host"),
+                }
+            }
+        });
     }
 
     /// Create the built-in networks that do not exist yet. Existing ones take the options

@@ -35,6 +35,12 @@ pub trait Kernel: Send + Sync + fmt::Debug {
     async fn link_exists(&self, name: &str) -> std::result::Result<bool, KernelError>;
     /// Links of the daemon's namespace.
     async fn links(&self) -> std::result::Result<Vec<LinkInfo>, KernelError>;
+    /// The host namespace's objects as the kernel has them (Cove's links' addresses,
+    /// neighbours and routes; the sysctls in `sysctl_keys`), for the diff.
+    async fn observe_host(
+        &self,
+        sysctl_keys: &[String],
+    ) -> std::result::Result<cove_plan::HostState, KernelError>;
     /// Destination prefixes of the daemon's namespace's routes (for IPAM).
     async fn route_prefixes(&self) -> std::result::Result<Vec<IpNet>, KernelError>;
     /// Delete the condemned links now.

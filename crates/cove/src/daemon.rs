@@ -50,6 +50,10 @@ pub struct DaemonArgs {
     /// Parent cgroup of the containers' cgroups [default: /cove].
     #[arg(long)]
     pub cgroup_parent: Option<String>,
+    /// Seconds between two comparisons of the host's network objects with the records
+    /// (what was deleted or changed by hand is repaired); 0: only at start [default: 15].
+    #[arg(long, value_name = "SECONDS")]
+    pub reconcile_interval: Option<u64>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(short = 'l', long)]
     pub log_level: Option<String>,
@@ -76,6 +80,7 @@ struct FileConfig {
     ip_forward: Option<bool>,
     icc: Option<bool>,
     cgroup_parent: Option<String>,
+    reconcile_interval: Option<u64>,
 }
 
 /// Fully resolved daemon settings.
@@ -150,6 +155,9 @@ fn resolve(args: DaemonArgs) -> anyhow::Result<Settings> {
             firewall6: args.ip6tables.or(file.ip6tables).unwrap_or(true),
             ip_forward: args.ip_forward.or(file.ip_forward).unwrap_or(true),
             icc: args.icc.or(file.icc).unwrap_or(true),
+            reconcile_interval: std::time::Duration::from_secs(
+                args.reconcile_interval.or(file.reconcile_interval).unwrap_or(15),
+            ),
             cgroup_parent: args
                 .cgroup_parent
                 .or(file.cgroup_parent)

@@ -501,3 +501,40 @@ fn second_daemon_with_other_roots_on_a_live_socket_touches_nothing() {
     h.cove(&["network", "rm", "rc-s"]).ok();
     h.assert_no_leaks(&baseline);
 }
+
+/// A bridge deleted by hand comes back with its addresses, its ports and their neighbour
+/// entries, from the reconcile loop, without a restart: the containers on it talk again.
+#[test]
+fn a_bridge_deleted_by_hand_is_repaired_with_its_ports() {
+    let h = common::host_with(
+        "a_bridge_deleted_by_hand_is_repaired_with_its_ports",
+        |_| {},
+        &["--reconcile-interval", "1"],
+    );
+    h.cove(&["network", "create", "--subnet", "10.83.0.0/24", "rep"]).ok();
+    tcp_server(&h, "rep-srv", &["--network", "rep"], "repaired");
+    common::sleeper(&h, "rep-cli", &["--network", "rep"]);
+    common::wait_listening(&h, "rep-srv", 8080);
+    let ip = ip_of(&h, "rep-srv", "rep");
+    let probe = || common::exec_probe(&h, "rep-cli", &ip);
+    assert!(probe().stdout.contains("repaired"), "no traffic before (positive control)");
+    let id = h.cove(&["network", "inspect", "-f", "{{.Id}}", "rep"]).ok().stdout.clone();
+    let bridge = format!("br-{}", &id.trim()[..12]);
+    let index = |h: &FakeHost| h.sh_ok(&format!("cat /sys/class/net/{bridge}/ifindex"));
+    let before = index(&h);
+    h.sh_ok(&format!("ip link del {bridge}"));
+    // A new bridge (a new index) with both containers' ports on it.
+    common::wait_until("the bridge and its ports to come back", 20, || {
+        let ports = h.sh(&format!("ip -o link show master {bridge}"));
+        ports.status.success()
+            && String::from_utf8_lossy(&ports.stdout).lines().count() == 2
+            && index(&h) != before
+    });
+    let addr = h.sh_ok(&format!("ip -o addr show dev {bridge}"));
+    assert!(addr.contains("10.83.0.1/24"), "the gateway address is missing: {addr}");
+    common::wait_until("traffic through the repaired bridge", 20, || {
+        probe().stdout.contains("repaired")
+    });
+    h.cove(&["rm", "-f", "rep-srv", "rep-cli"]).ok();
+    h.cove(&["network", "rm", "rep"]).ok();
+}

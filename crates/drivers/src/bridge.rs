@@ -46,14 +46,6 @@ impl NetworkDriver for BridgeDriver {
         network_ops(net, ctx.firewall, ctx.firewall6)
     }
 
-    fn network_retire_ops(&self, net: &NetworkRecord) -> Result<Vec<Op>> {
-        network_retire_ops(net)
-    }
-
-    fn network_teardown_ops(&self, net: &NetworkRecord) -> Result<Vec<Op>> {
-        network_teardown_ops(net)
-    }
-
     fn endpoint_host_ifname(&self, endpoint_id: &str) -> Option<String> {
         Some(format!("cv{}", cove_model::short_id(endpoint_id)))
     }
@@ -302,30 +294,6 @@ fn network_ops(net: &NetworkRecord, firewall: bool, firewall6: bool) -> Result<V
     Ok(ops)
 }
 
-/// What removing the network takes: deleting the bridge (its addresses go with it).
-fn network_teardown_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
-    let b = bridge_of(net)?;
-    Ok(vec![Op::DeleteLink { netns: Netns::Host, name: b.name.clone() }])
-}
-
-/// What must be gone before `network rm` answers: the bridge's gateway addresses (and so
-/// its routes: the subnet is free for the next network at once). Deleting the bridge
-/// itself ([`network_teardown_ops`]) holds the kernel's RTNL lock through RCU grace periods
-/// (tens of ms), so the controller does that afterwards, off the request.
-fn network_retire_ops(net: &NetworkRecord) -> Result<Vec<Op>> {
-    let b = bridge_of(net)?;
-    Ok(net
-        .ipam
-        .iter()
-        .filter_map(|p| p.gateway.map(|gw| (p.subnet, gw)))
-        .map(|(subnet, gw)| Op::DelAddress {
-            netns: Netns::Host,
-            link: b.name.clone(),
-            addr: gateway_net(subnet, gw),
-        })
-        .collect())
-}
-
 /// Objects of one endpoint inside sandbox `netns`: the veth pair (peer created directly in
 /// the sandbox), IPv6 off on it unless the network has IPv6, its addresses, and link up.
 /// The default route is added separately ([`gateway_ops`]) because only one endpoint of a
@@ -462,7 +430,7 @@ fn leave_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Result<V
     let tombstone = format!("x{}", host.trim_start_matches("cv"));
     let mut ops = vec![
         Op::Retire { netns: Netns::Path(netns.to_path_buf()), link: ep.ifname.clone(), tombstone },
-        Op::Condemn { link: host.to_string() },
+        Op::Condemn { link: host.to_string(), tombstone: None },
     ];
     ops.extend(release_ops(net, ep)?);
     Ok(ops)
@@ -600,16 +568,6 @@ mod tests {
         e.ipv6 = None;
         let got = render(&join_ops(&net, &e, Path::new("/s")).unwrap());
         assert!(!got.contains("2001:db8:1::1"), "{got}");
-    }
-
-    #[test]
-    fn retiring_a_network_frees_its_addresses_and_leaves_the_bridge_for_later() {
-        let got = render(&network_retire_ops(&net(true, false)).unwrap());
-        assert!(got.contains("172.18.0.1/16"), "{got}");
-        assert!(got.contains("2001:db8:1::1/64"), "{got}");
-        assert!(!got.contains("delete link"), "{got}");
-        let later = render(&network_teardown_ops(&net(true, false)).unwrap());
-        assert!(later.contains("br-nnnnnnnnnnnn"), "{later}");
     }
 
     #[test]

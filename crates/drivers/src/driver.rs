@@ -102,21 +102,11 @@ pub trait NetworkDriver: Send + Sync + fmt::Debug {
         vec![]
     }
 
-    /// Host-side operations that make the network exist (a bridge with its addresses).
-    /// Applied at create and again at every start (idempotent).
+    /// Host-side operations that make the network exist (a bridge with its addresses): the
+    /// network's part of the host's desired state. The controller diffs that state against
+    /// the kernel's (`cove_plan::diff`) at create, at remove (everything of it goes) and
+    /// whenever it reconciles.
     fn network_ops(&self, _net: &NetworkRecord, _ctx: &PlanContext) -> Result<Vec<Op>> {
-        Ok(vec![])
-    }
-
-    /// What must be gone before `network rm` answers (the network's addresses, so its
-    /// subnet is free at once).
-    fn network_retire_ops(&self, _net: &NetworkRecord) -> Result<Vec<Op>> {
-        Ok(vec![])
-    }
-
-    /// What finishes removing the network, off the request's path (deleting a link waits
-    /// for RCU grace periods).
-    fn network_teardown_ops(&self, _net: &NetworkRecord) -> Result<Vec<Op>> {
         Ok(vec![])
     }
 

@@ -17,6 +17,7 @@ mod netns;
 pub mod nfnl;
 pub mod nft;
 mod nl;
+mod observe;
 mod ops;
 pub mod ports;
 mod reaper;
@@ -182,6 +183,19 @@ impl Kernel {
             Err(Cause::NoSuchLink(_)) => Ok(false),
             Err(c) => Err(KernelError::new(format!("look up link {name}"), c)),
         }
+    }
+
+    /// The host namespace's objects as the kernel has them (links; addresses, permanent
+    /// neighbours and `local ::1` routes of Cove's links; the sysctls in `sysctl_keys`), for
+    /// the diff against the desired state.
+    #[tracing::instrument(level = "debug", name = "kernel.observe", skip_all)]
+    pub async fn observe_host(
+        &self,
+        sysctl_keys: &[String],
+    ) -> Result<cove_plan::HostState, KernelError> {
+        observe::host_state(self.inner.host(), sysctl_keys)
+            .await
+            .map_err(|c| KernelError::new("read the host's network objects", c))
     }
 
     /// Links in the daemon's netns.

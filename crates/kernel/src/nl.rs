@@ -172,7 +172,7 @@ pub(crate) async fn has_address(h: &Handle, index: u32, addr: IpNet) -> Result<b
     }))
 }
 
-fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+pub(crate) fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
         RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),

@@ -1,0 +1,279 @@
+//! Kernel operations: the contract between planners and the kernel executor.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use cove_model::MacAddr;
+
+/// The link group (`IFLA_GROUP`) of every link Cove creates in the host's namespace: how
+/// start-up reconciliation knows a link is Cove's (a property of the object, not a name
+/// pattern). Any value but 0 (the kernel's default group) would do: this one spells
+/// "cove" in ASCII, so `ip link show group 1668249189` lists them.
+pub const OWNED_LINK_GROUP: u32 = 0x636f_7665;
+
+/// The link group of host links taken out of service ([`Op::Condemn`]): the executor
+/// deletes the whole group in one request (one RCU grace period for the batch) when the
+/// kernel is idle. "covx".
+pub const RETIRED_LINK_GROUP: u32 = 0x636f_7678;
+
+/// The network namespace an operation runs in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Netns {
+    /// The daemon's own namespace (the host, or a fake host in tests).
+    Host,
+    /// A sandbox namespace, by the path of its bind mount.
+    Path(PathBuf),
+}
+
+impl fmt::Display for Netns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Netns::Host => f.write_str("host"),
+            Netns::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// One kernel change. Create-type ops have an inverse ([`Op::inverse`]) used for rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Create a bridge in the host namespace (left down; see [`Op::SetUp`]), in
+    /// [`OWNED_LINK_GROUP`].
+    CreateBridge {
+        /// Device name.
+        name: String,
+        /// MTU.
+        mtu: u32,
+        /// Fixed MAC: without one the kernel gives the bridge the lowest MAC of its ports,
+        /// so it would change as containers come and go.
+        mac: MacAddr,
+    },
+    /// Create a veth pair: `host_name` in the host namespace, enslaved to `bridge`, up and in
+    /// [`OWNED_LINK_GROUP`]; `peer_name` created directly inside `peer_netns` (not up: the
+    /// kernel refuses that).
+    CreateVeth {
+        /// Host-side name (unique, never reused).
+        host_name: String,
+        /// Bridge to enslave the host side to.
+        bridge: String,
+        /// MTU of both ends.
+        mtu: u32,
+        /// Name inside the sandbox (`eth0`).
+        peer_name: String,
+        /// Sandbox namespace (bind-mount path).
+        peer_netns: PathBuf,
+        /// MAC of the sandbox end.
+        peer_mac: MacAddr,
+    },
+    /// Add an address (with prefix length) to a link.
+    AddAddress {
+        /// Namespace.
+        netns: Netns,
+        /// Link name.
+        link: String,
+        /// Address and prefix length.
+        addr: IpNet,
+    },
+    /// Bring a link up.
+    SetUp {
+        /// Namespace.
+        netns: Netns,
+        /// Link name.
+        link: String,
+    },
+    /// Add a route out of `link`, via `gateway` if given.
+    AddRoute {
+        /// Namespace.
+        netns: Netns,
+        /// Destination (`0.0.0.0/0` for a default route).
+        dst: IpNet,
+        /// Next hop.
+        gateway: Option<IpAddr>,
+        /// Outgoing link.
+        link: String,
+    },
+    /// Make `::1` a local destination for packets arriving on bridge `link` too (`local ::1
+    /// dev <link> table local metric 1024`, in the host namespace): the reply of a
+    /// connection the host made to `[::1]:<published port>` is un-NATed back to `::1` on
+    /// the bridge, and IPv6 only delivers `::1` through a route of the receiving link. Only
+    /// with the IPv6 firewall, whose raw rule drops every packet that *arrives* for `::1`
+    /// on another link than `lo`, so nothing else can use the route. Goes with the link.
+    LoopbackRoute6 {
+        /// The bridge.
+        link: String,
+    },
+    /// Write a sysctl (`net/ipv6/conf/cove0/disable_ipv6` style key, relative to /proc/sys).
+    Sysctl {
+        /// Namespace.
+        netns: Netns,
+        /// Key relative to `/proc/sys`, with `/` separators.
+        key: String,
+        /// Value to write.
+        value: String,
+    },
+    /// Turn on hairpin mode on a bridge port in the host namespace, so a frame may leave
+    /// through the port it came in on: a container reaching its own published port via a
+    /// host address is DNAT'ed back to itself (Docker does the same without its proxy).
+    Hairpin {
+        /// Host-side port name.
+        link: String,
+    },
+    /// Take a link out of service at once: set it down and rename it to `tombstone`, so
+    /// its name is free again while a later [`Op::DeleteLink`] of the tombstone (which
+    /// waits for an RCU grace period, ~30 ms) runs in the background.
+    Retire {
+        /// Namespace.
+        netns: Netns,
+        /// Link name.
+        link: String,
+        /// New, unique name (at most 15 bytes).
+        tombstone: String,
+    },
+    /// Hand a host link to the background reaper: move it to [`RETIRED_LINK_GROUP`] (and
+    /// down). The executor deletes that whole group in one request once the kernel has
+    /// been idle for a moment (within a second), so a detach never waits for the RCU grace
+    /// period of a link deletion and neither does the next attach. Deleting one end of a
+    /// veth pair deletes both. A missing link counts as done.
+    Condemn {
+        /// Host-side link name.
+        link: String,
+        /// A new, unique name (at most 15 bytes) that frees `link`'s name at once, for links
+        /// whose name a new object may want again (a bridge named by the user).
+        tombstone: Option<String>,
+    },
+    /// Enslave a host link to a bridge (a port whose bridge was re-created).
+    SetMaster {
+        /// The port.
+        link: String,
+        /// The bridge.
+        master: String,
+    },
+    /// Set a link's MTU.
+    SetMtu {
+        /// Namespace.
+        netns: Netns,
+        /// Link name.
+        link: String,
+        /// MTU.
+        mtu: u32,
+    },
+    /// A permanent neighbour (ARP / NDP) entry, replacing any entry for `addr` on `link`.
+    /// Permanent entries do not count against the kernel's neighbour-table limits
+    /// (`gc_thresh3`, 1,024 by default), which are global to the machine, not per netns.
+    Neighbor {
+        /// Namespace.
+        netns: Netns,
+        /// Link the neighbour is reached through.
+        link: String,
+        /// Its IPv4 or IPv6 address.
+        addr: IpAddr,
+        /// Its MAC.
+        mac: MacAddr,
+    },
+    /// Delete the neighbour entry for `addr` on `link` (missing entry or link counts as done).
+    DelNeighbor {
+        /// Namespace.
+        netns: Netns,
+        /// Link.
+        link: String,
+        /// Address.
+        addr: IpAddr,
+    },
+    /// Delete a link (missing counts as done).
+    DeleteLink {
+        /// Namespace.
+        netns: Netns,
+        /// Link name.
+        name: String,
+    },
+    /// Remove an address (missing counts as done).
+    DelAddress {
+        /// Namespace.
+        netns: Netns,
+        /// Link name.
+        link: String,
+        /// Address and prefix length.
+        addr: IpNet,
+    },
+}
+
+impl Op {
+    /// The host link this op creates, if it creates one.
+    pub fn created_host_link(&self) -> Option<&str> {
+        match self {
+            Op::CreateBridge { name, .. } => Some(name),
+            Op::CreateVeth { host_name, .. } => Some(host_name),
+            _ => None,
+        }
+    }
+
+    /// The op that undoes this one during rollback, if it needs undoing. Addresses and
+    /// routes on a link that is itself rolled back go with the link, so they need none.
+    pub fn inverse(&self) -> Option<Op> {
+        match self {
+            Op::CreateBridge { name, .. } => {
+                Some(Op::DeleteLink { netns: Netns::Host, name: name.clone() })
+            }
+            Op::CreateVeth { host_name, .. } => {
+                Some(Op::DeleteLink { netns: Netns::Host, name: host_name.clone() })
+            }
+            Op::AddAddress { netns, link, addr } => {
+                Some(Op::DelAddress { netns: netns.clone(), link: link.clone(), addr: *addr })
+            }
+            Op::Neighbor { netns, link, addr, .. } => {
+                Some(Op::DelNeighbor { netns: netns.clone(), link: link.clone(), addr: *addr })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::CreateBridge { name, mtu, mac } => {
+                write!(f, "create bridge {name} mtu {mtu} mac {mac}")
+            }
+            Op::CreateVeth { host_name, bridge, peer_name, peer_netns, peer_mac, mtu } => write!(
+                f,
+                "create veth {host_name} (master {bridge}) peer {peer_name} in {} mac {peer_mac} mtu {mtu}",
+                peer_netns.display()
+            ),
+            Op::AddAddress { netns, link, addr } => write!(f, "add address {addr} to {link} in {netns}"),
+            Op::SetUp { netns, link } => write!(f, "set {link} up in {netns}"),
+            Op::AddRoute { netns, dst, gateway, link } => match gateway {
+                Some(gw) => write!(f, "add route {dst} via {gw} dev {link} in {netns}"),
+                None => write!(f, "add route {dst} dev {link} in {netns}"),
+            },
+            Op::Sysctl { netns, key, value } => write!(f, "sysctl {key}={value} in {netns}"),
+            Op::LoopbackRoute6 { link } => {
+                write!(f, "add route local ::1 dev {link} table local metric 1024")
+            }
+            Op::Hairpin { link } => write!(f, "hairpin on for bridge port {link}"),
+            Op::Retire { netns, link, tombstone } => {
+                write!(f, "retire {link} as {tombstone} in {netns}")
+            }
+            Op::Condemn { link, tombstone: None } => {
+                write!(f, "condemn {link} (reaped in the background)")
+            }
+            Op::Condemn { link, tombstone: Some(t) } => {
+                write!(f, "condemn {link} as {t} (reaped in the background)")
+            }
+            Op::SetMaster { link, master } => write!(f, "set master of {link} to {master}"),
+            Op::SetMtu { netns, link, mtu } => write!(f, "set mtu {mtu} on {link} in {netns}"),
+            Op::Neighbor { netns, link, addr, mac } => {
+                write!(f, "add permanent neighbour {addr} lladdr {mac} dev {link} in {netns}")
+            }
+            Op::DelNeighbor { netns, link, addr } => {
+                write!(f, "delete neighbour {addr} dev {link} in {netns}")
+            }
+            Op::DeleteLink { netns, name } => write!(f, "delete link {name} in {netns}"),
+            Op::DelAddress { netns, link, addr } => {
+                write!(f, "delete address {addr} from {link} in {netns}")
+            }
+        }
+    }
+}
