@@ -45,6 +45,8 @@ pub struct Controller {
     cfg: ControllerConfig,
     /// The network drivers, by name.
     drivers: cove_drivers::Registry,
+    /// The IPAM drivers, by name.
+    ipam: cove_ipam::IpamRegistry,
     kernel: Arc<dyn seams::Kernel>,
     runtime: Arc<dyn seams::Runtime>,
     firewall: Arc<dyn seams::Firewall>,
@@ -111,6 +113,7 @@ impl Controller {
         let ctl = Arc::new(Controller {
             cfg,
             drivers: cove_drivers::Registry::builtin(),
+            ipam: cove_ipam::IpamRegistry::default(),
             kernel: seams.kernel,
             runtime: seams.runtime,
             firewall: seams.firewall,

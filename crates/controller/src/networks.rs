@@ -4,8 +4,8 @@ use ipnet::IpNet;
 use tracing::{info, warn};
 
 use cove_drivers::{BuiltinNetwork, Claim, NetworkRequest, PlanContext};
-use cove_ipam::{PoolSpec, PoolState};
-use cove_model::{EndpointSettings, Error, IpamPool, NetworkMode, NetworkRecord, Result};
+use cove_ipam::{PoolRequest, PoolState, PoolsRequest};
+use cove_model::{EndpointSettings, Error, NetworkMode, NetworkRecord, Result};
 use cove_plan::HostState;
 use cove_store::{Batch, Table};
 
@@ -54,46 +54,6 @@ fn subnets_in_use(st: &State, facts: &HostFacts) -> Vec<(String, IpNet)> {
     used
 }
 
-/// Resolve the IPAM pools of a new network: validate what the user gave, pick free subnets
-/// from the default pools for what they did not. Pure.
-fn resolve_pools(
-    st: &State,
-    req: &NetworkCreate,
-    pools_spec: &[PoolSpec],
-    facts: &HostFacts,
-) -> Result<Vec<IpamPool>> {
-    let mut pools = vec![];
-    for c in &req.ipam_config {
-        let subnet = c.subnet.as_deref().ok_or_else(|| {
-            Error::invalid("IPAM config has an ip-range, gateway or aux-address but no subnet")
-        })?;
-        pools.push(cove_ipam::validate_pool(
-            subnet,
-            c.ip_range.as_deref(),
-            c.gateway.as_deref(),
-            &c.aux_addresses,
-        )?);
-    }
-    cove_ipam::validate_pools_together(&pools)?;
-    if pools.iter().any(|p| p.subnet.addr().is_ipv6()) && !req.enable_ipv6 {
-        return Err(Error::invalid(
-            "an IPv6 subnet was given but IPv6 is not enabled on the network (use --ipv6)",
-        ));
-    }
-    let in_use = subnets_in_use(st, facts);
-    cove_ipam::check_no_overlap(&pools, &in_use)?;
-    let used: Vec<IpNet> = in_use.iter().map(|(_, s)| *s).collect();
-    if !pools.iter().any(|p| p.subnet.addr().is_ipv4()) {
-        let subnet = cove_ipam::choose_subnet(pools_spec, &used, false)?;
-        pools.insert(0, cove_ipam::validate_pool(&subnet.to_string(), None, None, &[])?);
-    }
-    if req.enable_ipv6 && !pools.iter().any(|p| p.subnet.addr().is_ipv6()) {
-        let subnet = cove_ipam::choose_subnet(pools_spec, &used, true)?;
-        pools.push(cove_ipam::validate_pool(&subnet.to_string(), None, None, &[])?);
-    }
-    Ok(pools)
-}
-
 impl Controller {
     /// The settings plans depend on.
     pub(crate) fn plan_context(&self) -> PlanContext {
@@ -130,14 +90,7 @@ impl Controller {
                 driver.name()
             )));
         }
-        match req.ipam_driver.as_str() {
-            "" | "default" => {}
-            other => {
-                return Err(Error::not_found(format!(
-                    "IPAM driver \"{other}\" not found (supported: default)"
-                )))
-            }
-        }
+        let ipam_driver = self.ipam.get(&req.ipam_driver)?;
         if !cap.ipam && !req.ipam_config.is_empty() {
             return Err(Error::invalid(format!(
                 "the {} driver takes no options or IPAM configuration",
@@ -169,8 +122,23 @@ impl Controller {
         // IPAM options are kept and shown by inspect; the default driver, like Docker's,
         // acts on none of them.
         let ipam = if cap.ipam {
-            let pools_spec = cove_ipam::effective_pools(&self.cfg.default_address_pools);
-            resolve_pools(st, req, &pools_spec, facts)?
+            let default_pools = cove_ipam::effective_pools(&self.cfg.default_address_pools);
+            let pools: Vec<PoolRequest> = req
+                .ipam_config
+                .iter()
+                .map(|c| PoolRequest {
+                    subnet: c.subnet.clone(),
+                    ip_range: c.ip_range.clone(),
+                    gateway: c.gateway.clone(),
+                    aux_addresses: c.aux_addresses.clone(),
+                })
+                .collect();
+            ipam_driver.request_pools(&PoolsRequest {
+                pools: &pools,
+                enable_ipv6: req.enable_ipv6,
+                default_pools: &default_pools,
+                in_use: &subnets_in_use(st, facts),
+            })?
         } else {
             vec![]
         };
@@ -182,7 +150,7 @@ impl Controller {
             enable_ipv6: req.enable_ipv6,
             internal: req.internal,
             attachable: req.attachable,
-            ipam_driver: "default".into(),
+            ipam_driver: ipam_driver.name().to_string(),
             ipam_options: req.ipam_options.clone(),
             ipam,
             options: req.options.clone(),
@@ -223,6 +191,10 @@ impl Controller {
     /// back if the kernel refuses.
     #[tracing::instrument(level = "debug", name = "network.install", skip_all)]
     pub(crate) async fn install_network(&self, st: &mut State, net: NetworkRecord) -> Result<()> {
+        // The host's IPv6 forwarding first: a host that refuses it leaves no network behind.
+        if net.enable_ipv6 {
+            self.enable_forwarding6().await?;
+        }
         let mut b = Batch::new();
         b.put(Table::Networks, &net.id, &net);
         self.store.commit(b)?;
@@ -238,9 +210,6 @@ impl Controller {
         }
         for pool in &net.ipam {
             st.pools.insert((net.id.clone(), pool.subnet.addr().is_ipv6()), PoolState::new(pool));
-        }
-        if net.enable_ipv6 {
-            self.enable_forwarding6().await?;
         }
         info!(network = %net.name, id = %cove_model::short_id(&net.id), "network created");
         self.dns_network_added(&net);

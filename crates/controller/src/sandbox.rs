@@ -13,21 +13,25 @@ use cove_model::{
 use cove_store::{Batch, Table};
 
 use cove_drivers::NetworkDriver;
+use cove_ipam::IpamRegistry;
 
 use crate::etc_files;
 use crate::state::{ifindex, State};
 use crate::Controller;
 
-/// Release an endpoint's addresses back to its network's pools.
-fn release_ipam(st: &mut State, ep: &EndpointRecord) {
+/// Release an endpoint's addresses back to its network's pools, through the network's
+/// IPAM driver.
+fn release_ipam(ipam: &IpamRegistry, st: &mut State, ep: &EndpointRecord) {
+    let driver = st.networks.get(&ep.network_id).and_then(|n| ipam.get(&n.ipam_driver).ok());
+    let Some(driver) = driver.cloned() else { return };
     if let Some(v4) = ep.ipv4 {
         if let Some(p) = st.pool_mut(&ep.network_id, false) {
-            p.release(IpAddr::V4(v4.addr()));
+            driver.release_address(p, IpAddr::V4(v4.addr()));
         }
     }
     if let Some(v6) = ep.ipv6 {
         if let Some(p) = st.pool_mut(&ep.network_id, true) {
-            p.release(IpAddr::V6(v6.addr()));
+            driver.release_address(p, IpAddr::V6(v6.addr()));
         }
     }
 }
@@ -35,6 +39,7 @@ fn release_ipam(st: &mut State, ep: &EndpointRecord) {
 /// Allocate addresses and names for one endpoint (in memory only).
 fn allocate_endpoint(
     st: &mut State,
+    ipam: &IpamRegistry,
     driver: &dyn NetworkDriver,
     container_id: &str,
     net: &NetworkRecord,
@@ -55,12 +60,13 @@ fn allocate_endpoint(
         gateway6: None,
         aliases: settings.aliases.clone(),
     };
+    let addresses = ipam.get(&net.ipam_driver)?.clone();
     if let Some(pool) = net.pool_v4() {
         let state = st.pool_mut(&net.id, false).ok_or_else(|| {
             Error::internal(format!("network {} has no IPv4 pool state", net.name))
         })?;
-        let addr = state
-            .request(settings.ipv4_address)
+        let addr = addresses
+            .request_address(state, settings.ipv4_address)
             .map_err(|e| e.context(format!("network {}", net.name)))?;
         let IpAddr::V4(a) = addr else { unreachable!("the IPv4 pool returns IPv4 addresses") };
         ep.ipv4 = Some(ipnet::Ipv4Net::new(a, pool.subnet.prefix_len()).expect("valid prefix"));
@@ -73,11 +79,11 @@ fn allocate_endpoint(
         let res = st
             .pool_mut(&net.id, true)
             .ok_or_else(|| Error::internal(format!("network {} has no IPv6 pool state", net.name)))
-            .and_then(|s| s.request(settings.ipv6_address));
+            .and_then(|s| addresses.request_address(s, settings.ipv6_address));
         let addr = match res {
             Ok(a) => a,
             Err(e) => {
-                release_ipam(st, &ep);
+                release_ipam(ipam, st, &ep);
                 return Err(e.context(format!("network {}", net.name)));
             }
         };
@@ -142,19 +148,27 @@ impl Controller {
                     Some(n) => n.clone(),
                     None => {
                         for ep in &eps {
-                            release_ipam(st, ep);
+                            release_ipam(&self.ipam, st, ep);
                         }
                         return Err(Error::not_found(format!("network {net_id} not found")));
                     }
                 };
                 let allocated = self.drivers.of(&net).and_then(|d| {
-                    allocate_endpoint(st, d.as_ref(), &c.id, &net, settings, format!("eth{i}"))
+                    allocate_endpoint(
+                        st,
+                        &self.ipam,
+                        d.as_ref(),
+                        &c.id,
+                        &net,
+                        settings,
+                        format!("eth{i}"),
+                    )
                 });
                 match allocated {
                     Ok(ep) => eps.push(ep),
                     Err(e) => {
                         for ep in &eps {
-                            release_ipam(st, ep);
+                            release_ipam(&self.ipam, st, ep);
                         }
                         return Err(e);
                     }
@@ -167,7 +181,7 @@ impl Controller {
         }
         let undo_ipam = |st: &mut State, eps: &[EndpointRecord]| {
             for ep in eps {
-                release_ipam(st, ep);
+                release_ipam(&self.ipam, st, ep);
             }
         };
         if let Err(e) = self.store.commit(batch) {
@@ -243,7 +257,7 @@ impl Controller {
             warn!(container = %c.name, error = %e, "could not delete endpoint records");
         }
         for ep in eps {
-            release_ipam(st, &ep);
+            release_ipam(&self.ipam, st, &ep);
             st.endpoints.remove(&ep.id);
         }
         self.dns_unlink(st, c);
@@ -264,18 +278,25 @@ impl Controller {
         let next = existing.iter().map(|e| ifindex(&e.ifname) + 1).max().unwrap_or(0);
         let net = st.networks[net_id].clone();
         let driver = self.drivers.of(&net)?.clone();
-        let ep =
-            allocate_endpoint(st, driver.as_ref(), &c.id, &net, settings, format!("eth{next}"))?;
+        let ep = allocate_endpoint(
+            st,
+            &self.ipam,
+            driver.as_ref(),
+            &c.id,
+            &net,
+            settings,
+            format!("eth{next}"),
+        )?;
         let mut b = Batch::new();
         b.put(Table::Endpoints, &ep.id, &ep);
         if let Err(e) = self.store.commit(b) {
-            release_ipam(st, &ep);
+            release_ipam(&self.ipam, st, &ep);
             return Err(e);
         }
         let mut ops = match driver.join_ops(&net, &ep, &path) {
             Ok(ops) => ops,
             Err(e) => {
-                release_ipam(st, &ep);
+                release_ipam(&self.ipam, st, &ep);
                 let mut b = Batch::new();
                 b.delete(Table::Endpoints, &ep.id);
                 if let Err(se) = self.store.commit(b) {
@@ -306,7 +327,7 @@ impl Controller {
         };
         if let Some(e) = failed {
             st.endpoints.remove(&ep.id);
-            release_ipam(st, &ep);
+            release_ipam(&self.ipam, st, &ep);
             let mut b = Batch::new();
             b.delete(Table::Endpoints, &ep.id);
             if let Err(se) = self.store.commit(b) {
@@ -345,7 +366,7 @@ impl Controller {
         b.delete(Table::Endpoints, &ep.id);
         self.store.commit(b)?;
         self.dns_endpoint_removed(&ep);
-        release_ipam(st, &ep);
+        release_ipam(&self.ipam, st, &ep);
         st.endpoints.remove(&ep.id);
         if was_gateway.as_deref() == Some(ep.id.as_str()) {
             if let Some(next) = eps.iter().find(|e| e.id != ep.id && provides_gateway(st, e)) {

@@ -9,13 +9,17 @@
 //! - [`validate`]: checking user-given `--subnet/--ip-range/--gateway/--aux-address`, a
 //!   network's pools against each other and against other networks.
 //! - [`pool`]: per-pool address allocation (`--ip` static addresses and dynamic ones).
+//! - [`driver`]: the IPAM driver seam ([`IpamDriver`]), the built-in driver behind it, and
+//!   the registry of drivers by name.
 #![warn(missing_docs)]
 
 mod addr;
+pub mod driver;
 pub mod pool;
 pub mod subnet;
 pub mod validate;
 
+pub use driver::{DefaultIpam, IpamDriver, IpamRegistry, PoolRequest, PoolsRequest, DEFAULT_IPAM};
 pub use pool::PoolState;
 pub use subnet::{
     choose_subnet, default_pools, default_pools_v4, default_pools_v6, effective_pools, overlaps,
