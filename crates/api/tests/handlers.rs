@@ -189,8 +189,14 @@ async fn networks() {
     let v = a.ok("POST", "/v1.50/networks/create", Some(&body), 201).await;
     assert_eq!(v["Id"].as_str().map(str::len), Some(64), "{v}");
     assert_eq!(v["Warning"], "");
-    a.refused("POST", "/v1.50/networks/create", Some(&body), 409, "network with name n1 already exists")
-        .await;
+    a.refused(
+        "POST",
+        "/v1.50/networks/create",
+        Some(&body),
+        409,
+        "network with name n1 already exists",
+    )
+    .await;
     let overlap =
         json!({"Name": "n2", "IPAM": {"Config": [{"Subnet": "10.50.0.128/25"}]}}).to_string();
     let before = a.state().await;
@@ -238,8 +244,13 @@ async fn networks() {
         .await;
     assert_eq!(v, json!({"NetworksDeleted": ["n1"]}));
     a.refused("DELETE", "/networks/n1", None, 404, "network n1 not found").await;
-    // On the fake kernel: the bridge of n1 came and went.
-    assert_eq!(a.host.kernel.model().owned_links(), ["cove0"]);
+    // On the fake kernel: the bridge of n1 came and went (deleted after the answer).
+    let gone = async {
+        while a.host.kernel.model().owned_links() != ["cove0"] {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), gone).await.expect("n1's bridge is deleted");
 }
 
 #[tokio::test]
@@ -254,8 +265,14 @@ async fn network_connect_and_disconnect() {
         "No such container: ghost",
     )
     .await;
-    a.refused("POST", "/networks/n1/connect", Some(r#"{"Container":""}"#), 400, "container is required")
-        .await;
+    a.refused(
+        "POST",
+        "/networks/n1/connect",
+        Some(r#"{"Container":""}"#),
+        400,
+        "container is required",
+    )
+    .await;
     a.refused(
         "POST",
         "/networks/nope/connect",
@@ -420,15 +437,27 @@ async fn images() {
     let v = a.ok("GET", "/images/busybox/json", None, 200).await;
     assert_eq!(v["RepoTags"], json!(["busybox:latest"]), "{v}");
     a.refused("GET", "/images/nosuch/json", None, 404, "No such image").await;
-    a.refused("GET", "/images/json?filters=%7B%22colour%22%3A%5B%22x%22%5D%7D", None, 400, "colour")
-        .await;
+    a.refused(
+        "GET",
+        "/images/json?filters=%7B%22colour%22%3A%5B%22x%22%5D%7D",
+        None,
+        400,
+        "colour",
+    )
+    .await;
 
     // A pull finds only what is here.
     let (code, _, v) = a.call("POST", "/images/create?fromImage=busybox&tag=latest", None).await;
     assert_eq!(code, 200, "{v}");
     assert!(v.to_string().contains("Image is up to date for busybox:latest"), "{v}");
-    a.refused("POST", "/images/create?fromImage=nosuch&tag=1", None, 404, "No such image: nosuch:1")
-        .await;
+    a.refused(
+        "POST",
+        "/images/create?fromImage=nosuch&tag=1",
+        None,
+        404,
+        "No such image: nosuch:1",
+    )
+    .await;
     // An import takes any tarball on the fake runtime.
     a.refused("POST", "/images/create?fromSrc=-&repo=mine&tag=1", None, 400, "body is empty").await;
     a.refused(
@@ -615,7 +644,9 @@ async fn every_error_kind_maps_to_its_status() {
     // NotImplemented: what the fake runtime cannot do (load an archive).
     a.refused("POST", "/images/load", Some("an archive"), 501, "loads no archives").await;
 
-    // Unavailable: the host will not forward IPv6 for a new IPv6 network.
+    // Unavailable: the host will not forward IPv6 for a new IPv6 network. (The API's lists
+    // are unchanged, but the controller keeps the record in its store and the bridge in the
+    // kernel: the network comes back after a restart. Not checked here.)
     a.host.kernel.fail_on("sysctl net/ipv6/conf/all/forwarding");
     a.refused(
         "POST",
