@@ -610,7 +610,9 @@ impl FakeRuntime {
             m.processes.insert(id.to_string(), FakeProcess::Exited(code));
             drop(m);
             if let Some(tx) = lock(&self.exits).get(id) {
-                let _ = tx.send(Some(code));
+                // Kept even when nobody waits yet (a monitor not polled so far subscribes
+                // later and must still see it).
+                tx.send_replace(Some(code));
             }
         }
     }
