@@ -270,3 +270,18 @@ impl Controller {
         }
     }
 }
+
+/// What the tests can see of the resolver (its fields are private to this module).
+#[cfg(test)]
+impl Controller {
+    /// The IPv4 addresses `name` resolves to in container `id`'s sandbox (None: not local
+    /// or no view for that sandbox).
+    pub(crate) fn dns_lookup(&self, id: &str, name: &str) -> Option<Vec<IpAddr>> {
+        self.dns.resolver.with_table(|t| t.resolve(id, name, cove_dns::Family::V4))
+    }
+
+    /// Whether `127.0.0.11:53` is served in container `id`'s sandbox.
+    pub(crate) fn dns_served(&self, id: &str) -> bool {
+        self.dns.serving().contains_key(id)
+    }
+}

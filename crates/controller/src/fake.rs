@@ -52,7 +52,8 @@ pub struct FakeLink {
 #[derive(Debug, Default)]
 pub struct KernelModel {
     /// Every call, one line each: `apply <op>`, `teardown <op>`, `rollback <op>`,
-    /// `create netns <path>`, `remove netns <path>`, `reap`.
+    /// `create netns <path>`, `remove netns <path>`, `reap`, `bind <addr> in <path>` (the
+    /// embedded resolver's sockets).
     pub journal: Vec<String>,
     /// Links of the host's namespace by name.
     pub links: BTreeMap<String, FakeLink>,
@@ -72,8 +73,8 @@ pub struct KernelModel {
     pub sysctls: BTreeMap<String, String>,
     /// Port reservations by owner.
     pub ports: BTreeMap<String, Vec<PortBinding>>,
-    /// An op whose Display contains one of these fails (EPERM), as does `create netns`
-    /// when one of them is `create netns`.
+    /// An op whose Display contains one of these fails (EPERM), as do `create netns` and
+    /// `bind` when their journal line contains one of them.
     pub fail: Vec<String>,
     next_port: u16,
 }
@@ -316,6 +317,9 @@ impl Kernel for FakeKernel {
         let mut m = self.model();
         m.journal.push(format!("remove netns {}", path.display()));
         m.netns.remove(path);
+        // Its own neighbour entries go with it.
+        let ns = Netns::Path(path.to_owned()).to_string();
+        m.neighbours.retain(|(n, _, _)| *n != ns);
         // The kernel reaps the namespace's links, and so the host ends of its veth pairs.
         let gone: Vec<String> = m
             .links
@@ -416,11 +420,18 @@ impl Kernel for FakeKernel {
     async fn bind_in_netns(
         &self,
         netns: &Path,
-        _addr: SocketAddr,
+        addr: SocketAddr,
     ) -> std::io::Result<(UdpSocket, TcpListener)> {
-        if !self.model().netns.contains(netns) {
+        let mut m = self.model();
+        let line = format!("bind {addr} in {}", netns.display());
+        m.journal.push(line.clone());
+        if m.fails(&line) {
+            return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+        }
+        if !m.netns.contains(netns) {
             return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
         }
+        drop(m);
         // Loopback stands in for the sandbox's 127.0.0.11:53.
         let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let udp = UdpSocket::bind(any)?;
@@ -610,8 +621,8 @@ impl FakeRuntime {
             m.processes.insert(id.to_string(), FakeProcess::Exited(code));
             drop(m);
             if let Some(tx) = lock(&self.exits).get(id) {
-                // Kept even when nobody waits yet (a monitor not polled so far subscribes
-                // later and must still see it).
+                // `send` would drop the value while nobody has subscribed yet (a monitor
+                // that has not run): kept for whoever waits later.
                 tx.send_replace(Some(code));
             }
         }
@@ -822,9 +833,11 @@ impl FakeHost {
         Ok(FakeHost { ctl, kernel, firewall, runtime, store, cfg })
     }
 
-    /// The same fakes and store under a new controller, as after a daemon restart (the
-    /// old controller's background tasks stop with it).
+    /// The same fakes and store under a new controller, as after a daemon restart: the
+    /// port reservations die with the old daemon's sockets. (The old controller's container
+    /// monitors keep running in the test; check the new controller's own view.)
     pub async fn restart(&self) -> Result<FakeHost> {
+        self.kernel.model().ports.clear();
         Self::start_on(
             self.cfg.clone(),
             self.kernel.clone(),

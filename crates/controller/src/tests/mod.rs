@@ -2,7 +2,11 @@
 //! an event, the kernel operations, the firewall writes, the runtime calls and the store's
 //! records that follow. No root, no kernel: they run in milliseconds.
 
+mod containers;
+mod dns_links;
+mod images_exec_events;
 mod networks;
+mod ports;
 
 use std::path::Path;
 
