@@ -576,6 +576,9 @@ pub struct RuntimeModel {
     pub journal: Vec<String>,
     /// Starts of these containers fail.
     pub fail_start: BTreeSet<String>,
+    /// Every start waits here first (outside the model's lock), e.g. for a barrier that
+    /// only opens once several starts run at the same time.
+    pub start_gate: Option<Arc<std::sync::Barrier>>,
     next_pid: u32,
 }
 
@@ -685,6 +688,10 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
     fn start(&self, id: &str, netns: Option<&Path>) -> Result<u32> {
+        let gate = self.model().start_gate.clone();
+        if let Some(gate) = gate {
+            gate.wait();
+        }
         let mut m = self.model();
         m.journal.push(format!("start {id}"));
         if m.fail_start.contains(id) {

@@ -6,6 +6,7 @@ mod containers;
 mod dns_links;
 mod images_exec_events;
 mod networks;
+mod parallel;
 mod ports;
 
 use std::path::Path;
