@@ -42,7 +42,7 @@ impl Controller {
         if !orphans.is_empty() {
             let mut b = cove_store::Batch::new();
             for e in &orphans {
-                b.delete(cove_store::Table::Endpoints, &e.id);
+                crate::state::delete_endpoint(&mut b, e);
                 st.endpoints.remove(&e.id);
             }
             self.store.commit(b)?;

@@ -10,13 +10,13 @@ use cove_model::{
     ContainerRecord, EndpointRecord, EndpointSettings, Error, MacAddr, NetworkMode, NetworkRecord,
     Result,
 };
-use cove_store::{Batch, Table};
+use cove_store::Batch;
 
 use cove_drivers::NetworkDriver;
 use cove_ipam::IpamRegistry;
 
 use crate::etc_files;
-use crate::state::{ifindex, State};
+use crate::state::{delete_endpoint, ifindex, put_endpoint, State};
 use crate::Controller;
 
 /// Release an endpoint's addresses back to its network's pools, through the network's
@@ -177,7 +177,7 @@ impl Controller {
         }
         let mut batch = Batch::new();
         for ep in &eps {
-            batch.put(Table::Endpoints, &ep.id, ep);
+            put_endpoint(&mut batch, ep);
         }
         let undo_ipam = |st: &mut State, eps: &[EndpointRecord]| {
             for ep in eps {
@@ -209,7 +209,7 @@ impl Controller {
             undo_ipam(st, &eps);
             let mut b = Batch::new();
             for ep in &eps {
-                b.delete(Table::Endpoints, &ep.id);
+                delete_endpoint(&mut b, ep);
             }
             if let Err(se) = self.store.commit(b) {
                 warn!(error = %se, "rollback: could not delete endpoint records");
@@ -251,7 +251,7 @@ impl Controller {
         }
         let mut b = Batch::new();
         for ep in &eps {
-            b.delete(Table::Endpoints, &ep.id);
+            delete_endpoint(&mut b, ep);
         }
         if let Err(e) = self.store.commit(b) {
             warn!(container = %c.name, error = %e, "could not delete endpoint records");
@@ -288,7 +288,7 @@ impl Controller {
             format!("eth{next}"),
         )?;
         let mut b = Batch::new();
-        b.put(Table::Endpoints, &ep.id, &ep);
+        put_endpoint(&mut b, &ep);
         if let Err(e) = self.store.commit(b) {
             release_ipam(&self.ipam, st, &ep);
             return Err(e);
@@ -298,7 +298,7 @@ impl Controller {
             Err(e) => {
                 release_ipam(&self.ipam, st, &ep);
                 let mut b = Batch::new();
-                b.delete(Table::Endpoints, &ep.id);
+                delete_endpoint(&mut b, &ep);
                 if let Err(se) = self.store.commit(b) {
                     warn!(error = %se, "rollback: could not delete endpoint record");
                 }
@@ -329,7 +329,7 @@ impl Controller {
             st.endpoints.remove(&ep.id);
             release_ipam(&self.ipam, st, &ep);
             let mut b = Batch::new();
-            b.delete(Table::Endpoints, &ep.id);
+            delete_endpoint(&mut b, &ep);
             if let Err(se) = self.store.commit(b) {
                 warn!(error = %se, "rollback: could not delete endpoint record");
             }
@@ -363,7 +363,7 @@ impl Controller {
             return Err(Error::from(e).context(format!("disconnect {}", c.name)));
         }
         let mut b = Batch::new();
-        b.delete(Table::Endpoints, &ep.id);
+        delete_endpoint(&mut b, &ep);
         self.store.commit(b)?;
         self.dns_endpoint_removed(&ep);
         release_ipam(&self.ipam, st, &ep);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use cove_ipam::PoolState;
 use cove_model::{ContainerRecord, EndpointRecord, Error, NetworkRecord, Result};
-use cove_store::{Records, Table};
+use cove_store::{Batch, Records, Table};
 
 use crate::tracked::{Changes, Tracked};
 
@@ -110,6 +110,33 @@ impl State {
     /// The pool of a network for one family.
     pub(crate) fn pool_mut(&mut self, network_id: &str, v6: bool) -> Option<&mut PoolState> {
         self.pools.get_mut(&(network_id.to_string(), v6))
+    }
+}
+
+/// The store keys of an endpoint's addresses (`ipam/<network id>/<address>`, valued with
+/// the endpoint's id): reserved only if absent, in the same transaction as the endpoint's
+/// record, so no two endpoints can hold one address even where the in-memory pools are not
+/// the only writer (a cluster store shared by several hosts).
+fn address_keys(ep: &EndpointRecord) -> impl Iterator<Item = String> + '_ {
+    let v4 = ep.ipv4.map(|a| a.addr().to_string());
+    let v6 = ep.ipv6.map(|a| a.addr().to_string());
+    v4.into_iter().chain(v6).map(move |a| format!("{}/{a}", ep.network_id))
+}
+
+/// Put an endpoint's record and reserve its addresses, in one batch.
+pub(crate) fn put_endpoint(b: &mut Batch, ep: &EndpointRecord) {
+    b.put(Table::Endpoints, &ep.id, ep);
+    for key in address_keys(ep) {
+        b.require_absent(Table::Ipam, &key);
+        b.put(Table::Ipam, &key, &ep.id);
+    }
+}
+
+/// Delete an endpoint's record and free its addresses, in one batch.
+pub(crate) fn delete_endpoint(b: &mut Batch, ep: &EndpointRecord) {
+    b.delete(Table::Endpoints, &ep.id);
+    for key in address_keys(ep) {
+        b.delete(Table::Ipam, &key);
     }
 }
 

@@ -170,3 +170,37 @@ async fn a_static_address_is_kept_and_a_taken_one_refused() {
     assert!(!h.runtime.running(&b), "the refused container was started");
     assert!(h.kernel.model().netns.len() == 1, "the refused start left a sandbox");
 }
+
+#[tokio::test]
+async fn an_endpoints_addresses_are_reserved_in_the_store_with_it_and_freed_with_it() {
+    let h = host().await;
+    let net_id = h.ctl.network_create(net("app", Some("10.6.0.0/24"))).await.unwrap();
+    let id = h.ctl.container_create(ctr("c1", "app")).await.unwrap();
+    h.ctl.container_start(&id).await.unwrap();
+    let ep = h.ctl.container_get(&id).await.unwrap().networks[0].1.clone().unwrap();
+    let key = format!("{net_id}/{}", ep.ipv4.unwrap().addr());
+    let holder: Option<String> = h.store.get(Table::Ipam, &key).unwrap();
+    assert_eq!(holder.as_deref(), Some(ep.id.as_str()), "the address key names its endpoint");
+    h.ctl.container_stop(&id, Some(1)).await.unwrap();
+    assert_eq!(h.store.get::<String>(Table::Ipam, &key).unwrap(), None, "not freed");
+}
+
+#[tokio::test]
+async fn an_address_another_writer_holds_in_the_store_is_refused_and_nothing_is_left() {
+    let h = host().await;
+    let net_id = h.ctl.network_create(net("app", Some("10.7.0.0/24"))).await.unwrap();
+    // Another host of a shared store took 10.7.0.2 (the in-memory pool does not know).
+    let mut b = cove_store::Batch::new();
+    b.put(Table::Ipam, &format!("{net_id}/10.7.0.2"), &"elsewhere");
+    h.store.commit(b).unwrap();
+    let id = h.ctl.container_create(ctr("c1", "app")).await.unwrap();
+    let e = h.ctl.container_start(&id).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+    assert!(e.message.contains("10.7.0.2"), "{}", e.message);
+    assert!(h.kernel.model().netns.is_empty(), "a sandbox was left");
+    assert!(h.store.list::<cove_model::EndpointRecord>(Table::Endpoints).unwrap().is_empty());
+    assert_eq!(
+        h.store.get::<String>(Table::Ipam, &format!("{net_id}/10.7.0.2")).unwrap().as_deref(),
+        Some("elsewhere")
+    );
+}
