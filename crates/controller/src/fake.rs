@@ -58,7 +58,8 @@ pub struct KernelModel {
     pub links: BTreeMap<String, FakeLink>,
     /// Addresses of host links: `(link, address)`.
     pub addresses: BTreeSet<(String, IpNet)>,
-    /// Permanent neighbours by `(netns, link, address)`.
+    /// Permanent neighbours by `(netns, link, address)`; a sandbox's go with the sandbox
+    /// and with the interface retired in it.
     pub neighbours: BTreeSet<(String, String, IpAddr)>,
     /// Sandbox namespaces mounted.
     pub netns: BTreeSet<PathBuf>,
@@ -165,6 +166,11 @@ impl KernelModel {
                 if !self.neighbours.remove(&(netns.to_string(), link.clone(), *addr)) =>
             {
                 return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::ENOENT)));
+            }
+            // The retired interface takes its neighbour entries with it.
+            Op::Retire { netns: netns @ Netns::Path(_), link, .. } => {
+                let ns = netns.to_string();
+                self.neighbours.retain(|(n, l, _)| !(*n == ns && l == link));
             }
             Op::Condemn { link } => {
                 let l = self.links.get_mut(link).ok_or_else(|| Cause::NoSuchLink(link.clone()))?;
@@ -289,6 +295,9 @@ impl Kernel for FakeKernel {
         let mut m = self.model();
         m.journal.push(format!("remove netns {}", path.display()));
         m.netns.remove(path);
+        // Its neighbour entries go with it.
+        let ns = Netns::Path(path.to_owned()).to_string();
+        m.neighbours.retain(|(n, _, _)| *n != ns);
         // The kernel reaps the namespace's links, and so the host ends of its veth pairs.
         let gone: Vec<String> = m
             .links
@@ -543,7 +552,9 @@ impl FakeRuntime {
             m.processes.insert(id.to_string(), FakeProcess::Exited(code));
             drop(m);
             if let Some(tx) = lock(&self.exits).get(id) {
-                let _ = tx.send(Some(code));
+                // Kept even when nobody waits yet (`send` drops the value then): a monitor
+                // that subscribes later must still see the exit.
+                tx.send_replace(Some(code));
             }
         }
     }
