@@ -218,32 +218,53 @@ impl Controller {
         Ok(net)
     }
 
-    /// Store the record (intent first), then create its kernel objects; roll the record
-    /// back if the kernel refuses.
+    /// Store the record (intent first), then create its kernel objects and its firewall
+    /// elements; roll everything back if the kernel or the firewall refuses.
     #[tracing::instrument(level = "debug", name = "network.install", skip_all)]
     pub(crate) async fn install_network(&self, st: &mut State, net: NetworkRecord) -> Result<()> {
+        // IPv6 forwarding first: refused, there is nothing to undo yet.
+        if net.enable_ipv6 {
+            self.enable_forwarding6()
+                .await
+                .map_err(|e| e.context(format!("create network {}", net.name)))?;
+        }
         let mut b = Batch::new();
         b.put(Table::Networks, &net.id, &net);
         self.store.commit(b)?;
-        let ops = self.drivers.of(&net)?.network_ops(&net, &self.plan_context())?;
+        let driver = self.drivers.of(&net)?.clone();
+        let ops = driver.network_ops(&net, &self.plan_context())?;
         if let Err(e) = self.kernel.apply(&ops).await {
-            let mut b = Batch::new();
-            b.delete(Table::Networks, &net.id);
-            if let Err(se) = self.store.commit(b) {
-                warn!(network = %net.name, error = %se, "could not roll back network record");
-            }
+            self.forget_network_record(&net);
             return Err(Error::from(e).context(format!("create network {}", net.name)));
         }
         for pool in &net.ipam {
             st.pools.insert((net.id.clone(), pool.subnet.addr().is_ipv6()), PoolState::new(pool));
         }
-        if net.enable_ipv6 {
-            self.enable_forwarding6().await?;
+        st.networks.insert(net.id.clone(), net.clone());
+        if let Err(e) = self.sync_firewall(st).await {
+            // Not guarded, not usable: the network goes again.
+            st.networks.remove(&net.id);
+            st.pools.retain(|(n, _), _| *n != net.id);
+            let undo = driver.network_teardown_ops(&net).unwrap_or_default();
+            for ke in self.kernel.teardown(&undo).await {
+                warn!(network = %net.name, error = %ke, "rollback: could not delete the bridge");
+            }
+            self.forget_network_record(&net);
+            self.sync_firewall_later(st);
+            return Err(e.context(format!("create network {}", net.name)));
         }
         info!(network = %net.name, id = %cove_model::short_id(&net.id), "network created");
         self.dns_network_added(&net);
-        st.networks.insert(net.id.clone(), net);
-        self.sync_firewall(st).await
+        Ok(())
+    }
+
+    /// Roll back the record of a network that could not be created.
+    fn forget_network_record(&self, net: &NetworkRecord) {
+        let mut b = Batch::new();
+        b.delete(Table::Networks, &net.id);
+        if let Err(se) = self.store.commit(b) {
+            warn!(network = %net.name, error = %se, "could not roll back network record");
+        }
     }
 
     /// Create a network; returns its id.

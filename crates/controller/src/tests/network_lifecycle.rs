@@ -656,7 +656,6 @@ async fn create_failing_at_the_loopback_route_rolls_the_dual_stack_bridge_back()
 }
 
 #[tokio::test]
-#[ignore = "bug: a refused IPv6 forwarding sysctl leaves the record and the bridge"]
 async fn create_failing_to_turn_on_ipv6_forwarding_leaves_nothing() {
     let h = host().await;
     h.kernel.fail_on("net/ipv6/conf/all/forwarding");
@@ -670,7 +669,6 @@ async fn create_failing_to_turn_on_ipv6_forwarding_leaves_nothing() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a refused firewall write leaves the network created after an error"]
 async fn create_with_the_firewall_refusing_leaves_nothing() {
     let h = host().await;
     h.firewall.log().fail = true;
