@@ -504,7 +504,8 @@ async fn disconnect_retires_the_interface_condemns_the_host_end_and_deletes_the_
     assert_eq!(container(&h, &id).networks.len(), 1);
     h.ctl.kernel.reap_condemned().await.unwrap();
     assert!(!h.kernel.model().links.contains_key(&host_end));
-    assert!(h.kernel.model().ports_of(&bridge_of(&h, "app").await).is_empty());
+    let b = bridge_of(&h, "app").await;
+    assert!(h.kernel.model().ports_of(&b).is_empty());
 }
 
 #[tokio::test]

@@ -442,5 +442,5 @@ async fn restart_writes_the_whole_firewall_once() {
     assert_eq!(fw.rulesets.len(), rulesets + 1);
     let last = fw.rulesets.last().unwrap();
     assert!(last.contains("10.1.0.0/24"), "the network is in the ruleset");
-    assert!(last.contains(&format!("{}", "10.1.0.2")), "the endpoint is in the ruleset");
+    assert!(last.contains("10.1.0.2"), "the endpoint is in the ruleset");
 }
