@@ -59,7 +59,8 @@ pub struct KernelModel {
     pub links: BTreeMap<String, FakeLink>,
     /// Addresses of host links: `(link, address)`.
     pub addresses: BTreeSet<(String, IpNet)>,
-    /// Permanent neighbours by `(netns, link, address)`.
+    /// Permanent neighbours by `(netns, link, address)`; a sandbox's go with the sandbox
+    /// and with the interface retired in it.
     pub neighbours: BTreeSet<(String, String, IpAddr)>,
     /// The MAC of each neighbour entry written (see `neighbours` for which exist).
     pub neighbour_macs: BTreeMap<(String, String, IpAddr), cove_model::MacAddr>,
@@ -174,6 +175,11 @@ impl KernelModel {
                 if !self.neighbours.remove(&(netns.to_string(), link.clone(), *addr)) =>
             {
                 return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::ENOENT)));
+            }
+            // The retired interface takes its neighbour entries with it.
+            Op::Retire { netns: netns @ Netns::Path(_), link, .. } => {
+                let ns = netns.to_string();
+                self.neighbours.retain(|(n, l, _)| !(*n == ns && l == link));
             }
             Op::Condemn { link, tombstone } => {
                 let mut l =
@@ -317,7 +323,7 @@ impl Kernel for FakeKernel {
         let mut m = self.model();
         m.journal.push(format!("remove netns {}", path.display()));
         m.netns.remove(path);
-        // Its own neighbour entries go with it.
+        // Its neighbour entries go with it.
         let ns = Netns::Path(path.to_owned()).to_string();
         m.neighbours.retain(|(n, _, _)| *n != ns);
         // The kernel reaps the namespace's links, and so the host ends of its veth pairs.

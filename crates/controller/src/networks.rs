@@ -187,34 +187,54 @@ impl Controller {
         Ok(net)
     }
 
-    /// Store the record (intent first), then create its kernel objects; roll the record
-    /// back if the kernel refuses.
+    /// Store the record (intent first), then create its kernel objects and its firewall
+    /// elements; roll everything back if the kernel or the firewall refuses.
     #[tracing::instrument(level = "debug", name = "network.install", skip_all)]
     pub(crate) async fn install_network(&self, st: &mut State, net: NetworkRecord) -> Result<()> {
-        // The host's IPv6 forwarding first: a host that refuses it leaves no network behind.
+        // IPv6 forwarding first: refused, there is nothing to undo yet.
         if net.enable_ipv6 {
-            self.enable_forwarding6().await?;
+            self.enable_forwarding6()
+                .await
+                .map_err(|e| e.context(format!("create network {}", net.name)))?;
         }
         let mut b = Batch::new();
         b.put(Table::Networks, &net.id, &net);
         self.store.commit(b)?;
         let plan = self.drivers.of(&net)?.network_ops(&net, &self.plan_context())?;
-        let ops = cove_plan::diff(&HostState::from_ops(&plan), &HostState::default(), &net.id);
+        let desired = HostState::from_ops(&plan);
+        let ops = cove_plan::diff(&desired, &HostState::default(), &net.id);
         if let Err(e) = self.kernel.apply(&ops).await {
-            let mut b = Batch::new();
-            b.delete(Table::Networks, &net.id);
-            if let Err(se) = self.store.commit(b) {
-                warn!(network = %net.name, error = %se, "could not roll back network record");
-            }
+            self.forget_network_record(&net);
             return Err(Error::from(e).context(format!("create network {}", net.name)));
         }
         for pool in &net.ipam {
             st.pools.insert((net.id.clone(), pool.subnet.addr().is_ipv6()), PoolState::new(pool));
         }
+        st.networks.insert(net.id.clone(), net.clone());
+        if let Err(e) = self.sync_firewall(st).await {
+            // Not guarded, not usable: the network goes again, all of it.
+            st.networks.remove(&net.id);
+            st.pools.retain(|(n, _), _| *n != net.id);
+            let undo = cove_plan::diff(&HostState::default(), &desired, &cove_model::new_id());
+            for ke in self.kernel.teardown(&undo).await {
+                warn!(network = %net.name, error = %ke, "rollback: could not remove the network");
+            }
+            self.forget_network_record(&net);
+            self.sync_firewall_later(st);
+            return Err(e.context(format!("create network {}", net.name)));
+        }
         info!(network = %net.name, id = %cove_model::short_id(&net.id), "network created");
         self.dns_network_added(&net);
-        st.networks.insert(net.id.clone(), net);
-        self.sync_firewall(st).await
+        Ok(())
+    }
+
+    /// Roll back the record of a network that could not be created.
+    fn forget_network_record(&self, net: &NetworkRecord) {
+        let mut b = Batch::new();
+        b.delete(Table::Networks, &net.id);
+        if let Err(se) = self.store.commit(b) {
+            warn!(network = %net.name, error = %se, "could not roll back network record");
+        }
     }
 
     /// Create a network; returns its id.

@@ -4,14 +4,20 @@
 
 mod containers;
 mod dns_links;
+mod endpoints;
 mod images_exec_events;
+mod network_lifecycle;
 mod networks;
 mod parallel;
 mod ports;
+mod reconcile;
 
 use std::path::Path;
 
-use cove_model::{ContainerConfig, EndpointSettings, HostConfig};
+use cove_model::{
+    ContainerConfig, ContainerRecord, EndpointRecord, EndpointSettings, HostConfig, NetworkRecord,
+};
+use cove_store::Table;
 
 use crate::fake::{config, FakeHost};
 use crate::{ContainerCreate, ControllerConfig, IpamConfigRequest, NetworkCreate};
@@ -66,4 +72,40 @@ pub(crate) fn ctr_on(name: &str, network: &str, s: EndpointSettings) -> Containe
     let mut c = ctr(name, network);
     c.endpoints.push((network.into(), s));
     c
+}
+
+/// What a refused request must leave as it was: the records, the kernel's journal, links,
+/// addresses and neighbours, and the firewall's writes.
+pub(crate) fn snapshot(h: &FakeHost) -> String {
+    let nets = h.store.list::<NetworkRecord>(Table::Networks).unwrap();
+    let eps = h.store.list::<EndpointRecord>(Table::Endpoints).unwrap();
+    let ctrs = h.store.list::<ContainerRecord>(Table::Containers).unwrap();
+    let k = h.kernel.model();
+    let fw = h.firewall.log();
+    format!(
+        "{nets:?}\n{eps:?}\n{ctrs:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        k.journal, k.links, k.addresses, k.neighbours, fw.rulesets, fw.deltas
+    )
+}
+
+/// The endpoint records in the store.
+pub(crate) fn stored_endpoints(h: &FakeHost) -> Vec<EndpointRecord> {
+    h.store.list::<EndpointRecord>(Table::Endpoints).unwrap().into_iter().map(|(_, e)| e).collect()
+}
+
+/// Create and start a container; its id.
+pub(crate) async fn run(h: &FakeHost, req: ContainerCreate) -> String {
+    let id = h.ctl.container_create(req).await.expect("create");
+    h.ctl.container_start(&id).await.expect("start");
+    id
+}
+
+/// The endpoint of a running container on a network (by name).
+pub(crate) async fn endpoint(h: &FakeHost, container: &str, network: &str) -> EndpointRecord {
+    let v = h.ctl.container_get(container).await.expect("container");
+    v.networks
+        .into_iter()
+        .find(|(n, _)| n.name == network)
+        .and_then(|(_, e)| e)
+        .unwrap_or_else(|| panic!("{container} has no endpoint on {network}"))
 }
