@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use cove_controller::{ContainerView, WaitCondition};
 use cove_model::{ContainerRecord, Status};
 
-use crate::create::{create_request, CreateBody};
+use crate::create::create_request;
 use crate::encode::{container, container_inspect, time};
 use crate::filters::{filter_bool, label_matches, name_matches, Filters};
 use crate::hijack::{stream_type, streamed};
@@ -15,6 +15,7 @@ use crate::json::{json_response, ok, DockerJson, Id, Params};
 use crate::signal::parse_signal;
 use crate::stream::{deferred_body, log_body, LogOptions};
 use crate::{ApiError, ApiResult, AppState};
+use cove_wire::ContainerCreateRequest;
 
 pub(crate) use crate::attach::attach;
 
@@ -22,7 +23,7 @@ pub(crate) use crate::attach::attach;
 pub(crate) async fn create(
     State(st): State<AppState>,
     q: Params,
-    DockerJson(b): DockerJson<CreateBody>,
+    DockerJson(b): DockerJson<ContainerCreateRequest>,
 ) -> ApiResult {
     let req = create_request(q.get("name"), b)?;
     let id = st.ctl.container_create(req).await?;

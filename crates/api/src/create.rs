@@ -1,6 +1,6 @@
-//! `POST /containers/create`: Docker's body to the controller's [`ContainerCreate`].
+//! `POST /containers/create`: Docker's body ([`cove_wire::ContainerCreateRequest`]) to the
+//! controller's [`ContainerCreate`].
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use cove_controller::ContainerCreate;
@@ -8,86 +8,10 @@ use cove_model::{
     ContainerConfig, EndpointSettings, HostConfig, NetworkMode, ParsePortSpecError, PortBinding,
     PortSpec,
 };
-use serde::Deserialize;
+use cove_wire as wire;
 
-use crate::json::{nullable, str_or_vec};
-use crate::networks::{endpoint_settings, parse_mac, EndpointBody};
+use crate::networks::{endpoint_settings, parse_mac};
 use crate::ApiError;
-
-/// The create body (`ContainerConfig` + `HostConfig` + `NetworkingConfig`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct CreateBody {
-    #[serde(default, deserialize_with = "nullable")]
-    hostname: String,
-    #[serde(default, deserialize_with = "nullable")]
-    domainname: String,
-    #[serde(default, deserialize_with = "nullable")]
-    env: Vec<String>,
-    #[serde(default, deserialize_with = "str_or_vec")]
-    cmd: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "str_or_vec")]
-    entrypoint: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    image: String,
-    #[serde(default, deserialize_with = "nullable")]
-    working_dir: String,
-    #[serde(default, deserialize_with = "nullable")]
-    labels: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "nullable")]
-    exposed_ports: BTreeMap<String, serde_json::Value>,
-    #[serde(default, deserialize_with = "nullable")]
-    tty: bool,
-    #[serde(default, deserialize_with = "nullable")]
-    open_stdin: bool,
-    #[serde(default, deserialize_with = "nullable")]
-    mac_address: String,
-    #[serde(default, deserialize_with = "nullable")]
-    network_disabled: bool,
-    #[serde(default, deserialize_with = "nullable")]
-    host_config: HostConfigBody,
-    #[serde(default, deserialize_with = "nullable")]
-    networking_config: NetworkingConfigBody,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct HostConfigBody {
-    #[serde(default, deserialize_with = "nullable")]
-    network_mode: String,
-    #[serde(default, deserialize_with = "nullable")]
-    dns: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    dns_search: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    dns_options: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    extra_hosts: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    auto_remove: bool,
-    #[serde(default, deserialize_with = "nullable")]
-    port_bindings: BTreeMap<String, Option<Vec<HostPortBody>>>,
-    #[serde(default, deserialize_with = "nullable")]
-    publish_all_ports: bool,
-    #[serde(default, deserialize_with = "nullable")]
-    links: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct HostPortBody {
-    #[serde(default, deserialize_with = "nullable")]
-    host_ip: String,
-    #[serde(default, deserialize_with = "nullable")]
-    host_port: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct NetworkingConfigBody {
-    #[serde(default, deserialize_with = "nullable")]
-    endpoints_config: BTreeMap<String, Option<EndpointBody>>,
-}
 
 /// A port key (`80/tcp`, `53/udp`, `80`), by the model's parser (the one the CLI uses too).
 pub(crate) fn parse_port_key(key: &str) -> Result<PortSpec, ApiError> {
@@ -100,7 +24,11 @@ pub(crate) fn parse_port_key(key: &str) -> Result<PortSpec, ApiError> {
     })
 }
 
-fn parse_binding(spec: PortSpec, key: &str, b: &HostPortBody) -> Result<PortBinding, ApiError> {
+fn parse_binding(
+    spec: PortSpec,
+    key: &str,
+    b: &wire::PortBinding,
+) -> Result<PortBinding, ApiError> {
     let host_ip = match b.host_ip.trim() {
         "" => None,
         ip => Some(ip.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().map_err(
@@ -125,13 +53,13 @@ fn parse_binding(spec: PortSpec, key: &str, b: &HostPortBody) -> Result<PortBind
     Ok(PortBinding { container_port: spec.port, protocol: spec.proto, host_ip, host_port })
 }
 
-fn port_bindings(h: &HostConfigBody) -> Result<Vec<PortBinding>, ApiError> {
+fn port_bindings(h: &wire::HostConfig) -> Result<Vec<PortBinding>, ApiError> {
     let mut out = vec![];
     for (key, list) in &h.port_bindings {
         let spec = parse_port_key(key)?;
         match list.as_deref() {
             // An empty list publishes on an ephemeral port (Docker before API 1.52).
-            None | Some([]) => out.push(parse_binding(spec, key, &HostPortBody::default())?),
+            None | Some([]) => out.push(parse_binding(spec, key, &wire::PortBinding::default())?),
             Some(list) => {
                 for b in list {
                     out.push(parse_binding(spec, key, b)?);
@@ -167,7 +95,7 @@ pub(crate) fn network_mode(raw: &str) -> Result<(NetworkMode, String), ApiError>
 /// Decode the body of `POST /containers/create?name=`.
 pub(crate) fn create_request(
     name: Option<&str>,
-    b: CreateBody,
+    b: wire::ContainerCreateRequest,
 ) -> Result<ContainerCreate, ApiError> {
     let image = b.image.trim().to_owned();
     if image.is_empty() {

@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use cove_model::Proto;
 
 fn req(name: Option<&str>, body: &str) -> Result<ContainerCreate, ApiError> {
-    create_request(name, decode::<CreateBody>(body.as_bytes())?)
+    create_request(name, decode::<cove_wire::ContainerCreateRequest>(body.as_bytes())?)
 }
 
 /// What `docker run -d --name web --network mynet --ip 172.30.0.9 --network-alias db
@@ -188,4 +188,31 @@ fn default_network_key_is_bridge() {
     )
     .unwrap_err();
     assert!(e.message.contains("appears twice"), "{}", e.message);
+}
+
+#[test]
+fn fields_only_clients_send_are_still_ignored() {
+    // `cove_wire` carries them for the CLI; the API reads them as it always has: not at all.
+    let r = req(None, r#"{"Image":"busybox","User":5,"StdinOnce":"x","AttachStdout":[1]}"#);
+    assert_eq!(r.unwrap().config.image, "busybox");
+}
+
+#[test]
+fn a_body_the_cli_builds_decodes_to_what_it_asks_for() {
+    let mut b = cove_wire::ContainerCreateRequest { image: "busybox".into(), ..Default::default() };
+    b.host_config.network_mode = "default".into();
+    b.host_config.port_bindings.insert(
+        "80/tcp".into(),
+        Some(vec![cove_wire::PortBinding { host_ip: "[::1]".into(), host_port: "8080".into() }]),
+    );
+    b.networking_config.endpoints_config.insert(
+        "default".into(),
+        Some(cove_wire::EndpointSettings { aliases: vec!["db".into()], ..Default::default() }),
+    );
+    let r = req(None, &serde_json::to_string(&b).unwrap()).unwrap();
+    assert_eq!(r.host_config.network_mode_name, "bridge");
+    assert_eq!(r.host_config.port_bindings[0].host_port, 8080);
+    assert_eq!(r.host_config.port_bindings[0].host_ip, Some("::1".parse().unwrap()));
+    assert_eq!(r.endpoints[0].0, "bridge");
+    assert_eq!(r.endpoints[0].1.aliases, ["db"]);
 }

@@ -72,6 +72,10 @@ const KEYS: &[&str] = &[
     "AttachStdin",
     "Privileged",
     "Detach",
+    "User",
+    "AttachStdout",
+    "AttachStderr",
+    "StdinOnce",
     "80/tcp",
     "bridge",
 ];
@@ -150,7 +154,7 @@ proptest! {
         let text = v.to_string();
         let end = cut.index(text.len().max(1));
         if end < text.len() {
-            let e = decode::<networks::CreateBody>(&text.as_bytes()[..end]).unwrap_err();
+            let e = decode::<cove_wire::NetworkCreateRequest>(&text.as_bytes()[..end]).unwrap_err();
             prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
             prop_assert!(e.message.starts_with("invalid JSON"), "{}", e.message);
         }
@@ -193,7 +197,8 @@ async fn oversized_bodies_are_413_declared_or_not() {
         .header("content-length", big.len().to_string())
         .body(Body::from(big.clone()))
         .unwrap();
-    let e = DockerJson::<networks::CreateBody>::from_request(req, &()).await.unwrap_err();
+    let e =
+        DockerJson::<cove_wire::NetworkCreateRequest>::from_request(req, &()).await.unwrap_err();
     assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
     // No Content-Length (chunked): refused while reading.
     let stream = futures::stream::iter(
@@ -206,7 +211,8 @@ async fn oversized_bodies_are_413_declared_or_not() {
         .uri("/networks/create")
         .body(Body::from_stream(stream))
         .unwrap();
-    let e = DockerJson::<networks::CreateBody>::from_request(req, &()).await.unwrap_err();
+    let e =
+        DockerJson::<cove_wire::NetworkCreateRequest>::from_request(req, &()).await.unwrap_err();
     assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(e.message.contains("16 MiB"), "{}", e.message);
 }
@@ -214,11 +220,11 @@ async fn oversized_bodies_are_413_declared_or_not() {
 #[test]
 fn deeply_nested_json_is_refused_not_a_stack_overflow() {
     let deep = format!("{{\"Name\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
-    let e = decode::<networks::CreateBody>(deep.as_bytes()).unwrap_err();
+    let e = decode::<cove_wire::NetworkCreateRequest>(deep.as_bytes()).unwrap_err();
     assert_eq!(e.status, StatusCode::BAD_REQUEST);
     let deep = format!("{{\"X\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
     // An unknown field is skipped without recursing: accepted, as dockerd would.
-    if let Err(e) = decode::<networks::CreateBody>(deep.as_bytes()) {
+    if let Err(e) = decode::<cove_wire::NetworkCreateRequest>(deep.as_bytes()) {
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 }

@@ -8,8 +8,9 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cove_controller::{ExecRequest, ExecView, SharedController};
+use cove_wire as wire;
 use hyper::upgrade::OnUpgrade;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
@@ -17,30 +18,12 @@ use tokio::sync::mpsc;
 use crate::hijack::{
     spawn_hijacked, stream_type, streamed, switching_protocols, wants_upgrade, Sink,
 };
-use crate::json::{json_response, nullable, ok, str_or_vec, DockerJson, Id, OptionalJson};
+use crate::json::{json_response, ok, DockerJson, Id, OptionalJson};
 use crate::stream::{encode_output, STDERR, STDOUT};
 use crate::{ApiError, ApiResult, AppState};
 
-/// `ExecConfig`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct CreateBody {
-    #[serde(default, deserialize_with = "nullable")]
-    attach_stdin: bool,
-    #[serde(default, deserialize_with = "nullable")]
-    tty: bool,
-    #[serde(default, deserialize_with = "str_or_vec")]
-    cmd: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    env: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    working_dir: String,
-    #[serde(default, deserialize_with = "nullable")]
-    privileged: bool,
-}
-
 /// Docker's exec config to the controller's request.
-pub(crate) fn create_request(b: CreateBody) -> Result<ExecRequest, ApiError> {
+pub(crate) fn create_request(b: wire::ExecCreateRequest) -> Result<ExecRequest, ApiError> {
     let cmd = b.cmd.unwrap_or_default();
     if cmd.is_empty() {
         return Err(ApiError::bad_request("no exec command specified (field Cmd is empty)"));
@@ -62,28 +45,18 @@ pub(crate) fn create_request(b: CreateBody) -> Result<ExecRequest, ApiError> {
 pub(crate) async fn create(
     State(st): State<AppState>,
     Id(id): Id,
-    DockerJson(b): DockerJson<CreateBody>,
+    DockerJson(b): DockerJson<wire::ExecCreateRequest>,
 ) -> ApiResult {
     let req = create_request(b)?;
     let exec_id = st.ctl.exec_create(&id, req).await?;
     Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "Id": exec_id })))
 }
 
-/// `ExecStartConfig`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct StartBody {
-    #[serde(default, deserialize_with = "nullable")]
-    detach: bool,
-    #[serde(default, deserialize_with = "nullable")]
-    tty: bool,
-}
-
 /// `POST /exec/{id}/start`.
 pub(crate) async fn start(State(st): State<AppState>, Id(id): Id, mut req: Request) -> ApiResult {
     let hijack = wants_upgrade(req.headers());
     let on_upgrade = if hijack { req.extensions_mut().remove::<OnUpgrade>() } else { None };
-    let OptionalJson(body) = OptionalJson::<StartBody>::from_request(req, &()).await?;
+    let OptionalJson(body) = OptionalJson::<wire::ExecStartRequest>::from_request(req, &()).await?;
     let view = st.ctl.exec_inspect(&id)?;
     let raw = body.tty || view.request.tty;
     let mut child = st.ctl.exec_start(&id).await?;
@@ -237,7 +210,7 @@ mod tests {
 
     #[test]
     fn create_body() {
-        let b: CreateBody = decode(
+        let b: wire::ExecCreateRequest = decode(
             br#"{"User":"","Privileged":false,"Tty":false,"ConsoleSize":[0,0],"AttachStdin":true,
             "AttachStderr":true,"AttachStdout":true,"Detach":false,"DetachKeys":"","Env":["A=1"],
             "WorkingDir":"/tmp","Cmd":["sh","-c","cat"]}"#,
@@ -253,9 +226,11 @@ mod tests {
         assert_eq!(r.working_dir, None);
         let e = create_request(decode(br#"{"Cmd":[]}"#).unwrap()).unwrap_err();
         assert!(e.message.contains("no exec command"), "{}", e.message);
-        let e = decode::<CreateBody>(br#"{"Cmd":["a"],"AttachStdin":"yes"}"#).unwrap_err();
+        let e =
+            decode::<wire::ExecCreateRequest>(br#"{"Cmd":["a"],"AttachStdin":"yes"}"#).unwrap_err();
         assert!(e.message.contains("AttachStdin"), "{}", e.message);
-        let s: StartBody = decode(br#"{"Detach":true,"Tty":false,"ConsoleSize":null}"#).unwrap();
+        let s: wire::ExecStartRequest =
+            decode(br#"{"Detach":true,"Tty":false,"ConsoleSize":null}"#).unwrap();
         assert!(s.detach && !s.tty);
     }
 

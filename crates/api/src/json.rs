@@ -1,6 +1,6 @@
 //! JSON in and out: the request-body extractor (400 with a message naming the problem,
-//! never axum's plain-text rejection), the error body, and serde helpers for Docker's
-//! loosely typed fields (`null` for empty, a string where a list is expected).
+//! never axum's plain-text rejection), the error body; the request bodies and the serde
+//! helpers for Docker's loosely typed fields are in `cove-wire`.
 
 use axum::body::{Body, Bytes};
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Serialize;
 
 use crate::ApiError;
 
@@ -210,35 +210,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
-/// `#[serde(default, deserialize_with = "nullable")]`: `null` decodes as the default.
-pub(crate) fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-/// `#[serde(default, deserialize_with = "str_or_vec")]`: Docker's `StrSlice`: `null`, a
-/// string (one element) or a list of strings.
-pub(crate) fn str_or_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        One(String),
-        Many(Vec<String>),
-    }
-    let v = Option::<serde_json::Value>::deserialize(d)?;
-    match v {
-        None => Ok(None),
-        Some(v) => match serde_json::from_value::<Either>(v) {
-            Ok(Either::One(s)) => Ok(Some(vec![s])),
-            Ok(Either::Many(v)) => Ok(Some(v)),
-            Err(_) => Err(serde::de::Error::custom("expected a string or a list of strings")),
-        },
-    }
-}
-
 /// Docker's query booleans: anything but "", "0", "no", "false", "none" is true.
 pub(crate) fn qbool(v: Option<&str>) -> bool {
     match v {
@@ -252,6 +223,8 @@ pub(crate) fn qbool(v: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cove_wire::de::{nullable, str_or_vec};
+    use serde::Deserialize;
 
     #[derive(Debug, Default, Deserialize, PartialEq)]
     #[serde(rename_all = "PascalCase")]

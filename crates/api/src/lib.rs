@@ -273,20 +273,20 @@ pub fn fuzz_decode(bytes: &[u8]) {
             }
         }
     }
-    if let Some(b) = check(json::decode::<networks::CreateBody>(bytes)) {
+    if let Some(b) = check(json::decode::<cove_wire::NetworkCreateRequest>(bytes)) {
         check(networks::create_request(b));
     }
-    if let Some(b) = check(json::decode::<networks::ConnectBody>(bytes)) {
+    if let Some(b) = check(json::decode::<cove_wire::NetworkConnectRequest>(bytes)) {
         check(networks::connect_settings(b));
     }
-    check(json::decode::<networks::DisconnectBody>(bytes));
-    if let Some(b) = check(json::decode::<create::CreateBody>(bytes)) {
+    check(json::decode::<cove_wire::NetworkDisconnectRequest>(bytes));
+    if let Some(b) = check(json::decode::<cove_wire::ContainerCreateRequest>(bytes)) {
         check(create::create_request(Some("x"), b));
     }
-    if let Some(b) = check(json::decode::<exec::CreateBody>(bytes)) {
+    if let Some(b) = check(json::decode::<cove_wire::ExecCreateRequest>(bytes)) {
         check(exec::create_request(b));
     }
-    check(json::decode::<exec::StartBody>(bytes));
+    check(json::decode::<cove_wire::ExecStartRequest>(bytes));
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! `/networks` routes: list, inspect, create, remove, connect, disconnect, prune.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use axum::extract::State;
@@ -8,11 +7,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cove_controller::{IpamConfigRequest, NetworkCreate, NetworkView};
 use cove_model::{EndpointSettings, MacAddr, NetworkRecord};
-use serde::Deserialize;
+use cove_wire as wire;
 
 use crate::encode::{network, time};
 use crate::filters::{filter_bool, label_matches, name_matches, Filters};
-use crate::json::{json_response, nullable, ok, DockerJson, Id, Params};
+use crate::json::{json_response, ok, DockerJson, Id, Params};
 use crate::{ApiError, ApiResult, AppState};
 
 const LIST_FILTERS: &[&str] = &["name", "id", "label", "driver", "scope", "type", "dangling"];
@@ -74,80 +73,13 @@ pub(crate) async fn remove(State(st): State<AppState>, Id(id): Id) -> ApiResult 
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `NetworkCreateRequest`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct CreateBody {
-    #[serde(default, deserialize_with = "nullable")]
-    name: String,
-    #[serde(default, deserialize_with = "nullable")]
-    driver: String,
-    #[serde(default, deserialize_with = "nullable")]
-    scope: String,
-    #[serde(default, deserialize_with = "nullable")]
-    internal: bool,
-    #[serde(default, deserialize_with = "nullable")]
-    attachable: bool,
-    #[serde(default, deserialize_with = "nullable")]
-    ingress: bool,
-    #[serde(default, deserialize_with = "nullable")]
-    config_only: bool,
-    #[serde(default)]
-    config_from: Option<ConfigFromBody>,
-    #[serde(rename = "IPAM", default)]
-    ipam: Option<IpamBody>,
-    #[serde(rename = "EnableIPv4", default)]
-    enable_ipv4: Option<bool>,
-    #[serde(rename = "EnableIPv6", default)]
-    enable_ipv6: Option<bool>,
-    #[serde(default, deserialize_with = "nullable")]
-    options: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "nullable")]
-    labels: BTreeMap<String, String>,
-    /// Ignored: duplicate names always fail (API >= 1.44).
-    #[serde(default)]
-    #[allow(dead_code)]
-    check_duplicate: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ConfigFromBody {
-    #[serde(default, deserialize_with = "nullable")]
-    network: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct IpamBody {
-    #[serde(default, deserialize_with = "nullable")]
-    driver: String,
-    #[serde(default, deserialize_with = "nullable")]
-    options: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "nullable")]
-    config: Vec<IpamConfigBody>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct IpamConfigBody {
-    #[serde(default, deserialize_with = "nullable")]
-    subnet: String,
-    #[serde(rename = "IPRange", default, deserialize_with = "nullable")]
-    ip_range: String,
-    #[serde(default, deserialize_with = "nullable")]
-    gateway: String,
-    #[serde(default, deserialize_with = "nullable")]
-    auxiliary_addresses: BTreeMap<String, String>,
-}
-
 fn non_empty(s: &str) -> Option<String> {
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_owned())
 }
 
 /// Docker's create body to the controller's request; refuses what Cove does not do.
-pub(crate) fn create_request(b: CreateBody) -> Result<NetworkCreate, ApiError> {
+pub(crate) fn create_request(b: wire::NetworkCreateRequest) -> Result<NetworkCreate, ApiError> {
     let name = b.name.trim().to_owned();
     if name.is_empty() {
         return Err(ApiError::bad_request("network name is required (field Name is empty)"));
@@ -196,36 +128,11 @@ pub(crate) fn create_request(b: CreateBody) -> Result<NetworkCreate, ApiError> {
 /// `POST /networks/create`.
 pub(crate) async fn create(
     State(st): State<AppState>,
-    DockerJson(b): DockerJson<CreateBody>,
+    DockerJson(b): DockerJson<wire::NetworkCreateRequest>,
 ) -> ApiResult {
     let req = create_request(b)?;
     let id = st.ctl.network_create(req).await?;
     Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "Id": id, "Warning": "" })))
-}
-
-/// `EndpointSettings` as a request gives it (connect, container create).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct EndpointBody {
-    #[serde(rename = "IPAMConfig", default)]
-    ipam_config: Option<EndpointIpamBody>,
-    #[serde(default, deserialize_with = "nullable")]
-    aliases: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    mac_address: String,
-    #[serde(default, deserialize_with = "nullable")]
-    links: Vec<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[allow(dead_code)]
-    driver_opts: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct EndpointIpamBody {
-    #[serde(rename = "IPv4Address", default, deserialize_with = "nullable")]
-    ipv4: String,
-    #[serde(rename = "IPv6Address", default, deserialize_with = "nullable")]
-    ipv6: String,
 }
 
 fn parse_ip(s: &str, v6: bool) -> Result<Option<IpAddr>, ApiError> {
@@ -250,9 +157,9 @@ pub(crate) fn parse_mac(s: &str) -> Result<Option<MacAddr>, ApiError> {
 }
 
 /// A request's endpoint settings to the controller's.
-pub(crate) fn endpoint_settings(b: &EndpointBody) -> Result<EndpointSettings, ApiError> {
+pub(crate) fn endpoint_settings(b: &wire::EndpointSettings) -> Result<EndpointSettings, ApiError> {
     let (v4, v6) = match &b.ipam_config {
-        Some(c) => (parse_ip(&c.ipv4, false)?, parse_ip(&c.ipv6, true)?),
+        Some(c) => (parse_ip(&c.ipv4_address, false)?, parse_ip(&c.ipv6_address, true)?),
         None => (None, None),
     };
     Ok(EndpointSettings {
@@ -262,26 +169,6 @@ pub(crate) fn endpoint_settings(b: &EndpointBody) -> Result<EndpointSettings, Ap
         aliases: b.aliases.iter().filter(|a| !a.is_empty()).cloned().collect(),
         links: b.links.iter().filter(|l| !l.is_empty()).cloned().collect(),
     })
-}
-
-/// `POST /networks/{id}/connect` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct ConnectBody {
-    #[serde(default, deserialize_with = "nullable")]
-    container: String,
-    #[serde(default)]
-    endpoint_config: Option<EndpointBody>,
-}
-
-/// `POST /networks/{id}/disconnect` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct DisconnectBody {
-    #[serde(default, deserialize_with = "nullable")]
-    container: String,
-    #[serde(default, deserialize_with = "nullable")]
-    force: bool,
 }
 
 fn require_container(c: &str) -> Result<&str, ApiError> {
@@ -294,7 +181,9 @@ fn require_container(c: &str) -> Result<&str, ApiError> {
 }
 
 /// A connect body to the container reference and the endpoint settings asked for.
-pub(crate) fn connect_settings(b: ConnectBody) -> Result<(String, EndpointSettings), ApiError> {
+pub(crate) fn connect_settings(
+    b: wire::NetworkConnectRequest,
+) -> Result<(String, EndpointSettings), ApiError> {
     let container = require_container(&b.container)?.to_owned();
     Ok((container, endpoint_settings(&b.endpoint_config.unwrap_or_default())?))
 }
@@ -303,7 +192,7 @@ pub(crate) fn connect_settings(b: ConnectBody) -> Result<(String, EndpointSettin
 pub(crate) async fn connect(
     State(st): State<AppState>,
     Id(id): Id,
-    DockerJson(b): DockerJson<ConnectBody>,
+    DockerJson(b): DockerJson<wire::NetworkConnectRequest>,
 ) -> ApiResult {
     let (container, settings) = connect_settings(b)?;
     st.ctl.network_connect(&id, &container, settings).await?;
@@ -314,7 +203,7 @@ pub(crate) async fn connect(
 pub(crate) async fn disconnect(
     State(st): State<AppState>,
     Id(id): Id,
-    DockerJson(b): DockerJson<DisconnectBody>,
+    DockerJson(b): DockerJson<wire::NetworkDisconnectRequest>,
 ) -> ApiResult {
     let container = require_container(&b.container)?;
     st.ctl.network_disconnect(&id, container, b.force).await?;

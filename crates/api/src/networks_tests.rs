@@ -3,7 +3,7 @@ use crate::json::decode;
 use crate::testutil::{net, net_view, NET_ID};
 
 fn create(body: &str) -> Result<NetworkCreate, ApiError> {
-    create_request(decode::<CreateBody>(body.as_bytes())?)
+    create_request(decode::<cove_wire::NetworkCreateRequest>(body.as_bytes())?)
 }
 
 #[test]
@@ -61,7 +61,7 @@ fn create_body_refusals() {
 
 #[test]
 fn connect_body() {
-    let b: ConnectBody = decode(
+    let b: cove_wire::NetworkConnectRequest = decode(
         br#"{"Container":"c1","EndpointConfig":{"IPAMConfig":{"IPv4Address":"172.18.0.9","IPv6Address":""},
         "Aliases":["db",""],"MacAddress":"02:42:ac:12:00:09","DriverOpts":null,"Links":null}}"#,
     )
@@ -73,7 +73,8 @@ fn connect_body() {
     assert_eq!(s.mac_address.unwrap().to_string(), "02:42:ac:12:00:09");
     assert_eq!(s.aliases, vec!["db".to_string()]);
 
-    let b: ConnectBody = decode(br#"{"Container":"c1","EndpointConfig":null}"#).unwrap();
+    let b: cove_wire::NetworkConnectRequest =
+        decode(br#"{"Container":"c1","EndpointConfig":null}"#).unwrap();
     assert!(b.endpoint_config.is_none());
 
     for (bad, want) in [
@@ -82,11 +83,13 @@ fn connect_body() {
         (r#"{"IPAMConfig":{"IPv4Address":"300.1.1.1"}}"#, "invalid IPv4 address"),
         (r#"{"MacAddress":"01:00:5e:00:00:01"}"#, "multicast"),
     ] {
-        let e = endpoint_settings(&decode::<EndpointBody>(bad.as_bytes()).unwrap()).unwrap_err();
+        let e = endpoint_settings(&decode::<cove_wire::EndpointSettings>(bad.as_bytes()).unwrap())
+            .unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert!(e.message.contains(want), "{bad}: {}", e.message);
     }
-    let d: DisconnectBody = decode(br#"{"Container":"c1","Force":true}"#).unwrap();
+    let d: cove_wire::NetworkDisconnectRequest =
+        decode(br#"{"Container":"c1","Force":true}"#).unwrap();
     assert!(d.force);
     assert!(require_container(" ").is_err());
 }

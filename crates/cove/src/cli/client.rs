@@ -128,8 +128,10 @@ impl fmt::Debug for ReqBody {
 }
 
 impl ReqBody {
-    pub fn json(v: &serde_json::Value) -> ReqBody {
-        ReqBody::Full(Some(Bytes::from(v.to_string())))
+    /// A JSON body: a typed request (`cove_wire`) serialized.
+    pub fn json<T: serde::Serialize + ?Sized>(v: &T) -> anyhow::Result<ReqBody> {
+        let bytes = serde_json::to_vec(v).context("encoding the request body")?;
+        Ok(ReqBody::Full(Some(Bytes::from(bytes))))
     }
 
     pub fn reader(r: impl AsyncRead + Send + 'static) -> ReqBody {
@@ -268,36 +270,45 @@ impl Client {
         serde_json::from_slice(&body).context("decoding the daemon's answer")
     }
 
-    /// POST a JSON body (or none).
-    pub async fn post(
-        &self,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> anyhow::Result<Bytes> {
-        match body {
-            Some(v) => {
-                self.call(Method::POST, path, ReqBody::json(v), Some("application/json")).await
-            }
-            None => self.call(Method::POST, path, ReqBody::Empty, None).await,
-        }
+    /// POST without a body.
+    pub async fn post(&self, path: &str) -> anyhow::Result<Bytes> {
+        self.call(Method::POST, path, ReqBody::Empty, None).await
     }
 
-    /// POST and parse a JSON answer.
-    pub async fn post_val(
+    /// POST a JSON body (a typed request from `cove_wire`).
+    pub async fn post_json<T: serde::Serialize + ?Sized>(
         &self,
         path: &str,
-        body: Option<&serde_json::Value>,
+        body: &T,
+    ) -> anyhow::Result<Bytes> {
+        self.call(Method::POST, path, ReqBody::json(body)?, Some("application/json")).await
+    }
+
+    /// POST without a body and parse a JSON answer.
+    pub async fn post_val(&self, path: &str) -> anyhow::Result<Val> {
+        parse_answer(&self.post(path).await?)
+    }
+
+    /// POST a JSON body and parse a JSON answer.
+    pub async fn post_json_val<T: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &T,
     ) -> anyhow::Result<Val> {
-        let bytes = self.post(path, body).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Val::Null);
-        }
-        serde_json::from_slice(&bytes).context("decoding the daemon's answer")
+        parse_answer(&self.post_json(path, body).await?)
     }
 
     pub async fn delete(&self, path: &str) -> anyhow::Result<Bytes> {
         self.call(Method::DELETE, path, ReqBody::Empty, None).await
     }
+}
+
+/// A JSON answer (`Null` when the body is empty).
+fn parse_answer(bytes: &[u8]) -> anyhow::Result<Val> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Val::Null);
+    }
+    serde_json::from_slice(bytes).context("decoding the daemon's answer")
 }
 
 /// Read the next data chunk of a streaming response body (`None` at the end).

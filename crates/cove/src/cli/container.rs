@@ -142,7 +142,7 @@ pub async fn start(client: &Client, a: StartArgs) -> anyhow::Result<i32> {
         return Ok(foreground(client, &id, tty, a.interactive, auto_remove, true).await);
     }
     each(&a.containers, |c| async move {
-        client.post(&format!("/containers/{c}/start"), None).await.map(drop)
+        client.post(&format!("/containers/{c}/start")).await.map(drop)
     })
     .await
 }
@@ -158,7 +158,7 @@ pub async fn stop(client: &Client, a: StopArgs, action: &str) -> anyhow::Result<
     }
     let params = &params;
     each(&a.containers, |c| async move {
-        client.post(&with_query(&format!("/containers/{c}/{action}"), params), None).await.map(drop)
+        client.post(&with_query(&format!("/containers/{c}/{action}"), params)).await.map(drop)
     })
     .await
 }
@@ -167,7 +167,7 @@ pub async fn kill(client: &Client, a: KillArgs) -> anyhow::Result<i32> {
     let params: Vec<_> = a.signal.iter().map(|s| ("signal", s.clone())).collect();
     let params = &params;
     each(&a.containers, |c| async move {
-        client.post(&with_query(&format!("/containers/{c}/kill"), params), None).await.map(drop)
+        client.post(&with_query(&format!("/containers/{c}/kill"), params)).await.map(drop)
     })
     .await
 }
@@ -189,7 +189,7 @@ pub async fn rm(client: &Client, a: RmArgs) -> anyhow::Result<i32> {
 pub async fn wait(client: &Client, a: WaitArgs) -> anyhow::Result<i32> {
     let mut code = 0;
     for name in &a.containers {
-        let r = client.post(&format!("/containers/{}/wait", encode(name)), None).await;
+        let r = client.post(&format!("/containers/{}/wait", encode(name))).await;
         match r.and_then(|b| wait_code(&b)) {
             Ok(status) => println!("{status}"),
             Err(e) => {

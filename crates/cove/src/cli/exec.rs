@@ -5,7 +5,7 @@ use super::client::{encode, Client};
 use super::hijack::hijack;
 use super::value::Val;
 use clap::Args;
-use serde_json::{json, Value};
+use cove_wire::{ExecCreateRequest, ExecStartRequest};
 use std::time::Duration;
 
 #[derive(Debug, Args)]
@@ -34,37 +34,38 @@ pub struct ExecArgs {
 }
 
 /// The `POST /containers/{c}/exec` body.
-pub fn exec_body(a: &ExecArgs) -> Value {
-    let mut body = json!({
-        "AttachStdin": a.interactive && !a.detach,
-        "AttachStdout": !a.detach,
-        "AttachStderr": !a.detach,
-        "Tty": false,
-        "Cmd": a.args[1..],
-        "Env": a.env,
-        "WorkingDir": a.workdir.clone().unwrap_or_default(),
-    });
-    if let Some(u) = &a.user {
-        body["User"] = json!(u);
+pub fn exec_body(a: &ExecArgs) -> ExecCreateRequest {
+    ExecCreateRequest {
+        attach_stdin: a.interactive && !a.detach,
+        attach_stdout: !a.detach,
+        attach_stderr: !a.detach,
+        tty: false,
+        cmd: Some(a.args[1..].to_vec()),
+        env: a.env.clone(),
+        working_dir: a.workdir.clone().unwrap_or_default(),
+        user: a.user.clone(),
+        privileged: false,
     }
-    body
 }
 
 pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<i32> {
     let container = encode(&a.args[0]);
     let created =
-        client.post_val(&format!("/containers/{container}/exec"), Some(&exec_body(&a))).await?;
+        client.post_json_val(&format!("/containers/{container}/exec"), &exec_body(&a)).await?;
     let id = created.get("Id").and_then(Val::as_str).unwrap_or_default().to_string();
     anyhow::ensure!(!id.is_empty(), "the daemon returned no exec id");
     if a.detach {
         client
-            .post(&format!("/exec/{id}/start"), Some(&json!({"Detach": true, "Tty": false})))
+            .post_json(&format!("/exec/{id}/start"), &ExecStartRequest { detach: true, tty: false })
             .await?;
         return Ok(0);
     }
-    let conn =
-        hijack(client, &format!("/exec/{id}/start"), &json!({"Detach": false, "Tty": false}))
-            .await?;
+    let conn = hijack(
+        client,
+        &format!("/exec/{id}/start"),
+        &ExecStartRequest { detach: false, tty: false },
+    )
+    .await?;
     conn.pump(a.interactive, false).await?;
     // The stream ends when the process exits; the daemon may record the code a moment later.
     for _ in 0..40 {
@@ -82,6 +83,7 @@ pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<i32> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use serde_json::json;
 
     #[derive(Debug, Parser)]
     struct T {
@@ -94,7 +96,7 @@ mod tests {
         let t = T::try_parse_from(["exec", "-i", "-e", "A=1", "-w", "/tmp", "web", "ls", "-la"])
             .unwrap();
         assert_eq!(
-            exec_body(&t.a),
+            serde_json::to_value(exec_body(&t.a)).unwrap(),
             json!({"AttachStdin": true, "AttachStdout": true, "AttachStderr": true, "Tty": false,
                    "Cmd": ["ls", "-la"], "Env": ["A=1"], "WorkingDir": "/tmp"})
         );

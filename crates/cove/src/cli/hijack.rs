@@ -215,13 +215,13 @@ fn parse_head(head: &[u8]) -> anyhow::Result<(u16, Vec<(String, String)>)> {
 }
 
 /// POST `path` with a JSON body asking to hijack the connection.
-pub async fn hijack(
+pub async fn hijack<T: serde::Serialize + ?Sized>(
     client: &Client,
     path: &str,
-    body: &serde_json::Value,
+    body: &T,
 ) -> anyhow::Result<Hijacked> {
+    let body = serde_json::to_string(body).context("encoding the request body")?;
     let mut stream = client.connect().await?;
-    let body = body.to_string();
     let request = format!(
         "POST {API_PREFIX}{path} HTTP/1.1\r\nHost: {HOST_HEADER}\r\nUser-Agent: {USER_AGENT}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: Upgrade\r\n\

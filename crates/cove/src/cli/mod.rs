@@ -196,9 +196,9 @@ pub(crate) fn split_kv(s: &str) -> (String, String) {
     }
 }
 
-/// `key=value` list to a JSON object.
-pub(crate) fn kv_map(items: &[String]) -> serde_json::Map<String, serde_json::Value> {
-    items.iter().map(|s| split_kv(s)).map(|(k, v)| (k, serde_json::Value::String(v))).collect()
+/// `key=value` list to a map (the last value of a key wins).
+pub(crate) fn kv_map(items: &[String]) -> std::collections::BTreeMap<String, String> {
+    items.iter().map(|s| split_kv(s)).collect()
 }
 
 /// `-f key=value` flags as docker's filter JSON `{"key":{"value":true}}`.

@@ -7,8 +7,11 @@ use super::inspect::{typed, Kind, TypedInspectArgs};
 use super::value::Val;
 use super::{confirm, filters_json, kv_map, report, split_kv};
 use clap::{Args, Subcommand};
+use cove_wire::{
+    EndpointIpamConfig, EndpointSettings, Ipam, IpamConfig, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkDisconnectRequest,
+};
 use ipnet::IpNet;
-use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 
 #[derive(Debug, Subcommand)]
@@ -148,32 +151,34 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<i32> {
         NetworkCmd::Rm(a) => rm(client, a).await,
         NetworkCmd::Prune(a) => prune(client, a).await,
         NetworkCmd::Connect(a) => {
-            let mut ipam = Map::new();
-            if let Some(ip) = a.ip {
-                ipam.insert("IPv4Address".into(), json!(ip));
-            }
-            if let Some(ip6) = a.ip6 {
-                ipam.insert("IPv6Address".into(), json!(ip6));
-            }
-            let body = json!({
-                "Container": a.container,
-                "EndpointConfig": {
-                    "IPAMConfig": ipam,
-                    "Links": a.link,
-                    "Aliases": a.alias,
-                    "DriverOpts": kv_map(&a.driver_opt),
-                },
-            });
-            client.post(&format!("/networks/{}/connect", encode(&a.network)), Some(&body)).await?;
+            let body = connect_body(&a);
+            client.post_json(&format!("/networks/{}/connect", encode(&a.network)), &body).await?;
             Ok(0)
         }
         NetworkCmd::Disconnect(a) => {
-            let body = json!({"Container": a.container, "Force": a.force});
+            let body = NetworkDisconnectRequest { container: a.container, force: a.force };
             client
-                .post(&format!("/networks/{}/disconnect", encode(&a.network)), Some(&body))
+                .post_json(&format!("/networks/{}/disconnect", encode(&a.network)), &body)
                 .await?;
             Ok(0)
         }
+    }
+}
+
+/// The `POST /networks/{id}/connect` body.
+fn connect_body(a: &ConnectArgs) -> NetworkConnectRequest {
+    NetworkConnectRequest {
+        container: a.container.clone(),
+        endpoint_config: Some(EndpointSettings {
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: a.ip.clone().unwrap_or_default(),
+                ipv6_address: a.ip6.clone().unwrap_or_default(),
+            }),
+            links: a.link.clone(),
+            aliases: a.alias.clone(),
+            driver_opts: kv_map(&a.driver_opt),
+            mac_address: String::new(),
+        }),
     }
 }
 
@@ -211,7 +216,7 @@ pub fn ipam_config(
     ranges: &[String],
     gateways: &[String],
     aux: &[String],
-) -> anyhow::Result<Vec<Value>> {
+) -> anyhow::Result<Vec<IpamConfig>> {
     if subnets.is_empty() {
         anyhow::ensure!(
             ranges.is_empty() && gateways.is_empty() && aux.is_empty(),
@@ -219,54 +224,58 @@ pub fn ipam_config(
         );
         return Ok(Vec::new());
     }
-    let mut configs: Vec<Map<String, Value>> =
-        subnets.iter().map(|s| Map::from_iter([("Subnet".to_string(), json!(s))])).collect();
-    for (key, values) in [("IPRange", ranges), ("Gateway", gateways)] {
+    let mut configs: Vec<IpamConfig> =
+        subnets.iter().map(|s| IpamConfig { subnet: s.clone(), ..Default::default() }).collect();
+    // What each flag set, given or not (an empty value counts as given, as it always has).
+    let mut given = vec![[false; 2]; subnets.len()];
+    for (i, key, values) in [(0, "ranges", ranges), (1, "gateways", gateways)] {
         for v in values {
-            let cfg = &mut configs[pick_subnet(subnets, v)];
-            if let Some(old) = cfg.get(key) {
+            let at = pick_subnet(subnets, v);
+            let cfg = &mut configs[at];
+            let field = if i == 0 { &mut cfg.ip_range } else { &mut cfg.gateway };
+            if given[at][i] {
                 anyhow::bail!(
-                    "cannot configure multiple {} ({v}, {}) on the same subnet ({})",
-                    if key == "Gateway" { "gateways" } else { "ranges" },
-                    old.as_str().unwrap_or(""),
-                    cfg["Subnet"].as_str().unwrap_or("")
+                    "cannot configure multiple {key} ({v}, {field}) on the same subnet ({})",
+                    cfg.subnet
                 );
             }
-            cfg.insert(key.into(), json!(v));
+            given[at][i] = true;
+            *field = v.clone();
         }
     }
     for entry in aux {
         let (name, ip) = split_kv(entry);
         anyhow::ensure!(!ip.is_empty(), "invalid aux-address {entry:?}: expected name=ip");
         let cfg = &mut configs[pick_subnet(subnets, &ip)];
-        let map = cfg.entry("AuxiliaryAddresses").or_insert_with(|| json!({}));
-        map[name] = json!(ip);
+        cfg.auxiliary_addresses.insert(name, ip);
     }
-    Ok(configs.into_iter().map(Value::Object).collect())
+    Ok(configs)
 }
 
 /// The `POST /networks/create` body.
-pub fn create_body(a: &CreateArgs) -> anyhow::Result<Value> {
+pub fn create_body(a: &CreateArgs) -> anyhow::Result<NetworkCreateRequest> {
     let config = ipam_config(&a.subnet, &a.ip_range, &a.gateway, &a.aux_address)?;
-    Ok(json!({
-        "Name": a.name,
-        "CheckDuplicate": true,
-        "Driver": a.driver,
-        "Scope": a.scope.clone().unwrap_or_default(),
-        "EnableIPv6": a.ipv6,
-        "IPAM": {"Driver": a.ipam_driver, "Options": kv_map(&a.ipam_opt), "Config": config},
-        "Internal": a.internal,
-        "Attachable": a.attachable,
-        "Ingress": false,
-        "ConfigOnly": false,
-        "Options": kv_map(&a.opt),
-        "Labels": kv_map(&a.label),
-    }))
+    Ok(NetworkCreateRequest {
+        name: a.name.clone(),
+        check_duplicate: Some(true),
+        driver: a.driver.clone(),
+        scope: a.scope.clone().unwrap_or_default(),
+        enable_ipv6: Some(a.ipv6),
+        ipam: Some(Ipam { driver: a.ipam_driver.clone(), options: kv_map(&a.ipam_opt), config }),
+        internal: a.internal,
+        attachable: a.attachable,
+        ingress: false,
+        config_only: false,
+        options: kv_map(&a.opt),
+        labels: kv_map(&a.label),
+        config_from: None,
+        enable_ipv4: None,
+    })
 }
 
 async fn create(client: &Client, a: CreateArgs) -> anyhow::Result<i32> {
     let body = create_body(&a)?;
-    let resp = client.post_val("/networks/create", Some(&body)).await?;
+    let resp = client.post_json_val("/networks/create", &body).await?;
     if let Some(w) = resp.get("Warning").and_then(Val::as_str).filter(|w| !w.is_empty()) {
         eprintln!("WARNING: {w}");
     }
@@ -347,7 +356,7 @@ async fn prune(client: &Client, a: PruneArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let params: Vec<_> = filters_json(&a.filter)?.into_iter().map(|f| ("filters", f)).collect();
-    let report = client.post_val(&with_query("/networks/prune", &params), None).await?;
+    let report = client.post_val(&with_query("/networks/prune", &params)).await?;
     let deleted = report.get("NetworksDeleted").map(Val::as_arr).unwrap_or(&[]);
     if !deleted.is_empty() {
         let mut out = String::from("Deleted Networks:\n");
@@ -364,6 +373,7 @@ async fn prune(client: &Client, a: PruneArgs) -> anyhow::Result<i32> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use serde_json::{json, Value};
 
     #[derive(Debug, Parser)]
     struct T {
@@ -372,10 +382,46 @@ mod tests {
     }
 
     fn body(args: &[&str]) -> Value {
-        create_body(
-            &T::try_parse_from(std::iter::once("create").chain(args.iter().copied())).unwrap().a,
-        )
-        .unwrap()
+        let t = T::try_parse_from(std::iter::once("create").chain(args.iter().copied())).unwrap();
+        serde_json::to_value(create_body(&t.a).unwrap()).unwrap()
+    }
+
+    #[derive(Debug, Parser)]
+    struct C {
+        #[command(flatten)]
+        a: ConnectArgs,
+    }
+
+    fn connect(args: &[&str]) -> Value {
+        let t = C::try_parse_from(std::iter::once("connect").chain(args.iter().copied())).unwrap();
+        serde_json::to_value(connect_body(&t.a)).unwrap()
+    }
+
+    #[test]
+    fn connect_and_disconnect_bodies() {
+        assert_eq!(
+            connect(&[
+                "--ip",
+                "10.0.0.9",
+                "--alias",
+                "db",
+                "--link",
+                "c2:x",
+                "--driver-opt",
+                "k=v",
+                "n1",
+                "c1"
+            ]),
+            json!({"Container": "c1", "EndpointConfig": {"IPAMConfig": {"IPv4Address": "10.0.0.9"},
+                   "Aliases": ["db"], "Links": ["c2:x"], "DriverOpts": {"k": "v"}}})
+        );
+        // Nothing given: the empty lists and maps are left out (the API reads absent as empty).
+        assert_eq!(
+            connect(&["n1", "c1"]),
+            json!({"Container": "c1", "EndpointConfig": {"IPAMConfig": {}}})
+        );
+        let d = NetworkDisconnectRequest { container: "c1".into(), force: true };
+        assert_eq!(serde_json::to_value(d).unwrap(), json!({"Container": "c1", "Force": true}));
     }
 
     #[test]
@@ -411,6 +457,7 @@ mod tests {
             &s(&["r1=10.1.0.5", "r2=10.2.0.5"]),
         )
         .unwrap();
+        let c: Vec<Value> = c.into_iter().map(|c| serde_json::to_value(c).unwrap()).collect();
         assert_eq!(
             c,
             vec![
@@ -427,11 +474,11 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(c[0]["Gateway"], "192.168.0.1");
-        assert_eq!(c[1]["Gateway"], "fd01::1");
+        assert_eq!(c[0].gateway, "192.168.0.1");
+        assert_eq!(c[1].gateway, "fd01::1");
         // A single subnet pairs directly.
         let c = ipam_config(&s(&["10.1.0.0/16"]), &[], &s(&["10.9.0.1"]), &[]).unwrap();
-        assert_eq!(c[0]["Gateway"], "10.9.0.1");
+        assert_eq!(c[0].gateway, "10.9.0.1");
         assert!(ipam_config(&[], &[], &s(&["10.0.0.1"]), &[]).is_err());
         assert!(ipam_config(&s(&["10.1.0.0/16"]), &[], &s(&["10.1.0.1", "10.1.0.2"]), &[]).is_err());
     }

@@ -2,12 +2,12 @@
 
 use std::net::IpAddr;
 
-use cove_model::Proto;
+use cove_model::{PortSpec, Proto};
 
 /// One published container port and its host binding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortMapping {
-    /// `"80/tcp"`.
+    /// `"80/tcp"`: the model's [`PortSpec`] as text, the key the API parses back with it.
     pub port: String,
     /// Host address, `""` for all.
     pub host_ip: String,
@@ -90,7 +90,7 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortMapping>, String> {
             Some((hs, _)) => (hs + i).to_string(),
         };
         out.push(PortMapping {
-            port: format!("{}/{proto}", start + i),
+            port: PortSpec { port: start + i, proto }.to_string(),
             host_ip: ip.clone(),
             host_port,
         });
@@ -107,7 +107,7 @@ pub fn parse_expose(spec: &str) -> Result<Vec<String>, String> {
     let (start, end) = parse_range(&port, "port")
         .map_err(|e| format!("invalid range format for --expose: {spec}, error: {e}"))?;
     let proto = parse_proto(&proto)?;
-    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+    Ok((start..=end).map(|port| PortSpec { port, proto }.to_string()).collect())
 }
 
 #[cfg(test)]

@@ -7,8 +7,12 @@ use super::ports::{parse_expose, parse_publish};
 use super::value::Val;
 use super::{is_status, kv_map, report};
 use clap::{ArgAction, Args};
+use cove_wire::{
+    ContainerCreateRequest, EmptyObject, EndpointIpamConfig, EndpointSettings, HostConfig,
+    NetworkingConfig, PortBinding,
+};
 use hyper::Method;
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -128,7 +132,7 @@ fn env_entry(e: &str) -> Option<String> {
 }
 
 /// The `POST /containers/create` body. Errors are usage errors (exit 125).
-pub fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
+pub fn create_body(a: &RunArgs) -> anyhow::Result<ContainerCreateRequest> {
     let (image, cmd) = a.args.split_first().ok_or_else(|| anyhow::anyhow!("requires an image"))?;
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -136,80 +140,74 @@ pub fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
     }
     env.extend(a.env.iter().filter_map(|e| env_entry(e)));
 
-    let mut exposed = Map::new();
-    let mut bindings: Map<String, Value> = Map::new();
+    let mut exposed = BTreeMap::new();
+    let mut bindings: BTreeMap<String, Option<Vec<PortBinding>>> = BTreeMap::new();
     for spec in &a.publish {
         let maps = parse_publish(spec).map_err(|e| {
             anyhow::anyhow!("invalid argument {spec:?} for \"-p, --publish\" flag: {e}")
         })?;
         for m in maps {
-            exposed.insert(m.port.clone(), json!({}));
-            let list = bindings.entry(m.port).or_insert_with(|| json!([]));
-            if let Value::Array(list) = list {
-                list.push(json!({"HostIp": m.host_ip, "HostPort": m.host_port}));
-            }
+            exposed.insert(m.port.clone(), EmptyObject);
+            let list = bindings.entry(m.port).or_insert_with(|| Some(Vec::new()));
+            list.get_or_insert_with(Vec::new)
+                .push(PortBinding { host_ip: m.host_ip, host_port: m.host_port });
         }
     }
     for spec in &a.expose {
         for port in parse_expose(spec).map_err(|e| anyhow::anyhow!("{e}"))? {
-            exposed.insert(port, json!({}));
+            exposed.insert(port, EmptyObject);
         }
     }
 
     let network_mode = a.network.first().cloned().unwrap_or_else(|| "default".into());
-    let mut endpoints = Map::new();
-    let mut ipam = Map::new();
-    if let Some(ip) = &a.ip {
-        ipam.insert("IPv4Address".into(), json!(ip));
-    }
-    if let Some(ip6) = &a.ip6 {
-        ipam.insert("IPv6Address".into(), json!(ip6));
-    }
-    let mut first = Map::new();
-    first.insert(
-        "IPAMConfig".into(),
-        if ipam.is_empty() { Value::Null } else { Value::Object(ipam) },
-    );
-    first.insert("Aliases".into(), json!(a.network_alias));
-    if let Some(mac) = &a.mac_address {
-        first.insert("MacAddress".into(), json!(mac));
-    }
-    endpoints.insert(network_mode.clone(), Value::Object(first));
+    let ipam = EndpointIpamConfig {
+        ipv4_address: a.ip.clone().unwrap_or_default(),
+        ipv6_address: a.ip6.clone().unwrap_or_default(),
+    };
+    let first = EndpointSettings {
+        ipam_config: (a.ip.is_some() || a.ip6.is_some()).then_some(ipam),
+        aliases: a.network_alias.clone(),
+        mac_address: a.mac_address.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut endpoints = BTreeMap::new();
+    endpoints.insert(network_mode.clone(), Some(first));
     for extra in a.network.iter().skip(1) {
-        endpoints.insert(extra.clone(), json!({}));
+        endpoints.insert(extra.clone(), Some(EndpointSettings::default()));
     }
 
-    let entrypoint = a.entrypoint.as_ref().map(|e| json!([e]));
-    Ok(json!({
-        "Hostname": a.hostname.clone().unwrap_or_default(),
-        "Domainname": a.domainname.clone().unwrap_or_default(),
-        "User": a.user.clone().unwrap_or_default(),
-        "AttachStdin": a.interactive && !a.detach,
-        "AttachStdout": !a.detach,
-        "AttachStderr": !a.detach,
-        "ExposedPorts": exposed,
-        "Tty": a.tty,
-        "OpenStdin": a.interactive,
-        "StdinOnce": a.interactive && !a.detach,
-        "Env": env,
-        "Cmd": if cmd.is_empty() { Value::Null } else { json!(cmd) },
-        "Image": image,
-        "WorkingDir": a.workdir.clone().unwrap_or_default(),
-        "Entrypoint": entrypoint,
-        "Labels": kv_map(&a.label),
-        "HostConfig": {
-            "NetworkMode": network_mode,
-            "PortBindings": bindings,
-            "PublishAllPorts": a.publish_all,
-            "Links": a.link,
-            "Dns": a.dns,
-            "DnsOptions": a.dns_option,
-            "DnsSearch": a.dns_search,
-            "ExtraHosts": a.add_host,
-            "AutoRemove": a.rm,
+    Ok(ContainerCreateRequest {
+        hostname: a.hostname.clone().unwrap_or_default(),
+        domainname: a.domainname.clone().unwrap_or_default(),
+        user: a.user.clone().unwrap_or_default(),
+        attach_stdin: a.interactive && !a.detach,
+        attach_stdout: !a.detach,
+        attach_stderr: !a.detach,
+        exposed_ports: exposed,
+        tty: a.tty,
+        open_stdin: a.interactive,
+        stdin_once: a.interactive && !a.detach,
+        env,
+        cmd: (!cmd.is_empty()).then(|| cmd.to_vec()),
+        image: image.clone(),
+        working_dir: a.workdir.clone().unwrap_or_default(),
+        entrypoint: a.entrypoint.as_ref().map(|e| vec![e.clone()]),
+        labels: kv_map(&a.label),
+        mac_address: String::new(),
+        network_disabled: false,
+        host_config: HostConfig {
+            network_mode,
+            port_bindings: bindings,
+            publish_all_ports: a.publish_all,
+            links: a.link.clone(),
+            dns: a.dns.clone(),
+            dns_options: a.dns_option.clone(),
+            dns_search: a.dns_search.clone(),
+            extra_hosts: a.add_host.clone(),
+            auto_remove: a.rm,
         },
-        "NetworkingConfig": { "EndpointsConfig": endpoints },
-    }))
+        networking_config: NetworkingConfig { endpoints_config: endpoints },
+    })
 }
 
 /// Build the body (usage errors → 125) and POST it; returns the id.
@@ -224,7 +222,7 @@ async fn create_container(client: &Client, a: &RunArgs) -> Result<String, i32> {
         params.push(("name", n.clone()));
     }
     let resp = client
-        .post_val(&with_query("/containers/create", &params), Some(&body))
+        .post_json_val(&with_query("/containers/create", &params), &body)
         .await
         .map_err(|e| {
             report(&e);
@@ -266,7 +264,7 @@ pub async fn run(client: &Client, a: RunArgs) -> anyhow::Result<i32> {
         Err(code) => return Ok(code),
     };
     if a.detach {
-        if let Err(e) = client.post(&format!("/containers/{id}/start"), None).await {
+        if let Err(e) = client.post(&format!("/containers/{id}/start")).await {
             report(&e);
             return Ok(start_error_code(&e));
         }
@@ -305,8 +303,9 @@ pub async fn foreground(
         "/containers/{id}/attach?stream=1&stdout=1&stderr=1{}",
         if stdin { "&stdin=1" } else { "" }
     );
-    let empty = json!({});
-    let attach = tokio::time::timeout(Duration::from_secs(3), hijack(client, &attach_path, &empty));
+    // The attach body is an empty object, as it has always been.
+    let attach =
+        tokio::time::timeout(Duration::from_secs(3), hijack(client, &attach_path, &EmptyObject));
     let attached = match attach.await {
         Err(_timeout) => None,
         Ok(Ok(h)) => Some(h),
@@ -328,7 +327,7 @@ pub async fn foreground(
     // dockerd answers the headers of /wait at once; allow for a daemon that does not.
     let _ = tokio::time::timeout(Duration::from_millis(1500), head_rx).await;
     if start {
-        if let Err(e) = client.post(&format!("/containers/{id}/start"), None).await {
+        if let Err(e) = client.post(&format!("/containers/{id}/start")).await {
             report(&e);
             waiter.abort();
             return start_error_code(&e);
@@ -363,11 +362,7 @@ pub async fn foreground(
         Ok(code) => code as i32,
         Err(e) if is_status(&e, 400) => {
             // A daemon without wait conditions: plain wait.
-            match client
-                .post(&format!("/containers/{id}/wait"), None)
-                .await
-                .and_then(|b| wait_code(&b))
-            {
+            match client.post(&format!("/containers/{id}/wait")).await.and_then(|b| wait_code(&b)) {
                 Ok(code) => code as i32,
                 Err(e) => {
                     report(&e);
@@ -396,7 +391,7 @@ async fn forward_signals(client: &Client, id: &str) {
             _ = term.recv() => "SIGTERM",
         };
         let path = format!("/containers/{id}/kill?signal={sig}");
-        let _ = client.post(&path, None).await;
+        let _ = client.post(&path).await;
     }
 }
 
@@ -404,6 +399,7 @@ async fn forward_signals(client: &Client, id: &str) {
 mod tests {
     use super::*;
     use clap::Parser;
+    use serde_json::{json, Value};
 
     #[derive(Debug, Parser)]
     struct T {
@@ -413,7 +409,7 @@ mod tests {
 
     fn body(args: &[&str]) -> Value {
         let t = T::try_parse_from(std::iter::once("run").chain(args.iter().copied())).unwrap();
-        create_body(&t.a).unwrap()
+        serde_json::to_value(create_body(&t.a).unwrap()).unwrap()
     }
 
     #[test]
