@@ -850,9 +850,14 @@ impl FakeHost {
     /// port reservations die with the old daemon's sockets. (The old controller's container
     /// monitors keep running in the test; check the new controller's own view.)
     pub async fn restart(&self) -> Result<FakeHost> {
+        self.restart_with(self.cfg.clone()).await
+    }
+
+    /// [`FakeHost::restart`] with the daemon's configuration changed (its flags).
+    pub async fn restart_with(&self, cfg: ControllerConfig) -> Result<FakeHost> {
         self.kernel.model().ports.clear();
         Self::start_on(
-            self.cfg.clone(),
+            cfg,
             self.kernel.clone(),
             self.firewall.clone(),
             self.runtime.clone(),

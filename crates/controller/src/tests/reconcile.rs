@@ -242,15 +242,7 @@ async fn a_changed_icc_flag_is_applied_to_the_existing_default_bridge() {
     let before = h.ctl.network_get("bridge").await.unwrap().record;
     let mut cfg = h.cfg.clone();
     cfg.icc = false;
-    let h2 = FakeHost::start_on(
-        cfg,
-        h.kernel.clone(),
-        h.firewall.clone(),
-        h.runtime.clone(),
-        h.store.clone(),
-    )
-    .await
-    .unwrap();
+    let h2 = h.restart_with(cfg).await.unwrap();
     let after = h2.ctl.network_get("bridge").await.unwrap().record;
     assert_eq!(after.id, before.id, "the default bridge was replaced");
     assert_eq!(after.ipam, before.ipam);
@@ -269,15 +261,7 @@ async fn a_changed_icc_flag_is_applied_to_the_existing_default_bridge() {
     );
     let mut cfg = h.cfg.clone();
     cfg.icc = true;
-    let h4 = FakeHost::start_on(
-        cfg,
-        h.kernel.clone(),
-        h.firewall.clone(),
-        h.runtime.clone(),
-        h.store.clone(),
-    )
-    .await
-    .unwrap();
+    let h4 = h.restart_with(cfg).await.unwrap();
     let back = h4.ctl.network_get("bridge").await.unwrap().record;
     assert_eq!(back.options["com.docker.network.bridge.enable_icc"], "true");
 }
@@ -288,15 +272,7 @@ async fn a_changed_bip_keeps_the_existing_default_bridges_subnet() {
     let before = h.ctl.network_get("bridge").await.unwrap().record;
     let mut cfg = h.cfg.clone();
     cfg.bip = Some("10.7.0.1/16".parse().unwrap());
-    let h2 = FakeHost::start_on(
-        cfg,
-        h.kernel.clone(),
-        h.firewall.clone(),
-        h.runtime.clone(),
-        h.store.clone(),
-    )
-    .await
-    .unwrap();
+    let h2 = h.restart_with(cfg).await.unwrap();
     let after = h2.ctl.network_get("bridge").await.unwrap().record;
     assert_eq!(after.ipam, before.ipam);
     assert!(!h2.kernel.model().addresses.iter().any(|(_, a)| a.to_string() == "10.7.0.1/16"));
