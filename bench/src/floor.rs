@@ -24,8 +24,11 @@ impl Floor {
         let kernel = Kernel::new().await?;
         kernel
             .apply(&[
+                // Not in Cove's link group: the daemon beside the floor would take it for
+                // an orphan of its own.
                 Op::CreateBridge {
                     name: "flbr0".into(),
+                    group: 0,
                     mtu: 1500,
                     mac: MacAddr([2, 0x42, 9, 9, 9, 9]),
                 },
@@ -51,6 +54,7 @@ impl Floor {
             .apply(&[
                 Op::CreateVeth {
                     host_name: format!("fl{:010x}", rand::random::<u64>() & 0xff_ffff_ffff),
+                    group: 0,
                     bridge: "flbr0".into(),
                     mtu: 1500,
                     peer_name: "eth0".into(),

@@ -110,7 +110,7 @@ impl KernelModel {
 
     fn exec(&mut self, op: &Op) -> std::result::Result<(), Cause> {
         match op {
-            Op::CreateBridge { name, .. } => {
+            Op::CreateBridge { name, group, .. } => {
                 if self.links.contains_key(name) {
                     return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::EEXIST)));
                 }
@@ -118,14 +118,14 @@ impl KernelModel {
                     name.clone(),
                     FakeLink {
                         kind: "bridge",
-                        group: OWNED_LINK_GROUP,
+                        group: *group,
                         master: None,
                         peer_netns: None,
                         up: false,
                     },
                 );
             }
-            Op::CreateVeth { host_name, bridge, peer_netns, .. } => {
+            Op::CreateVeth { host_name, bridge, peer_netns, group, .. } => {
                 if !self.links.contains_key(bridge) {
                     return Err(Cause::NoSuchLink(bridge.clone()));
                 }
@@ -139,7 +139,7 @@ impl KernelModel {
                     host_name.clone(),
                     FakeLink {
                         kind: "veth",
-                        group: OWNED_LINK_GROUP,
+                        group: *group,
                         master: Some(bridge.clone()),
                         peer_netns: Some(peer_netns.clone()),
                         up: true,

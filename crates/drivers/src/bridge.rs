@@ -11,7 +11,7 @@ use cove_model::{
 };
 
 use crate::driver::{Capability, Claim, NetworkDriver, NetworkRequest, PlanContext, Scope};
-use crate::plan::{Netns, Op};
+use crate::plan::{Netns, Op, OWNED_LINK_GROUP};
 
 /// The bridge driver (Docker's default): a Linux bridge per network, a veth pair per
 /// endpoint with its peer created directly in the sandbox.
@@ -256,8 +256,12 @@ pub fn bridge_mac(network_id: &str) -> MacAddr {
 /// published on `[::1]` work without a proxy.
 fn network_ops(net: &NetworkRecord, firewall: bool, firewall6: bool) -> Result<Vec<Op>> {
     let b = bridge_of(net)?;
-    let mut ops =
-        vec![Op::CreateBridge { name: b.name.clone(), mtu: b.mtu, mac: bridge_mac(&net.id) }];
+    let mut ops = vec![Op::CreateBridge {
+        name: b.name.clone(),
+        mtu: b.mtu,
+        mac: bridge_mac(&net.id),
+        group: OWNED_LINK_GROUP,
+    }];
     ops.push(Op::Sysctl {
         netns: Netns::Host,
         key: format!("net/ipv6/conf/{}/disable_ipv6", b.name),
@@ -305,6 +309,7 @@ fn join_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Result<Ve
     let mut ops = vec![
         Op::CreateVeth {
             host_name: host.to_string(),
+            group: OWNED_LINK_GROUP,
             bridge: b.name.clone(),
             mtu: b.mtu,
             peer_name: ep.ifname.clone(),

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
-use cove_drivers::plan::{Netns, Op, OWNED_LINK_GROUP, RETIRED_LINK_GROUP};
+use cove_drivers::plan::{Netns, Op, RETIRED_LINK_GROUP};
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{
@@ -38,15 +38,15 @@ const CREATE: u16 = NLM_F_CREATE | NLM_F_EXCL;
 /// Execute `op`.
 pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
     match op {
-        Op::CreateBridge { name, mtu, mac } => {
+        Op::CreateBridge { name, mtu, mac, group } => {
             let mut msg = LinkMessageBuilder::<LinkBridge>::new(name)
                 .mtu(*mtu)
                 .address(mac.0.to_vec())
                 .build();
-            msg.attributes.push(LinkAttribute::Group(OWNED_LINK_GROUP));
+            msg.attributes.push(LinkAttribute::Group(*group));
             nl::ack(hs.host(), RouteNetlinkMessage::NewLink(msg), CREATE).await?;
         }
-        Op::CreateVeth { host_name, bridge, mtu, peer_name, peer_netns, peer_mac } => {
+        Op::CreateVeth { host_name, group, bridge, mtu, peer_name, peer_netns, peer_mac } => {
             let master = nl::link_index(hs.host(), bridge).await?;
             let ns = netns::open(peer_netns, hs.nsfs_dev())?;
             // No .up() on the peer: the kernel refuses IFF_UP on a peer in another netns.
@@ -62,7 +62,7 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
                 .up()
                 .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
                 .build();
-            msg.attributes.push(LinkAttribute::Group(OWNED_LINK_GROUP));
+            msg.attributes.push(LinkAttribute::Group(*group));
             // A task owns the fd until the kernel has answered, even if our caller gives up
             // (drops this future) first: a closed and reused fd number would put the peer
             // into whatever namespace the new fd refers to.

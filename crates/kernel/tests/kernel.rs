@@ -24,6 +24,7 @@ fn bridge_ops(name: &str) -> Vec<Op> {
     vec![
         Op::CreateBridge {
             name: name.into(),
+            group: cove_drivers::plan::OWNED_LINK_GROUP,
             mtu: 1400,
             mac: cove_model::MacAddr([2, 0x42, 1, 2, 3, 4]),
         },
@@ -49,6 +50,7 @@ fn bridge_ops(name: &str) -> Vec<Op> {
 fn veth_op(host_name: &str, bridge: &str, ns: &Path) -> Op {
     Op::CreateVeth {
         host_name: host_name.into(),
+        group: cove_drivers::plan::OWNED_LINK_GROUP,
         bridge: bridge.into(),
         mtu: 1400,
         peer_name: "eth0".into(),

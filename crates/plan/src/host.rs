@@ -76,7 +76,7 @@ impl HostState {
     /// Fold one create-type op into the state.
     pub fn add(&mut self, op: &Op) {
         match op {
-            Op::CreateBridge { name, mtu, mac } => {
+            Op::CreateBridge { name, mtu, mac, group } => {
                 self.links.insert(
                     name.clone(),
                     Link {
@@ -84,12 +84,12 @@ impl HostState {
                         mtu: *mtu,
                         up: false,
                         master: None,
-                        group: OWNED_LINK_GROUP,
+                        group: *group,
                         hairpin: false,
                     },
                 );
             }
-            Op::CreateVeth { host_name, bridge, mtu, .. } => {
+            Op::CreateVeth { host_name, bridge, mtu, group, .. } => {
                 self.links.insert(
                     host_name.clone(),
                     Link {
@@ -97,7 +97,7 @@ impl HostState {
                         mtu: *mtu,
                         up: true,
                         master: Some(bridge.clone()),
-                        group: OWNED_LINK_GROUP,
+                        group: *group,
                         hairpin: false,
                     },
                 );
@@ -169,7 +169,12 @@ pub fn diff(desired: &HostState, observed: &HostState, seed: &str) -> Vec<Op> {
     for (name, d) in &desired.links {
         match (observed.links.get(name), &d.kind) {
             (None, LinkKind::Bridge { mac }) => {
-                create.push(Op::CreateBridge { name: name.clone(), mtu: d.mtu, mac: *mac });
+                create.push(Op::CreateBridge {
+                    name: name.clone(),
+                    mtu: d.mtu,
+                    mac: *mac,
+                    group: d.group,
+                });
                 fresh.insert(name.clone());
                 if d.up {
                     ups.push(Op::SetUp { netns: host(), link: name.clone() });
@@ -237,7 +242,12 @@ mod tests {
 
     fn bridge_ops(name: &str, gw: &str) -> Vec<Op> {
         vec![
-            Op::CreateBridge { name: name.into(), mtu: 1500, mac: MacAddr([2, 0x42, 0, 0, 0, 1]) },
+            Op::CreateBridge {
+                name: name.into(),
+                mtu: 1500,
+                mac: MacAddr([2, 0x42, 0, 0, 0, 1]),
+                group: OWNED_LINK_GROUP,
+            },
             Op::Sysctl {
                 netns: Netns::Host,
                 key: format!("net/ipv6/conf/{name}/disable_ipv6"),
@@ -252,6 +262,7 @@ mod tests {
         vec![
             Op::CreateVeth {
                 host_name: name.into(),
+                group: OWNED_LINK_GROUP,
                 bridge: bridge.into(),
                 mtu: 1500,
                 peer_name: "eth0".into(),

@@ -40,23 +40,26 @@ impl fmt::Display for Netns {
 /// One kernel change. Create-type ops have an inverse ([`Op::inverse`]) used for rollback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    /// Create a bridge in the host namespace (left down; see [`Op::SetUp`]), in
-    /// [`OWNED_LINK_GROUP`].
+    /// Create a bridge in the host namespace (left down; see [`Op::SetUp`]).
     CreateBridge {
         /// Device name.
         name: String,
+        /// Link group: [`OWNED_LINK_GROUP`] for Cove's networks (how a restart knows its
+        /// links); anything else for links Cove must not claim (the benches' floor).
+        group: u32,
         /// MTU.
         mtu: u32,
         /// Fixed MAC: without one the kernel gives the bridge the lowest MAC of its ports,
         /// so it would change as containers come and go.
         mac: MacAddr,
     },
-    /// Create a veth pair: `host_name` in the host namespace, enslaved to `bridge`, up and in
-    /// [`OWNED_LINK_GROUP`]; `peer_name` created directly inside `peer_netns` (not up: the
-    /// kernel refuses that).
+    /// Create a veth pair: `host_name` in the host namespace, enslaved to `bridge` and up;
+    /// `peer_name` created directly inside `peer_netns` (not up: the kernel refuses that).
     CreateVeth {
         /// Host-side name (unique, never reused).
         host_name: String,
+        /// Link group of the host end (see [`Op::CreateBridge`]).
+        group: u32,
         /// Bridge to enslave the host side to.
         bridge: String,
         /// MTU of both ends.
@@ -234,10 +237,10 @@ impl Op {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::CreateBridge { name, mtu, mac } => {
+            Op::CreateBridge { name, mtu, mac, .. } => {
                 write!(f, "create bridge {name} mtu {mtu} mac {mac}")
             }
-            Op::CreateVeth { host_name, bridge, peer_name, peer_netns, peer_mac, mtu } => write!(
+            Op::CreateVeth { host_name, bridge, peer_name, peer_netns, peer_mac, mtu, .. } => write!(
                 f,
                 "create veth {host_name} (master {bridge}) peer {peer_name} in {} mac {peer_mac} mtu {mtu}",
                 peer_netns.display()
