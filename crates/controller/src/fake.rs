@@ -181,21 +181,9 @@ impl KernelModel {
                 let ns = netns.to_string();
                 self.neighbours.retain(|(n, l, _)| !(*n == ns && l == link));
             }
-            Op::Condemn { link, tombstone } => {
-                let mut l =
-                    self.links.remove(link).ok_or_else(|| Cause::NoSuchLink(link.clone()))?;
+            Op::Condemn { link } => {
+                let l = self.links.get_mut(link).ok_or_else(|| Cause::NoSuchLink(link.clone()))?;
                 l.group = RETIRED_LINK_GROUP;
-                l.up = false;
-                let name = tombstone.clone().unwrap_or_else(|| link.clone());
-                if name != *link {
-                    for a in self.addresses.clone() {
-                        if a.0 == *link {
-                            self.addresses.remove(&a);
-                            self.addresses.insert((name.clone(), a.1));
-                        }
-                    }
-                }
-                self.links.insert(name, l);
             }
             Op::SetMaster { link, master } => {
                 if !self.links.contains_key(master) {

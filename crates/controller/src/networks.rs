@@ -161,10 +161,18 @@ impl Controller {
         Ok((net, claims))
     }
 
-    /// The names a new network claims must not exist on the host yet.
+    /// The names a new network claims must not exist on the host yet. A link of that name
+    /// the reaper has not deleted yet (a removed network's bridge) is reaped first.
     pub(crate) async fn check_claims(&self, claims: &[Claim]) -> Result<()> {
+        let mut reaped = false;
         for claim in claims {
-            if self.kernel.link_exists(&claim.link).await.map_err(Error::from)? {
+            let mut exists = self.kernel.link_exists(&claim.link).await.map_err(Error::from)?;
+            if exists && !reaped {
+                self.kernel.reap_condemned().await.map_err(Error::from)?;
+                reaped = true;
+                exists = self.kernel.link_exists(&claim.link).await.map_err(Error::from)?;
+            }
+            if exists {
                 return Err(Error::conflict(format!(
                     "{} {} is already used by an existing interface on the host",
                     claim.what, claim.link
@@ -202,7 +210,7 @@ impl Controller {
         self.store.commit(b)?;
         let plan = self.drivers.of(&net)?.network_ops(&net, &self.plan_context())?;
         let desired = HostState::from_ops(&plan);
-        let ops = cove_plan::diff(&desired, &HostState::default(), &net.id);
+        let ops = cove_plan::diff(&desired, &HostState::default());
         if let Err(e) = self.kernel.apply(&ops).await {
             self.forget_network_record(&net);
             return Err(Error::from(e).context(format!("create network {}", net.name)));
@@ -215,7 +223,7 @@ impl Controller {
             // Not guarded, not usable: the network goes again, all of it.
             st.networks.remove(&net.id);
             st.pools.retain(|(n, _), _| *n != net.id);
-            let undo = cove_plan::diff(&HostState::default(), &desired, &cove_model::new_id());
+            let undo = cove_plan::diff(&HostState::default(), &desired);
             for ke in self.kernel.teardown(&undo).await {
                 warn!(network = %net.name, error = %ke, "rollback: could not remove the network");
             }
@@ -289,14 +297,10 @@ impl Controller {
             )));
         }
         // Everything of the network goes: its addresses at once (its subnet is free for the
-        // next network before this answers), its bridge condemned under another name (its
-        // name is free at once too) and deleted by the executor's reaper, off this path.
+        // next network before this answers), its bridge condemned and deleted by the
+        // executor's reaper, off this path (a new network claiming its name reaps it first).
         let plan = self.drivers.of(&net)?.network_ops(&net, &self.plan_context())?;
-        let ops = cove_plan::diff(
-            &HostState::default(),
-            &HostState::from_ops(&plan),
-            &cove_model::new_id(),
-        );
+        let ops = cove_plan::diff(&HostState::default(), &HostState::from_ops(&plan));
         let errors = self.kernel.teardown(&ops).await;
         if !errors.is_empty() {
             let msgs: Vec<String> = errors.into_iter().map(|e| Error::from(e).message).collect();

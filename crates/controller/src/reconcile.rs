@@ -127,7 +127,7 @@ impl Controller {
             .collect();
         desired.sysctls.retain(|k, _| keys.contains(k));
         let observed = self.kernel.observe_host(&keys).await.map_err(Error::from)?;
-        let ops = cove_plan::diff(&desired, &observed, &cove_model::new_id());
+        let ops = cove_plan::diff(&desired, &observed);
         for op in &ops {
             warn!(op = %op, "the host differs from the records; repairing");
         }

@@ -132,7 +132,8 @@ fn network_create_inspect_ls_rm() {
     h.cove(&["network", "rm", "app"]).fails().stderr_has("active endpoints");
     h.cove(&["rm", "-f", "c1"]).ok();
     h.cove(&["network", "rm", id.as_str()]).ok();
-    assert!(!h.sh("ip link show cvtest0").status.success(), "bridge left behind");
+    // The bridge is condemned at once and deleted by the reaper moments later.
+    common::wait_until("the bridge to go", 10, || !h.sh("ip link show cvtest0").status.success());
     h.assert_no_leaks(&baseline);
 }
 

@@ -435,7 +435,7 @@ fn leave_ops(net: &NetworkRecord, ep: &EndpointRecord, netns: &Path) -> Result<V
     let tombstone = format!("x{}", host.trim_start_matches("cv"));
     let mut ops = vec![
         Op::Retire { netns: Netns::Path(netns.to_path_buf()), link: ep.ifname.clone(), tombstone },
-        Op::Condemn { link: host.to_string(), tombstone: None },
+        Op::Condemn { link: host.to_string() },
     ];
     ops.extend(release_ops(net, ep)?);
     Ok(ops)

@@ -114,17 +114,13 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
                 LinkUnspec::new_with_index(index).name(tombstone.clone()).build();
             nl::ack(&h, RouteNetlinkMessage::SetLink(rename), 0).await?;
         }
-        Op::Condemn { link, tombstone } => {
-            let index = nl::link_index(hs.host(), link).await?;
-            let mut msg: LinkMessage = LinkUnspec::new_with_index(index).down().build();
+        Op::Condemn { link } => {
+            // The group alone: no notifier chain runs (see `Op::Condemn`).
+            let mut msg: LinkMessage = LinkUnspec::new_with_name(link).build();
             msg.attributes.push(LinkAttribute::Group(RETIRED_LINK_GROUP));
-            nl::ack(hs.host(), RouteNetlinkMessage::SetLink(msg), 0).await?;
-            // Renamed once down (the kernel refuses to rename a running link), so the name
-            // is free at once for whoever wants it next.
-            if let Some(t) = tombstone {
-                let rename: LinkMessage = LinkUnspec::new_with_index(index).name(t.clone()).build();
-                nl::ack(hs.host(), RouteNetlinkMessage::SetLink(rename), 0).await?;
-            }
+            nl::ack(hs.host(), RouteNetlinkMessage::SetLink(msg), 0)
+                .await
+                .map_err(|c| no_link(c, link))?;
             hs.reaper().notify();
         }
         Op::SetMaster { link, master } => {

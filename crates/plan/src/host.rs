@@ -134,22 +134,15 @@ impl HostState {
     }
 }
 
-/// Names a condemned bridge takes, so its name is free at once (`b` + 12 of `seed`).
-pub fn tombstone_of(name: &str, seed: &str) -> String {
-    let hex: String = seed.chars().filter(char::is_ascii_hexdigit).take(12).collect();
-    let _ = name;
-    format!("xb{hex}")
-}
-
 /// The ops that take the host from `observed` to `desired`, in an order the kernel accepts:
 /// Cove's links nobody wants condemned (their addresses removed first, so their subnets are
 /// free at once), missing bridges created, then sysctls, addresses, links up, masters and
 /// hairpin, neighbours, routes. Only Cove's objects are removed: links of its group, and
-/// addresses and neighbours on links it wants. `seed` makes tombstone names unique.
+/// addresses and neighbours on links it wants.
 ///
 /// A missing veth is not re-created (its peer is in a sandbox); a veth whose bridge came
 /// back is enslaved to it again, with hairpin mode.
-pub fn diff(desired: &HostState, observed: &HostState, seed: &str) -> Vec<Op> {
+pub fn diff(desired: &HostState, observed: &HostState) -> Vec<Op> {
     let host = || Netns::Host;
     let mut gone = vec![];
     let mut condemned = vec![];
@@ -158,9 +151,7 @@ pub fn diff(desired: &HostState, observed: &HostState, seed: &str) -> Vec<Op> {
             for (link, addr) in observed.addresses.iter().filter(|(link, _)| link == name) {
                 gone.push(Op::DelAddress { netns: host(), link: link.clone(), addr: *addr });
             }
-            let tombstone = matches!(l.kind, LinkKind::Bridge { .. })
-                .then(|| tombstone_of(name, &format!("{seed}{}", condemned.len())));
-            condemned.push(Op::Condemn { link: name.clone(), tombstone });
+            condemned.push(Op::Condemn { link: name.clone() });
         }
     }
     let (mut create, mut sysctls, mut addrs, mut ups, mut masters, mut neigh, mut routes) =
@@ -286,7 +277,7 @@ mod tests {
     #[test]
     fn from_nothing_a_bridge_is_its_plan_in_kernel_order() {
         let ops = bridge_ops("br-a", "10.0.0.1/24");
-        let got = diff(&HostState::from_ops(&ops), &HostState::default(), "s");
+        let got = diff(&HostState::from_ops(&ops), &HostState::default());
         assert_eq!(
             render(&got),
             "create bridge br-a mtu 1500 mac 02:42:00:00:00:01\n\
@@ -301,17 +292,17 @@ mod tests {
         let mut ops = bridge_ops("br-a", "10.0.0.1/24");
         ops.extend(veth_ops("cv1", "br-a", "10.0.0.2"));
         let s = HostState::from_ops(&ops);
-        assert!(diff(&s, &s, "s").is_empty());
+        assert!(diff(&s, &s).is_empty());
     }
 
     #[test]
-    fn a_network_gone_frees_its_addresses_then_condemns_its_bridge_under_another_name() {
+    fn a_network_gone_frees_its_addresses_then_condemns_its_bridge() {
         let ops = bridge_ops("br-a", "10.0.0.1/24");
-        let got = diff(&HostState::default(), &HostState::from_ops(&ops), "0123456789abcdef");
+        let got = diff(&HostState::default(), &HostState::from_ops(&ops));
         assert_eq!(
             render(&got),
             "delete address 10.0.0.1/24 from br-a in host\n\
-             condemn br-a as xb0123456789ab (reaped in the background)\n"
+             condemn br-a (reaped in the background)\n"
         );
     }
 
@@ -325,7 +316,7 @@ mod tests {
         let mut observed = HostState::from_ops(&veth_ops("cv1", "br-a", "10.0.0.2"));
         observed.links.get_mut("cv1").unwrap().master = None;
         observed.neighbours.clear();
-        let got = render(&diff(&desired, &observed, "s"));
+        let got = render(&diff(&desired, &observed));
         assert_eq!(
             got,
             "create bridge br-a mtu 1500 mac 02:42:00:00:00:01\n\
@@ -369,7 +360,7 @@ mod tests {
                 hairpin: false,
             },
         );
-        let got = render(&diff(&desired, &observed, "s"));
+        let got = render(&diff(&desired, &observed));
         assert_eq!(
             got,
             "delete address 10.9.9.9/24 from br-a in host\n\
@@ -386,7 +377,7 @@ mod tests {
         l.mtu = 1400;
         l.up = false;
         observed.sysctls.insert("net/ipv6/conf/br-a/disable_ipv6".into(), "0".into());
-        let got = render(&diff(&desired, &observed, "s"));
+        let got = render(&diff(&desired, &observed));
         assert_eq!(
             got,
             "set mtu 1500 on br-a in host\n\
@@ -404,7 +395,7 @@ mod tests {
         ops.extend(bridge_ops("br-b", "10.1.0.1/24"));
         let desired = HostState::from_ops(&ops);
         let mut observed = HostState::from_ops(&bridge_ops("br-c", "10.2.0.1/24"));
-        for op in diff(&desired, &observed, "s") {
+        for op in diff(&desired, &observed) {
             match &op {
                 Op::Condemn { link, .. } => {
                     // A deleted link's per-link sysctls go with it.

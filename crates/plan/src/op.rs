@@ -135,17 +135,16 @@ pub enum Op {
         /// New, unique name (at most 15 bytes).
         tombstone: String,
     },
-    /// Hand a host link to the background reaper: move it to [`RETIRED_LINK_GROUP`] (and
-    /// down). The executor deletes that whole group in one request once the kernel has
-    /// been idle for a moment (within a second), so a detach never waits for the RCU grace
-    /// period of a link deletion and neither does the next attach. Deleting one end of a
-    /// veth pair deletes both. A missing link counts as done.
+    /// Hand a host link to the background reaper: move it to [`RETIRED_LINK_GROUP`], one
+    /// attribute and nothing else (setting it down, or renaming it, would run the kernel's
+    /// notifier chains on the hot path: a link going down walks the whole neighbour table,
+    /// O(containers) on a full host). The executor deletes that group in one request once
+    /// it has been idle for a moment (within a second), so neither a detach nor a network
+    /// rm waits for the RCU grace period of a link deletion, and neither does the next
+    /// attach. Deleting one end of a veth pair deletes both. A missing link counts as done.
     Condemn {
         /// Host-side link name.
         link: String,
-        /// A new, unique name (at most 15 bytes) that frees `link`'s name at once, for links
-        /// whose name a new object may want again (a bridge named by the user).
-        tombstone: Option<String>,
     },
     /// Enslave a host link to a bridge (a port whose bridge was re-created).
     SetMaster {
@@ -259,12 +258,7 @@ impl fmt::Display for Op {
             Op::Retire { netns, link, tombstone } => {
                 write!(f, "retire {link} as {tombstone} in {netns}")
             }
-            Op::Condemn { link, tombstone: None } => {
-                write!(f, "condemn {link} (reaped in the background)")
-            }
-            Op::Condemn { link, tombstone: Some(t) } => {
-                write!(f, "condemn {link} as {t} (reaped in the background)")
-            }
+            Op::Condemn { link } => write!(f, "condemn {link} (reaped in the background)"),
             Op::SetMaster { link, master } => write!(f, "set master of {link} to {master}"),
             Op::SetMtu { netns, link, mtu } => write!(f, "set mtu {mtu} on {link} in {netns}"),
             Op::Neighbor { netns, link, addr, mac } => {

@@ -727,11 +727,11 @@ async fn remove_takes_the_addresses_before_answering_and_condemns_the_bridge() {
         let k = h.kernel.model();
         assert!(!k.addresses.iter().any(|(l, _)| *l == b), "addresses still on {b}");
         let del = format!("teardown delete address 10.1.0.1/24 from {b} in host");
-        let condemn = format!("teardown condemn {b} as xb");
+        let condemn = format!("teardown condemn {b} (reaped");
         let at = |p: &str| k.journal.iter().position(|l| l.starts_with(p));
         assert!(at(&del).unwrap() < at(&condemn).unwrap(), "{:?}", k.journal);
-        // Renamed as it is condemned: the name is free at once.
-        assert!(!k.links.contains_key(&b));
+        // Condemned: out of Cove's group, waiting for the reaper.
+        assert_eq!(k.links[&b].group, cove_drivers::plan::RETIRED_LINK_GROUP);
         assert_eq!(k.owned_links(), ["cove0"]);
     }
     assert!(h.store.get::<NetworkRecord>(Table::Networks, &id).unwrap().is_none());
