@@ -4,7 +4,7 @@ use ipnet::IpNet;
 use tracing::{info, warn};
 
 use cove_drivers::{BuiltinNetwork, Claim, NetworkRequest, PlanContext};
-use cove_ipam::{PoolRequest, PoolState, PoolsRequest};
+use cove_ipam::{PoolState, PoolsRequest};
 use cove_model::{EndpointSettings, Error, NetworkMode, NetworkRecord, Result};
 use cove_plan::HostState;
 use cove_store::{Batch, Table};
@@ -123,18 +123,8 @@ impl Controller {
         // acts on none of them.
         let ipam = if cap.ipam {
             let default_pools = cove_ipam::effective_pools(&self.cfg.default_address_pools);
-            let pools: Vec<PoolRequest> = req
-                .ipam_config
-                .iter()
-                .map(|c| PoolRequest {
-                    subnet: c.subnet.clone(),
-                    ip_range: c.ip_range.clone(),
-                    gateway: c.gateway.clone(),
-                    aux_addresses: c.aux_addresses.clone(),
-                })
-                .collect();
             ipam_driver.request_pools(&PoolsRequest {
-                pools: &pools,
+                pools: &req.ipam_config,
                 enable_ipv6: req.enable_ipv6,
                 default_pools: &default_pools,
                 in_use: &subnets_in_use(st, facts),

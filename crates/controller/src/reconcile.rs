@@ -77,7 +77,8 @@ impl Controller {
         if let Err(e) = self.kernel.reap_condemned().await {
             warn!(error = %e, "could not remove condemned links");
         }
-        for net in st.networks.values().filter(|n| n.enable_ipv6) {
+        // One host-wide sysctl, whichever networks have IPv6.
+        if let Some(net) = st.networks.values().find(|n| n.enable_ipv6) {
             self.enable_forwarding6()
                 .await
                 .map_err(|e| e.context(format!("restore network {}", net.name)))?;
@@ -113,19 +114,14 @@ impl Controller {
         // Per-link sysctls are read back for bridges only: a host with 2,000 containers has
         // 2,000 bridge ports, whose one sysctl is written once with the port, and every
         // `/proc/sys` read in a namespace-rich host is slow.
-        let bridges: HashSet<&str> = desired
+        let bridges: HashSet<String> = desired
             .links
             .iter()
             .filter(|(_, l)| matches!(l.kind, LinkKind::Bridge { .. }))
-            .map(|(n, _)| n.as_str())
+            .map(|(n, _)| n.clone())
             .collect();
-        let keys: Vec<String> = desired
-            .sysctls
-            .keys()
-            .filter(|k| sysctl_link(k).is_none_or(|l| bridges.contains(l)))
-            .cloned()
-            .collect();
-        desired.sysctls.retain(|k, _| keys.contains(k));
+        desired.sysctls.retain(|k, _| sysctl_link(k).is_none_or(|l| bridges.contains(l)));
+        let keys: Vec<String> = desired.sysctls.keys().cloned().collect();
         let observed = self.kernel.observe_host(&keys).await.map_err(Error::from)?;
         let ops = cove_plan::diff(&desired, &observed);
         for op in &ops {

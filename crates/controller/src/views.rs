@@ -7,18 +7,9 @@ use cove_model::{
     ContainerConfig, ContainerRecord, EndpointRecord, EndpointSettings, HostConfig, NetworkRecord,
 };
 
-/// One `IPAM.Config` entry as the user gave it (strings: validated by IPAM).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IpamConfigRequest {
-    /// `Subnet`.
-    pub subnet: Option<String>,
-    /// `IPRange`.
-    pub ip_range: Option<String>,
-    /// `Gateway`.
-    pub gateway: Option<String>,
-    /// `AuxiliaryAddresses` as `(name, ip)`.
-    pub aux_addresses: Vec<(String, String)>,
-}
+/// One `IPAM.Config` entry as the user gave it (strings: validated by the IPAM driver),
+/// the IPAM driver's own request type.
+pub use cove_ipam::PoolRequest as IpamConfigRequest;
 
 /// `POST /networks/create`, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
