@@ -19,13 +19,17 @@ pub(crate) const INITIAL_REVISION: i64 = 1;
 pub struct Limits {
     /// How many recent changes are kept for watches from a past revision.
     pub history: usize,
+    /// How many bytes of keys and values those changes may hold: a host of 2,000
+    /// containers rewrites kilobyte-sized records all the time, and 10,000 of them were
+    /// half the daemon's memory.
+    pub history_bytes: usize,
     /// How many live changes may queue for one watcher before it is cut off as lagged.
     pub watch_buffer: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { history: 10_000, watch_buffer: 1024 }
+        Self { history: 10_000, history_bytes: 4 << 20, watch_buffer: 1024 }
     }
 }
 
@@ -36,6 +40,15 @@ pub(crate) enum Change {
     Put(KeyValue),
     /// The key is gone.
     Delete(String),
+}
+
+/// What an event of the history costs in memory, roughly: its key and value.
+fn event_bytes(event: &WatchEvent) -> usize {
+    match event {
+        WatchEvent::Put(kv) => kv.key.len() + kv.value.len(),
+        WatchEvent::Delete { key, .. } => key.len(),
+        _ => 0,
+    }
 }
 
 #[derive(Debug)]
@@ -74,6 +87,8 @@ struct State {
     /// The newest revision whose changes are no longer all in `history`.
     compact_revision: i64,
     history: VecDeque<WatchEvent>,
+    /// Bytes of keys and values in `history`.
+    history_bytes: usize,
     watchers: Vec<Watcher>,
 }
 
@@ -100,6 +115,7 @@ impl Engine {
             revision,
             compact_revision,
             history: VecDeque::new(),
+            history_bytes: 0,
             watchers: Vec::new(),
         };
         Self { limits, writer: Mutex::new(()), state: RwLock::new(state) }
@@ -171,11 +187,14 @@ impl Engine {
                 }
             };
             st.watchers.retain(|w| w.offer(&event));
+            st.history_bytes += event_bytes(&event);
             st.history.push_back(event);
-            while st.history.len() > self.limits.history {
-                if let Some(old) = st.history.pop_front() {
-                    st.compact_revision = old.revision().unwrap_or(st.compact_revision);
-                }
+            while st.history.len() > self.limits.history
+                || st.history_bytes > self.limits.history_bytes
+            {
+                let Some(old) = st.history.pop_front() else { break };
+                st.history_bytes -= event_bytes(&old);
+                st.compact_revision = old.revision().unwrap_or(st.compact_revision);
             }
         }
     }

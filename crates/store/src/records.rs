@@ -125,6 +125,13 @@ impl Records {
         &self.store
     }
 
+    /// The store's current revision: it changes with every write, so a reader can tell
+    /// whether anything was written between two points.
+    pub fn revision(&self) -> Result<i64, Error> {
+        // A range nothing matches answers with the revision alone (etcd's header does too).
+        Ok(self.store.range("\u{10ffff}")?.revision)
+    }
+
     /// Commit a batch atomically and durably; the store's revision after it. A condition
     /// that does not hold is a `Conflict` naming its key, and nothing is written.
     #[tracing::instrument(level = "debug", name = "store.commit", skip_all)]

@@ -217,7 +217,7 @@ fn watch_replays_from_a_past_revision_then_follows() {
 
 #[test]
 fn watch_from_compacted_history_fails() {
-    let limits = Limits { history: 3, watch_buffer: 16 };
+    let limits = Limits { history: 3, watch_buffer: 16, ..Limits::default() };
     for b in backends_with(limits) {
         let s = &b.store;
         for i in 0..5 {
@@ -237,8 +237,25 @@ fn watch_from_compacted_history_fails() {
 }
 
 #[test]
+fn history_is_bounded_by_bytes_too() {
+    // Each change holds key "k" and a 9-byte value: 10 bytes; 35 bytes keep three changes.
+    let limits = Limits { history: 100, history_bytes: 35, ..Limits::default() };
+    for b in backends_with(limits) {
+        let s = &b.store;
+        for i in 0..5 {
+            s.txn(put("k", &format!("value-00{i}"))).unwrap(); // revisions 2..=6
+        }
+        let e = s.watch("", 3).unwrap_err();
+        assert_eq!(e, StoreError::Compacted { compact_revision: 3 }, "{}", b.name);
+        let mut w = s.watch("", 4).unwrap();
+        let revs: Vec<_> = drain(&mut w).iter().filter_map(WatchEvent::revision).collect();
+        assert_eq!(revs, [4, 5, 6], "{}", b.name);
+    }
+}
+
+#[test]
 fn a_lagging_watcher_is_cut_off_without_blocking_writers() {
-    let limits = Limits { history: 100, watch_buffer: 4 };
+    let limits = Limits { history: 100, watch_buffer: 4, ..Limits::default() };
     for b in backends_with(limits) {
         let s = &b.store;
         let mut slow = s.watch("", 0).unwrap();
