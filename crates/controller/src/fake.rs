@@ -234,6 +234,20 @@ impl KernelModel {
 #[derive(Debug, Default)]
 pub struct FakeKernel {
     model: Mutex<KernelModel>,
+    /// Runs (once) after the next observation, as if the world moved on meanwhile.
+    after_observe: Mutex<Hook>,
+    /// Subscribers to [`Kernel::owned_link_removals`].
+    removals: Mutex<Vec<tokio::sync::mpsc::Sender<()>>>,
+}
+
+/// A test's callback.
+#[derive(Default)]
+struct Hook(Option<Box<dyn FnOnce() + Send>>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Hook(set)" } else { "Hook(none)" })
+    }
 }
 
 impl FakeKernel {
@@ -250,6 +264,68 @@ impl FakeKernel {
     /// Stop failing.
     pub fn heal(&self) {
         self.model().fail.clear();
+    }
+
+    /// The model as `observe_host` reports it.
+    fn observe(
+        &self,
+        sysctl_keys: &[String],
+    ) -> std::result::Result<cove_plan::HostState, KernelError> {
+        let m = self.model();
+        let mut s = cove_plan::HostState::default();
+        for (name, l) in &m.links {
+            let kind = match l.kind {
+                "bridge" => cove_plan::LinkKind::Bridge { mac: cove_model::MacAddr([0; 6]) },
+                "veth" => cove_plan::LinkKind::Veth,
+                other => cove_plan::LinkKind::Other(Some(other.to_string())),
+            };
+            s.links.insert(
+                name.clone(),
+                cove_plan::Link {
+                    kind,
+                    mtu: 1500,
+                    up: l.up,
+                    master: l.master.clone(),
+                    group: l.group,
+                    hairpin: false,
+                },
+            );
+        }
+        let ours = |link: &str| m.links.get(link).is_some_and(|l| l.group == OWNED_LINK_GROUP);
+        s.addresses = m.addresses.iter().filter(|(l, _)| ours(l)).cloned().collect();
+        for key @ (ns, link, addr) in &m.neighbours {
+            if let (true, Some(mac)) = (ns == "host" && ours(link), m.neighbour_macs.get(key)) {
+                s.neighbours.insert((link.clone(), *addr), *mac);
+            }
+        }
+        for key in sysctl_keys {
+            if let Some(v) = m.sysctls.get(key) {
+                s.sysctls.insert(key.clone(), v.clone());
+            }
+        }
+        s.loopback6 = m.loopback6.clone();
+        Ok(s)
+    }
+
+    /// Delete a link behind Cove's back, as `ip link del` would, and tell the subscribers
+    /// of [`Kernel::owned_link_removals`] if it was in Cove's group.
+    pub fn delete_by_hand(&self, name: &str) {
+        let owned = {
+            let mut m = self.model();
+            let link = m.links.remove(name);
+            m.forget_link(name);
+            link.is_some_and(|l| l.group == OWNED_LINK_GROUP)
+        };
+        if owned {
+            lock(&self.removals).retain(|tx| {
+                !matches!(tx.try_send(()), Err(tokio::sync::mpsc::error::TrySendError::Closed(())))
+            });
+        }
+    }
+
+    /// Run `f` right after the next [`Kernel::observe_host`] returns its observation.
+    pub fn after_next_observe(&self, f: impl FnOnce() + Send + 'static) {
+        lock(&self.after_observe).0 = Some(Box::new(f));
     }
 }
 
@@ -354,40 +430,12 @@ impl Kernel for FakeKernel {
         &self,
         sysctl_keys: &[String],
     ) -> std::result::Result<cove_plan::HostState, KernelError> {
-        let m = self.model();
-        let mut s = cove_plan::HostState::default();
-        for (name, l) in &m.links {
-            let kind = match l.kind {
-                "bridge" => cove_plan::LinkKind::Bridge { mac: cove_model::MacAddr([0; 6]) },
-                "veth" => cove_plan::LinkKind::Veth,
-                other => cove_plan::LinkKind::Other(Some(other.to_string())),
-            };
-            s.links.insert(
-                name.clone(),
-                cove_plan::Link {
-                    kind,
-                    mtu: 1500,
-                    up: l.up,
-                    master: l.master.clone(),
-                    group: l.group,
-                    hairpin: false,
-                },
-            );
+        let observed = self.observe(sysctl_keys);
+        let hook = lock(&self.after_observe).0.take();
+        if let Some(f) = hook {
+            f();
         }
-        let ours = |link: &str| m.links.get(link).is_some_and(|l| l.group == OWNED_LINK_GROUP);
-        s.addresses = m.addresses.iter().filter(|(l, _)| ours(l)).cloned().collect();
-        for key @ (ns, link, addr) in &m.neighbours {
-            if let (true, Some(mac)) = (ns == "host" && ours(link), m.neighbour_macs.get(key)) {
-                s.neighbours.insert((link.clone(), *addr), *mac);
-            }
-        }
-        for key in sysctl_keys {
-            if let Some(v) = m.sysctls.get(key) {
-                s.sysctls.insert(key.clone(), v.clone());
-            }
-        }
-        s.loopback6 = m.loopback6.clone();
-        Ok(s)
+        observed
     }
 
     async fn route_prefixes(&self) -> std::result::Result<Vec<IpNet>, KernelError> {
@@ -398,6 +446,14 @@ impl Kernel for FakeKernel {
         routes.sort();
         routes.dedup();
         Ok(routes)
+    }
+
+    fn owned_link_removals(
+        &self,
+    ) -> std::result::Result<tokio::sync::mpsc::Receiver<()>, KernelError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        lock(&self.removals).push(tx);
+        Ok(rx)
     }
 
     async fn reap_condemned(&self) -> std::result::Result<(), KernelError> {

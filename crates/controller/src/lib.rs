@@ -142,7 +142,7 @@ impl Controller {
             ctl.dns_restore(&st).await;
         }
         ctl.spawn_firewall_watch()?;
-        ctl.spawn_reconcile_loop();
+        ctl.spawn_reconcile_loop()?;
         Ok(ctl)
     }
 

@@ -108,6 +108,11 @@ impl Kernel for RealKernel {
     async fn reap_condemned(&self) -> std::result::Result<(), KernelError> {
         self.kernel.reap_condemned().await
     }
+    fn owned_link_removals(
+        &self,
+    ) -> std::result::Result<tokio::sync::mpsc::Receiver<()>, KernelError> {
+        self.kernel.owned_link_removals()
+    }
     fn read_sysctl(&self, key: &str) -> std::result::Result<String, KernelError> {
         cove_kernel::read_sysctl(key)
     }

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::time::Duration;
 use tracing::{info, warn};
 
 use std::sync::Arc;
@@ -14,6 +15,20 @@ use cove_plan::{HostState, LinkKind};
 use crate::networks::{builtin_request, Origin};
 use crate::state::State;
 use crate::Controller;
+
+/// How long link removals must stop before the reconciliation they trigger runs.
+const EVENT_SETTLE: Duration = Duration::from_millis(200);
+
+/// Keep the sysctls worth comparing: host-wide ones, and per-link ones of bridges only.
+fn keep_bridge_sysctls(desired: &mut HostState) {
+    let bridges: HashSet<String> = desired
+        .links
+        .iter()
+        .filter(|(_, l)| matches!(l.kind, LinkKind::Bridge { .. }))
+        .map(|(n, _)| n.clone())
+        .collect();
+    desired.sysctls.retain(|k, _| sysctl_link(k).is_none_or(|l| bridges.contains(l)));
+}
 
 /// The link a per-link sysctl key names (`net/ipv6/conf/<link>/disable_ipv6`).
 fn sysctl_link(key: &str) -> Option<&str> {
@@ -87,7 +102,10 @@ impl Controller {
     }
 
     /// The host's objects as the records want them: every network's, and the host side of
-    /// every endpoint (its bridge port, hairpin, neighbour entries).
+    /// every endpoint (its bridge port, hairpin, neighbour entries). Per-link sysctls are
+    /// compared for bridges only: a host with 2,000 containers has 2,000 bridge ports,
+    /// whose one sysctl is written once with the port, and every `/proc/sys` read in a
+    /// namespace-rich host is slow.
     fn desired_host(&self, st: &State) -> Result<HostState> {
         let ctx = self.plan_context();
         let mut s = HostState::default();
@@ -103,56 +121,91 @@ impl Controller {
                 s.add(&op);
             }
         }
+        keep_bridge_sysctls(&mut s);
         Ok(s)
+    }
+
+    async fn desired_and_observed(&self, st: &State) -> Result<(HostState, HostState)> {
+        let desired = self.desired_host(st)?;
+        let observed = self.observe(&desired).await?;
+        Ok((desired, observed))
+    }
+
+    async fn observe(&self, desired: &HostState) -> Result<HostState> {
+        let keys: Vec<String> = desired.sysctls.keys().cloned().collect();
+        self.kernel.observe_host(&keys).await.map_err(Error::from)
     }
 
     /// Compare the host's objects with the records and repair the difference, best
     /// effort (every op is tried; failures are logged). Returns how many ops it took.
     #[tracing::instrument(level = "debug", name = "reconcile.host", skip_all)]
     pub(crate) async fn reconcile_host(&self, st: &State) -> Result<usize> {
-        let mut desired = self.desired_host(st)?;
-        // Per-link sysctls are read back for bridges only: a host with 2,000 containers has
-        // 2,000 bridge ports, whose one sysctl is written once with the port, and every
-        // `/proc/sys` read in a namespace-rich host is slow.
-        let bridges: HashSet<String> = desired
-            .links
-            .iter()
-            .filter(|(_, l)| matches!(l.kind, LinkKind::Bridge { .. }))
-            .map(|(n, _)| n.clone())
-            .collect();
-        desired.sysctls.retain(|k, _| sysctl_link(k).is_none_or(|l| bridges.contains(l)));
-        let keys: Vec<String> = desired.sysctls.keys().cloned().collect();
-        let observed = self.kernel.observe_host(&keys).await.map_err(Error::from)?;
-        let ops = cove_plan::diff(&desired, &observed);
+        let (desired, observed) = self.desired_and_observed(st).await?;
+        Ok(self.repair(&desired, &observed).await)
+    }
+
+    async fn repair(&self, desired: &HostState, observed: &HostState) -> usize {
+        let ops = cove_plan::diff(desired, observed);
         for op in &ops {
             warn!(op = %op, "the host differs from the records; repairing");
         }
         for e in self.kernel.teardown(&ops).await {
             warn!(error = %e, "could not repair the host");
         }
-        Ok(ops.len())
+        ops.len()
     }
 
-    /// Reconcile the host's objects on a timer, so what someone else deletes or changes
-    /// (a bridge deleted by hand, a port taken off its bridge) comes back.
-    pub(crate) fn spawn_reconcile_loop(self: &Arc<Self>) {
+    /// One round of the timer's reconciliation. The kernel is observed without the state
+    /// lock (dumping 2,000 links takes long enough to stall every request behind it); if
+    /// the records changed meanwhile the observation may be of a host in transition, so
+    /// the round is skipped and the next one tries again.
+    #[tracing::instrument(level = "debug", name = "reconcile.tick", skip_all)]
+    pub(crate) async fn reconcile_tick(&self) -> Result<Option<usize>> {
+        let (desired, revision) = {
+            let st = self.state.lock().await;
+            (self.desired_host(&st)?, self.store.revision()?)
+        };
+        let observed = self.observe(&desired).await?;
+        let _st = self.state.lock().await;
+        if self.store.revision()? != revision {
+            return Ok(None);
+        }
+        Ok(Some(self.repair(&desired, &observed).await))
+    }
+
+    /// Reconcile the host's objects on a timer, and soon after a link of Cove's vanishes
+    /// without Cove deleting it, so what someone else deletes or changes (a bridge deleted
+    /// by hand, a port taken off its bridge) comes back.
+    pub(crate) fn spawn_reconcile_loop(self: &Arc<Self>) -> Result<()> {
         let every = self.cfg.reconcile_interval;
         if every.is_zero() {
-            return;
+            return Ok(());
         }
+        let mut removals = self.kernel.owned_link_removals().map_err(Error::from)?;
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut wait = every;
             loop {
-                tokio::time::sleep(every).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    Some(()) = removals.recv() => {
+                        // Let a burst (a namespace with many links going) settle first.
+                        tokio::time::sleep(EVENT_SETTLE).await;
+                        while removals.try_recv().is_ok() {}
+                    }
+                }
                 let Some(ctl) = weak.upgrade() else { return };
-                let st = ctl.state.lock().await;
-                match ctl.reconcile_host(&st).await {
-                    Ok(0) => {}
-                    Ok(n) => info!(ops = n, "repaired the host's network objects"),
+                wait = every;
+                match ctl.reconcile_tick().await {
+                    Ok(Some(0)) => {}
+                    Ok(Some(n)) => info!(ops = n, "repaired the host's network objects"),
+                    // A busy host: look again soon rather than a whole interval later.
+                    Ok(None) => wait = every.min(Duration::from_secs(1)),
                     Err(e) => warn!(error = %e, "could not reconcile the host"),
                 }
             }
         });
+        Ok(())
     }
 
     /// Create the built-in networks that do not exist yet. Existing ones take the options

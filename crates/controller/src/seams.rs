@@ -45,6 +45,12 @@ pub trait Kernel: Send + Sync + fmt::Debug {
     async fn route_prefixes(&self) -> std::result::Result<Vec<IpNet>, KernelError>;
     /// Delete the condemned links now.
     async fn reap_condemned(&self) -> std::result::Result<(), KernelError>;
+    /// A signal whenever a link of Cove's group vanishes without Cove deleting it (an
+    /// admin's `ip link del`, a sandbox namespace torn down): the host may differ from the
+    /// records.
+    fn owned_link_removals(
+        &self,
+    ) -> std::result::Result<tokio::sync::mpsc::Receiver<()>, KernelError>;
     /// A sysctl of the daemon's namespace (`net/ipv4/ip_forward` style key).
     fn read_sysctl(&self, key: &str) -> std::result::Result<String, KernelError>;
     /// A UDP socket and a TCP listener on `addr` inside the sandbox at `netns`.

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod events;
 mod handles;
 mod netns;
 pub mod nfnl;
@@ -66,6 +67,13 @@ impl Kernel {
     pub async fn new() -> Result<Kernel, KernelError> {
         let inner = Handles::new().map_err(|c| KernelError::new("open netlink connection", c))?;
         Ok(Kernel { inner: Arc::new(inner) })
+    }
+
+    /// A signal per link of Cove's group that someone else deleted in the daemon's netns
+    /// (see the `events` module); a reconciliation should follow.
+    pub fn owned_link_removals(&self) -> Result<tokio::sync::mpsc::Receiver<()>, KernelError> {
+        events::owned_link_removals(self.inner.runtime())
+            .map_err(|c| KernelError::new("subscribe to link notifications", c))
     }
 
     /// Apply `ops` in order. On the first failure, roll back the ops already applied by

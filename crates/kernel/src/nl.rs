@@ -115,6 +115,17 @@ pub(crate) async fn links(h: &Handle) -> Result<Vec<LinkInfo>, Cause> {
         .collect())
 }
 
+/// A link's group (`IFLA_GROUP`; 0 when absent).
+pub(crate) fn link_group(l: &LinkMessage) -> u32 {
+    l.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Group(g) => Some(*g),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 fn link_info(l: &LinkMessage) -> LinkInfo {
     let mut info = LinkInfo {
         index: l.header.index,

@@ -521,3 +521,33 @@ fn netlink_element_batches_do_what_nft_does() {
     assert!(!by_nft.contains("cv9") && !by_nft.contains("5353"), "{by_nft}");
     assert_eq!(by_netlink, by_nft);
 }
+
+#[test]
+fn removals_of_owned_links_are_signalled_and_condemned_ones_are_not() {
+    if !support::is_root() {
+        eprintln!("SKIPPED: removals_of_owned_links_are_signalled: needs root");
+        return;
+    }
+    in_fresh_netns(|_dir| async move {
+        let k = Kernel::new().await.unwrap();
+        let mut removals = k.owned_link_removals().unwrap();
+        k.apply(&bridge_ops("cove-ev1")[..1]).await.unwrap();
+        k.apply(&bridge_ops("cove-ev2")[..1]).await.unwrap();
+        // Cove's own deletion: condemned first, then reaped. No signal.
+        k.apply(&[Op::Condemn { link: "cove-ev1".into() }]).await.unwrap();
+        k.reap_condemned().await.unwrap();
+        assert!(link(&k, "cove-ev1").await.is_none());
+        let quiet = tokio::time::timeout(Duration::from_millis(300), removals.recv()).await;
+        assert!(quiet.is_err(), "a condemned link's deletion was signalled");
+        // Someone else's: a signal.
+        // This thread's netns (the test's own), not the process's (the real host's).
+        let own = PathBuf::from(format!("/proc/self/task/{}/ns/net", nix::unistd::gettid()));
+        assert_eq!(
+            std::fs::metadata(&own).map(|m| std::os::linux::fs::MetadataExt::st_ino(&m)).unwrap(),
+            thread_netns_inode()
+        );
+        run_in_netns(&own, &["ip", "link", "del", "cove-ev2"]);
+        let got = tokio::time::timeout(Duration::from_secs(5), removals.recv()).await;
+        assert_eq!(got, Ok(Some(())), "the removal by hand was not signalled");
+    });
+}

@@ -435,3 +435,70 @@ async fn restart_writes_the_whole_firewall_once() {
     assert!(last.contains("10.1.0.0/24"), "the network is in the ruleset");
     assert!(last.contains("10.1.0.2"), "the endpoint is in the ruleset");
 }
+
+// ---- the timer's rounds -------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_timer_round_repairs_a_bridge_deleted_by_hand() {
+    let h = with_app().await;
+    let b = bridge_of(&h, "app").await;
+    {
+        let mut k = h.kernel.model();
+        k.links.remove(&b);
+        k.addresses.retain(|(l, _)| *l != b);
+    }
+    let repaired = h.ctl.reconcile_tick().await.unwrap();
+    assert!(repaired.is_some_and(|n| n > 0), "{repaired:?}");
+    let k = h.kernel.model();
+    assert!(k.links.contains_key(&b));
+    assert!(k.addresses.contains(&(b, "10.1.0.1/24".parse().unwrap())));
+}
+
+#[tokio::test]
+async fn a_timer_round_on_a_healthy_host_does_nothing() {
+    let h = with_app().await;
+    run(&h, ctr("c1", "app")).await;
+    let from = h.kernel.model().journal.len();
+    assert_eq!(h.ctl.reconcile_tick().await.unwrap(), Some(0));
+    let j = journal_since(&h, from);
+    assert!(j.iter().all(|l| !l.starts_with("teardown") && !l.starts_with("apply")), "{j:?}");
+}
+
+#[tokio::test]
+async fn a_timer_round_skips_when_the_records_change_while_it_observes() {
+    let h = with_app().await;
+    let b = bridge_of(&h, "app").await;
+    // The bridge is missing when observed; a network is created meanwhile (its own
+    // bridge would be an orphan to the stale desired state).
+    {
+        let mut k = h.kernel.model();
+        k.links.remove(&b);
+        k.addresses.retain(|(l, _)| *l != b);
+    }
+    let store = h.store.clone();
+    h.kernel.after_next_observe(move || {
+        let mut batch = Batch::new();
+        batch.put(Table::Containers, "written-meanwhile", &"x");
+        store.commit(batch).unwrap();
+    });
+    assert_eq!(h.ctl.reconcile_tick().await.unwrap(), None, "the round must be skipped");
+    assert!(!h.kernel.model().links.contains_key(&b), "nothing was repaired");
+    // The next round, on a quiet host, repairs.
+    assert!(h.ctl.reconcile_tick().await.unwrap().is_some_and(|n| n > 0));
+    assert!(h.kernel.model().links.contains_key(&b));
+}
+
+#[tokio::test]
+async fn a_bridge_deleted_by_hand_comes_back_without_waiting_for_the_timer() {
+    // A timer that never fires within the test: only the removal can trigger the round.
+    let h = super::host_with(|c| c.reconcile_interval = std::time::Duration::from_secs(3600)).await;
+    h.ctl.network_create(net("app", Some("10.1.0.0/24"))).await.unwrap();
+    let b = bridge_of(&h, "app").await;
+    h.kernel.delete_by_hand(&b);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !h.kernel.model().links.contains_key(&b) {
+        assert!(std::time::Instant::now() < deadline, "the bridge did not come back");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(h.kernel.model().addresses.contains(&(b, "10.1.0.1/24".parse().unwrap())));
+}
