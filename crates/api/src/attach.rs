@@ -35,7 +35,7 @@ pub(crate) async fn attach(
         if q.flag("stream") { Some(st.ctl.container_attach(&v.record.id).await?) } else { None };
     let job = Attach {
         ctl: st.ctl.clone(),
-        id: v.record.id.clone(),
+        id: v.record.id.to_string(),
         history: q.flag("logs"),
         live,
         opts: LogOptions { stdout, stderr, raw, ..Default::default() },

@@ -6,7 +6,7 @@ fn views() -> Vec<ContainerView> {
     let mut running = container_view(Status::Running);
     running.record.created = "2024-01-01T00:00:02Z".into();
     let mut exited = container_view(Status::Exited);
-    exited.record.id = format!("{:b<64}", "b");
+    exited.record.id = format!("{:b<64}", "b").parse().unwrap();
     exited.record.name = "other".into();
     exited.record.state.exit_code = 3;
     exited.record.state.finished_at = "2024-01-01T00:00:05Z".into();
@@ -14,7 +14,7 @@ fn views() -> Vec<ContainerView> {
     exited.record.config.image = "alpine:3".into();
     exited.record.created = "2024-01-01T00:00:01Z".into();
     let mut created = container_view(Status::Created);
-    created.record.id = format!("{:c<64}", "c");
+    created.record.id = format!("{:c<64}", "c").parse().unwrap();
     created.record.name = "fresh".into();
     created.record.created = "2024-01-01T00:00:03Z".into();
     created.networks = vec![(net("bridge", true), None)];

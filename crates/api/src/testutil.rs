@@ -14,7 +14,11 @@ pub(crate) const EP_ID: &str = "628cadb8bcb92de107b2a1e516cbffe463e321f548feb376
 
 pub(crate) fn net(name: &str, builtin: bool) -> NetworkRecord {
     NetworkRecord {
-        id: if name == "web" { NET_ID.into() } else { format!("{name:0<64}") },
+        id: if name == "web" {
+            NET_ID.parse().unwrap()
+        } else {
+            format!("{:0<64}", cove_model::hex(name.as_bytes())).parse().unwrap()
+        },
         name: name.into(),
         driver: "bridge".into(),
         created: "2024-01-01T00:00:00.123456789Z".into(),
@@ -44,9 +48,9 @@ pub(crate) fn net(name: &str, builtin: bool) -> NetworkRecord {
 
 pub(crate) fn endpoint(net: &NetworkRecord) -> EndpointRecord {
     EndpointRecord {
-        id: EP_ID.into(),
+        id: EP_ID.parse().unwrap(),
         network_id: net.id.clone(),
-        container_id: CTR_ID.into(),
+        container_id: CTR_ID.parse().unwrap(),
         ifname: "eth0".into(),
         host_ifname: Some("veth1234".into()),
         mac: MacAddr::from_ipv4("172.18.0.2".parse().unwrap()),
@@ -68,7 +72,7 @@ pub(crate) fn net_view(name: &str, with_endpoint: bool) -> NetworkView {
 pub(crate) fn container(status: Status) -> ContainerRecord {
     let web = net("web", false);
     ContainerRecord {
-        id: CTR_ID.into(),
+        id: CTR_ID.parse().unwrap(),
         name: "test".into(),
         created: "2024-01-01T00:00:00Z".into(),
         config: ContainerConfig {

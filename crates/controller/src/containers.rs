@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
-use cove_model::{ContainerRecord, Error, NetworkMode, PortSpec, Result, Status};
+use cove_model::{ContainerId, ContainerRecord, Error, NetworkMode, PortSpec, Result, Status};
 use cove_runtime::{LogEntry, RunState};
 use cove_store::{Batch, Table};
 
@@ -30,7 +30,7 @@ pub enum WaitCondition {
 /// A container exited (and maybe was removed), or was removed.
 #[derive(Debug, Clone)]
 pub(crate) struct ExitEvent {
-    id: String,
+    id: ContainerId,
     code: i32,
     removed: bool,
 }
@@ -257,7 +257,7 @@ impl Controller {
     }
 
     /// Watch a run of a container and clean up after it when it exits.
-    pub(crate) fn spawn_monitor(&self, id: String, run: String) {
+    pub(crate) fn spawn_monitor(&self, id: ContainerId, run: String) {
         let Some(ctl) = self.me.get().and_then(|w| w.upgrade()) else { return };
         tokio::spawn(async move {
             let code = ctl.runtime.wait(&id).await;
@@ -294,7 +294,7 @@ impl Controller {
             if let Err(e) = self.save_container(&mut st, ended) {
                 warn!(container = %c.name, error = %e, "could not record exit");
             }
-            let _ = self.exits.send(ExitEvent { id: id.to_string(), code, removed: false });
+            let _ = self.exits.send(ExitEvent { id: c.id.clone(), code, removed: false });
         }
     }
 
@@ -308,8 +308,8 @@ impl Controller {
         if let Err(e) = self.runtime.remove(&c.id) {
             warn!(container = %c.name, error = %e, "could not remove container files");
         }
-        st.containers.remove(&c.id);
-        self.container_locks.lock().unwrap_or_else(|p| p.into_inner()).remove(&c.id);
+        st.containers.remove(c.id.as_str());
+        self.container_locks.lock().unwrap_or_else(|p| p.into_inner()).remove(c.id.as_str());
         self.container_event(c, "destroy", &[]);
         let _ =
             self.exits.send(ExitEvent { id: c.id.clone(), code: c.state.exit_code, removed: true });
@@ -408,7 +408,7 @@ impl Controller {
             }
             if let Some(user) = st.containers.values().find(|o| {
                 o.state.status == Status::Running
-                    && o.host_config.network_mode == NetworkMode::Container(c.id.clone())
+                    && o.host_config.network_mode == NetworkMode::Container(c.id.to_string())
             }) {
                 return Err(Error::conflict(format!(
                     "cannot remove container \"/{}\": container {} shares its network namespace",

@@ -1,7 +1,10 @@
 //! Container create: name, image, network mode and endpoints resolved and validated,
 //! bundle written, record stored.
 
-use cove_model::{ContainerRecord, ContainerState, EndpointSettings, Error, NetworkMode, Result};
+use cove_model::{
+    ContainerId, ContainerRecord, ContainerState, EndpointSettings, Error, NetworkId, NetworkMode,
+    Result,
+};
 use cove_runtime::{BundleNetwork, BundleSpec};
 use tracing::info;
 
@@ -54,7 +57,7 @@ impl Controller {
     }
 
     /// Create a container; returns its id.
-    pub async fn container_create(&self, req: ContainerCreate) -> Result<String> {
+    pub async fn container_create(&self, req: ContainerCreate) -> Result<ContainerId> {
         let image = self.runtime.find_image(&req.config.image)?;
         let mut st = self.state.lock().await;
         let name = match &req.name {
@@ -71,7 +74,7 @@ impl Controller {
             }
             _ => generate_name(&st),
         };
-        let id = cove_model::new_id();
+        let id = ContainerId::random();
         let mut host_config = req.host_config.clone();
         let mut config = req.config.clone();
         config.image_id = image.id.clone();
@@ -102,7 +105,7 @@ impl Controller {
             other => other.to_string(),
         };
         host_config.network_mode_name = mode_name.clone();
-        let mut networks: Vec<(String, EndpointSettings)> = vec![];
+        let mut networks: Vec<(NetworkId, EndpointSettings)> = vec![];
         let mut extra = req.endpoints.clone();
         let take_settings = |extra: &mut Vec<(String, EndpointSettings)>, keys: &[&str]| {
             extra
@@ -134,7 +137,7 @@ impl Controller {
                 return Err(conflicting("dns or add-host"));
             }
             config.hostname = t.config.hostname.clone();
-            host_config.network_mode = NetworkMode::Container(t.id.clone());
+            host_config.network_mode = NetworkMode::Container(t.id.to_string());
         } else if let Some(mode) = NetworkMode::of_builtin_network(&mode_name) {
             let net = st.network(&mode_name)?.clone();
             let s = take_settings(&mut extra, &[mode_name.as_str(), net.id.as_str()]);
@@ -248,8 +251,8 @@ impl Controller {
             let _ = self.runtime.remove(&id);
             return Err(e);
         }
-        self.container_event(&st.containers[&id], "create", &[]);
-        info!(container = %name, id = %cove_model::short_id(&id), "container created");
+        self.container_event(&st.containers[id.as_str()], "create", &[]);
+        info!(container = %name, id = %id.short(), "container created");
         Ok(id)
     }
 }
@@ -259,7 +262,7 @@ pub(crate) fn bundle_spec(c: &ContainerRecord, hosts: &str, resolv: &str) -> Bun
     let mut args = c.config.entrypoint.clone();
     args.extend(c.config.cmd.iter().cloned());
     BundleSpec {
-        id: c.id.clone(),
+        id: c.id.to_string(),
         image_id: c.config.image_id.clone(),
         args,
         env: c.config.env.clone(),

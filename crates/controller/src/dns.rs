@@ -65,7 +65,7 @@ fn links_network(container_id: &str) -> String {
 /// The DNS names of one endpoint, in Docker's `DNSNames` order.
 fn endpoint_names(c: &ContainerRecord, ep: &EndpointRecord) -> EndpointNames {
     EndpointNames {
-        endpoint_id: ep.id.clone(),
+        endpoint_id: ep.id.to_string(),
         container_name: c.name.clone(),
         aliases: ep.aliases.clone(),
         short_id: Some(cove_model::short_id(&c.id).to_string()),
@@ -123,7 +123,7 @@ impl Controller {
         let mut networks: Vec<String> = eps
             .iter()
             .filter(|e| st.networks.get(&e.network_id).is_some_and(has_dns))
-            .map(|e| e.network_id.clone())
+            .map(|e| e.network_id.to_string())
             .collect();
         // Every network internal (the default bridge counts too: it has a way out):
         // nothing may leave the host on the container's behalf.
@@ -154,7 +154,7 @@ impl Controller {
         }
         self.dns_sync_links(st, c);
         r.set_sandbox(&c.id, Self::dns_view(st, c));
-        if self.dns.serving().contains_key(&c.id) {
+        if self.dns.serving().contains_key(c.id.as_str()) {
             return Ok(());
         }
         let path = if c.state.sandbox_key.is_empty() {
@@ -192,7 +192,7 @@ impl Controller {
     /// Forgets a container: stops serving its sandbox (closing the sockets, which would
     /// otherwise keep its namespace and veths alive), drops its view, names and aliases.
     pub(crate) fn dns_detach(&self, st: &State, c: &ContainerRecord) {
-        drop(self.dns.serving().remove(&c.id));
+        drop(self.dns.serving().remove(c.id.as_str()));
         let r = &self.dns.resolver;
         r.remove_sandbox(&c.id);
         r.remove_network(&links_network(&c.id));

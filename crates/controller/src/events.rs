@@ -130,7 +130,7 @@ impl Controller {
         self.events.emit(Event {
             kind: EventType::Container,
             action: action.into(),
-            id: c.id.clone(),
+            id: c.id.to_string(),
             attributes,
             time_nano: now_nanos(),
         });
@@ -171,7 +171,7 @@ impl Controller {
         self.events.emit(Event {
             kind: EventType::Network,
             action: action.into(),
-            id: n.id.clone(),
+            id: n.id.to_string(),
             attributes,
             time_nano: now_nanos(),
         });

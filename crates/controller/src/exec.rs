@@ -58,7 +58,7 @@ impl crate::Controller {
         let id = cove_model::new_id();
         let view = ExecView {
             id: id.clone(),
-            container_id: c.id.clone(),
+            container_id: c.id.to_string(),
             running: false,
             exit_code: None,
             pid: 0,

@@ -148,12 +148,12 @@ fn share(st: &State, drivers: &Registry, id: &str, v6: bool) -> Share {
 /// Every container's non-empty share, computed from scratch (containers with a record and
 /// containers with endpoints).
 fn all_shares(st: &State, drivers: &Registry, v6: bool) -> HashMap<String, Share> {
-    let mut ids: Vec<&String> = st.containers.keys().collect();
-    ids.extend(st.endpoints.values().map(|e| &e.container_id));
+    let mut ids: Vec<&str> = st.containers.keys().map(|id| id.as_str()).collect();
+    ids.extend(st.endpoints.values().map(|e| e.container_id.as_str()));
     ids.sort();
     ids.dedup();
     ids.into_iter()
-        .map(|id| (id.clone(), share(st, drivers, id, v6)))
+        .map(|id| (id.to_string(), share(st, drivers, id, v6)))
         .filter(|(_, s)| !s.is_empty())
         .collect()
 }

@@ -224,9 +224,9 @@ pub(crate) fn linkers_of(st: &State, ids: &std::collections::BTreeSet<String>) -
         .filter(|l| {
             parse_all(&l.host_config.links)
                 .iter()
-                .any(|(name, _)| st.container(name).is_ok_and(|c| ids.contains(&c.id)))
+                .any(|(name, _)| st.container(name).is_ok_and(|c| ids.contains(c.id.as_str())))
         })
-        .map(|l| l.id.clone())
+        .map(|l| l.id.to_string())
         .collect()
 }
 
@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn link_env_has_ports_ranges_name_and_env() {
         let mut child = ContainerRecord {
-            id: "c".repeat(64),
+            id: "c".repeat(64).parse().unwrap(),
             name: "db".into(),
             created: String::new(),
             config: Default::default(),

@@ -5,7 +5,7 @@ use tracing::{info, warn};
 
 use cove_drivers::{BuiltinNetwork, Claim, NetworkRequest, PlanContext};
 use cove_ipam::{PoolState, PoolsRequest};
-use cove_model::{EndpointSettings, Error, NetworkMode, NetworkRecord, Result};
+use cove_model::{EndpointSettings, Error, NetworkId, NetworkMode, NetworkRecord, Result};
 use cove_plan::HostState;
 use cove_store::{Batch, Table};
 
@@ -74,7 +74,7 @@ impl Controller {
         &self,
         st: &State,
         req: &NetworkCreate,
-        id: String,
+        id: NetworkId,
         origin: Origin<'_>,
         facts: &HostFacts,
     ) -> Result<(NetworkRecord, Vec<Claim>)> {
@@ -180,7 +180,7 @@ impl Controller {
         origin: Origin<'_>,
     ) -> Result<NetworkRecord> {
         let facts = self.host_facts().await?;
-        let (net, claims) = self.plan_network(st, req, cove_model::new_id(), origin, &facts)?;
+        let (net, claims) = self.plan_network(st, req, NetworkId::random(), origin, &facts)?;
         self.check_claims(&claims).await?;
         Ok(net)
     }
@@ -206,7 +206,8 @@ impl Controller {
             return Err(Error::from(e).context(format!("create network {}", net.name)));
         }
         for pool in &net.ipam {
-            st.pools.insert((net.id.clone(), pool.subnet.addr().is_ipv6()), PoolState::new(pool));
+            st.pools
+                .insert((net.id.to_string(), pool.subnet.addr().is_ipv6()), PoolState::new(pool));
         }
         st.networks.insert(net.id.clone(), net.clone());
         if let Err(e) = self.sync_firewall(st).await {
@@ -237,12 +238,12 @@ impl Controller {
 
     /// Create a network; returns its id.
     #[tracing::instrument(name = "network.create", skip_all, fields(name = %req.name))]
-    pub async fn network_create(&self, req: NetworkCreate) -> Result<String> {
+    pub async fn network_create(&self, req: NetworkCreate) -> Result<NetworkId> {
         let mut st = self.state.lock().await;
         let net = self.prepare_network(&st, &req, Origin::User).await?;
         let id = net.id.clone();
         self.install_network(&mut st, net).await?;
-        self.network_event(&st.networks[&id], "create", None);
+        self.network_event(&st.networks[id.as_str()], "create", None);
         Ok(id)
     }
 
@@ -339,7 +340,7 @@ impl Controller {
         select: &(dyn Fn(&NetworkRecord) -> bool + Send + Sync),
     ) -> Result<Vec<String>> {
         let mut st = self.state.lock().await;
-        let candidates: Vec<(String, String)> = st
+        let candidates: Vec<(NetworkId, String)> = st
             .networks
             .values()
             .filter(|n| !n.builtin && select(n))

@@ -7,8 +7,8 @@ use tracing::{debug, warn};
 
 use cove_drivers::plan::Op;
 use cove_model::{
-    ContainerRecord, EndpointRecord, EndpointSettings, Error, MacAddr, NetworkMode, NetworkRecord,
-    Result,
+    ContainerId, ContainerRecord, EndpointId, EndpointRecord, EndpointSettings, Error, MacAddr,
+    NetworkMode, NetworkRecord, Result,
 };
 use cove_store::Batch;
 
@@ -41,17 +41,17 @@ fn allocate_endpoint(
     st: &mut State,
     ipam: &IpamRegistry,
     driver: &dyn NetworkDriver,
-    container_id: &str,
+    container_id: &ContainerId,
     net: &NetworkRecord,
     settings: &EndpointSettings,
     ifname: String,
 ) -> Result<EndpointRecord> {
-    let id = cove_model::new_id();
+    let id = EndpointId::random();
     let mut ep = EndpointRecord {
         host_ifname: driver.endpoint_host_ifname(&id),
         id,
         network_id: net.id.clone(),
-        container_id: container_id.to_string(),
+        container_id: container_id.clone(),
         ifname,
         mac: MacAddr([0; 6]),
         ipv4: None,
@@ -128,7 +128,7 @@ impl Controller {
             NetworkMode::Container(target) => {
                 let t = st
                     .containers
-                    .get(target)
+                    .get(target.as_str())
                     .ok_or_else(|| Error::not_found(format!("No such container: {target}")))?;
                 if t.state.status != cove_model::Status::Running || t.state.sandbox_key.is_empty() {
                     return Err(Error::conflict(format!(
@@ -437,7 +437,7 @@ impl Controller {
     /// container sharing another's stack gets that container's.
     pub(crate) fn resolv_for(st: &State, c: &ContainerRecord) -> String {
         let owner = match &c.host_config.network_mode {
-            NetworkMode::Container(t) => st.containers.get(t).unwrap_or(c),
+            NetworkMode::Container(t) => st.containers.get(t.as_str()).unwrap_or(c),
             _ => c,
         };
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();

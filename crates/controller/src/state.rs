@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 
 use cove_ipam::PoolState;
-use cove_model::{ContainerRecord, EndpointRecord, Error, NetworkRecord, Result};
+use cove_model::{
+    ContainerId, ContainerRecord, EndpointRecord, Error, NetworkId, NetworkRecord, Result,
+};
 use cove_store::{Batch, Records, Table};
 
-use crate::tracked::{Changes, Tracked};
+use crate::tracked::{Changes, Touches, Tracked};
 
 /// Everything the controller knows, guarded by one async mutex.
 #[derive(Debug, Default)]
@@ -24,25 +26,27 @@ impl State {
     /// Load every record and rebuild IPAM allocations from the endpoints.
     pub(crate) fn load(store: &Records) -> Result<Self> {
         let mut s = State {
-            networks: store.list(Table::Networks)?.into_iter().collect(),
-            endpoints: store.list(Table::Endpoints)?.into_iter().collect(),
-            containers: store.list(Table::Containers)?.into_iter().collect(),
+            networks: by_id(store.list::<NetworkRecord>(Table::Networks)?, |r| &r.id),
+            endpoints: by_id(store.list::<EndpointRecord>(Table::Endpoints)?, |r| &r.id),
+            containers: by_id(store.list::<ContainerRecord>(Table::Containers)?, |r| &r.id),
             pools: HashMap::new(),
         };
         for net in s.networks.values() {
             for pool in &net.ipam {
-                s.pools
-                    .insert((net.id.clone(), pool.subnet.addr().is_ipv6()), PoolState::new(pool));
+                s.pools.insert(
+                    (net.id.to_string(), pool.subnet.addr().is_ipv6()),
+                    PoolState::new(pool),
+                );
             }
         }
         for ep in s.endpoints.values() {
             if let Some(v4) = ep.ipv4 {
-                if let Some(p) = s.pools.get_mut(&(ep.network_id.clone(), false)) {
+                if let Some(p) = s.pools.get_mut(&(ep.network_id.to_string(), false)) {
                     p.restore(v4.addr().into());
                 }
             }
             if let Some(v6) = ep.ipv6 {
-                if let Some(p) = s.pools.get_mut(&(ep.network_id.clone(), true)) {
+                if let Some(p) = s.pools.get_mut(&(ep.network_id.to_string(), true)) {
                     p.restore(v6.addr().into());
                 }
             }
@@ -51,12 +55,13 @@ impl State {
     }
 
     /// Resolve a network reference (name, id, unique id prefix).
-    pub(crate) fn network_id(&self, reference: &str) -> Result<String> {
-        cove_model::resolve(
+    pub(crate) fn network_id(&self, reference: &str) -> Result<NetworkId> {
+        let id = cove_model::resolve(
             "network",
             reference,
             self.networks.values().map(|n| (n.id.as_str(), n.name.as_str())),
-        )
+        )?;
+        Ok(self.networks[id.as_str()].id.clone())
     }
 
     /// Resolve a network reference to its record.
@@ -66,9 +71,9 @@ impl State {
     }
 
     /// Resolve a container reference (name with or without `/`, id, unique id prefix).
-    pub(crate) fn container_id(&self, reference: &str) -> Result<String> {
+    pub(crate) fn container_id(&self, reference: &str) -> Result<ContainerId> {
         let r = reference.strip_prefix('/').unwrap_or(reference);
-        cove_model::resolve(
+        let id = cove_model::resolve(
             "container",
             r,
             self.containers.values().map(|c| (c.id.as_str(), c.name.as_str())),
@@ -78,7 +83,8 @@ impl State {
                 Error::not_found(format!("No such container: {reference}"))
             }
             _ => e,
-        })
+        })?;
+        Ok(self.containers[id.as_str()].id.clone())
     }
 
     /// Resolve a container reference to its record.
@@ -111,6 +117,11 @@ impl State {
     pub(crate) fn pool_mut(&mut self, network_id: &str, v6: bool) -> Option<&mut PoolState> {
         self.pools.get_mut(&(network_id.to_string(), v6))
     }
+}
+
+/// Records keyed by their own id (a record's key in the store is its id).
+fn by_id<V: Touches>(records: Vec<(String, V)>, id: impl Fn(&V) -> &V::Key) -> Tracked<V> {
+    records.into_iter().map(|(_, r)| (id(&r).clone(), r)).collect()
 }
 
 /// The store keys of an endpoint's addresses (`ipam/<network id>/<address>`, valued with

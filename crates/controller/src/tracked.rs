@@ -10,7 +10,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Deref;
 use std::sync::Mutex;
 
-use cove_model::{ContainerRecord, EndpointRecord, NetworkRecord};
+use std::borrow::Borrow;
+
+use cove_model::{
+    ContainerId, ContainerRecord, EndpointId, EndpointRecord, NetworkId, NetworkRecord,
+};
 
 /// What changed since the last [`Tracked::take_changes`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -31,6 +35,8 @@ impl Changes {
 
 /// A record type whose changes matter to the firewall.
 pub(crate) trait Touches {
+    /// The record's id type, its key in the map.
+    type Key: Ord + Clone + Borrow<str> + std::fmt::Debug;
     /// Record in `changes` what a change of this record (stored under `key`) affects.
     fn touch(&self, key: &str, changes: &mut Changes);
     /// The group the record is indexed under (an endpoint's container), if any.
@@ -40,14 +46,16 @@ pub(crate) trait Touches {
 }
 
 impl Touches for ContainerRecord {
+    type Key = ContainerId;
     fn touch(&self, key: &str, changes: &mut Changes) {
         changes.containers.insert(key.to_string());
     }
 }
 
 impl Touches for EndpointRecord {
+    type Key = EndpointId;
     fn touch(&self, _key: &str, changes: &mut Changes) {
-        changes.containers.insert(self.container_id.clone());
+        changes.containers.insert(self.container_id.to_string());
     }
     fn group(&self) -> Option<&str> {
         Some(&self.container_id)
@@ -55,6 +63,7 @@ impl Touches for EndpointRecord {
 }
 
 impl Touches for NetworkRecord {
+    type Key = NetworkId;
     fn touch(&self, _key: &str, changes: &mut Changes) {
         changes.networks = true;
     }
@@ -62,27 +71,27 @@ impl Touches for NetworkRecord {
 
 /// A map of records by id that tracks its changes and indexes records by group.
 #[derive(Debug)]
-pub(crate) struct Tracked<V> {
-    map: BTreeMap<String, V>,
-    by_group: HashMap<String, BTreeSet<String>>,
+pub(crate) struct Tracked<V: Touches> {
+    map: BTreeMap<V::Key, V>,
+    by_group: HashMap<String, BTreeSet<V::Key>>,
     changes: Mutex<Changes>,
 }
 
-impl<V> Default for Tracked<V> {
+impl<V: Touches> Default for Tracked<V> {
     fn default() -> Self {
         Tracked { map: BTreeMap::new(), by_group: HashMap::new(), changes: Mutex::default() }
     }
 }
 
-impl<V> Deref for Tracked<V> {
-    type Target = BTreeMap<String, V>;
+impl<V: Touches> Deref for Tracked<V> {
+    type Target = BTreeMap<V::Key, V>;
     fn deref(&self) -> &Self::Target {
         &self.map
     }
 }
 
-impl<V: Touches> FromIterator<(String, V)> for Tracked<V> {
-    fn from_iter<I: IntoIterator<Item = (String, V)>>(iter: I) -> Self {
+impl<V: Touches> FromIterator<(V::Key, V)> for Tracked<V> {
+    fn from_iter<I: IntoIterator<Item = (V::Key, V)>>(iter: I) -> Self {
         let mut t = Tracked::default();
         for (k, v) in iter {
             t.insert(k, v);
@@ -97,15 +106,15 @@ impl<V: Touches> Tracked<V> {
     }
 
     /// Insert or replace a record.
-    pub(crate) fn insert(&mut self, key: String, value: V) -> Option<V> {
-        self.note(&key, &value);
+    pub(crate) fn insert(&mut self, key: V::Key, value: V) -> Option<V> {
+        self.note(key.borrow(), &value);
         if let Some(g) = value.group() {
             self.by_group.entry(g.to_string()).or_default().insert(key.clone());
         }
         let old = self.map.insert(key.clone(), value);
         if let Some(o) = &old {
-            self.note(&key, o);
-            self.ungroup(&key, o);
+            self.note(key.borrow(), o);
+            self.ungroup(key.borrow(), o);
         }
         old
     }
@@ -135,7 +144,7 @@ impl<V: Touches> Tracked<V> {
     /// The records of group `g` (an endpoint's container), in key order.
     pub(crate) fn in_group<'a>(&'a self, g: &str) -> impl Iterator<Item = &'a V> + 'a {
         let keys = self.by_group.get(g).into_iter().flatten();
-        keys.filter_map(|k| self.map.get(k))
+        keys.filter_map(|k| self.map.get(k.borrow()))
     }
 
     /// What changed since the last call (and forget it).
@@ -148,11 +157,19 @@ impl<V: Touches> Tracked<V> {
 mod tests {
     use super::*;
 
-    fn ep(id: &str, container: &str) -> EndpointRecord {
+    /// A 64-hex id made of one repeated character.
+    fn id<T: std::str::FromStr>(c: char) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        c.to_string().repeat(64).parse().unwrap()
+    }
+
+    fn ep(e: char, container: char) -> EndpointRecord {
         EndpointRecord {
-            id: id.into(),
-            network_id: "n".into(),
-            container_id: container.into(),
+            id: id(e),
+            network_id: id('f'),
+            container_id: id(container),
             ifname: "eth0".into(),
             host_ifname: Some("cv0".into()),
             mac: cove_model::MacAddr([2, 0x42, 0, 0, 0, 1]),
@@ -166,23 +183,27 @@ mod tests {
 
     #[test]
     fn changes_and_groups_follow_inserts_and_removes() {
+        let (c1, c2, c3) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
         let mut t: Tracked<EndpointRecord> = Tracked::default();
-        t.insert("e1".into(), ep("e1", "c1"));
-        t.insert("e2".into(), ep("e2", "c1"));
-        t.insert("e3".into(), ep("e3", "c2"));
+        t.insert(id('1'), ep('1', 'a'));
+        t.insert(id('2'), ep('2', 'a'));
+        t.insert(id('3'), ep('3', 'b'));
         let ch = t.take_changes();
-        assert_eq!(ch.containers.into_iter().collect::<Vec<_>>(), ["c1", "c2"]);
+        assert_eq!(ch.containers.into_iter().collect::<Vec<_>>(), [c1.clone(), c2]);
         assert_eq!(t.take_changes(), Changes::default(), "taking forgets");
-        assert_eq!(t.in_group("c1").map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e1", "e2"]);
+        assert_eq!(
+            t.in_group(&c1).map(|e| e.id.clone()).collect::<Vec<_>>(),
+            [id::<EndpointId>('1'), id('2')]
+        );
         // An endpoint moving to another container touches both.
-        t.insert("e2".into(), ep("e2", "c3"));
+        t.insert(id('2'), ep('2', 'c'));
         let ch = t.take_changes();
-        assert_eq!(ch.containers.into_iter().collect::<Vec<_>>(), ["c1", "c3"]);
-        assert_eq!(t.in_group("c1").count(), 1);
-        assert_eq!(t.in_group("c3").count(), 1);
-        t.remove("e1");
-        assert_eq!(t.in_group("c1").count(), 0);
-        assert!(t.take_changes().containers.contains("c1"));
+        assert_eq!(ch.containers.into_iter().collect::<Vec<_>>(), [c1.clone(), c3.clone()]);
+        assert_eq!(t.in_group(&c1).count(), 1);
+        assert_eq!(t.in_group(&c3).count(), 1);
+        t.remove(&"1".repeat(64));
+        assert_eq!(t.in_group(&c1).count(), 0);
+        assert!(t.take_changes().containers.contains(&c1));
         assert!(t.remove("nope").is_none());
         assert_eq!(t.take_changes(), Changes::default());
     }

@@ -462,7 +462,7 @@ mod tests {
             });
         }
         NetworkRecord {
-            id: "n".repeat(64),
+            id: "d".repeat(64).parse().unwrap(),
             name: "app".into(),
             driver: "bridge".into(),
             created: String::new(),
@@ -483,9 +483,9 @@ mod tests {
 
     fn ep() -> EndpointRecord {
         EndpointRecord {
-            id: "e".repeat(64),
-            network_id: "n".repeat(64),
-            container_id: "c".repeat(64),
+            id: "e".repeat(64).parse().unwrap(),
+            network_id: "d".repeat(64).parse().unwrap(),
+            container_id: "c".repeat(64).parse().unwrap(),
             ifname: "eth0".into(),
             host_ifname: Some("cv0123456789ab".into()),
             mac: MacAddr::from_ipv4("172.18.0.2".parse().unwrap()),
@@ -506,7 +506,7 @@ mod tests {
         let got = render(&network_ops(&net(false, false), false, false).unwrap());
         assert_eq!(
             got,
-            "create bridge br-nnnnnnnnnnnn mtu 1500 mac 02:42:00:00:00:00\n\
+            "create bridge br-nnnnnnnnnnnn mtu 1500 mac 02:42:dd:dd:dd:dd\n\
              sysctl net/ipv6/conf/br-nnnnnnnnnnnn/disable_ipv6=1 in host\n\
              add address 172.18.0.1/16 to br-nnnnnnnnnnnn in host\n\
              set br-nnnnnnnnnnnn up in host\n"
@@ -537,7 +537,7 @@ mod tests {
              sysctl net/ipv6/conf/eth0/disable_ipv6=1 in /run/cove/netns/c\n\
              add address 172.18.0.2/16 to eth0 in /run/cove/netns/c\n\
              set eth0 up in /run/cove/netns/c\n\
-             add permanent neighbour 172.18.0.1 lladdr 02:42:00:00:00:00 dev eth0 in /run/cove/netns/c\n\
+             add permanent neighbour 172.18.0.1 lladdr 02:42:dd:dd:dd:dd dev eth0 in /run/cove/netns/c\n\
              add permanent neighbour 172.18.0.2 lladdr 02:42:ac:12:00:02 dev br-nnnnnnnnnnnn in host\n"
         );
     }
@@ -550,7 +550,7 @@ mod tests {
         e.gateway6 = Some("2001:db8:1::1".parse().unwrap());
         let got = render(&join_ops(&net, &e, Path::new("/s")).unwrap());
         for want in [
-            "add permanent neighbour 2001:db8:1::1 lladdr 02:42:00:00:00:00 dev eth0 in /s",
+            "add permanent neighbour 2001:db8:1::1 lladdr 02:42:dd:dd:dd:dd dev eth0 in /s",
             "add permanent neighbour 2001:db8:1::2 lladdr 02:42:ac:12:00:02 dev br-nnnnnnnnnnnn in host",
         ] {
             assert!(got.contains(want), "{want} missing from\n{got}");

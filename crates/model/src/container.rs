@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::{MacAddr, Proto};
+use crate::{ContainerId, MacAddr, NetworkId, Proto};
 
 /// How a container's sandbox is provided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,7 +205,7 @@ impl Default for ContainerState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerRecord {
     /// 64-hex id.
-    pub id: String,
+    pub id: ContainerId,
     /// Unique name (without Docker's leading `/`).
     pub name: String,
     /// RFC 3339 creation time.
@@ -215,7 +215,7 @@ pub struct ContainerRecord {
     /// Host configuration.
     pub host_config: HostConfig,
     /// Networks (by id) in connect order, with what was asked on each.
-    pub networks: Vec<(String, EndpointSettings)>,
+    pub networks: Vec<(NetworkId, EndpointSettings)>,
     /// Runtime state.
     pub state: ContainerState,
 }

@@ -71,6 +71,139 @@ where
     Err(crate::Error::not_found(format!("{kind} {reference} not found")))
 }
 
+/// Typed identifiers of the CNM's objects. Each is 64 lowercase hex characters, checked
+/// once where it enters (a new id, a stored record); past that point a `NetworkId` cannot
+/// be passed where a `ContainerId` is meant. They read as `&str` (`Deref`, `Borrow<str>`),
+/// so maps keyed by them are looked up with a plain string.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A new random id.
+            pub fn random() -> Self {
+                Self(new_id())
+            }
+
+            /// Parse a full id: exactly 64 lowercase hex characters.
+            pub fn parse(s: &str) -> crate::Result<Self> {
+                if s.len() == 64 && looks_like_id_prefix(s) {
+                    Ok(Self(s.to_string()))
+                } else {
+                    Err(crate::Error::invalid(format!(
+                        "invalid {} id \"{s}\": want 64 lowercase hex characters",
+                        $kind
+                    )))
+                }
+            }
+
+            /// The id as a string.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The 12-character short form Docker prints.
+            pub fn short(&self) -> &str {
+                short_id(&self.0)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+
+        impl PartialEq<$name> for String {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.0
+            }
+        }
+
+        impl PartialEq<$name> for &str {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.0
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = crate::Error;
+            fn from_str(s: &str) -> crate::Result<Self> {
+                Self::parse(s)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::parse(&s).map_err(|e| serde::de::Error::custom(e.message))
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A network's id.
+    NetworkId,
+    "network"
+);
+id_type!(
+    /// A container's id (its sandbox's too: one sandbox per container).
+    ContainerId,
+    "container"
+);
+id_type!(
+    /// An endpoint's id.
+    EndpointId,
+    "endpoint"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

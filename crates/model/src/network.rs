@@ -1,5 +1,6 @@
 //! Network and endpoint records: what the controller stores and drivers plan from.
 
+use crate::{ContainerId, EndpointId, NetworkId};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,7 +56,7 @@ pub struct BridgeOptions {
 #[serde(from = "legacy::NetworkRecordWire")]
 pub struct NetworkRecord {
     /// 64-hex id.
-    pub id: String,
+    pub id: NetworkId,
     /// Unique name.
     pub name: String,
     /// Driver name, as Docker spells it (`bridge`, `host`, `null`).
@@ -99,11 +100,11 @@ impl NetworkRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointRecord {
     /// 64-hex id.
-    pub id: String,
+    pub id: EndpointId,
     /// Network this endpoint belongs to.
-    pub network_id: String,
+    pub network_id: NetworkId,
     /// Container whose sandbox joined it.
-    pub container_id: String,
+    pub container_id: ContainerId,
     /// Interface name inside the sandbox (`eth0`, `eth1`, ...).
     pub ifname: String,
     /// The endpoint's interface on the host side (unique, never reused), for drivers that
@@ -193,7 +194,7 @@ mod legacy {
 
     #[derive(Deserialize)]
     pub(super) struct NetworkRecordWire {
-        id: String,
+        id: NetworkId,
         name: String,
         driver: String,
         created: String,
@@ -269,7 +270,7 @@ mod tests {
 
     #[test]
     fn records_of_the_bridge_shaped_layout_still_load() {
-        let old = r#"{"id":"n1","name":"app","driver":"bridge","created":"",
+        let old = r#"{"id":"1111111111111111111111111111111111111111111111111111111111111111","name":"app","driver":"bridge","created":"",
             "enable_ipv6":false,"internal":false,"attachable":false,"ipam_driver":"default",
             "ipam_options":{},"ipam":[],"options":{},"labels":{},
             "bridge":{"name":"br-n1","enable_icc":true,"enable_ip_masquerade":true,
@@ -287,8 +288,23 @@ mod tests {
     }
 
     #[test]
+    fn a_record_with_a_malformed_id_is_refused_naming_it() {
+        let e = serde_json::from_str::<ContainerId>(r#""c1""#).unwrap_err();
+        assert!(e.to_string().contains(r#"invalid container id "c1""#), "{e}");
+        assert!(NetworkId::parse(&"A".repeat(64)).is_err(), "uppercase is not Docker's");
+        assert!(NetworkId::parse(&"a".repeat(63)).is_err());
+        let id = NetworkId::random();
+        assert_eq!(NetworkId::parse(id.as_str()).unwrap(), id);
+        assert_eq!(id.short().len(), 12);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""), "stored as a plain string");
+    }
+
+    #[test]
     fn an_empty_host_ifname_is_none() {
-        let ep = r#"{"id":"e","network_id":"n","container_id":"c","ifname":"eth0",
+        let ep = r#"{"id":"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+            "network_id":"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd",
+            "container_id":"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc","ifname":"eth0",
             "host_ifname":"","mac":"02:42:ac:11:00:02","ipv4":null,"ipv6":null,
             "gateway4":null,"gateway6":null,"aliases":[]}"#;
         let e: EndpointRecord = serde_json::from_str(ep).unwrap();

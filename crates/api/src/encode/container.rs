@@ -89,13 +89,13 @@ pub fn endpoint(r: &ContainerRecord, net: &NetworkRecord, ep: Option<&EndpointRe
         ipam_config,
         aliases,
         links,
-        network_id: net.id.clone(),
+        network_id: net.id.to_string(),
         mac_address: settings.mac_address.map(|m| m.to_string()).unwrap_or_default(),
         dns_names: dns_names(r, net, &settings.aliases),
         ..Default::default()
     };
     if let Some(ep) = ep {
-        out.endpoint_id = ep.id.clone();
+        out.endpoint_id = ep.id.to_string();
         out.mac_address = ep.mac.to_string();
         if let Some(a) = ep.ipv4 {
             out.ip_address = a.addr().to_string();
@@ -273,7 +273,7 @@ fn command(r: &ContainerRecord) -> String {
 pub fn summary(v: &ContainerView, now: DateTime<Utc>) -> Summary {
     let r = &v.record;
     Summary {
-        id: r.id.clone(),
+        id: r.id.to_string(),
         names: vec![format!("/{}", r.name)],
         image: r.config.image.clone(),
         image_id: r.config.image_id.clone(),

@@ -210,7 +210,7 @@ pub fn inspect(v: &ContainerView, data_root: &Path) -> Inspect {
     let legacy = nets.get("bridge").cloned().unwrap_or_default();
     let st = &r.state;
     Inspect {
-        id: r.id.clone(),
+        id: r.id.to_string(),
         created: r.created.clone(),
         path,
         args,

@@ -90,7 +90,7 @@ fn ipam_config(p: &IpamPool) -> IpamConfig {
 fn container(ep: &EndpointRecord, name: &str) -> NetworkContainer {
     NetworkContainer {
         name: name.to_owned(),
-        endpoint_id: ep.id.clone(),
+        endpoint_id: ep.id.to_string(),
         mac_address: ep.mac.to_string(),
         ipv4_address: ep.ipv4.map(|a| a.to_string()).unwrap_or_default(),
         ipv6_address: ep.ipv6.map(|a| a.to_string()).unwrap_or_default(),
@@ -101,7 +101,7 @@ fn container(ep: &EndpointRecord, name: &str) -> NetworkContainer {
 pub fn network(r: &NetworkRecord, endpoints: &[(EndpointRecord, String)]) -> Network {
     Network {
         name: r.name.clone(),
-        id: r.id.clone(),
+        id: r.id.to_string(),
         created: r.created.clone(),
         scope: "local",
         driver: r.driver.clone(),
@@ -119,7 +119,7 @@ pub fn network(r: &NetworkRecord, endpoints: &[(EndpointRecord, String)]) -> Net
         config_only: false,
         containers: endpoints
             .iter()
-            .map(|(ep, name)| (ep.container_id.clone(), container(ep, name)))
+            .map(|(ep, name)| (ep.container_id.to_string(), container(ep, name)))
             .collect(),
         options: r.options.clone(),
         labels: r.labels.clone(),

@@ -59,7 +59,7 @@ pub(super) async fn until_stopped(h: &FakeHost, id: &str) -> Option<ContainerRec
 pub(super) async fn run(h: &FakeHost, req: crate::ContainerCreate) -> String {
     let id = h.ctl.container_create(req).await.unwrap();
     assert!(h.ctl.container_start(&id).await.unwrap());
-    id
+    id.to_string()
 }
 
 /// `-p <host_port>:<container_port>/tcp`.
@@ -109,7 +109,7 @@ async fn create_stores_a_created_record_and_writes_the_bundle_without_touching_t
     assert_eq!(c.networks[0].0, bridge.unwrap().record.id);
     {
         let m = h.runtime.model();
-        let b = &m.bundles[&id];
+        let b = &m.bundles[id.as_str()];
         assert_eq!(b.args, ["sleep", "600"]);
         assert_eq!(b.env, ["PATH=/bin"]);
         assert_eq!(b.cwd, "/");
@@ -164,7 +164,7 @@ async fn create_with_a_taken_name_is_a_conflict_naming_the_owner() {
     let first = h.ctl.container_create(ctr("web", "bridge")).await.unwrap();
     let e = h.ctl.container_create(ctr("web", "bridge")).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict);
-    assert!(e.message.contains(&first), "{}", e.message);
+    assert!(e.message.contains(first.as_str()), "{}", e.message);
     assert_eq!(containers(&h).len(), 1);
     assert_eq!(h.runtime.model().bundles.len(), 1);
 }
@@ -193,7 +193,7 @@ async fn create_without_a_command_takes_the_images_entrypoint_and_cmd() {
     let c = record(&h, &id).unwrap();
     assert_eq!(c.config.entrypoint, ["/init"]);
     assert_eq!(c.config.cmd, ["sh"]);
-    assert_eq!(h.runtime.model().bundles[&id].args, ["/init", "sh"]);
+    assert_eq!(h.runtime.model().bundles[id.as_str()].args, ["/init", "sh"]);
 }
 
 #[tokio::test]
@@ -201,7 +201,7 @@ async fn create_with_a_cmd_keeps_it_after_the_images_entrypoint() {
     let h = host().await;
     h.runtime.model().images.get_mut("busybox:latest").unwrap().entrypoint = vec!["/init".into()];
     let id = h.ctl.container_create(ctr("web", "bridge")).await.unwrap();
-    assert_eq!(h.runtime.model().bundles[&id].args, ["/init", "sleep", "600"]);
+    assert_eq!(h.runtime.model().bundles[id.as_str()].args, ["/init", "sleep", "600"]);
 }
 
 #[tokio::test]
@@ -224,8 +224,8 @@ async fn create_puts_the_images_env_before_the_containers_and_keeps_its_workdir(
     req.config.env = vec!["A=1".into()];
     let id = h.ctl.container_create(req).await.unwrap();
     let m = h.runtime.model();
-    assert_eq!(m.bundles[&id].env, ["PATH=/bin", "A=1"]);
-    assert_eq!(m.bundles[&id].cwd, "/srv");
+    assert_eq!(m.bundles[id.as_str()].env, ["PATH=/bin", "A=1"]);
+    assert_eq!(m.bundles[id.as_str()].cwd, "/srv");
 }
 
 #[tokio::test]
@@ -302,11 +302,11 @@ async fn create_with_host_networking_takes_the_hosts_name_and_starts_without_a_s
     assert_eq!(c.host_config.network_mode, NetworkMode::Host);
     assert_ne!(c.config.hostname, cove_model::short_id(&id));
     assert!(!c.config.hostname.is_empty());
-    assert_eq!(h.runtime.model().bundles[&id].network, BundleNetwork::Host);
+    assert_eq!(h.runtime.model().bundles[id.as_str()].network, BundleNetwork::Host);
     h.ctl.container_start(&id).await.unwrap();
     assert!(h.kernel.model().netns.is_empty(), "host mode made a sandbox");
     assert_eq!(
-        h.runtime.model().processes[&id],
+        h.runtime.model().processes[id.as_str()],
         FakeProcess::Running { pid: record(&h, &id).unwrap().state.pid, netns: None }
     );
     assert!(endpoints(&h).is_empty());
@@ -354,7 +354,7 @@ async fn a_container_mode_container_joins_the_targets_sandbox_and_hostname() {
     let netns_before = h.kernel.model().netns.len();
     h.ctl.container_start(&id).await.unwrap();
     assert_eq!(h.kernel.model().netns.len(), netns_before, "a second sandbox");
-    match &h.runtime.model().processes[&id] {
+    match &h.runtime.model().processes[id.as_str()] {
         FakeProcess::Running { netns, .. } => assert_eq!(netns.as_deref(), Some(&*sandbox(&h, &t))),
         p => panic!("{p:?}"),
     }
@@ -581,7 +581,7 @@ async fn start_records_running_with_pid_sandbox_and_endpoint() {
     let path = sandbox(&h, &id);
     assert_eq!(c.state.sandbox_key, path.display().to_string());
     assert_eq!(
-        h.runtime.model().processes[&id],
+        h.runtime.model().processes[id.as_str()],
         FakeProcess::Running { pid: c.state.pid, netns: Some(path) }
     );
     assert_ne!(c.state.started_at, cove_model::ZERO_TIME);
@@ -751,7 +751,7 @@ async fn a_refused_runtime_start_releases_everything_and_records_the_error() {
     let mut req = ctr("web", "bridge");
     req.host_config.port_bindings = vec![tcp(80, 8080)];
     let id = h.ctl.container_create(req).await.unwrap();
-    h.runtime.model().fail_start.insert(id.clone());
+    h.runtime.model().fail_start.insert(id.to_string());
     let deltas = h.firewall.log().deltas.len();
     let e = h.ctl.container_start(&id).await.unwrap_err();
     assert!(e.message.contains("failed to start"), "{}", e.message);

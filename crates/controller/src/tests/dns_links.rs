@@ -48,7 +48,7 @@ async fn the_resolver_is_served_before_the_process_starts() {
     let h = host().await;
     h.ctl.network_create(net("app", Some("10.52.0.0/24"))).await.unwrap();
     let u = h.ctl.container_create(ctr("u", "app")).await.unwrap();
-    h.runtime.model().fail_start.insert(u.clone());
+    h.runtime.model().fail_start.insert(u.to_string());
     h.ctl.container_start(&u).await.unwrap_err();
     // The bind happened (before the refused start), and was undone with the sandbox.
     assert_eq!(h.kernel.model().journal_of("bind ").len(), 1);
@@ -113,7 +113,7 @@ async fn hosts_and_hostname_files_carry_the_address_hostname_domain_and_extra_ho
     assert!(hosts.contains("10.0.0.5\tdb\n"), "{hosts}");
     assert!(hosts.ends_with("172.17.0.2\tbox.example.org box\n"), "{hosts}");
     assert_eq!(etc_file(&h, &id, "hostname"), "box\n");
-    assert_eq!(h.runtime.model().bundles[&id].hostname, "box");
+    assert_eq!(h.runtime.model().bundles[id.as_str()].hostname, "box");
 }
 
 fn etc_file(h: &FakeHost, id: &str, name: &str) -> String {

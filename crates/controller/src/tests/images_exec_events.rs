@@ -255,7 +255,7 @@ async fn network_connect_and_disconnect_of_a_running_container_are_events() {
 async fn a_refused_start_emits_no_start_event() {
     let h = host().await;
     let id = h.ctl.container_create(ctr("web", "bridge")).await.unwrap();
-    h.runtime.model().fail_start.insert(id.clone());
+    h.runtime.model().fail_start.insert(id.to_string());
     h.ctl.container_start(&id).await.unwrap_err();
     assert_eq!(actions_of(&h, &id), ["create"]);
     let connects = events(&h).into_iter().filter(|e| e.action == "connect").count();

@@ -97,7 +97,7 @@ pub(crate) fn stored_endpoints(h: &FakeHost) -> Vec<EndpointRecord> {
 pub(crate) async fn run(h: &FakeHost, req: ContainerCreate) -> String {
     let id = h.ctl.container_create(req).await.expect("create");
     h.ctl.container_start(&id).await.expect("start");
-    id
+    id.to_string()
 }
 
 /// The endpoint of a running container on a network (by name).

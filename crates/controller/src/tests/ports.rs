@@ -35,7 +35,7 @@ async fn a_fixed_port_is_reserved_recorded_and_published_to_the_container() {
     h.ctl.container_start(&id).await.unwrap();
     let want = vec![PortBinding { host_ip: ip("0.0.0.0"), ..tcp(80, 8080) }];
     assert_eq!(ports_of(&h, &id), want);
-    assert_eq!(h.kernel.model().ports[&id], want);
+    assert_eq!(h.kernel.model().ports[id.as_str()], want);
     let lines = delta_lines(&h, deltas);
     assert!(
         lines.iter().any(|l| l.starts_with("add element")
@@ -262,7 +262,7 @@ async fn ports_are_held_again_after_a_daemon_restart_and_released_on_a_later_exi
     let id = run(&h, req).await;
     let bound = ports_of(&h, &id);
     let h2 = daemon_restart(&h).await;
-    assert_eq!(h2.kernel.model().ports[&id], bound, "not the same ephemeral port");
+    assert_eq!(h2.kernel.model().ports[id.as_str()], bound, "not the same ephemeral port");
     h2.runtime.exit(&id, 0);
     until("the ports are released", || !h2.kernel.model().ports.contains_key(&id)).await;
 }

@@ -65,12 +65,12 @@ fn stale_endpoint(
     container_id: &str,
     addr: &str,
 ) -> EndpointRecord {
-    let id = cove_model::new_id();
+    let id = cove_model::EndpointId::random();
     let ep = EndpointRecord {
-        host_ifname: Some(format!("cv{}", &id[..12])),
+        host_ifname: Some(format!("cv{}", id.short())),
         id,
-        network_id: network_id.into(),
-        container_id: container_id.into(),
+        network_id: network_id.parse().unwrap(),
+        container_id: container_id.parse().unwrap(),
         ifname: "eth0".into(),
         mac: MacAddr([2, 0, 0, 0, 0, 9]),
         ipv4: Some(format!("{addr}/24").parse().unwrap()),
