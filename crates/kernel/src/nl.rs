@@ -61,6 +61,17 @@ pub(crate) async fn dump(
     h: &Handle,
     msg: RouteNetlinkMessage,
 ) -> Result<Vec<RouteNetlinkMessage>, Cause> {
+    dump_map(h, msg, Some).await
+}
+
+/// [`dump`], keeping only what `keep` makes of each message as it arrives: a host with
+/// thousands of links would otherwise hold every parsed message (tens of attributes each)
+/// at once, and the allocator keeps that high-water mark.
+pub(crate) async fn dump_map<T>(
+    h: &Handle,
+    msg: RouteNetlinkMessage,
+    mut keep: impl FnMut(RouteNetlinkMessage) -> Option<T>,
+) -> Result<Vec<T>, Cause> {
     for _ in 0..DUMP_ATTEMPTS {
         let mut req = NetlinkMessage::from(msg.clone());
         req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -70,7 +81,7 @@ pub(crate) async fn dump(
         while let Some(reply) = replies.next().await {
             interrupted |= reply.header.flags & NLM_F_DUMP_INTR != 0;
             match reply.payload {
-                NetlinkPayload::InnerMessage(m) => out.push(m),
+                NetlinkPayload::InnerMessage(m) => out.extend(keep(m)),
                 NetlinkPayload::Error(e) if e.code.is_some() => return Err(Cause::Os(e.to_io())),
                 NetlinkPayload::Overrun(_) => interrupted = true,
                 _ => {}
@@ -105,14 +116,11 @@ pub(crate) async fn link_index(h: &Handle, name: &str) -> Result<u32, Cause> {
 
 /// Every link of the handle's namespace.
 pub(crate) async fn links(h: &Handle) -> Result<Vec<LinkInfo>, Cause> {
-    let msgs = dump(h, RouteNetlinkMessage::GetLink(link_request())).await?;
-    Ok(msgs
-        .into_iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(link_info(&l)),
-            _ => None,
-        })
-        .collect())
+    dump_map(h, RouteNetlinkMessage::GetLink(link_request()), |m| match m {
+        RouteNetlinkMessage::NewLink(l) => Some(link_info(&l)),
+        _ => None,
+    })
+    .await
 }
 
 /// A link's group (`IFLA_GROUP`; 0 when absent).

@@ -29,7 +29,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { history: 10_000, history_bytes: 4 << 20, watch_buffer: 1024 }
+        Self { history: 10_000, history_bytes: 1 << 20, watch_buffer: 1024 }
     }
 }
 
