@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::env::require_root;
@@ -15,7 +15,7 @@ use crate::procs::{self, Scope};
 use crate::run::{
     default_timeout, in_netns, lossy, ns_command, run_with_timeout, show_argv, CmdResult, NsFds,
 };
-use crate::strays::{cleanup_strays, remove_dir_safely};
+use crate::strays::remove_dir_safely;
 
 /// Where fake hosts keep their files: `/tmp/cove-netlab-<pid>-<seq>-<test>`.
 pub(crate) const TMP: &str = "/tmp";
@@ -32,7 +32,7 @@ pub(crate) const PREFIX: &str = "cove-netlab-";
 /// the daemon through `<dir>/sock/cove.sock` (a unix socket connects by path, across
 /// network namespaces). Dropping it kills everything that ran inside and removes `<dir>`;
 /// every process it starts dies with the test process (`PR_SET_PDEATHSIG`), and the next
-/// test process removes what a crashed one left ([`cleanup_strays`]).
+/// test process removes what a crashed one left ([`cleanup_strays`](crate::cleanup_strays)).
 #[derive(Debug)]
 pub struct FakeHost {
     pub(crate) name: String,
@@ -61,20 +61,33 @@ fn sanitize(name: &str) -> String {
     }
 }
 
+/// A fresh tag for the test `test_name`: `(sanitised name, cove-netlab-<pid>-<seq>-<name>)`.
+/// The pid and a per-process counter make it unique among all test processes running at
+/// once; the stray sweep reads the owner's pid back from it.
+pub(crate) fn new_tag(test_name: &str) -> (String, String) {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let name = sanitize(test_name);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tag = format!("{PREFIX}{}-{seq}-{name}", std::process::id());
+    (name, tag)
+}
+
+/// Write `<dir>/owner` (`<pid> <start time>`): what tells the stray sweep that the test
+/// process that made `dir` still runs.
+pub(crate) fn write_owner(dir: &Path) -> std::io::Result<()> {
+    let me = std::process::id();
+    let start = procs::start_time(me as i32).unwrap_or(0);
+    fs::write(dir.join("owner"), format!("{me} {start}\n"))
+}
+
 impl FakeHost {
     /// A new fake host for the test `test_name`, whose daemon (if started) is `cove_bin`.
     /// Panics with a clear message when the machine cannot run privileged tests.
     #[track_caller]
     pub fn new(test_name: &str, cove_bin: &Path) -> FakeHost {
         require_root();
-        static STRAYS: Once = Once::new();
-        STRAYS.call_once(|| {
-            cleanup_strays();
-        });
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let name = sanitize(test_name);
-        let me = std::process::id();
-        let tag = format!("{PREFIX}{me}-{}-{name}", SEQ.fetch_add(1, Ordering::Relaxed));
+        crate::strays::sweep_once();
+        let (name, tag) = new_tag(test_name);
         let dir = Path::new(TMP).join(&tag);
         let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
             let _ = fs::remove_dir_all(&dir);
@@ -83,9 +96,8 @@ impl FakeHost {
         if let Err(e) = fs::create_dir(&dir) {
             panic!("netlab: cannot create {}: {e}", dir.display());
         }
-        let start = procs::start_time(me as i32).unwrap_or(0);
         let setup = || -> std::io::Result<()> {
-            fs::write(dir.join("owner"), format!("{me} {start}\n"))?;
+            write_owner(&dir)?;
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
             fs::create_dir(dir.join("sock"))?;
             fs::create_dir(dir.join("state"))?;
@@ -239,6 +251,7 @@ impl FakeHost {
         roots.extend(self.daemon_pid().map(|p| p as i32));
         Scope {
             tags,
+            tag_prefix: String::new(),
             dir: format!("{}/", self.dir.display()),
             netns: [self.netns_ino].into(),
             mntns: [self.mntns_ino].into(),
