@@ -45,6 +45,10 @@ pub struct FakeHost {
     pub(crate) mntns_ino: u64,
     pub(crate) daemon: Option<Child>,
     pub(crate) timeout: Duration,
+    /// `--data-root` when it is not `<state>/data` (a netlab host's, kept across reboots).
+    pub(crate) data_root: Option<PathBuf>,
+    /// The address on a netlab's underlay (`eth0`), for a netlab host.
+    pub(crate) underlay: Option<std::net::Ipv4Addr>,
 }
 
 fn sanitize(name: &str) -> String {
@@ -80,6 +84,20 @@ pub(crate) fn write_owner(dir: &Path) -> std::io::Result<()> {
     fs::write(dir.join("owner"), format!("{me} {start}\n"))
 }
 
+/// Where and how to make a fake host (see [`FakeHost::create`]).
+#[derive(Debug)]
+pub(crate) struct HostSetup<'a> {
+    /// The name shown in messages.
+    pub name: String,
+    /// Mount source tag and cgroup parent name; unique to this test process.
+    pub tag: String,
+    /// Its directory (must not exist yet).
+    pub dir: PathBuf,
+    pub cove_bin: &'a Path,
+    /// A `--data-root` outside the state tmpfs (a netlab host's, kept across a reboot).
+    pub data_root: Option<PathBuf>,
+}
+
 impl FakeHost {
     /// A new fake host for the test `test_name`, whose daemon (if started) is `cove_bin`.
     /// Panics with a clear message when the machine cannot run privileged tests.
@@ -89,6 +107,13 @@ impl FakeHost {
         crate::strays::sweep_once();
         let (name, tag) = new_tag(test_name);
         let dir = Path::new(TMP).join(&tag);
+        FakeHost::create(HostSetup { name, tag, dir, cove_bin, data_root: None })
+    }
+
+    /// Make the fake host `setup` describes: its directory, holder and namespaces.
+    #[track_caller]
+    pub(crate) fn create(setup: HostSetup<'_>) -> FakeHost {
+        let HostSetup { name, tag, dir, cove_bin, data_root } = setup;
         let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
             let _ = fs::remove_dir_all(&dir);
             panic!("netlab: creating fake host {tag}: {what}: {e}")
@@ -102,6 +127,9 @@ impl FakeHost {
             fs::create_dir(dir.join("sock"))?;
             fs::create_dir(dir.join("state"))?;
             fs::write(dir.join("resolv.conf"), DEFAULT_RESOLV_CONF)?;
+            if let Some(d) = &data_root {
+                fs::create_dir_all(d)?;
+            }
             Ok(())
         };
         if let Err(e) = setup() {
@@ -138,6 +166,8 @@ impl FakeHost {
             ns,
             daemon: None,
             timeout: default_timeout(),
+            data_root,
+            underlay: None,
         }
     }
 
@@ -165,9 +195,18 @@ impl FakeHost {
         self.dir.join("state")
     }
 
-    /// The daemon's `--data-root` (inside the fake host).
+    /// The daemon's `--data-root`: inside the fake host (`<state>/data`, on its private
+    /// tmpfs), or for a [`Netlab`](crate::Netlab) host a directory of the netlab that
+    /// outlives a [crash](crate::Netlab::crash) and is used again after a
+    /// [reboot](crate::Netlab::reboot).
     pub fn data_root(&self) -> PathBuf {
-        self.dir.join("state/data")
+        self.data_root.clone().unwrap_or_else(|| self.dir.join("state/data"))
+    }
+
+    /// The fake host's address on a netlab's underlay (its `eth0`); `None` for a
+    /// stand-alone fake host.
+    pub fn underlay_addr(&self) -> Option<std::net::Ipv4Addr> {
+        self.underlay
     }
 
     /// The daemon's `--exec-root` (inside the fake host).
