@@ -180,12 +180,13 @@ impl FakeHost {
         FakeHost::new(test_name, Path::new(&bin))
     }
 
-    /// The (sanitised) test name this host was made for.
+    /// Its name: the (sanitised) test name it was made for, or a netlab host's node name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// The host-visible temp dir (`/tmp/cove-netlab-...`).
+    /// The host-visible temp dir (`/tmp/cove-netlab-...`; a netlab host's is
+    /// `<netlab dir>/<name>.<n>`, a new one after each reboot).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
