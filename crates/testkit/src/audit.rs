@@ -61,9 +61,9 @@ impl FakeHost {
     #[track_caller]
     pub fn snapshot(&self) -> Snapshot {
         let fail = |e: String| -> ! { panic!("netlab: snapshot of {}: {e}", self.tag) };
-        let (links, addrs) =
-            snapshot::links_and_addrs(&self.text(&["ip", "-j", "-d", "addr", "show"]))
-                .unwrap_or_else(|e| fail(e));
+        let addr_json = self.text(&["ip", "-j", "-d", "addr", "show"]);
+        let (links, addrs) = snapshot::links_and_addrs(&addr_json).unwrap_or_else(|e| fail(e));
+        let vxlan = snapshot::vxlan(&addr_json).unwrap_or_else(|e| fail(e));
         let routes = snapshot::routes(&self.text(&["ip", "-j", "route", "show", "table", "all"]))
             .unwrap_or_else(|e| fail(e));
         let mut rules = snapshot::rules(&self.text(&["ip", "-j", "rule", "show"]), "inet")
@@ -103,6 +103,7 @@ impl FakeHost {
         );
         Snapshot {
             links,
+            vxlan,
             addrs,
             routes,
             rules: snapshot::sorted(rules),

@@ -63,6 +63,21 @@ pub(crate) fn remove_parent(parent: &str) -> usize {
     }
 }
 
+/// Remove the cgroup subtrees `/<name>` and `/<name>.<...>` (a netlab's hosts) from every
+/// hierarchy: what a dead test process's fake hosts or netlab left.
+pub(crate) fn remove_parents_of(name: &str) {
+    let below = format!("{name}.");
+    for h in hierarchies() {
+        let Ok(rd) = std::fs::read_dir(&h) else { continue };
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n == name || n.starts_with(&below) {
+                remove_parent(&parent_for(&n));
+            }
+        }
+    }
+}
+
 /// Remove the cgroup subtrees of fake hosts whose test process is gone (named
 /// `/<PREFIX><pid>-...`): what a crashed or raced teardown left in the shared hierarchies.
 pub(crate) fn remove_stray_parents() {
@@ -70,13 +85,7 @@ pub(crate) fn remove_stray_parents() {
         let Ok(rd) = std::fs::read_dir(&h) else { continue };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name
-                .strip_prefix(crate::host::PREFIX)
-                .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
+            let Some(pid) = crate::strays::owner_pid(&name) else { continue };
             if !Path::new(&format!("/proc/{pid}")).exists() {
                 remove_tree(&e.path());
             }

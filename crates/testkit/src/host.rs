@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::env::require_root;
@@ -15,7 +15,7 @@ use crate::procs::{self, Scope};
 use crate::run::{
     default_timeout, in_netns, lossy, ns_command, run_with_timeout, show_argv, CmdResult, NsFds,
 };
-use crate::strays::{cleanup_strays, remove_dir_safely};
+use crate::strays::remove_dir_safely;
 
 /// Where fake hosts keep their files: `/tmp/cove-netlab-<pid>-<seq>-<test>`.
 pub(crate) const TMP: &str = "/tmp";
@@ -32,7 +32,7 @@ pub(crate) const PREFIX: &str = "cove-netlab-";
 /// the daemon through `<dir>/sock/cove.sock` (a unix socket connects by path, across
 /// network namespaces). Dropping it kills everything that ran inside and removes `<dir>`;
 /// every process it starts dies with the test process (`PR_SET_PDEATHSIG`), and the next
-/// test process removes what a crashed one left ([`cleanup_strays`]).
+/// test process removes what a crashed one left ([`cleanup_strays`](crate::cleanup_strays)).
 #[derive(Debug)]
 pub struct FakeHost {
     pub(crate) name: String,
@@ -45,6 +45,10 @@ pub struct FakeHost {
     pub(crate) mntns_ino: u64,
     pub(crate) daemon: Option<Child>,
     pub(crate) timeout: Duration,
+    /// `--data-root` when it is not `<state>/data` (a netlab host's, kept across reboots).
+    pub(crate) data_root: Option<PathBuf>,
+    /// The address on a netlab's underlay (`eth0`), for a netlab host.
+    pub(crate) underlay: Option<std::net::Ipv4Addr>,
 }
 
 fn sanitize(name: &str) -> String {
@@ -61,21 +65,55 @@ fn sanitize(name: &str) -> String {
     }
 }
 
+/// A fresh tag for the test `test_name`: `(sanitised name, cove-netlab-<pid>-<seq>-<name>)`.
+/// The pid and a per-process counter make it unique among all test processes running at
+/// once; the stray sweep reads the owner's pid back from it.
+pub(crate) fn new_tag(test_name: &str) -> (String, String) {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let name = sanitize(test_name);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tag = format!("{PREFIX}{}-{seq}-{name}", std::process::id());
+    (name, tag)
+}
+
+/// Write `<dir>/owner` (`<pid> <start time>`): what tells the stray sweep that the test
+/// process that made `dir` still runs.
+pub(crate) fn write_owner(dir: &Path) -> std::io::Result<()> {
+    let me = std::process::id();
+    let start = procs::start_time(me as i32).unwrap_or(0);
+    fs::write(dir.join("owner"), format!("{me} {start}\n"))
+}
+
+/// Where and how to make a fake host (see [`FakeHost::create`]).
+#[derive(Debug)]
+pub(crate) struct HostSetup<'a> {
+    /// The name shown in messages.
+    pub name: String,
+    /// Mount source tag and cgroup parent name; unique to this test process.
+    pub tag: String,
+    /// Its directory (must not exist yet).
+    pub dir: PathBuf,
+    pub cove_bin: &'a Path,
+    /// A `--data-root` outside the state tmpfs (a netlab host's, kept across a reboot).
+    pub data_root: Option<PathBuf>,
+}
+
 impl FakeHost {
     /// A new fake host for the test `test_name`, whose daemon (if started) is `cove_bin`.
     /// Panics with a clear message when the machine cannot run privileged tests.
     #[track_caller]
     pub fn new(test_name: &str, cove_bin: &Path) -> FakeHost {
         require_root();
-        static STRAYS: Once = Once::new();
-        STRAYS.call_once(|| {
-            cleanup_strays();
-        });
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let name = sanitize(test_name);
-        let me = std::process::id();
-        let tag = format!("{PREFIX}{me}-{}-{name}", SEQ.fetch_add(1, Ordering::Relaxed));
+        crate::strays::sweep_once();
+        let (name, tag) = new_tag(test_name);
         let dir = Path::new(TMP).join(&tag);
+        FakeHost::create(HostSetup { name, tag, dir, cove_bin, data_root: None })
+    }
+
+    /// Make the fake host `setup` describes: its directory, holder and namespaces.
+    #[track_caller]
+    pub(crate) fn create(setup: HostSetup<'_>) -> FakeHost {
+        let HostSetup { name, tag, dir, cove_bin, data_root } = setup;
         let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
             let _ = fs::remove_dir_all(&dir);
             panic!("netlab: creating fake host {tag}: {what}: {e}")
@@ -83,13 +121,15 @@ impl FakeHost {
         if let Err(e) = fs::create_dir(&dir) {
             panic!("netlab: cannot create {}: {e}", dir.display());
         }
-        let start = procs::start_time(me as i32).unwrap_or(0);
         let setup = || -> std::io::Result<()> {
-            fs::write(dir.join("owner"), format!("{me} {start}\n"))?;
+            write_owner(&dir)?;
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
             fs::create_dir(dir.join("sock"))?;
             fs::create_dir(dir.join("state"))?;
             fs::write(dir.join("resolv.conf"), DEFAULT_RESOLV_CONF)?;
+            if let Some(d) = &data_root {
+                fs::create_dir_all(d)?;
+            }
             Ok(())
         };
         if let Err(e) = setup() {
@@ -126,6 +166,8 @@ impl FakeHost {
             ns,
             daemon: None,
             timeout: default_timeout(),
+            data_root,
+            underlay: None,
         }
     }
 
@@ -138,12 +180,13 @@ impl FakeHost {
         FakeHost::new(test_name, Path::new(&bin))
     }
 
-    /// The (sanitised) test name this host was made for.
+    /// Its name: the (sanitised) test name it was made for, or a netlab host's node name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// The host-visible temp dir (`/tmp/cove-netlab-...`).
+    /// The host-visible temp dir (`/tmp/cove-netlab-...`; a netlab host's is
+    /// `<netlab dir>/<name>.<n>`, a new one after each reboot).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -153,9 +196,18 @@ impl FakeHost {
         self.dir.join("state")
     }
 
-    /// The daemon's `--data-root` (inside the fake host).
+    /// The daemon's `--data-root`: inside the fake host (`<state>/data`, on its private
+    /// tmpfs), or for a [`Netlab`](crate::Netlab) host a directory of the netlab that
+    /// outlives a [crash](crate::Netlab::crash) and is used again after a
+    /// [reboot](crate::Netlab::reboot).
     pub fn data_root(&self) -> PathBuf {
-        self.dir.join("state/data")
+        self.data_root.clone().unwrap_or_else(|| self.dir.join("state/data"))
+    }
+
+    /// The fake host's address on a netlab's underlay (its `eth0`); `None` for a
+    /// stand-alone fake host.
+    pub fn underlay_addr(&self) -> Option<std::net::Ipv4Addr> {
+        self.underlay
     }
 
     /// The daemon's `--exec-root` (inside the fake host).
@@ -239,6 +291,7 @@ impl FakeHost {
         roots.extend(self.daemon_pid().map(|p| p as i32));
         Scope {
             tags,
+            tag_prefix: String::new(),
             dir: format!("{}/", self.dir.display()),
             netns: [self.netns_ino].into(),
             mntns: [self.mntns_ino].into(),

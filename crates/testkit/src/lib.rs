@@ -34,6 +34,7 @@ mod host;
 mod http;
 mod image;
 mod neighbour;
+mod netlab;
 mod procs;
 mod run;
 mod snapshot;
@@ -43,6 +44,7 @@ pub use env::{current_test_name, have_command, print_skip, probe_link_kind, requ
 pub use host::FakeHost;
 pub use image::{busybox_rootfs_tar, BUSYBOX};
 pub use neighbour::Neighbour;
+pub use netlab::{Attach, FrameCounter, Frames, Netlab, NetlabSnapshot, Node};
 pub use procs::ns_inode;
 pub use run::CmdResult;
 pub use snapshot::Snapshot;

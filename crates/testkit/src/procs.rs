@@ -153,13 +153,16 @@ pub(crate) fn nsfs_netns(mounts: &[Mount]) -> HashSet<u64> {
 /// Which processes belong to a fake host (or a neighbour).
 ///
 /// A process belongs when any of these holds: it descends from one of `roots`; its mount
-/// namespace is one of `mntns`, or carries a mount tagged with one of `tags` (tmpfs/sysfs
-/// source name) or under `dir` (container roots bound from the state tmpfs); its network namespace
+/// namespace is one of `mntns`, or carries a mount tagged with one of `tags` or a tag
+/// starting with `tag_prefix` (tmpfs/sysfs source name) or under `dir` (container roots bound from the state tmpfs); its network namespace
 /// is one of `netns` or is bind-mounted (nsfs) in a tagged mount namespace.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Scope {
     /// Mount source tags (exact match).
     pub tags: Vec<String>,
+    /// Mount source tags starting with this (a netlab's nodes: `<lab tag>.`); empty to
+    /// disable.
+    pub tag_prefix: String,
     /// Directory prefix with a trailing `/`; empty to disable.
     pub dir: String,
     pub netns: HashSet<u64>,
@@ -205,6 +208,7 @@ impl Scope {
     fn is_tagged(&self, mounts: &[Mount]) -> bool {
         mounts.iter().any(|m| {
             self.tags.contains(&m.source)
+                || (!self.tag_prefix.is_empty() && m.source.starts_with(&self.tag_prefix))
                 || (!self.dir.is_empty()
                     && (m.mount_point.starts_with(&self.dir) || m.super_opts.contains(&self.dir)))
         })
@@ -227,10 +231,14 @@ impl Scope {
 }
 
 /// SIGKILL every live member of `scope` (except pids in `spare`), again and again until none
-/// is left or `limit` passed. Returns how many were still alive at the end.
+/// is left or `limit` passed, then wait (within `limit`) until those killed have finished
+/// dying. Returns how many were still alive at the end.
 pub(crate) fn kill_scope(scope: &Scope, spare: &[i32], limit: Duration) -> usize {
     let deadline = Instant::now() + limit;
     let mut pause = Duration::from_millis(1);
+    // (pid, start time) of everything killed: a process leaves its namespaces early in its
+    // exit, so it stops looking like a member before it is dead.
+    let mut killed: HashSet<(i32, u64)> = HashSet::new();
     loop {
         let procs = scan();
         let victims: Vec<i32> = scope
@@ -240,14 +248,35 @@ pub(crate) fn kill_scope(scope: &Scope, spare: &[i32], limit: Duration) -> usize
             .map(|p| p.pid)
             .collect();
         if victims.is_empty() || Instant::now() >= deadline {
-            return victims.len();
+            return victims.len() + wait_dead(&killed, deadline);
         }
         for pid in &victims {
             // SAFETY: kill(2) with a pid read from /proc; no memory is involved.
             unsafe { libc::kill(*pid, libc::SIGKILL) };
+            killed.extend(start_time(*pid).map(|t| (*pid, t)));
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Wait until every process in `procs` (pid, start time) is a zombie or gone, or
+/// `deadline`; how many are still alive.
+fn wait_dead(procs: &HashSet<(i32, u64)>, deadline: Instant) -> usize {
+    let alive = || {
+        procs
+            .iter()
+            .filter(|(pid, t)| {
+                stat(*pid).is_some_and(|(_, state, _, start)| start == *t && !"ZX".contains(state))
+            })
+            .count()
+    };
+    loop {
+        let n = alive();
+        if n == 0 || Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -14,6 +14,10 @@ use crate::procs::Mount;
 pub struct Snapshot {
     /// `name [kind=K] [master=M]` per link.
     pub links: Vec<String>,
+    /// `name mtu=M id=VNI local=A [remote=A|group=A] link=DEV port=P learning=B ...` per
+    /// VXLAN link: its whole configuration, so that a VXLAN link left behind, or one whose
+    /// VNI, underlay device, port or MTU changed, shows in the diff.
+    pub vxlan: Vec<String>,
     /// `dev address/prefix` per address (IPv6 link-local left out).
     pub addrs: Vec<String>,
     /// One line per route of every table, both families (IPv6 link-local and multicast left out).
@@ -22,7 +26,9 @@ pub struct Snapshot {
     pub rules: Vec<String>,
     /// Permanent neighbour (ARP/NDP) entries.
     pub neigh: Vec<String>,
-    /// Static and permanent bridge/VXLAN FDB entries (multicast and learned ones left out).
+    /// Static and permanent bridge/VXLAN FDB entries: unicast ones, and VXLAN entries of any
+    /// MAC that name a remote (`dst`); learned entries and the kernel's own multicast ones
+    /// are left out.
     pub fdb: Vec<String>,
     /// `nft list ruleset`, one line per statement, prefixed with its table/chain/set path,
     /// counters and expiry timers removed.
@@ -38,9 +44,10 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn sections(&self) -> [(&'static str, &Vec<String>); 10] {
+    fn sections(&self) -> [(&'static str, &Vec<String>); 11] {
         [
             ("link", &self.links),
+            ("vxlan", &self.vxlan),
             ("addr", &self.addrs),
             ("route", &self.routes),
             ("rule", &self.rules),
@@ -119,6 +126,25 @@ pub(crate) fn links_and_addrs(json: &str) -> Result<(Vec<String>, Vec<String>), 
         }
     }
     Ok((sorted(links), sorted(addrs)))
+}
+
+/// VXLAN links from `ip -j -d addr show` (or `link show`): name, MTU and every attribute
+/// of the kind's `info_data`.
+pub(crate) fn vxlan(json: &str) -> Result<Vec<String>, String> {
+    let v: Value = serde_json::from_str(json).map_err(|e| format!("ip -j -d addr: {e}"))?;
+    let mut out = Vec::new();
+    for l in v.as_array().into_iter().flatten() {
+        if l.pointer("/linkinfo/info_kind").and_then(Value::as_str) != Some("vxlan") {
+            continue;
+        }
+        let name = l.get("ifname").map(s).unwrap_or_default();
+        let mtu = l.get("mtu").map(s).unwrap_or_default();
+        let data = l.pointer("/linkinfo/info_data").and_then(Value::as_object);
+        let first = ["id", "local", "remote", "group", "link", "port", "learning", "proxy"];
+        let attrs = data.map(|d| kv(d, &first, &[]));
+        out.push(format!("{name} mtu={mtu} {}", attrs.unwrap_or_default()));
+    }
+    Ok(sorted(out))
 }
 
 /// `key=value` of an object: `first` keys in that order, then the rest sorted; keys in
@@ -205,7 +231,8 @@ pub(crate) fn neigh(json: &str) -> Result<Vec<String>, String> {
     ))
 }
 
-/// Static and permanent unicast FDB entries from `bridge -j fdb show`.
+/// Static and permanent FDB entries from `bridge -j fdb show`: unicast MACs, and any MAC
+/// with a remote `dst` (VXLAN).
 pub(crate) fn fdb(json: &str) -> Result<Vec<String>, String> {
     let v: Value = serde_json::from_str(json).map_err(|e| format!("bridge -j fdb: {e}"))?;
     let multicast = |mac: &str| {
@@ -216,7 +243,9 @@ pub(crate) fn fdb(json: &str) -> Result<Vec<String>, String> {
             .into_iter()
             .flatten()
             .filter_map(Value::as_object)
-            .filter(|o| !o.get("mac").map(s).is_some_and(|m| multicast(&m)))
+            .filter(|o| {
+                o.contains_key("dst") || !o.get("mac").map(s).is_some_and(|m| multicast(&m))
+            })
             .filter(|o| o.get("state").map(s).is_some_and(|st| st == "permanent" || st == "static"))
             .map(|o| kv(o, &["ifname", "mac", "dst", "vlan", "master"], &["updated", "used"]))
             .collect(),
@@ -342,6 +371,26 @@ mod tests {
                 "ifname=vb mac=42:9e:aa:df:14:2d master=br0 state=permanent",
                 "ifname=vx0 mac=00:00:00:00:00:00 dst=198.51.100.9 flags=[\"self\"] state=permanent",
             ]
+        );
+    }
+
+    #[test]
+    fn vxlan_links_show_their_configuration() {
+        let json = r#"[{"ifname":"lo","mtu":65536},
+            {"ifname":"vx0","mtu":1450,"linkinfo":{"info_kind":"vxlan","info_data":{"id":42,
+            "local":"203.0.113.5","link":"eth0","port_range":{"low":0,"high":0},"port":4789,
+            "learning":false,"ttl":0}}}]"#;
+        assert_eq!(
+            vxlan(json).unwrap(),
+            [
+                r#"vx0 mtu=1450 id=42 local=203.0.113.5 link=eth0 port=4789 learning=false port_range={"high":0,"low":0} ttl=0"#
+            ]
+        );
+        let fdb_json = r#"[{"mac":"ff:ff:ff:ff:ff:ff","ifname":"vx0","dst":"203.0.113.7","flags":["self"],"state":"permanent"},
+            {"mac":"02:00:00:00:00:09","ifname":"vx0","dst":"203.0.113.8","flags":["self"],"state":""}]"#;
+        assert_eq!(
+            fdb(fdb_json).unwrap(),
+            ["ifname=vx0 mac=ff:ff:ff:ff:ff:ff dst=203.0.113.7 flags=[\"self\"] state=permanent"]
         );
     }
 

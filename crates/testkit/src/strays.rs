@@ -1,11 +1,24 @@
-//! Removing what crashed test runs left behind.
+//! Removing what crashed test runs left behind, and nothing of a live test.
+//!
+//! Everything a test process makes outside its namespaces is named after it:
+//! `/tmp/cove-netlab-<pid>-<seq>-<test>` (a fake host's or a netlab's directory, holding
+//! `owner` = `<pid> <start time>`), mount source tags equal to that name or starting with
+//! `<name>.` (a netlab's nodes and hosts), cgroups `/<name>` and `/<name>.<...>`. The sweep
+//! touches such an object only when its owner is dead: no process with that pid, or one
+//! with another start time (the pid was reused). Sweeps of parallel test processes take
+//! turns (an `flock`), so two of them never tear down the same debris at once.
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 use std::time::{Duration, SystemTime};
 
 use crate::host::{PREFIX, TMP};
 use crate::procs::{self, Scope};
+
+/// Serialises the sweeps of all test processes on the machine.
+const LOCK: &str = "/tmp/.cove-netlab-sweep.lock";
 
 /// Remove a fake host's dir unless something on the real host is mounted under it.
 pub(crate) fn remove_dir_safely(dir: &Path) -> bool {
@@ -17,16 +30,23 @@ pub(crate) fn remove_dir_safely(dir: &Path) -> bool {
     fs::remove_dir_all(dir).is_ok()
 }
 
-/// Whether the process that made the fake host dir `dir` (`cove-netlab-<pid>-...`) still
-/// runs: its pid is alive with the start time recorded in `<dir>/owner`.
+/// Run [`cleanup_strays`] once per test process, before its first fake host or netlab.
+pub(crate) fn sweep_once() {
+    static SWEEP: Once = Once::new();
+    SWEEP.call_once(|| {
+        cleanup_strays();
+    });
+}
+
+/// The pid in a name `cove-netlab-<pid>-...`.
+pub(crate) fn owner_pid(name: &str) -> Option<i32> {
+    name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
+}
+
+/// Whether the process that made the dir `dir` (`cove-netlab-<pid>-...`) still runs: its
+/// pid is alive with the start time recorded in `<dir>/owner`.
 fn owner_alive(dir: &Path, name: &str) -> bool {
-    let Some(pid) = name
-        .strip_prefix(PREFIX)
-        .and_then(|r| r.split('-').next())
-        .and_then(|p| p.parse::<i32>().ok())
-    else {
-        return false;
-    };
+    let Some(pid) = owner_pid(name) else { return false };
     let Some(now) = procs::start_time(pid) else { return false };
     let recorded = fs::read_to_string(dir.join("owner"))
         .ok()
@@ -42,11 +62,22 @@ fn owner_alive(dir: &Path, name: &str) -> bool {
     }
 }
 
+/// An exclusive lock held while sweeping (released when dropped).
+fn lock() -> Option<fs::File> {
+    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(LOCK).ok()?;
+    // SAFETY: flock(2) on a descriptor owned by `f`, which outlives the call.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    (rc == 0).then_some(f)
+}
+
 /// Remove what crashed test runs left: for every `/tmp/cove-netlab-*` dir whose owner
 /// process is gone, kill the processes still tied to it (mount namespaces tagged with its
-/// name or mounting under it, and the network namespaces those pin), then remove the dir.
-/// Runs once per process before the first fake host is made; returns the dirs removed.
+/// name or a name below it, or mounting under it, and the network namespaces those pin),
+/// remove its cgroups, then the dir. Debris of live test processes is never touched.
+/// Runs once per process before the first fake host or netlab is made; returns the dirs
+/// removed by this call (another test process's sweep may have removed some first).
 pub fn cleanup_strays() -> Vec<PathBuf> {
+    let _lock = lock();
     crate::cgroups::remove_stray_parents();
     let mut removed = Vec::new();
     let Ok(entries) = fs::read_dir(TMP) else { return removed };
@@ -57,7 +88,8 @@ pub fn cleanup_strays() -> Vec<PathBuf> {
             continue;
         }
         let scope = Scope {
-            tags: vec![name.clone(), format!("{name}.nb")],
+            tags: vec![name.clone()],
+            tag_prefix: format!("{name}."),
             dir: format!("{}/", path.display()),
             ..Scope::default()
         };
@@ -65,11 +97,37 @@ pub fn cleanup_strays() -> Vec<PathBuf> {
         if left > 0 {
             eprintln!("netlab: {left} stray process(es) of {name} survived SIGKILL");
         }
-        crate::cgroups::remove_parent(&crate::cgroups::parent_for(&name));
+        crate::cgroups::remove_parents_of(&name);
         if remove_dir_safely(&path) {
             eprintln!("netlab: removed stray fake host {}", path.display());
             removed.push(path);
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_owner_pid() {
+        assert_eq!(owner_pid("cove-netlab-123-4-test"), Some(123));
+        assert_eq!(owner_pid("cove-netlab-123-4-lab.h1.0"), Some(123));
+        assert_eq!(owner_pid("cove-netlab-x-4-test"), None);
+        assert_eq!(owner_pid("other-123"), None);
+    }
+
+    #[test]
+    fn own_dir_is_alive() {
+        let me = std::process::id();
+        let dir = std::env::temp_dir().join(format!("netlab-owner-test-{me}"));
+        fs::create_dir_all(&dir).unwrap();
+        crate::host::write_owner(&dir).unwrap();
+        assert!(owner_alive(&dir, &format!("{PREFIX}{me}-0-x")));
+        // Same pid, another start time: a reused pid, so the owner is dead.
+        fs::write(dir.join("owner"), format!("{me} 1\n")).unwrap();
+        assert!(!owner_alive(&dir, &format!("{PREFIX}{me}-0-x")));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
