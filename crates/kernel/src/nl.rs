@@ -61,10 +61,22 @@ pub(crate) async fn dump(
     h: &Handle,
     msg: RouteNetlinkMessage,
 ) -> Result<Vec<RouteNetlinkMessage>, Cause> {
+    dump_with(|req| Ok(h.clone().request(req)?), msg).await
+}
+
+/// [`dump`] over any connection: `send` submits one request and returns its replies.
+pub(crate) async fn dump_with<S>(
+    send: impl Fn(NetlinkMessage<RouteNetlinkMessage>) -> Result<S, Cause>,
+    msg: RouteNetlinkMessage,
+) -> Result<Vec<RouteNetlinkMessage>, Cause>
+where
+    S: futures::Stream<Item = NetlinkMessage<RouteNetlinkMessage>>,
+{
     for _ in 0..DUMP_ATTEMPTS {
         let mut req = NetlinkMessage::from(msg.clone());
         req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let mut replies = h.clone().request(req)?;
+        let replies = send(req)?;
+        futures::pin_mut!(replies);
         let mut out = Vec::new();
         let mut interrupted = false;
         while let Some(reply) = replies.next().await {
@@ -105,17 +117,23 @@ pub(crate) async fn link_index(h: &Handle, name: &str) -> Result<u32, Cause> {
 
 /// Every link of the handle's namespace.
 pub(crate) async fn links(h: &Handle) -> Result<Vec<LinkInfo>, Cause> {
+    Ok(link_messages(h).await?.iter().map(link_info).collect())
+}
+
+/// Every link of the handle's namespace, as the kernel reports it (with its kind's and
+/// its bridge port's attributes).
+pub(crate) async fn link_messages(h: &Handle) -> Result<Vec<LinkMessage>, Cause> {
     let msgs = dump(h, RouteNetlinkMessage::GetLink(link_request())).await?;
     Ok(msgs
         .into_iter()
         .filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(link_info(&l)),
+            RouteNetlinkMessage::NewLink(l) => Some(l),
             _ => None,
         })
         .collect())
 }
 
-fn link_info(l: &LinkMessage) -> LinkInfo {
+pub(crate) fn link_info(l: &LinkMessage) -> LinkInfo {
     let mut info = LinkInfo {
         index: l.header.index,
         name: String::new(),
