@@ -1,6 +1,6 @@
 //! Recording fakes of the controller's seams, for tests without root: a kernel that keeps
-//! a model of the host's links, namespaces and sysctls and journals every operation it is
-//! given, a firewall that keeps the last ruleset and every delta, and a runtime whose
+//! a model of the host's links, namespaces, sysctls, neighbour and forwarding entries and
+//! journals every operation it is given, a firewall that keeps the last ruleset and every delta, and a runtime whose
 //! containers are entries in a map. Each can be told to fail an operation.
 //!
 //! [`FakeHost::start`] builds a controller on them (in-memory store, firewall on), so a
@@ -36,7 +36,7 @@ fn refused() -> Cause {
 /// A host link in the fake kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeLink {
-    /// `bridge` or `veth`.
+    /// `bridge`, `veth` or `vxlan`.
     pub kind: &'static str,
     /// Link group.
     pub group: u32,
@@ -66,6 +66,16 @@ pub struct KernelModel {
     pub neighbour_macs: BTreeMap<(String, String, IpAddr), cove_model::MacAddr>,
     /// Host links with the `local ::1` route.
     pub loopback6: BTreeSet<String>,
+    /// The attributes of VXLAN devices (links of kind `vxlan`), by name.
+    pub vxlans: BTreeMap<String, cove_plan::Vxlan>,
+    /// MTUs of the links the model tracks one for (VXLAN devices); others report 1500.
+    pub mtus: BTreeMap<String, u32>,
+    /// Bridge-port flags of the VXLAN devices (a new port has the kernel's defaults).
+    pub port_flags: BTreeMap<String, cove_plan::PortFlags>,
+    /// VXLAN forwarding entries (`self permanent`) by (device, MAC): the remote VTEP.
+    pub fdb_self: BTreeMap<(String, cove_model::MacAddr), IpAddr>,
+    /// Static bridge forwarding entries (`master static`) by (port, MAC).
+    pub fdb_master: BTreeSet<(String, cove_model::MacAddr)>,
     /// Sandbox namespaces mounted.
     pub netns: BTreeSet<PathBuf>,
     /// Routes of the host (for IPAM).
@@ -191,6 +201,11 @@ impl KernelModel {
                 }
                 let l = self.links.get_mut(link).ok_or_else(|| Cause::NoSuchLink(link.clone()))?;
                 l.master = Some(master.clone());
+                // A new port: the kernel's default flags, none of the old bridge's entries.
+                if self.vxlans.contains_key(link) {
+                    self.port_flags.insert(link.clone(), cove_plan::PortFlags::DEFAULT);
+                }
+                self.fdb_master.retain(|(l, _)| l != link);
             }
             Op::DeleteLink { netns: Netns::Host, name } => {
                 if self.links.remove(name).is_none() {
@@ -198,21 +213,85 @@ impl KernelModel {
                 }
                 self.forget_link(name);
             }
+            Op::CreateVxlan { name, group, vni, local, port, mtu, master } => {
+                if !self.links.contains_key(master) {
+                    return Err(Cause::NoSuchLink(master.clone()));
+                }
+                if self.links.contains_key(name) {
+                    return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::EEXIST)));
+                }
+                self.links.insert(
+                    name.clone(),
+                    FakeLink {
+                        kind: "vxlan",
+                        group: *group,
+                        master: Some(master.clone()),
+                        peer_netns: None,
+                        up: false,
+                    },
+                );
+                self.vxlans.insert(name.clone(), cove_plan::Vxlan::overlay(*vni, *local, *port));
+                self.mtus.insert(name.clone(), *mtu);
+                self.port_flags.insert(name.clone(), cove_plan::PortFlags::DEFAULT);
+            }
+            Op::SetPortFlags { link, flags } => {
+                let l = self.links.get(link).ok_or_else(|| Cause::NoSuchLink(link.clone()))?;
+                if l.master.is_none() {
+                    return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::EINVAL)));
+                }
+                self.port_flags.insert(link.clone(), *flags);
+            }
+            Op::VxlanFdb { link, mac, dst } => {
+                if !self.vxlans.contains_key(link) {
+                    return Err(Cause::NoSuchLink(link.clone()));
+                }
+                self.fdb_self.insert((link.clone(), *mac), *dst);
+            }
+            Op::DelVxlanFdb { link, mac }
+                if self.fdb_self.remove(&(link.clone(), *mac)).is_none() =>
+            {
+                return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::ENOENT)));
+            }
+            Op::BridgeFdb { link, mac } => {
+                let l = self.links.get(link).ok_or_else(|| Cause::NoSuchLink(link.clone()))?;
+                if l.master.is_none() {
+                    return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::EINVAL)));
+                }
+                self.fdb_master.insert((link.clone(), *mac));
+            }
+            Op::DelBridgeFdb { link, mac } if !self.fdb_master.remove(&(link.clone(), *mac)) => {
+                return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::ENOENT)));
+            }
+            Op::SetMtu { netns: Netns::Host, link, mtu } if self.mtus.contains_key(link) => {
+                self.mtus.insert(link.clone(), *mtu);
+            }
             // Inside sandboxes and host details the model does not keep: journaled only.
             _ => {}
         }
         Ok(())
     }
 
-    /// A link went: its addresses, its ports' master, its neighbours.
+    /// A link went: its addresses, its neighbours and forwarding entries, its ports'
+    /// master (and their flags and static entries).
     fn forget_link(&mut self, name: &str) {
         self.addresses.retain(|(l, _)| l != name);
         self.neighbours.retain(|(ns, l, _)| !(ns == "host" && l == name));
         self.loopback6.remove(name);
-        for l in self.links.values_mut() {
+        self.vxlans.remove(name);
+        self.mtus.remove(name);
+        self.port_flags.remove(name);
+        self.fdb_self.retain(|(l, _), _| l != name);
+        self.fdb_master.retain(|(l, _)| l != name);
+        let mut ports = vec![];
+        for (port, l) in self.links.iter_mut() {
             if l.master.as_deref() == Some(name) {
                 l.master = None;
+                ports.push(port.clone());
             }
+        }
+        for port in ports {
+            self.port_flags.remove(&port);
+            self.fdb_master.retain(|(l, _)| *l != port);
         }
     }
 
@@ -274,16 +353,17 @@ impl FakeKernel {
         let m = self.model();
         let mut s = cove_plan::HostState::default();
         for (name, l) in &m.links {
-            let kind = match l.kind {
-                "bridge" => cove_plan::LinkKind::Bridge { mac: cove_model::MacAddr([0; 6]) },
-                "veth" => cove_plan::LinkKind::Veth,
-                other => cove_plan::LinkKind::Other(Some(other.to_string())),
+            let kind = match (l.kind, m.vxlans.get(name)) {
+                ("bridge", _) => cove_plan::LinkKind::Bridge { mac: cove_model::MacAddr([0; 6]) },
+                ("veth", _) => cove_plan::LinkKind::Veth,
+                ("vxlan", Some(v)) => cove_plan::LinkKind::Vxlan(*v),
+                (other, _) => cove_plan::LinkKind::Other(Some(other.to_string())),
             };
             s.links.insert(
                 name.clone(),
                 cove_plan::Link {
                     kind,
-                    mtu: 1500,
+                    mtu: m.mtus.get(name).copied().unwrap_or(1500),
                     up: l.up,
                     master: l.master.clone(),
                     group: l.group,
@@ -304,6 +384,17 @@ impl FakeKernel {
             }
         }
         s.loopback6 = m.loopback6.clone();
+        // As the real observation: flags of Cove's ports, entries of Cove's VXLAN devices.
+        s.port_flags =
+            m.port_flags.iter().filter(|(l, _)| ours(l)).map(|(l, f)| (l.clone(), *f)).collect();
+        let our_vxlan = |l: &str| ours(l) && m.vxlans.contains_key(l);
+        s.fdb_self = m
+            .fdb_self
+            .iter()
+            .filter(|((l, _), _)| our_vxlan(l))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        s.fdb_master = m.fdb_master.iter().filter(|(l, _)| our_vxlan(l)).cloned().collect();
         Ok(s)
     }
 
@@ -419,7 +510,7 @@ impl Kernel for FakeKernel {
                 name: name.clone(),
                 kind: Some(l.kind.to_string()),
                 master: l.master.as_deref().and_then(|b| index.get(b).copied()),
-                mtu: 1500,
+                mtu: m.mtus.get(name).copied().unwrap_or(1500),
                 up: l.up,
                 group: l.group,
             })
@@ -908,5 +999,82 @@ impl FakeHost {
             self.store.clone(),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cove_drivers::plan::PortFlags;
+    use cove_model::MacAddr;
+
+    /// The fake keeps an overlay's device and entries like the kernel: what it is given
+    /// reads back, so the diff against it is empty, and the entries go with the device.
+    #[tokio::test]
+    async fn overlay_entries_read_back_and_go_with_their_device() {
+        let k = FakeKernel::default();
+        let mac = MacAddr([2, 0x42, 10, 0, 9, 3]);
+        let ops = vec![
+            Op::CreateBridge {
+                name: "ov-a".into(),
+                group: OWNED_LINK_GROUP,
+                mtu: 1450,
+                mac: MacAddr([2, 0x42, 0, 0, 0, 1]),
+            },
+            Op::SetUp { netns: Netns::Host, link: "ov-a".into() },
+            Op::CreateVxlan {
+                name: "vx-a".into(),
+                group: OWNED_LINK_GROUP,
+                vni: 4097,
+                local: "203.0.113.11".parse().unwrap(),
+                port: 4789,
+                mtu: 1450,
+                master: "ov-a".into(),
+            },
+            Op::SetPortFlags { link: "vx-a".into(), flags: PortFlags::OVERLAY_VXLAN },
+            Op::SetUp { netns: Netns::Host, link: "vx-a".into() },
+            Op::Neighbor {
+                netns: Netns::Host,
+                link: "vx-a".into(),
+                addr: "10.0.9.3".parse().unwrap(),
+                mac,
+            },
+            Op::VxlanFdb { link: "vx-a".into(), mac, dst: "203.0.113.12".parse().unwrap() },
+            Op::BridgeFdb { link: "vx-a".into(), mac },
+        ];
+        k.apply(&ops).await.unwrap();
+        let desired = cove_plan::HostState::from_ops(&ops);
+        let mut observed = k.observe_host(&[]).await.unwrap();
+        // Bridges' MTUs are not modelled (1500); the rest reads back as given.
+        observed.links.get_mut("ov-a").unwrap().mtu = 1450;
+        assert_eq!(cove_plan::diff(&desired, &observed), []);
+
+        // A peer whose address changed: one replace.
+        let mut moved = desired.clone();
+        moved.fdb_self.insert(("vx-a".into(), mac), "203.0.113.22".parse().unwrap());
+        let ops = cove_plan::diff(&moved, &observed);
+        assert_eq!(ops.len(), 1, "{ops:?}");
+        k.apply(&ops).await.unwrap();
+        assert_eq!(k.model().fdb_self[&("vx-a".to_string(), mac)].to_string(), "203.0.113.22");
+
+        // A failing entry rolls back the ones before it.
+        k.fail_on("master static");
+        let mac2 = MacAddr([2, 0x42, 10, 0, 9, 4]);
+        let dst = "203.0.113.13".parse().unwrap();
+        let e = k
+            .apply(&[
+                Op::VxlanFdb { link: "vx-a".into(), mac: mac2, dst },
+                Op::BridgeFdb { link: "vx-a".into(), mac: mac2 },
+            ])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("master static"), "{e}");
+        assert!(!k.model().fdb_self.contains_key(&("vx-a".to_string(), mac2)));
+        k.heal();
+
+        k.apply(&[Op::DeleteLink { netns: Netns::Host, name: "vx-a".into() }]).await.unwrap();
+        let m = k.model();
+        assert!(m.fdb_self.is_empty() && m.fdb_master.is_empty() && m.port_flags.is_empty());
+        assert!(!m.neighbours.iter().any(|(_, l, _)| l == "vx-a"));
     }
 }

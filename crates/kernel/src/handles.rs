@@ -1,4 +1,5 @@
-//! rtnetlink handles: one socket for the daemon's own netns, and one per sandbox netns,
+//! rtnetlink handles: one socket for the daemon's own netns (and a second one there for
+//! forwarding and neighbour entries in bulk, `crate::entries`), and one per sandbox netns,
 //! opened on a throwaway thread that entered the netns, then cached by path.
 //!
 //! The sandbox cache is bounded (least recently used out): each socket is a file descriptor
@@ -24,6 +25,7 @@ pub(crate) struct Handles {
     nsfs_dev: u64,
     netns: Mutex<Cache>,
     reaper: std::sync::Arc<crate::reaper::Reaper>,
+    entries: crate::entries::Entries,
 }
 
 /// How many sandbox sockets stay open at most.
@@ -93,7 +95,8 @@ impl Handles {
         let nsfs_dev = netns::nsfs_dev()?;
         let host = connect(&rt)?;
         let reaper = crate::reaper::Reaper::spawn(&rt, host.clone());
-        Ok(Self { rt, host, nsfs_dev, netns: Mutex::new(Cache::default()), reaper })
+        let entries = crate::entries::Entries::connect(&rt)?;
+        Ok(Self { rt, host, nsfs_dev, netns: Mutex::new(Cache::default()), reaper, entries })
     }
 
     /// The runtime the connections run on.
@@ -109,6 +112,11 @@ impl Handles {
     /// The reaper of condemned links.
     pub(crate) fn reaper(&self) -> &crate::reaper::Reaper {
         &self.reaper
+    }
+
+    /// The daemon's netns socket for forwarding and neighbour entries in bulk.
+    pub(crate) fn entries(&self) -> &crate::entries::Entries {
+        &self.entries
     }
 
     /// The daemon's own netns handle.

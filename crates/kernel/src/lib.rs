@@ -11,6 +11,7 @@
 //! lets the kernel reap their links asynchronously.
 #![warn(missing_docs)]
 
+mod entries;
 mod error;
 mod events;
 mod handles;
@@ -22,6 +23,7 @@ mod observe;
 mod ops;
 pub mod ports;
 mod reaper;
+mod vxlan;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -82,47 +84,97 @@ impl Kernel {
     ///
     /// An address or route that already exists exactly as asked counts as applied (so a
     /// reconcile can re-apply a plan), but is not rolled back: Cove did not add it this time.
+    ///
+    /// Consecutive forwarding and host neighbour entries are sent in batches (see
+    /// [`Kernel::teardown`]); when one of a batch fails, the others of that batch that
+    /// succeeded are rolled back too.
     #[tracing::instrument(level = "debug", name = "kernel.apply", skip_all, fields(ops = ops.len()))]
     pub async fn apply(&self, ops: &[Op]) -> Result<(), KernelError> {
         let _busy = self.inner.reaper().busy();
         let mut undo: Vec<Op> = Vec::new();
-        for op in ops {
-            debug!("{op}");
-            match ops::exec(&self.inner, op).await {
-                Ok(Outcome::Changed) => undo.extend(op.inverse()),
-                Ok(Outcome::Unchanged) => debug!("already present: {op}"),
-                Err(cause) => {
-                    let err = KernelError::new(op.to_string(), cause);
-                    debug!("failed: {err}; rolling back {} op(s)", undo.len());
-                    for inv in undo.iter().rev() {
-                        debug!("rollback: {inv}");
-                        match ops::exec(&self.inner, inv).await {
-                            Err(c) if !c.is_gone() => warn!("rollback failed: {inv}: {c}"),
-                            _ => {}
-                        }
-                    }
-                    return Err(err);
-                }
+        let mut failed = None;
+        self.run(ops, |op, res| match res {
+            Ok(Outcome::Changed) => {
+                undo.extend(op.inverse());
+                true
             }
-        }
-        Ok(())
+            Ok(Outcome::Unchanged) => {
+                debug!("already present: {op}");
+                true
+            }
+            Err(cause) if failed.is_none() => {
+                failed = Some(KernelError::new(op.to_string(), cause));
+                false
+            }
+            Err(cause) => {
+                debug!("also failed: {op}: {cause}");
+                false
+            }
+        })
+        .await;
+        let Some(err) = failed else { return Ok(()) };
+        debug!("failed: {err}; rolling back {} op(s)", undo.len());
+        undo.reverse();
+        self.run(&undo, |inv, res| {
+            match res {
+                Err(c) if !c.is_gone() => warn!("rollback failed: {inv}: {c}"),
+                _ => debug!("rolled back: {inv}"),
+            }
+            true
+        })
+        .await;
+        Err(err)
     }
 
     /// Best-effort removal: run every op, keep going past failures; "already gone" (ENODEV,
     /// ENOENT, ESRCH, EADDRNOTAVAIL, netns path missing) counts as success. Returns every
-    /// real error.
+    /// real error, one per op that failed.
+    ///
+    /// Runs of forwarding entries and host neighbour entries ([`Op::VxlanFdb`],
+    /// [`Op::BridgeFdb`], [`Op::Neighbor`] in the host, and their deletions) are pipelined
+    /// on one socket, many requests to a system call, each still answered on its own: a
+    /// reconcile of thousands of entries costs tens of system calls.
     pub async fn teardown(&self, ops: &[Op]) -> Vec<KernelError> {
         let _busy = self.inner.reaper().busy();
         let mut errors = Vec::new();
-        for op in ops {
-            debug!("{op}");
-            match ops::exec(&self.inner, op).await {
+        self.run(ops, |op, res| {
+            match res {
                 Err(c) if c.is_gone() => debug!("already gone: {op}"),
                 Err(c) => errors.push(KernelError::new(op.to_string(), c)),
                 Ok(_) => {}
             }
-        }
+            true
+        })
+        .await;
         errors
+    }
+
+    /// Execute `ops` in order, entry ops in batches, and hand each op's result to `each`;
+    /// stop after the op (or batch) for which `each` returned false.
+    async fn run(&self, ops: &[Op], mut each: impl FnMut(&Op, Result<Outcome, Cause>) -> bool) {
+        let mut rest = ops;
+        while let Some(first) = rest.first() {
+            let batch = rest.iter().take_while(|op| entries::is_entry(op)).count();
+            let mut go_on = true;
+            if batch > 0 {
+                let (now, later) = rest.split_at(batch);
+                for op in now {
+                    debug!("{op}");
+                }
+                let results = entries::exec(&self.inner, now).await;
+                for (op, res) in now.iter().zip(results) {
+                    go_on &= each(op, res.map(|()| Outcome::Changed));
+                }
+                rest = later;
+            } else {
+                debug!("{first}");
+                go_on = each(first, ops::exec(&self.inner, first).await);
+                rest = &rest[1..];
+            }
+            if !go_on {
+                return;
+            }
+        }
     }
 
     /// Delete every condemned link now ([`Op::Condemn`] hands them to a background reaper
@@ -193,15 +245,16 @@ impl Kernel {
         }
     }
 
-    /// The host namespace's objects as the kernel has them (links; addresses, permanent
-    /// neighbours and `local ::1` routes of Cove's links; the sysctls in `sysctl_keys`), for
-    /// the diff against the desired state.
+    /// The host namespace's objects as the kernel has them (links, with a VXLAN device's
+    /// attributes; addresses, permanent neighbours, bridge-port flags and `local ::1`
+    /// routes of Cove's links; the forwarding entries of Cove's VXLAN devices; the sysctls
+    /// in `sysctl_keys`), for the diff against the desired state.
     #[tracing::instrument(level = "debug", name = "kernel.observe", skip_all)]
     pub async fn observe_host(
         &self,
         sysctl_keys: &[String],
     ) -> Result<cove_plan::HostState, KernelError> {
-        observe::host_state(self.inner.host(), sysctl_keys)
+        observe::host_state(self.inner.host(), self.inner.entries(), sysctl_keys)
             .await
             .map_err(|c| KernelError::new("read the host's network objects", c))
     }

@@ -70,12 +70,25 @@ pub(crate) async fn dump(
 pub(crate) async fn dump_map<T>(
     h: &Handle,
     msg: RouteNetlinkMessage,
-    mut keep: impl FnMut(RouteNetlinkMessage) -> Option<T>,
+    keep: impl FnMut(RouteNetlinkMessage) -> Option<T>,
 ) -> Result<Vec<T>, Cause> {
+    dump_with(|req| Ok(h.clone().request(req)?), msg, keep).await
+}
+
+/// [`dump_map`] over any connection: `send` submits one request and returns its replies.
+pub(crate) async fn dump_with<S, T>(
+    send: impl Fn(NetlinkMessage<RouteNetlinkMessage>) -> Result<S, Cause>,
+    msg: RouteNetlinkMessage,
+    mut keep: impl FnMut(RouteNetlinkMessage) -> Option<T>,
+) -> Result<Vec<T>, Cause>
+where
+    S: futures::Stream<Item = NetlinkMessage<RouteNetlinkMessage>>,
+{
     for _ in 0..DUMP_ATTEMPTS {
         let mut req = NetlinkMessage::from(msg.clone());
         req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let mut replies = h.clone().request(req)?;
+        let replies = send(req)?;
+        futures::pin_mut!(replies);
         let mut out = Vec::new();
         let mut interrupted = false;
         while let Some(reply) = replies.next().await {
@@ -116,8 +129,17 @@ pub(crate) async fn link_index(h: &Handle, name: &str) -> Result<u32, Cause> {
 
 /// Every link of the handle's namespace.
 pub(crate) async fn links(h: &Handle) -> Result<Vec<LinkInfo>, Cause> {
+    link_dump(h, link_info).await
+}
+
+/// Every link of the handle's namespace, as `keep` sums each up while the dump arrives
+/// (with its kind's and its bridge port's attributes).
+pub(crate) async fn link_dump<T>(
+    h: &Handle,
+    mut keep: impl FnMut(&LinkMessage) -> T,
+) -> Result<Vec<T>, Cause> {
     dump_map(h, RouteNetlinkMessage::GetLink(link_request()), |m| match m {
-        RouteNetlinkMessage::NewLink(l) => Some(link_info(&l)),
+        RouteNetlinkMessage::NewLink(l) => Some(keep(&l)),
         _ => None,
     })
     .await
@@ -134,7 +156,7 @@ pub(crate) fn link_group(l: &LinkMessage) -> u32 {
         .unwrap_or(0)
 }
 
-fn link_info(l: &LinkMessage) -> LinkInfo {
+pub(crate) fn link_info(l: &LinkMessage) -> LinkInfo {
     let mut info = LinkInfo {
         index: l.header.index,
         name: String::new(),

@@ -22,6 +22,7 @@ use rtnetlink::{
 
 use crate::error::Cause;
 use crate::handles::Handles;
+use crate::vxlan::{port_flags_message, VxlanRequest};
 use crate::{netns, nl};
 
 /// What executing an op did.
@@ -197,6 +198,32 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
             let msg = neighbour_message(index, *addr, None);
             nl::ack(&h, RouteNetlinkMessage::DelNeighbour(msg), 0).await?;
         }
+        Op::CreateVxlan { name, group, vni, local, port, mtu, master } => {
+            let master = nl::link_index(hs.host(), master).await?;
+            let req = VxlanRequest {
+                name,
+                group: *group,
+                vni: *vni,
+                local: *local,
+                port: *port,
+                mtu: *mtu,
+                master,
+            };
+            nl::ack(hs.host(), RouteNetlinkMessage::NewLink(req.message()), CREATE).await?;
+        }
+        Op::SetPortFlags { link, flags } => {
+            let index = nl::link_index(hs.host(), link).await?;
+            let msg = port_flags_message(index, flags);
+            nl::ack(hs.host(), RouteNetlinkMessage::SetLink(msg), 0).await?;
+        }
+        Op::VxlanFdb { .. }
+        | Op::DelVxlanFdb { .. }
+        | Op::BridgeFdb { .. }
+        | Op::DelBridgeFdb { .. } => {
+            // Usually a run of them goes to `entries::exec` directly (Kernel::apply).
+            let mut res = crate::entries::exec(hs, std::slice::from_ref(op)).await;
+            res.pop().unwrap_or_else(|| Err(Cause::Protocol("no answer".into())))?;
+        }
     }
     Ok(Outcome::Changed)
 }
@@ -245,7 +272,11 @@ fn address_message(index: u32, addr: IpNet) -> AddressMessage {
 }
 
 /// A permanent neighbour entry for `addr` on link `index` (`mac` None: the key of a delete).
-fn neighbour_message(index: u32, addr: IpAddr, mac: Option<[u8; 6]>) -> NeighbourMessage {
+pub(crate) fn neighbour_message(
+    index: u32,
+    addr: IpAddr,
+    mac: Option<[u8; 6]>,
+) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = match addr {
         IpAddr::V4(_) => AddressFamily::Inet,

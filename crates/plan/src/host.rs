@@ -1,10 +1,11 @@
 //! The host namespace's objects as Cove wants them (desired, from the drivers' plans) or as
-//! the kernel has them (observed), and the difference between the two as ordered ops.
+//! the kernel has them (observed). Their difference as ordered ops is [`crate::diff()`].
 //!
 //! Only host objects are diffed: a sandbox's objects live and die with the sandbox's
 //! namespace. Ownership comes from the objects themselves: a link is Cove's when it is in
-//! [`OWNED_LINK_GROUP`]; addresses, neighbours and routes are Cove's when they are on a
-//! link of Cove's. Nothing else is ever changed.
+//! [`OWNED_LINK_GROUP`]; addresses, neighbours, forwarding entries and routes are Cove's
+//! when they are on a link of Cove's (but for the kernel's own forwarding entries, see
+//! [`kernel_fdb_mac`]). Nothing else is ever changed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -13,7 +14,7 @@ use ipnet::IpNet;
 
 use cove_model::MacAddr;
 
-use crate::op::{Netns, Op, OWNED_LINK_GROUP};
+use crate::op::{Netns, Op, PortFlags, OWNED_LINK_GROUP};
 
 /// What kind of link, with what its creation needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +27,51 @@ pub enum LinkKind {
     /// The host end of a veth pair; its peer lives in a sandbox, so a missing one is not
     /// re-created here (the sandbox's endpoint is re-joined instead).
     Veth,
+    /// A VXLAN device (an overlay network's tunnel end point).
+    Vxlan(Vxlan),
     /// Anything else the kernel reports (`None`: a physical device or `lo`).
     Other(Option<String>),
+}
+
+/// The attributes of a VXLAN device that shape its datapath. The kernel refuses to change
+/// most of them on a live device (`id`, `local`, `dstport`, `proxy`), so a device of Cove's
+/// whose attributes differ from the wanted ones is deleted and created again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Vxlan {
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// Source address of encapsulated packets (`None`: the kernel picks one per packet).
+    pub local: Option<IpAddr>,
+    /// UDP destination port.
+    pub port: u16,
+    /// Learn remote MACs from received packets.
+    pub learning: bool,
+    /// Answer ARP / ND from the device's neighbour table.
+    pub proxy: bool,
+    /// Report unknown destination MACs to user space.
+    pub l2miss: bool,
+    /// Report unknown destination IPs to user space.
+    pub l3miss: bool,
+    /// Default destination (`remote` or `group`): with one, frames for unknown MACs are
+    /// flooded to it.
+    pub remote: Option<IpAddr>,
+}
+
+impl Vxlan {
+    /// The device [`Op::CreateVxlan`] makes: no learning, proxy on, no miss
+    /// notifications, no default destination.
+    pub fn overlay(vni: u32, local: IpAddr, port: u16) -> Vxlan {
+        Vxlan {
+            vni,
+            local: Some(local),
+            port,
+            learning: false,
+            proxy: true,
+            l2miss: false,
+            l3miss: false,
+            remote: None,
+        }
+    }
 }
 
 /// One link of the host namespace.
@@ -54,12 +98,31 @@ pub struct HostState {
     pub links: BTreeMap<String, Link>,
     /// Addresses with their prefix length, by link.
     pub addresses: BTreeSet<(String, IpNet)>,
-    /// Permanent neighbour entries by (link, address).
+    /// Permanent neighbour entries by (link, address): a bridge's for its containers, a
+    /// VXLAN device's for remote endpoints (answered by its `proxy`).
     pub neighbours: BTreeMap<(String, IpAddr), MacAddr>,
     /// Sysctls by key (`net/ipv6/conf/<link>/disable_ipv6`).
     pub sysctls: BTreeMap<String, String>,
     /// Links with the `local ::1` route of `[::1]` publishing.
     pub loopback6: BTreeSet<String>,
+    /// Bridge-port flags by port. Desired: the ports whose flags Cove sets (VXLAN ports);
+    /// observed: every port of Cove's. Only desired ports are compared.
+    pub port_flags: BTreeMap<String, PortFlags>,
+    /// The device's own forwarding entries (`self permanent`, `NTF_SELF`) by (VXLAN
+    /// device, MAC): the remote VTEP frames for that MAC are sent to. Observed for Cove's
+    /// VXLAN devices, with the kernel's default entry (all-zeros MAC) if there is one.
+    pub fdb_self: BTreeMap<(String, MacAddr), IpAddr>,
+    /// Static bridge forwarding entries (`master static`, `NTF_MASTER`) by (port, MAC).
+    /// Observed for the ports of Cove's VXLAN devices; learned and local (permanent)
+    /// entries are the kernel's and not reported.
+    pub fdb_master: BTreeSet<(String, MacAddr)>,
+}
+
+/// Whether a forwarding entry for `mac` is one the kernel keeps for itself, never Cove's
+/// whatever device it is on: the all-zeros default (flood) entry, which Cove never makes,
+/// and multicast addresses (`33:33:…`, `01:00:5e:…`: a device's multicast list).
+pub fn kernel_fdb_mac(mac: &MacAddr) -> bool {
+    mac.0 == [0; 6] || mac.0[0] & 1 == 1
 }
 
 impl HostState {
@@ -102,6 +165,19 @@ impl HostState {
                     },
                 );
             }
+            Op::CreateVxlan { name, group, vni, local, port, mtu, master } => {
+                self.links.insert(
+                    name.clone(),
+                    Link {
+                        kind: LinkKind::Vxlan(Vxlan::overlay(*vni, *local, *port)),
+                        mtu: *mtu,
+                        up: false,
+                        master: Some(master.clone()),
+                        group: *group,
+                        hairpin: false,
+                    },
+                );
+            }
             Op::Hairpin { link } => {
                 if let Some(l) = self.links.get_mut(link) {
                     l.hairpin = true;
@@ -124,6 +200,15 @@ impl HostState {
             Op::LoopbackRoute6 { link } => {
                 self.loopback6.insert(link.clone());
             }
+            Op::SetPortFlags { link, flags } => {
+                self.port_flags.insert(link.clone(), *flags);
+            }
+            Op::VxlanFdb { link, mac, dst } => {
+                self.fdb_self.insert((link.clone(), *mac), *dst);
+            }
+            Op::BridgeFdb { link, mac } => {
+                self.fdb_master.insert((link.clone(), *mac));
+            }
             _ => {}
         }
     }
@@ -131,288 +216,5 @@ impl HostState {
     /// Whether a link of this name is Cove's.
     pub fn owns(&self, link: &str) -> bool {
         self.links.get(link).is_some_and(|l| l.group == OWNED_LINK_GROUP)
-    }
-}
-
-/// The ops that take the host from `observed` to `desired`, in an order the kernel accepts:
-/// Cove's links nobody wants condemned (their addresses removed first, so their subnets are
-/// free at once), missing bridges created, then sysctls, addresses, links up, masters and
-/// hairpin, neighbours, routes. Only Cove's objects are removed: links of its group, and
-/// addresses and neighbours on links it wants.
-///
-/// A missing veth is not re-created (its peer is in a sandbox); a veth whose bridge came
-/// back is enslaved to it again, with hairpin mode.
-pub fn diff(desired: &HostState, observed: &HostState) -> Vec<Op> {
-    let host = || Netns::Host;
-    let mut gone = vec![];
-    let mut condemned = vec![];
-    for (name, l) in &observed.links {
-        if l.group == OWNED_LINK_GROUP && !desired.links.contains_key(name) {
-            for (link, addr) in observed.addresses.iter().filter(|(link, _)| link == name) {
-                gone.push(Op::DelAddress { netns: host(), link: link.clone(), addr: *addr });
-            }
-            condemned.push(Op::Condemn { link: name.clone() });
-        }
-    }
-    let (mut create, mut sysctls, mut addrs, mut ups, mut masters, mut neigh, mut routes) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    let mut fresh = BTreeSet::new();
-    for (name, d) in &desired.links {
-        match (observed.links.get(name), &d.kind) {
-            (None, LinkKind::Bridge { mac }) => {
-                create.push(Op::CreateBridge {
-                    name: name.clone(),
-                    mtu: d.mtu,
-                    mac: *mac,
-                    group: d.group,
-                });
-                fresh.insert(name.clone());
-                if d.up {
-                    ups.push(Op::SetUp { netns: host(), link: name.clone() });
-                }
-            }
-            (None, _) => {}
-            (Some(o), _) => {
-                if o.mtu != d.mtu {
-                    sysctls.push(Op::SetMtu { netns: host(), link: name.clone(), mtu: d.mtu });
-                }
-                if d.up && !o.up {
-                    ups.push(Op::SetUp { netns: host(), link: name.clone() });
-                }
-                if let (Some(m), true) = (&d.master, d.master != o.master) {
-                    masters.push(Op::SetMaster { link: name.clone(), master: m.clone() });
-                    if d.hairpin {
-                        masters.push(Op::Hairpin { link: name.clone() });
-                    }
-                }
-            }
-        }
-    }
-    let exists = |link: &str| observed.links.contains_key(link) || fresh.contains(link);
-    for (key, value) in &desired.sysctls {
-        if observed.sysctls.get(key) != Some(value) {
-            sysctls.push(Op::Sysctl { netns: host(), key: key.clone(), value: value.clone() });
-        }
-    }
-    for (link, addr) in desired.addresses.difference(&observed.addresses) {
-        if exists(link) {
-            addrs.push(Op::AddAddress { netns: host(), link: link.clone(), addr: *addr });
-        }
-    }
-    for (link, addr) in observed.addresses.difference(&desired.addresses) {
-        if desired.owns(link) && observed.owns(link) {
-            gone.push(Op::DelAddress { netns: host(), link: link.clone(), addr: *addr });
-        }
-    }
-    for ((link, addr), mac) in &desired.neighbours {
-        if observed.neighbours.get(&(link.clone(), *addr)) != Some(mac) && exists(link) {
-            neigh.push(Op::Neighbor { netns: host(), link: link.clone(), addr: *addr, mac: *mac });
-        }
-    }
-    for (link, addr) in observed.neighbours.keys() {
-        if desired.owns(link) && !desired.neighbours.contains_key(&(link.clone(), *addr)) {
-            gone.push(Op::DelNeighbor { netns: host(), link: link.clone(), addr: *addr });
-        }
-    }
-    for link in desired.loopback6.difference(&observed.loopback6) {
-        if exists(link) {
-            routes.push(Op::LoopbackRoute6 { link: link.clone() });
-        }
-    }
-    let mut ops = gone;
-    ops.extend(condemned);
-    for part in [create, sysctls, addrs, ups, masters, neigh, routes] {
-        ops.extend(part);
-    }
-    ops
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bridge_ops(name: &str, gw: &str) -> Vec<Op> {
-        vec![
-            Op::CreateBridge {
-                name: name.into(),
-                mtu: 1500,
-                mac: MacAddr([2, 0x42, 0, 0, 0, 1]),
-                group: OWNED_LINK_GROUP,
-            },
-            Op::Sysctl {
-                netns: Netns::Host,
-                key: format!("net/ipv6/conf/{name}/disable_ipv6"),
-                value: "1".into(),
-            },
-            Op::AddAddress { netns: Netns::Host, link: name.into(), addr: gw.parse().unwrap() },
-            Op::SetUp { netns: Netns::Host, link: name.into() },
-        ]
-    }
-
-    fn veth_ops(name: &str, bridge: &str, ip: &str) -> Vec<Op> {
-        vec![
-            Op::CreateVeth {
-                host_name: name.into(),
-                group: OWNED_LINK_GROUP,
-                bridge: bridge.into(),
-                mtu: 1500,
-                peer_name: "eth0".into(),
-                peer_netns: "/s".into(),
-                peer_mac: MacAddr([2, 0x42, 10, 0, 0, 2]),
-            },
-            Op::Hairpin { link: name.into() },
-            Op::Neighbor {
-                netns: Netns::Host,
-                link: bridge.into(),
-                addr: ip.parse().unwrap(),
-                mac: MacAddr([2, 0x42, 10, 0, 0, 2]),
-            },
-        ]
-    }
-
-    fn render(ops: &[Op]) -> String {
-        ops.iter().map(|o| format!("{o}\n")).collect()
-    }
-
-    #[test]
-    fn from_nothing_a_bridge_is_its_plan_in_kernel_order() {
-        let ops = bridge_ops("br-a", "10.0.0.1/24");
-        let got = diff(&HostState::from_ops(&ops), &HostState::default());
-        assert_eq!(
-            render(&got),
-            "create bridge br-a mtu 1500 mac 02:42:00:00:00:01\n\
-             sysctl net/ipv6/conf/br-a/disable_ipv6=1 in host\n\
-             add address 10.0.0.1/24 to br-a in host\n\
-             set br-a up in host\n"
-        );
-    }
-
-    #[test]
-    fn equal_states_need_nothing() {
-        let mut ops = bridge_ops("br-a", "10.0.0.1/24");
-        ops.extend(veth_ops("cv1", "br-a", "10.0.0.2"));
-        let s = HostState::from_ops(&ops);
-        assert!(diff(&s, &s).is_empty());
-    }
-
-    #[test]
-    fn a_network_gone_frees_its_addresses_then_condemns_its_bridge() {
-        let ops = bridge_ops("br-a", "10.0.0.1/24");
-        let got = diff(&HostState::default(), &HostState::from_ops(&ops));
-        assert_eq!(
-            render(&got),
-            "delete address 10.0.0.1/24 from br-a in host\n\
-             condemn br-a (reaped in the background)\n"
-        );
-    }
-
-    #[test]
-    fn a_bridge_deleted_by_hand_comes_back_and_its_ports_rejoin_it() {
-        let mut ops = bridge_ops("br-a", "10.0.0.1/24");
-        ops.extend(veth_ops("cv1", "br-a", "10.0.0.2"));
-        let desired = HostState::from_ops(&ops);
-        // What the kernel has after `ip link del br-a`: the port, without its master; the
-        // bridge's addresses and neighbours went with it.
-        let mut observed = HostState::from_ops(&veth_ops("cv1", "br-a", "10.0.0.2"));
-        observed.links.get_mut("cv1").unwrap().master = None;
-        observed.neighbours.clear();
-        let got = render(&diff(&desired, &observed));
-        assert_eq!(
-            got,
-            "create bridge br-a mtu 1500 mac 02:42:00:00:00:01\n\
-             sysctl net/ipv6/conf/br-a/disable_ipv6=1 in host\n\
-             add address 10.0.0.1/24 to br-a in host\n\
-             set br-a up in host\n\
-             set master of cv1 to br-a\n\
-             hairpin on for bridge port cv1\n\
-             add permanent neighbour 10.0.0.2 lladdr 02:42:0a:00:00:02 dev br-a in host\n"
-        );
-    }
-
-    #[test]
-    fn only_coves_objects_are_removed() {
-        let desired = HostState::from_ops(&bridge_ops("br-a", "10.0.0.1/24"));
-        let mut observed = desired.clone();
-        // A foreign link, a foreign address on a foreign link, a stray address and a stale
-        // neighbour on Cove's bridge, an orphan link of Cove's.
-        observed.links.insert(
-            "eth9".into(),
-            Link {
-                kind: LinkKind::Other(None),
-                mtu: 1500,
-                up: true,
-                master: None,
-                group: 0,
-                hairpin: false,
-            },
-        );
-        observed.addresses.insert(("eth9".into(), "192.0.2.5/24".parse().unwrap()));
-        observed.addresses.insert(("br-a".into(), "10.9.9.9/24".parse().unwrap()));
-        observed.neighbours.insert(("br-a".into(), "10.0.0.7".parse().unwrap()), MacAddr([2; 6]));
-        observed.links.insert(
-            "cvorphan".into(),
-            Link {
-                kind: LinkKind::Veth,
-                mtu: 1500,
-                up: true,
-                master: None,
-                group: OWNED_LINK_GROUP,
-                hairpin: false,
-            },
-        );
-        let got = render(&diff(&desired, &observed));
-        assert_eq!(
-            got,
-            "delete address 10.9.9.9/24 from br-a in host\n\
-             delete neighbour 10.0.0.7 dev br-a in host\n\
-             condemn cvorphan (reaped in the background)\n"
-        );
-    }
-
-    #[test]
-    fn mtu_sysctl_and_down_links_are_corrected() {
-        let desired = HostState::from_ops(&bridge_ops("br-a", "10.0.0.1/24"));
-        let mut observed = desired.clone();
-        let l = observed.links.get_mut("br-a").unwrap();
-        l.mtu = 1400;
-        l.up = false;
-        observed.sysctls.insert("net/ipv6/conf/br-a/disable_ipv6".into(), "0".into());
-        let got = render(&diff(&desired, &observed));
-        assert_eq!(
-            got,
-            "set mtu 1500 on br-a in host\n\
-             sysctl net/ipv6/conf/br-a/disable_ipv6=1 in host\n\
-             set br-a up in host\n"
-        );
-    }
-
-    #[test]
-    fn applying_the_diff_reaches_the_desired_state() {
-        // Model the kernel as "folding the ops into the observed state" and check a round
-        // trip for a few shapes: the diff is complete.
-        let mut ops = bridge_ops("br-a", "10.0.0.1/24");
-        ops.extend(veth_ops("cv1", "br-a", "10.0.0.2"));
-        ops.extend(bridge_ops("br-b", "10.1.0.1/24"));
-        let desired = HostState::from_ops(&ops);
-        let mut observed = HostState::from_ops(&bridge_ops("br-c", "10.2.0.1/24"));
-        for op in diff(&desired, &observed) {
-            match &op {
-                Op::Condemn { link, .. } => {
-                    // A deleted link's per-link sysctls go with it.
-                    observed.links.remove(link);
-                    observed.sysctls.retain(|k, _| !k.contains(&format!("/{link}/")));
-                }
-                Op::DelAddress { link, addr, .. } => {
-                    observed.addresses.remove(&(link.clone(), *addr));
-                }
-                other => observed.add(other),
-            }
-        }
-        // The veth is not re-created (its peer is in a sandbox); everything else is there.
-        let mut want = desired.clone();
-        want.links.remove("cv1");
-        observed.links.values_mut().for_each(|l| l.hairpin = false);
-        want.links.values_mut().for_each(|l| l.hairpin = false);
-        assert_eq!(observed, want);
     }
 }

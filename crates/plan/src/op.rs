@@ -200,6 +200,128 @@ pub enum Op {
         /// Address and prefix length.
         addr: IpNet,
     },
+    /// Create a VXLAN device in the host namespace for an overlay network, enslaved to
+    /// `master` and left down (see [`Op::SetUp`]): `id <vni> local <local> dstport <port>
+    /// nolearning proxy`, no `l2miss`/`l3miss`, no `group`/`remote` (so no default
+    /// destination and no all-zeros flood entry: nothing unknown is sent to the wire).
+    /// Remote endpoints are reached only through [`Op::VxlanFdb`] entries, and ARP / ND
+    /// for them is answered locally from [`Op::Neighbor`] entries on this device.
+    CreateVxlan {
+        /// Device name (`vx-<network id12>`).
+        name: String,
+        /// Link group (see [`Op::CreateBridge`]).
+        group: u32,
+        /// VXLAN network identifier (24 bits).
+        vni: u32,
+        /// This host's underlay address (IPv4 or IPv6), the source of encapsulated packets.
+        local: IpAddr,
+        /// UDP destination port (4789 by default).
+        port: u16,
+        /// MTU (the network's: underlay MTU minus the encapsulation).
+        mtu: u32,
+        /// Bridge to enslave it to (created in the same request).
+        master: String,
+    },
+    /// Set the bridge-port flags of a host link that is a bridge port (`bridge link set`).
+    /// The flags are the port's and go with it: a port enslaved again starts from the
+    /// kernel's defaults (every flag on), so this follows every [`Op::SetMaster`].
+    SetPortFlags {
+        /// The port.
+        link: String,
+        /// Its flags.
+        flags: PortFlags,
+    },
+    /// A VXLAN forwarding entry, replacing any entry for `mac` on `link`: frames for `mac`
+    /// are encapsulated to the remote VTEP `dst` (`bridge fdb replace <mac> dev <link> dst
+    /// <dst> self permanent`). Replace, never exclusive create: an entry that exists (a
+    /// peer whose address changed, or one learned in a race) is overwritten, not refused
+    /// with EEXIST (moby#53663).
+    VxlanFdb {
+        /// The VXLAN device.
+        link: String,
+        /// The remote endpoint's MAC.
+        mac: MacAddr,
+        /// The remote host's underlay address.
+        dst: IpAddr,
+    },
+    /// Delete the VXLAN forwarding entry for `mac` on `link`, every destination of it
+    /// (missing entry or link counts as done).
+    DelVxlanFdb {
+        /// The VXLAN device.
+        link: String,
+        /// The MAC.
+        mac: MacAddr,
+    },
+    /// A static bridge forwarding entry: the bridge sends frames for `mac` out of its port
+    /// `link` (`bridge fdb replace <mac> dev <link> master static`), without learning it
+    /// and without flooding unknown unicast, both of which are off on the VXLAN port.
+    BridgeFdb {
+        /// The bridge port.
+        link: String,
+        /// The MAC.
+        mac: MacAddr,
+    },
+    /// Delete the bridge forwarding entry for `mac` on port `link` (missing entry or link
+    /// counts as done).
+    DelBridgeFdb {
+        /// The bridge port.
+        link: String,
+        /// The MAC.
+        mac: MacAddr,
+    },
+}
+
+/// The flags of a bridge port (`IFLA_BRPORT_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortFlags {
+    /// Learn source MACs of frames arriving on the port.
+    pub learning: bool,
+    /// Flood unknown unicast out of the port (`flood`).
+    pub unicast_flood: bool,
+    /// Flood multicast out of the port.
+    pub mcast_flood: bool,
+    /// Flood broadcast out of the port.
+    pub bcast_flood: bool,
+    /// Suppress ARP / ND on the port from the bridge's neighbour information.
+    pub neigh_suppress: bool,
+}
+
+impl PortFlags {
+    /// The kernel's defaults for a new port: everything on but neighbour suppression.
+    pub const DEFAULT: PortFlags = PortFlags {
+        learning: true,
+        unicast_flood: true,
+        mcast_flood: true,
+        bcast_flood: true,
+        neigh_suppress: false,
+    };
+
+    /// An overlay network's VXLAN port: no learning (learned entries race the permanent
+    /// ones, moby#53663) and no unknown-unicast flooding (remote MACs have static
+    /// entries), but broadcast and multicast still reach the VXLAN device, whose `proxy`
+    /// answers ARP and ND locally (and with no all-zeros entry sends nothing else out).
+    pub const OVERLAY_VXLAN: PortFlags = PortFlags {
+        learning: false,
+        unicast_flood: false,
+        mcast_flood: true,
+        bcast_flood: true,
+        neigh_suppress: false,
+    };
+}
+
+impl fmt::Display for PortFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on = |b: bool| if b { "on" } else { "off" };
+        write!(
+            f,
+            "learning {} flood {} mcast_flood {} bcast_flood {} neigh_suppress {}",
+            on(self.learning),
+            on(self.unicast_flood),
+            on(self.mcast_flood),
+            on(self.bcast_flood),
+            on(self.neigh_suppress)
+        )
+    }
 }
 
 impl Op {
@@ -208,6 +330,7 @@ impl Op {
         match self {
             Op::CreateBridge { name, .. } => Some(name),
             Op::CreateVeth { host_name, .. } => Some(host_name),
+            Op::CreateVxlan { name, .. } => Some(name),
             _ => None,
         }
     }
@@ -228,6 +351,13 @@ impl Op {
             Op::Neighbor { netns, link, addr, .. } => {
                 Some(Op::DelNeighbor { netns: netns.clone(), link: link.clone(), addr: *addr })
             }
+            Op::CreateVxlan { name, .. } => {
+                Some(Op::DeleteLink { netns: Netns::Host, name: name.clone() })
+            }
+            Op::VxlanFdb { link, mac, .. } => {
+                Some(Op::DelVxlanFdb { link: link.clone(), mac: *mac })
+            }
+            Op::BridgeFdb { link, mac } => Some(Op::DelBridgeFdb { link: link.clone(), mac: *mac }),
             _ => None,
         }
     }
@@ -271,6 +401,20 @@ impl fmt::Display for Op {
             Op::DelAddress { netns, link, addr } => {
                 write!(f, "delete address {addr} from {link} in {netns}")
             }
+            Op::CreateVxlan { name, vni, local, port, mtu, master, .. } => write!(
+                f,
+                "create vxlan {name} id {vni} local {local} dstport {port} nolearning proxy \
+                 mtu {mtu} master {master}"
+            ),
+            Op::SetPortFlags { link, flags } => write!(f, "set bridge port {link} {flags}"),
+            Op::VxlanFdb { link, mac, dst } => {
+                write!(f, "replace fdb {mac} dev {link} dst {dst} self permanent")
+            }
+            Op::DelVxlanFdb { link, mac } => write!(f, "delete fdb {mac} dev {link} self"),
+            Op::BridgeFdb { link, mac } => {
+                write!(f, "replace fdb {mac} dev {link} master static")
+            }
+            Op::DelBridgeFdb { link, mac } => write!(f, "delete fdb {mac} dev {link} master"),
         }
     }
 }
