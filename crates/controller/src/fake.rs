@@ -962,6 +962,27 @@ impl FakeHost {
         .await
     }
 
+    /// A controller on new fakes, as a host of the cluster whose store is `cluster`
+    /// (shared between fake hosts, as etcd is between real ones).
+    pub async fn start_in_cluster(
+        cfg: ControllerConfig,
+        cluster: crate::ClusterSeam,
+    ) -> Result<FakeHost> {
+        let kernel = Arc::new(FakeKernel::default());
+        let firewall = Arc::new(FakeFirewall::default());
+        let runtime = Arc::new(FakeRuntime::new());
+        let store = cove_store::Records::in_memory();
+        let seams = Seams {
+            kernel: kernel.clone(),
+            runtime: runtime.clone(),
+            firewall: firewall.clone(),
+            store: store.clone(),
+            cluster: Some(cluster),
+        };
+        let ctl = Controller::start_with(cfg.clone(), seams).await?;
+        Ok(FakeHost { ctl, kernel, firewall, runtime, store, cfg })
+    }
+
     /// A controller on the given fakes and store (a restart: the same fakes and store, a
     /// new controller).
     pub async fn start_on(
@@ -976,6 +997,7 @@ impl FakeHost {
             runtime: runtime.clone(),
             firewall: firewall.clone(),
             store: store.clone(),
+            cluster: None,
         };
         let ctl = Controller::start_with(cfg.clone(), seams).await?;
         Ok(FakeHost { ctl, kernel, firewall, runtime, store, cfg })

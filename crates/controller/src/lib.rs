@@ -3,6 +3,7 @@
 //! reconciles the kernel and the runtime with what the store says.
 #![warn(missing_docs)]
 
+mod cluster;
 mod config;
 mod containers;
 mod create;
@@ -24,6 +25,7 @@ mod state;
 mod tracked;
 mod views;
 
+pub use cluster::ClusterSeam;
 pub use config::ControllerConfig;
 pub use containers::WaitCondition;
 pub use cove_runtime::{ImageInfo, LogEntry, Stream};
@@ -65,6 +67,10 @@ pub struct Controller {
     runc_pool: tokio::sync::Semaphore,
     /// A weak handle to itself, for background tasks (container monitors).
     me: OnceLock<Weak<Controller>>,
+    /// The cluster this host is in, if any.
+    cluster: Option<cluster::ClusterSeam>,
+    /// Wakes the cluster loop after a local change the cluster must hear of.
+    cluster_nudge: Arc<tokio::sync::Notify>,
     /// Container exits and removals, for `wait` conditions. Sent with the state lock held,
     /// so a waiter that subscribes under the lock cannot miss one.
     exits: tokio::sync::broadcast::Sender<containers::ExitEvent>,
@@ -86,6 +92,14 @@ impl Controller {
     /// Open the store, create the built-in networks, reconcile kernel and runtime state:
     /// the daemon's controller, on the real kernel and runtime.
     pub async fn start(cfg: ControllerConfig) -> cove_model::Result<SharedController> {
+        Self::start_in_cluster(cfg, None).await
+    }
+
+    /// [`Controller::start`], as a host of a cluster when `cluster` is given.
+    pub async fn start_in_cluster(
+        cfg: ControllerConfig,
+        cluster: Option<ClusterSeam>,
+    ) -> cove_model::Result<SharedController> {
         std::fs::create_dir_all(&cfg.data_root)
             .map_err(|e| Error::unavailable(format!("create state directories: {e}")))?;
         cove_kernel::Kernel::prepare_netns_dir(&cfg.exec_root.join("netns"))
@@ -99,6 +113,7 @@ impl Controller {
             runtime: Arc::new(runtime),
             firewall: Arc::new(real::RealFirewall::default()),
             store,
+            cluster,
         };
         Self::start_with(cfg, seams).await
     }
@@ -109,6 +124,7 @@ impl Controller {
         seams: Seams,
     ) -> cove_model::Result<SharedController> {
         let store = seams.store;
+        let cluster = seams.cluster;
         let state = state::State::load(&store)?;
         let ctl = Arc::new(Controller {
             cfg,
@@ -126,6 +142,8 @@ impl Controller {
             container_locks: Default::default(),
             runc_pool: tokio::sync::Semaphore::new(containers::RUNC_POOL),
             me: OnceLock::new(),
+            cluster,
+            cluster_nudge: Arc::new(tokio::sync::Notify::new()),
             exits: tokio::sync::broadcast::channel(1024).0,
             dns: dns::Dns::new(),
             events: events::EventBus::default(),
@@ -135,6 +153,11 @@ impl Controller {
             let mut st = ctl.state.lock().await;
             // Forwarding first: whether Cove turned it on is part of the firewall model.
             ctl.enable_forwarding().await?;
+            // The cluster first, best effort: without it, the mirrored global networks and
+            // peers keep the data plane as it was.
+            if let Err(e) = ctl.cluster_register().and_then(|()| ctl.cluster_sync(&mut st)) {
+                tracing::warn!(error = %e, "could not sync with the cluster at start");
+            }
             ctl.reconcile(&mut st).await?;
             ctl.ensure_builtins(&mut st).await?;
             ctl.sync_firewall(&st).await?;
@@ -143,6 +166,7 @@ impl Controller {
         }
         ctl.spawn_firewall_watch()?;
         ctl.spawn_reconcile_loop()?;
+        ctl.spawn_cluster_loop();
         Ok(ctl)
     }
 

@@ -57,7 +57,11 @@ fn subnets_in_use(st: &State, facts: &HostFacts) -> Vec<(String, IpNet)> {
 impl Controller {
     /// The settings plans depend on.
     pub(crate) fn plan_context(&self) -> PlanContext {
-        PlanContext { firewall: self.cfg.firewall, firewall6: self.cfg.firewall6 }
+        PlanContext {
+            firewall: self.cfg.firewall,
+            firewall6: self.cfg.firewall6,
+            underlay: self.cluster().map(|c| c.underlay),
+        }
     }
 
     /// The host's facts a network plan needs (one route dump; no link listing).
@@ -105,6 +109,7 @@ impl Controller {
                 Origin::Builtin(device) => device,
                 Origin::User => None,
             },
+            underlay: self.cluster().map(|c| c.underlay),
         })?;
         let claims = driver.claims(&config);
         for claim in &claims {
@@ -240,9 +245,20 @@ impl Controller {
     #[tracing::instrument(name = "network.create", skip_all, fields(name = %req.name))]
     pub async fn network_create(&self, req: NetworkCreate) -> Result<NetworkId> {
         let mut st = self.state.lock().await;
-        let net = self.prepare_network(&st, &req, Origin::User).await?;
+        let mut net = self.prepare_network(&st, &req, Origin::User).await?;
+        let global = self.is_global(&net);
+        if global {
+            net = self.cluster_create_network(net)?;
+        }
         let id = net.id.clone();
-        self.install_network(&mut st, net).await?;
+        if let Err(e) = self.install_network(&mut st, net.clone()).await {
+            if global {
+                if let Err(ce) = self.cluster_remove_network(&net) {
+                    warn!(network = %net.name, error = %ce, "rollback: could not remove the network from the cluster");
+                }
+            }
+            return Err(e);
+        }
         self.network_event(&st.networks[id.as_str()], "create", None);
         Ok(id)
     }
@@ -286,6 +302,9 @@ impl Controller {
                 "error while removing network: network {} id {} has active endpoints",
                 net.name, net.id
             )));
+        }
+        if self.is_global(&net) {
+            self.cluster_remove_network(&net)?;
         }
         // Everything of the network goes: its addresses at once (its subnet is free for the
         // next network before this answers), its bridge condemned and deleted by the

@@ -121,6 +121,13 @@ impl Controller {
                 s.add(&op);
             }
         }
+        for p in st.peers.values() {
+            let Some(net) = st.networks.get(p.endpoint.network_id().as_str()) else { continue };
+            let peer = cove_drivers::Peer { endpoint: &p.endpoint.endpoint, host: p.host };
+            for op in self.drivers.of(net)?.peer_ops(net, peer)? {
+                s.add(&op);
+            }
+        }
         keep_bridge_sysctls(&mut s);
         Ok(s)
     }
@@ -222,6 +229,7 @@ impl Controller {
                 if existing.options != b.options {
                     let mut net = existing.clone();
                     net.config = self.drivers.of(&net)?.validate(&NetworkRequest {
+                        underlay: None,
                         id: &net.id,
                         options: &b.options,
                         default_mtu: self.cfg.mtu,

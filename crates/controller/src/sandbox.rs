@@ -21,7 +21,7 @@ use crate::Controller;
 
 /// Release an endpoint's addresses back to its network's pools, through the network's
 /// IPAM driver.
-fn release_ipam(ipam: &IpamRegistry, st: &mut State, ep: &EndpointRecord) {
+pub(crate) fn release_ipam(ipam: &IpamRegistry, st: &mut State, ep: &EndpointRecord) {
     let driver = st.networks.get(&ep.network_id).and_then(|n| ipam.get(&n.ipam_driver).ok());
     let Some(driver) = driver.cloned() else { return };
     if let Some(v4) = ep.ipv4 {
@@ -154,15 +154,17 @@ impl Controller {
                     }
                 };
                 let allocated = self.drivers.of(&net).and_then(|d| {
-                    allocate_endpoint(
-                        st,
-                        &self.ipam,
-                        d.as_ref(),
-                        &c.id,
-                        &net,
-                        settings,
-                        format!("eth{i}"),
-                    )
+                    self.cluster_reserve(st, &net, &c.name, |st| {
+                        allocate_endpoint(
+                            st,
+                            &self.ipam,
+                            d.as_ref(),
+                            &c.id,
+                            &net,
+                            settings,
+                            format!("eth{i}"),
+                        )
+                    })
                 });
                 match allocated {
                     Ok(ep) => eps.push(ep),
@@ -210,6 +212,7 @@ impl Controller {
             let mut b = Batch::new();
             for ep in &eps {
                 delete_endpoint(&mut b, ep);
+                self.cluster_nudge.notify_one();
             }
             if let Err(se) = self.store.commit(b) {
                 warn!(error = %se, "rollback: could not delete endpoint records");
@@ -252,6 +255,7 @@ impl Controller {
         let mut b = Batch::new();
         for ep in &eps {
             delete_endpoint(&mut b, ep);
+            self.cluster_nudge.notify_one();
         }
         if let Err(e) = self.store.commit(b) {
             warn!(container = %c.name, error = %e, "could not delete endpoint records");
@@ -278,15 +282,17 @@ impl Controller {
         let next = existing.iter().map(|e| ifindex(&e.ifname) + 1).max().unwrap_or(0);
         let net = st.networks[net_id].clone();
         let driver = self.drivers.of(&net)?.clone();
-        let ep = allocate_endpoint(
-            st,
-            &self.ipam,
-            driver.as_ref(),
-            &c.id,
-            &net,
-            settings,
-            format!("eth{next}"),
-        )?;
+        let ep = self.cluster_reserve(st, &net, &c.name, |st| {
+            allocate_endpoint(
+                st,
+                &self.ipam,
+                driver.as_ref(),
+                &c.id,
+                &net,
+                settings,
+                format!("eth{next}"),
+            )
+        })?;
         let mut b = Batch::new();
         put_endpoint(&mut b, &ep);
         if let Err(e) = self.store.commit(b) {
@@ -299,6 +305,7 @@ impl Controller {
                 release_ipam(&self.ipam, st, &ep);
                 let mut b = Batch::new();
                 delete_endpoint(&mut b, &ep);
+                self.cluster_nudge.notify_one();
                 if let Err(se) = self.store.commit(b) {
                     warn!(error = %se, "rollback: could not delete endpoint record");
                 }
@@ -330,6 +337,7 @@ impl Controller {
             release_ipam(&self.ipam, st, &ep);
             let mut b = Batch::new();
             delete_endpoint(&mut b, &ep);
+            self.cluster_nudge.notify_one();
             if let Err(se) = self.store.commit(b) {
                 warn!(error = %se, "rollback: could not delete endpoint record");
             }
@@ -364,6 +372,7 @@ impl Controller {
         }
         let mut b = Batch::new();
         delete_endpoint(&mut b, &ep);
+        self.cluster_nudge.notify_one();
         self.store.commit(b)?;
         self.dns_endpoint_removed(&ep);
         release_ipam(&self.ipam, st, &ep);

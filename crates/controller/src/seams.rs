@@ -143,4 +143,6 @@ pub struct Seams {
     pub firewall: std::sync::Arc<dyn Firewall>,
     /// The state store.
     pub store: cove_store::Records,
+    /// The cluster this host is in, if any.
+    pub cluster: Option<crate::cluster::ClusterSeam>,
 }

@@ -1,11 +1,12 @@
 //! In-memory view of the store, kept write-through: every change is committed to the store
 //! in one batch first, then applied here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use cove_ipam::PoolState;
 use cove_model::{
-    ContainerId, ContainerRecord, EndpointRecord, Error, NetworkId, NetworkRecord, Result,
+    ContainerId, ContainerRecord, EndpointId, EndpointRecord, Error, NetworkId, NetworkRecord,
+    PeerRecord, Result,
 };
 use cove_store::{Batch, Records, Table};
 
@@ -20,6 +21,8 @@ pub(crate) struct State {
     /// IPAM state per `(network id, is_v6)`, derived from endpoint records at start, so an
     /// address is never allocated twice and never leaked across a crash.
     pub(crate) pools: HashMap<(String, bool), PoolState>,
+    /// Other hosts' endpoints on global networks (mirrored from the cluster store).
+    pub(crate) peers: BTreeMap<EndpointId, PeerRecord>,
 }
 
 impl State {
@@ -30,6 +33,11 @@ impl State {
             endpoints: by_id(store.list::<EndpointRecord>(Table::Endpoints)?, |r| &r.id),
             containers: by_id(store.list::<ContainerRecord>(Table::Containers)?, |r| &r.id),
             pools: HashMap::new(),
+            peers: store
+                .list::<PeerRecord>(Table::Peers)?
+                .into_iter()
+                .map(|(_, p)| (p.endpoint.endpoint.id.clone(), p))
+                .collect(),
         };
         for net in s.networks.values() {
             for pool in &net.ipam {
@@ -39,7 +47,8 @@ impl State {
                 );
             }
         }
-        for ep in s.endpoints.values() {
+        let peers: Vec<&EndpointRecord> = s.peers.values().map(|p| &p.endpoint.endpoint).collect();
+        for ep in s.endpoints.values().chain(peers) {
             if let Some(v4) = ep.ipv4 {
                 if let Some(p) = s.pools.get_mut(&(ep.network_id.to_string(), false)) {
                     p.restore(v4.addr().into());

@@ -219,6 +219,8 @@ pub fn parse_options(
 fn bridge_of(net: &NetworkRecord) -> Result<&BridgeOptions> {
     match &net.config {
         DriverConfig::Bridge(b) => Ok(b),
+        // An overlay network's local side is a bridge like any other.
+        DriverConfig::Overlay(o) => Ok(&o.bridge),
         _ => Err(Error::internal(format!("network {} has no bridge options", net.name))),
     }
 }

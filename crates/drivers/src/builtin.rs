@@ -173,7 +173,13 @@ mod tests {
     #[test]
     fn host_and_null_take_nothing() {
         let opts = BTreeMap::from([("x".to_string(), "1".to_string())]);
-        let req = NetworkRequest { id: "n", options: &opts, default_mtu: 1500, device: None };
+        let req = NetworkRequest {
+            id: "n",
+            options: &opts,
+            default_mtu: 1500,
+            device: None,
+            underlay: None,
+        };
         for d in [&HostDriver as &dyn NetworkDriver, &NullDriver] {
             assert!(d.validate(&req).is_err());
             assert!(!d.capability().endpoints && d.capability().builtin_only);

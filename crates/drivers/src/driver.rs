@@ -61,6 +61,20 @@ pub struct NetworkRequest<'a> {
     pub default_mtu: u32,
     /// The device name the daemon asks for (its default network), if any.
     pub device: Option<&'a str>,
+    /// This host's place in a cluster, if it is in one.
+    pub underlay: Option<Underlay>,
+}
+
+/// How this host reaches the other hosts of its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Underlay {
+    /// The address other hosts send this host's tunnelled traffic to
+    /// (`--cluster-advertise`).
+    pub advertise: IpAddr,
+    /// The MTU of the interface that address is on.
+    pub mtu: u32,
+    /// The UDP port of the tunnels, the same on every host (`--data-path-port`).
+    pub port: u16,
 }
 
 /// Daemon settings a plan depends on.
@@ -70,6 +84,27 @@ pub struct PlanContext {
     pub firewall: bool,
     /// Its IPv6 half is on (`--ip6tables`).
     pub firewall6: bool,
+    /// This host's place in a cluster, if it is in one.
+    pub underlay: Option<Underlay>,
+}
+
+/// A cluster-wide number a network needs (a VXLAN network identifier), allocated by the
+/// controller in the cluster store before the network exists anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentRequest {
+    /// The number the user asked for, if any (`vxlanid_list`).
+    pub requested: Option<u32>,
+    /// The range to allocate from (inclusive).
+    pub range: (u32, u32),
+}
+
+/// An endpoint on another host of the cluster, as the local host must know it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer<'a> {
+    /// The endpoint.
+    pub endpoint: &'a EndpointRecord,
+    /// The address of its host (`--cluster-advertise` there).
+    pub host: IpAddr,
 }
 
 /// A kernel name a network's configuration takes for itself: no other network may take it,
@@ -162,5 +197,26 @@ pub trait NetworkDriver: Send + Sync + fmt::Debug {
     /// The host address ports published through this network bind to by default.
     fn default_binding_ip(&self, _net: &NetworkRecord) -> Option<IpAddr> {
         None
+    }
+
+    /// The cluster-wide number `config` needs, if any (global drivers).
+    fn segment(&self, _config: &DriverConfig) -> Option<SegmentRequest> {
+        None
+    }
+
+    /// `config` with the number the cluster assigned it.
+    fn with_segment(&self, config: DriverConfig, _segment: u32) -> DriverConfig {
+        config
+    }
+
+    /// The number a network holds in the cluster, if any (to free it).
+    fn segment_of(&self, _net: &NetworkRecord) -> Option<u32> {
+        None
+    }
+
+    /// What this host needs to reach an endpoint on another host (forwarding and
+    /// neighbour entries): the peer's part of the host's desired state.
+    fn peer_ops(&self, _net: &NetworkRecord, _peer: Peer<'_>) -> Result<Vec<Op>> {
+        Ok(vec![])
     }
 }

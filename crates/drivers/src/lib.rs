@@ -9,11 +9,15 @@
 pub mod bridge;
 pub mod builtin;
 pub mod driver;
+pub mod overlay;
 pub mod plan;
 pub mod registry;
 
 pub use builtin::{builtin_networks, BuiltinNetwork, BuiltinPool, DefaultNetworkFlags};
-pub use driver::{Capability, Claim, NetworkDriver, NetworkRequest, PlanContext, Scope};
+pub use driver::{
+    Capability, Claim, NetworkDriver, NetworkRequest, Peer, PlanContext, Scope, SegmentRequest,
+    Underlay,
+};
 pub use registry::Registry;
 
 /// The driver a network gets when none is named (Docker's default).

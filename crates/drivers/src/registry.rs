@@ -14,12 +14,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The built-in drivers: `bridge`, `host`, `null`.
+    /// The built-in drivers: `bridge`, `host`, `null`, `overlay`.
     pub fn builtin() -> Self {
         let mut r = Registry::default();
         r.register(Arc::new(crate::bridge::BridgeDriver));
         r.register(Arc::new(crate::builtin::HostDriver));
         r.register(Arc::new(crate::builtin::NullDriver));
+        r.register(Arc::new(crate::overlay::OverlayDriver));
         r
     }
 

@@ -4,12 +4,14 @@
 //! controller persists in the store and what drivers and IPAM plan from.
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod container;
 pub mod error;
 pub mod id;
 pub mod network;
 pub mod port;
 
+pub use cluster::{ClusterEndpoint, NodeRecord, PeerRecord};
 pub use container::*;
 pub use error::{Error, ErrorKind, Result};
 pub use id::*;

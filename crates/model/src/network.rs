@@ -21,6 +21,21 @@ pub enum DriverConfig {
     Host,
     /// A sandbox with only loopback.
     Null,
+    /// A network spanning the hosts of a cluster: on each host a bridge with the same
+    /// gateway address and MAC, and a VXLAN device to the other hosts.
+    Overlay(OverlayOptions),
+}
+
+/// An overlay network's configuration, the same on every host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayOptions {
+    /// The bridge side: its name (`ov-<id12>`), MTU, icc, masquerade.
+    pub bridge: BridgeOptions,
+    /// The VXLAN device's name (`vx-<id12>`).
+    pub vxlan: String,
+    /// The VXLAN network identifier, unique in the cluster; 0 until the cluster assigns
+    /// one.
+    pub vni: u32,
 }
 
 /// One IPAM pool of a network, fully resolved (subnet and gateway are concrete).

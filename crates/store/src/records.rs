@@ -23,6 +23,18 @@ pub enum Table {
     Containers,
     /// Address reservations: `ipam/<network id>/<address>`, created only if absent.
     Ipam,
+    /// Hosts of the cluster: `nodes/<node id>` (cluster store).
+    Nodes,
+    /// Cluster-wide network names: `network-names/<name>` = the network's id.
+    NetworkNames,
+    /// VXLAN network identifiers in use: `vni/<vni>` = the network's id.
+    Segments,
+    /// Subnets of global networks: `pools/<subnet>` = the network's id.
+    Pools,
+    /// Endpoints of other hosts on global networks, mirrored from the cluster store into
+    /// the local one so the data plane is rebuilt after a restart without the cluster:
+    /// `peers/<endpoint id>`.
+    Peers,
 }
 
 impl Table {
@@ -33,6 +45,11 @@ impl Table {
             Table::Endpoints => "endpoints",
             Table::Containers => "containers",
             Table::Ipam => "ipam",
+            Table::Nodes => "nodes",
+            Table::NetworkNames => "network-names",
+            Table::Segments => "vni",
+            Table::Pools => "pools",
+            Table::Peers => "peers",
         }
     }
     /// The prefix of every key of the table (`networks/`).

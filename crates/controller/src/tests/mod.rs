@@ -2,6 +2,7 @@
 //! an event, the kernel operations, the firewall writes, the runtime calls and the store's
 //! records that follow. No root, no kernel: they run in milliseconds.
 
+mod cluster;
 mod containers;
 mod dns_links;
 mod endpoints;

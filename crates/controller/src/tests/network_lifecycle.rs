@@ -109,9 +109,9 @@ async fn create_refuses_the_name_of_a_builtin_network() {
 #[tokio::test]
 async fn create_refuses_an_unknown_driver_as_not_found() {
     let h = host().await;
-    let e = refused(&h, NetworkCreate { driver: "overlay".into(), ..net("o", None) }).await;
+    let e = refused(&h, NetworkCreate { driver: "weave".into(), ..net("o", None) }).await;
     assert_eq!(e.kind, ErrorKind::NotFound);
-    assert!(e.message.starts_with("plugin \"overlay\" not found"), "{}", e.message);
+    assert!(e.message.starts_with("plugin \"weave\" not found"), "{}", e.message);
 }
 
 #[tokio::test]

@@ -1,0 +1,439 @@
+//! Membership of a cluster: global networks and their endpoints, shared through the
+//! cluster store (etcd) with every other host.
+//!
+//! Intent goes to the cluster store first, in one transaction per intent: a global
+//! network with its name, its VXLAN id and its subnets (each created only if absent, so
+//! two hosts can never take the same one), an endpoint with its addresses (the same:
+//! global IPAM by compare-and-swap, no shared bitmap key). Every host follows the store
+//! with one watch and brings its own state in line by listing and diffing, so a missed or
+//! compacted event can never leave anything stale: global networks are mirrored into the
+//! local store (a restart without the cluster keeps the data plane), the other hosts'
+//! endpoints become peers (forwarding and neighbour entries, through the same
+//! desired-state diff as everything else), and this host's endpoints the cluster has but
+//! the host does not (a crash between the two writes) are withdrawn.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use cove_drivers::{Scope, Underlay};
+use cove_ipam::PoolState;
+use cove_model::{
+    ClusterEndpoint, EndpointId, EndpointRecord, Error, ErrorKind, NetworkRecord, NodeRecord,
+    PeerRecord, Result,
+};
+use cove_store::{Batch, Records, Table};
+
+use crate::state::State;
+use crate::Controller;
+
+/// How many times an endpoint's address is tried again when another host took it first.
+const ADDRESS_TRIES: usize = 64;
+/// How often the cluster is listed even without a watch event (and a release that could
+/// not reach the store is tried again).
+const RESYNC_EVERY: Duration = Duration::from_secs(5);
+/// How long watch events must stop before the host syncs (a burst is one sync).
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// This host's membership of a cluster, as the daemon configures it.
+#[derive(Debug, Clone)]
+pub struct ClusterSeam {
+    /// The cluster store's records (keys relative to the cluster's prefix).
+    pub store: Records,
+    /// This host.
+    pub node: NodeRecord,
+    /// How this host reaches the others.
+    pub underlay: Underlay,
+}
+
+/// The endpoints' addresses, as `ipam/<network>/<address>` keys.
+fn address_keys(ep: &EndpointRecord) -> Vec<String> {
+    let v4 = ep.ipv4.map(|a| a.addr().to_string());
+    let v6 = ep.ipv6.map(|a| a.addr().to_string());
+    v4.into_iter().chain(v6).map(|a| format!("{}/{a}", ep.network_id)).collect()
+}
+
+impl Controller {
+    /// The cluster this host is in, if any.
+    pub(crate) fn cluster(&self) -> Option<&ClusterSeam> {
+        self.cluster.as_ref()
+    }
+
+    /// Whether `net` lives in the cluster store (its driver's scope is global).
+    pub(crate) fn is_global(&self, net: &NetworkRecord) -> bool {
+        self.drivers.of(net).is_ok_and(|d| d.capability().scope == Scope::Global)
+    }
+
+    fn cluster_or_unavailable(&self, what: &str) -> Result<&ClusterSeam> {
+        self.cluster().ok_or_else(|| {
+            Error::unavailable(format!(
+                "{what} needs a cluster: start the daemon with --cluster-store and --cluster-advertise"
+            ))
+        })
+    }
+
+    /// Register this host in the cluster.
+    pub(crate) fn cluster_register(&self) -> Result<()> {
+        let Some(c) = self.cluster() else { return Ok(()) };
+        let mut b = Batch::new();
+        b.put(Table::Nodes, &c.node.id, &c.node);
+        c.store.commit(b)?;
+        info!(node = %c.node.id, advertise = %c.node.advertise, "joined the cluster");
+        Ok(())
+    }
+
+    // ---- networks -----------------------------------------------------------------------
+
+    /// Publish a new global network: its record, name, VXLAN id and subnets in one
+    /// transaction, each created only if absent. Returns the record with the id the
+    /// cluster assigned.
+    pub(crate) fn cluster_create_network(&self, net: NetworkRecord) -> Result<NetworkRecord> {
+        let c = self.cluster_or_unavailable(&format!("overlay network {}", net.name))?;
+        let driver = self.drivers.of(&net)?.clone();
+        let mut net = net;
+        if let Some(seg) = driver.segment(&net.config) {
+            let taken: BTreeSet<u32> = c
+                .store
+                .list::<String>(Table::Segments)?
+                .into_iter()
+                .filter_map(|(k, _)| k.parse().ok())
+                .collect();
+            let vni =
+                match seg.requested {
+                    Some(v) if taken.contains(&v) => {
+                        return Err(Error::conflict(format!(
+                            "VXLAN id {v} is already used by another network of the cluster"
+                        )))
+                    }
+                    Some(v) => v,
+                    None => (seg.range.0..=seg.range.1).find(|v| !taken.contains(v)).ok_or_else(
+                        || Error::unavailable("no free VXLAN id left in the cluster".to_string()),
+                    )?,
+                };
+            net.config = driver.with_segment(net.config, vni);
+        }
+        let mut b = Batch::new();
+        b.require_absent(Table::Networks, &net.id);
+        b.require_absent(Table::NetworkNames, &net.name);
+        b.put(Table::Networks, &net.id, &net);
+        b.put(Table::NetworkNames, &net.name, &net.id);
+        if let Some(vni) = driver.segment_of(&net) {
+            b.require_absent(Table::Segments, &vni.to_string());
+            b.put(Table::Segments, &vni.to_string(), &net.id);
+        }
+        for pool in &net.ipam {
+            b.require_absent(Table::Pools, &pool.subnet.to_string());
+            b.put(Table::Pools, &pool.subnet.to_string(), &net.id);
+        }
+        c.store.commit(b).map_err(|e| match e.kind {
+            ErrorKind::Conflict if e.message.contains("network-names/") => {
+                Error::conflict(format!("network with name {} already exists", net.name))
+            }
+            ErrorKind::Conflict if e.message.contains("pools/") => Error::conflict(format!(
+                "the subnet of network {} overlaps a network of the cluster ({})",
+                net.name, e.message
+            )),
+            _ => e.context(format!("create network {} in the cluster", net.name)),
+        })?;
+        Ok(net)
+    }
+
+    /// Withdraw a global network from the cluster: refused while any host has an
+    /// endpoint on it (named, with their hosts).
+    pub(crate) fn cluster_remove_network(&self, net: &NetworkRecord) -> Result<()> {
+        let c = self.cluster_or_unavailable(&format!("overlay network {}", net.name))?;
+        let eps: Vec<ClusterEndpoint> = c
+            .store
+            .list::<ClusterEndpoint>(Table::Endpoints)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.endpoint.network_id == net.id)
+            .collect();
+        if !eps.is_empty() {
+            let nodes: HashMap<String, NodeRecord> =
+                c.store.list::<NodeRecord>(Table::Nodes)?.into_iter().collect();
+            let who: Vec<String> = eps
+                .iter()
+                .map(|e| {
+                    let host = nodes.get(&e.node).map_or(e.node.as_str(), |n| n.hostname.as_str());
+                    format!("{} on {host}", e.container_name)
+                })
+                .collect();
+            return Err(Error::forbidden(format!(
+                "error while removing network: network {} id {} has active endpoints ({})",
+                net.name,
+                net.id,
+                who.join(", ")
+            )));
+        }
+        let driver = self.drivers.of(net)?;
+        let mut b = Batch::new();
+        b.delete(Table::Networks, &net.id);
+        b.delete(Table::NetworkNames, &net.name);
+        if let Some(vni) = driver.segment_of(net) {
+            b.delete(Table::Segments, &vni.to_string());
+        }
+        for pool in &net.ipam {
+            b.delete(Table::Pools, &pool.subnet.to_string());
+        }
+        c.store.commit(b)?;
+        Ok(())
+    }
+
+    // ---- endpoints ----------------------------------------------------------------------
+
+    /// Reserve a new endpoint of a global network in the cluster: its record and its
+    /// addresses, created only if absent. An address another host took first is marked
+    /// used here, and `allocate` is asked for the next one (bounded).
+    pub(crate) fn cluster_reserve(
+        &self,
+        st: &mut State,
+        net: &NetworkRecord,
+        container_name: &str,
+        mut allocate: impl FnMut(&mut State) -> Result<EndpointRecord>,
+    ) -> Result<EndpointRecord> {
+        if !self.is_global(net) {
+            return allocate(st);
+        }
+        let c = self.cluster_or_unavailable(&format!("overlay network {}", net.name))?;
+        for _ in 0..ADDRESS_TRIES {
+            let ep = allocate(st)?;
+            let record = ClusterEndpoint {
+                node: c.node.id.clone(),
+                container_name: container_name.to_string(),
+                endpoint: ep.clone(),
+            };
+            let mut b = Batch::new();
+            b.put(Table::Endpoints, &ep.id, &record);
+            for key in address_keys(&ep) {
+                b.require_absent(Table::Ipam, &key);
+                b.put(Table::Ipam, &key, &ep.id);
+            }
+            match c.store.commit(b) {
+                Ok(_) => return Ok(ep),
+                // Another host holds the address: it stays marked used in the local pool.
+                Err(e) if e.kind == ErrorKind::Conflict => {
+                    debug!(network = %net.name, error = %e, "address taken by another host");
+                    let asked = st
+                        .containers
+                        .values()
+                        .find(|c| c.name == container_name)
+                        .and_then(|c| c.networks.iter().find(|(n, _)| *n == net.id))
+                        .is_some_and(|(_, s)| s.ipv4_address.is_some() || s.ipv6_address.is_some());
+                    if asked {
+                        return Err(Error::conflict(format!(
+                            "the address of {container_name} on network {} is in use on another host",
+                            net.name
+                        )));
+                    }
+                }
+                Err(e) => {
+                    crate::sandbox::release_ipam(&self.ipam, st, &ep);
+                    return Err(e.context(format!("network {}", net.name)));
+                }
+            }
+        }
+        Err(Error::unavailable(format!(
+            "network {}: address pool contended ({ADDRESS_TRIES} addresses taken by other hosts first)",
+            net.name
+        )))
+    }
+
+    // ---- following the cluster ----------------------------------------------------------
+
+    /// Bring the local view in line with the cluster: global networks (mirrored into the
+    /// local store), peers (other hosts' endpoints), and this host's endpoints in the
+    /// cluster (withdrawn when the host no longer has them, published when the cluster
+    /// lost them). Returns whether the host's desired kernel state changed.
+    pub(crate) fn cluster_sync(&self, st: &mut State) -> Result<bool> {
+        let Some(c) = self.cluster() else { return Ok(false) };
+        let networks: BTreeMap<String, NetworkRecord> =
+            c.store.list::<NetworkRecord>(Table::Networks)?.into_iter().collect();
+        let nodes: HashMap<String, NodeRecord> =
+            c.store.list::<NodeRecord>(Table::Nodes)?.into_iter().collect();
+        let endpoints: Vec<ClusterEndpoint> = c
+            .store
+            .list::<ClusterEndpoint>(Table::Endpoints)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        let mut changed = false;
+        let mut local = Batch::new();
+
+        // Networks.
+        for net in networks.values() {
+            if st.networks.get(net.id.as_str()) == Some(net) {
+                continue;
+            }
+            info!(network = %net.name, "global network from the cluster");
+            local.put(Table::Networks, &net.id, net);
+            for pool in &net.ipam {
+                st.pools
+                    .entry((net.id.to_string(), pool.subnet.addr().is_ipv6()))
+                    .or_insert_with(|| PoolState::new(pool));
+            }
+            st.networks.insert(net.id.clone(), net.clone());
+            self.dns_network_added(net);
+            changed = true;
+        }
+        let gone: Vec<NetworkRecord> = st
+            .networks
+            .values()
+            .filter(|n| self.is_global(n) && !networks.contains_key(n.id.as_str()))
+            .filter(|n| st.endpoints_of_network(&n.id).is_empty())
+            .cloned()
+            .collect();
+        for net in gone {
+            info!(network = %net.name, "global network removed from the cluster");
+            local.delete(Table::Networks, &net.id);
+            st.networks.remove(&net.id);
+            st.pools.retain(|(n, _), _| *n != net.id);
+            self.dns_network_removed(&net.id);
+            changed = true;
+        }
+
+        // Peers: other hosts' endpoints on networks this host knows.
+        let mut peers: BTreeMap<EndpointId, PeerRecord> = BTreeMap::new();
+        for e in endpoints.iter().filter(|e| e.node != c.node.id) {
+            let Some(node) = nodes.get(&e.node) else { continue };
+            if !st.networks.contains_key(e.network_id().as_str()) {
+                continue;
+            }
+            peers.insert(
+                e.endpoint.id.clone(),
+                PeerRecord { endpoint: e.clone(), host: node.advertise },
+            );
+        }
+        if peers != st.peers {
+            for (id, p) in &peers {
+                if st.peers.get(id) != Some(p) {
+                    local.put(Table::Peers, id, p);
+                    self.mark_used(st, &p.endpoint.endpoint);
+                }
+            }
+            for id in st.peers.keys().filter(|id| !peers.contains_key(*id)) {
+                local.delete(Table::Peers, id);
+                let ep = &st.peers[id].endpoint.endpoint;
+                if let Some(pool) = ep.ipv4.and_then(|a| {
+                    st.pools.get_mut(&(ep.network_id.to_string(), false)).map(|p| (p, a))
+                }) {
+                    pool.0.release(IpAddr::V4(pool.1.addr()));
+                }
+            }
+            st.peers = peers;
+            changed = true;
+        }
+        self.store.commit(local)?;
+
+        // This host's endpoints.
+        let mine: BTreeSet<&EndpointId> =
+            endpoints.iter().filter(|e| e.node == c.node.id).map(|e| &e.endpoint.id).collect();
+        for e in endpoints.iter().filter(|e| e.node == c.node.id) {
+            if st.endpoints.contains_key(e.endpoint.id.as_str()) {
+                continue;
+            }
+            let mut b = Batch::new();
+            b.delete(Table::Endpoints, &e.endpoint.id);
+            for key in address_keys(&e.endpoint) {
+                b.delete(Table::Ipam, &key);
+            }
+            match c.store.commit(b) {
+                Ok(_) => {
+                    debug!(endpoint = %e.endpoint.id.short(), "withdrew an endpoint from the cluster")
+                }
+                Err(err) => warn!(error = %err, "could not withdraw an endpoint from the cluster"),
+            }
+        }
+        for ep in st.endpoints.values().filter(|e| !mine.contains(&e.id)) {
+            let Some(net) = st.networks.get(ep.network_id.as_str()) else { continue };
+            if !self.is_global(net) {
+                continue;
+            }
+            let name = st
+                .containers
+                .get(ep.container_id.as_str())
+                .map_or_else(String::new, |c| c.name.clone());
+            let record = ClusterEndpoint {
+                node: c.node.id.clone(),
+                container_name: name,
+                endpoint: ep.clone(),
+            };
+            let mut b = Batch::new();
+            b.put(Table::Endpoints, &ep.id, &record);
+            for key in address_keys(ep) {
+                b.put(Table::Ipam, &key, &ep.id);
+            }
+            if let Err(err) = c.store.commit(b) {
+                warn!(error = %err, "could not publish an endpoint to the cluster");
+            }
+        }
+        Ok(changed)
+    }
+
+    /// An address another host holds is not handed out here.
+    fn mark_used(&self, st: &mut State, ep: &EndpointRecord) {
+        if let Some(a) = ep.ipv4 {
+            if let Some(p) = st.pools.get_mut(&(ep.network_id.to_string(), false)) {
+                p.restore(IpAddr::V4(a.addr()));
+            }
+        }
+        if let Some(a) = ep.ipv6 {
+            if let Some(p) = st.pools.get_mut(&(ep.network_id.to_string(), true)) {
+                p.restore(IpAddr::V6(a.addr()));
+            }
+        }
+    }
+
+    /// One round: sync with the cluster and, when the desired state changed, reconcile the
+    /// host's objects.
+    pub(crate) async fn cluster_round(&self) -> Result<()> {
+        let mut st = self.state.lock().await;
+        if self.cluster_sync(&mut st)? {
+            self.reconcile_host(&st).await?;
+            self.sync_firewall_later(&st);
+        }
+        Ok(())
+    }
+
+    /// Follow the cluster store: one prefix watch (re-listed after every burst of
+    /// events), a periodic sync as a safety net, and a nudge after local changes.
+    pub(crate) fn spawn_cluster_loop(self: &Arc<Self>) {
+        let Some(c) = self.cluster().cloned() else { return };
+        let weak = Arc::downgrade(self);
+        let nudge = self.cluster_nudge.clone();
+        tokio::spawn(async move {
+            let mut watch = None;
+            loop {
+                if watch.is_none() {
+                    watch = c
+                        .store
+                        .store()
+                        .watch("", 0)
+                        .map_err(|e| warn!(error = %e, "could not watch the cluster store"))
+                        .ok();
+                }
+                tokio::select! {
+                    ev = async { match watch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
+                        match ev {
+                            Some(cove_store::WatchEvent::Lagged) | None => watch = None,
+                            Some(_) => {}
+                        }
+                        tokio::time::sleep(SETTLE).await;
+                        if let Some(w) = watch.as_mut() {
+                            while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, w.recv()).await {}
+                        }
+                    }
+                    _ = nudge.notified() => {}
+                    _ = tokio::time::sleep(RESYNC_EVERY) => {}
+                }
+                let Some(ctl) = weak.upgrade() else { return };
+                if let Err(e) = ctl.cluster_round().await {
+                    warn!(error = %e, "could not sync with the cluster");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,169 @@
+//! Hosts of one cluster on fakes: two controllers share one in-memory cluster store, as
+//! real hosts share etcd. Global networks appear on every host, endpoints reserve their
+//! addresses cluster-wide, and each host programs the other's endpoints as peers.
+
+use cove_drivers::Underlay;
+use cove_model::{ClusterEndpoint, ErrorKind, MacAddr, NetworkRecord, NodeRecord};
+use cove_store::{Records, Table};
+
+use super::{cfg, ctr, net};
+use crate::fake::FakeHost;
+use crate::{ClusterSeam, NetworkCreate};
+
+fn seam(cluster: &Records, n: u8) -> ClusterSeam {
+    let advertise = format!("203.0.113.1{n}").parse().unwrap();
+    ClusterSeam {
+        store: cluster.clone(),
+        node: NodeRecord { id: format!("node{n}"), hostname: format!("h{n}"), advertise },
+        underlay: Underlay { advertise, mtu: 1500, port: 4789 },
+    }
+}
+
+async fn two_hosts() -> (Records, FakeHost, FakeHost) {
+    let cluster = Records::in_memory();
+    let h1 = FakeHost::start_in_cluster(cfg(), seam(&cluster, 1)).await.unwrap();
+    let h2 = FakeHost::start_in_cluster(cfg(), seam(&cluster, 2)).await.unwrap();
+    (cluster, h1, h2)
+}
+
+fn overlay(name: &str, subnet: &str) -> NetworkCreate {
+    NetworkCreate { driver: "overlay".into(), ..net(name, Some(subnet)) }
+}
+
+async fn round(h: &FakeHost) {
+    h.ctl.cluster_round().await.unwrap();
+}
+
+fn vxlan_of(h: &FakeHost, network: &str) -> String {
+    let nets = h.store.list::<NetworkRecord>(Table::Networks).unwrap();
+    let n = nets.iter().find(|(_, n)| n.name == network).expect("network mirrored").1.clone();
+    match n.config {
+        cove_model::DriverConfig::Overlay(o) => o.vxlan,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn mac_of(h: &FakeHost, container: &str) -> (MacAddr, String) {
+    let v = h.ctl.container_get(container).await.unwrap();
+    let ep = v.networks[0].1.as_ref().expect("running: an endpoint");
+    (ep.mac, ep.ipv4.unwrap().addr().to_string())
+}
+
+#[tokio::test]
+async fn a_global_network_appears_on_every_host_with_its_datapath() {
+    let (cluster, h1, h2) = two_hosts().await;
+    let id = h1.ctl.network_create(overlay("ov1", "10.0.9.0/24")).await.unwrap();
+    // The cluster has it, its name, its VXLAN id and its subnet.
+    assert_eq!(
+        cluster.get::<String>(Table::NetworkNames, "ov1").unwrap().as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(
+        cluster.get::<String>(Table::Segments, "4096").unwrap().as_deref(),
+        Some(id.as_str())
+    );
+    assert!(cluster.get::<String>(Table::Pools, "10.0.9.0/24").unwrap().is_some());
+    // h2 follows.
+    round(&h2).await;
+    let v = h2.ctl.network_get("ov1").await.unwrap();
+    assert_eq!(v.record.id, id);
+    let vx = vxlan_of(&h2, "ov1");
+    {
+        let k = h2.kernel.model();
+        assert!(k.links.contains_key(&vx), "{:?}", k.owned_links());
+        assert_eq!(k.links[&vx].master.as_deref(), Some(&*vx.replace("vx-", "ov-")));
+        assert!(
+            k.journal
+                .iter()
+                .any(|l| l.contains(&vx) && l.contains("4096") && l.contains("203.0.113.12")),
+            "{:?}",
+            k.journal
+        );
+    }
+    // The same name on another host is taken, cluster-wide.
+    let e = h2.ctl.network_create(overlay("ov1", "10.0.10.0/24")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{}", e.message);
+    // So is the subnet (Docker's 403 for an overlapping pool).
+    let e = h2.ctl.network_create(overlay("ov2", "10.0.9.0/24")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Forbidden, "{}", e.message);
+    assert!(e.message.contains("overlaps 10.0.9.0/24 of network ov1"), "{}", e.message);
+    assert!(cluster.get::<String>(Table::NetworkNames, "ov2").unwrap().is_none(), "nothing of ov2");
+}
+
+#[tokio::test]
+async fn endpoints_take_distinct_addresses_and_become_each_others_peers() {
+    let (cluster, h1, h2) = two_hosts().await;
+    h1.ctl.network_create(overlay("ov1", "10.0.9.0/24")).await.unwrap();
+    round(&h2).await;
+    super::run(&h1, ctr("c1", "ov1")).await;
+    super::run(&h2, ctr("c2", "ov1")).await;
+    let (mac1, ip1) = mac_of(&h1, "c1").await;
+    let (mac2, ip2) = mac_of(&h2, "c2").await;
+    assert_ne!(ip1, ip2, "both hosts started from the lowest free address");
+    let eps = cluster.list::<ClusterEndpoint>(Table::Endpoints).unwrap();
+    assert_eq!(eps.len(), 2);
+    assert!(cluster
+        .get::<String>(Table::Ipam, &format!("{}/{ip2}", eps[0].1.endpoint.network_id))
+        .unwrap()
+        .is_some());
+    round(&h1).await;
+    round(&h2).await;
+    let vx = vxlan_of(&h1, "ov1");
+    {
+        let k1 = h1.kernel.model();
+        assert_eq!(
+            k1.fdb_self.get(&(vx.clone(), mac2)).map(|a| a.to_string()).as_deref(),
+            Some("203.0.113.12")
+        );
+        assert!(k1.fdb_master.contains(&(vx.clone(), mac2)));
+        assert!(!k1.fdb_self.contains_key(&(vx.clone(), mac1)), "a local endpoint is no peer");
+        let k2 = h2.kernel.model();
+        assert_eq!(
+            k2.fdb_self.get(&(vx.clone(), mac1)).map(|a| a.to_string()).as_deref(),
+            Some("203.0.113.11")
+        );
+    }
+    // c2 goes: its addresses and record leave the cluster, and h1 forgets it.
+    h2.ctl.container_remove("c2", true).await.unwrap();
+    round(&h2).await;
+    assert_eq!(cluster.list::<ClusterEndpoint>(Table::Endpoints).unwrap().len(), 1);
+    assert!(cluster
+        .get::<String>(Table::Ipam, &format!("{}/{ip2}", eps[0].1.endpoint.network_id))
+        .unwrap()
+        .is_none());
+    round(&h1).await;
+    let k1 = h1.kernel.model();
+    assert!(!k1.fdb_self.contains_key(&(vx.clone(), mac2)), "{:?}", k1.fdb_self);
+    assert!(!k1.fdb_master.contains(&(vx, mac2)));
+}
+
+#[tokio::test]
+async fn a_global_network_with_endpoints_anywhere_cannot_be_removed_and_goes_everywhere_after() {
+    let (cluster, h1, h2) = two_hosts().await;
+    h1.ctl.network_create(overlay("ov1", "10.0.9.0/24")).await.unwrap();
+    round(&h2).await;
+    super::run(&h2, ctr("c2", "ov1")).await;
+    let e = h1.ctl.network_remove("ov1").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Forbidden);
+    assert!(e.message.contains("c2 on h2"), "{}", e.message);
+    h2.ctl.container_remove("c2", true).await.unwrap();
+    round(&h2).await;
+    h1.ctl.network_remove("ov1").await.unwrap();
+    for table in [Table::Networks, Table::NetworkNames, Table::Segments, Table::Pools, Table::Ipam]
+    {
+        assert!(cluster.store().range(&table.prefix()).unwrap().kvs.is_empty(), "{table:?} left");
+    }
+    let vx = vxlan_of(&h2, "ov1");
+    round(&h2).await;
+    assert!(h2.ctl.network_get("ov1").await.is_err());
+    let k = h2.kernel.model();
+    assert!(!k.owned_links().contains(&vx), "{:?}", k.owned_links());
+}
+
+#[tokio::test]
+async fn overlay_networks_need_a_cluster() {
+    let h = super::host().await;
+    let e = h.ctl.network_create(overlay("ov1", "10.0.9.0/24")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unavailable);
+    assert!(e.message.contains("--cluster-store"), "{}", e.message);
+}
