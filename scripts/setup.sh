@@ -14,23 +14,39 @@ done
 # does not, Debian's docker.io brings it (its dockerd is never started: see below).
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
-docker_pkg=()
-command -v docker >/dev/null 2>&1 || docker_pkg=(docker.io)
-if [ ${#need[@]} -gt 0 ] || [ ${#docker_pkg[@]} -gt 0 ]; then
-    echo "==> installing Debian packages: ${need[*]} ${docker_pkg[*]}"
+# etcd-client (the crate) compiles etcd's protobufs at build time: it needs protoc.
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# Packages whose scripts would start a service on the real host (dockerd, etcd): installed
+# with services forbidden; tests run their daemons only inside namespaces they make.
+service_pkg=()
+command -v docker >/dev/null 2>&1 || service_pkg+=(docker.io)
+# The multi-host tests' cluster store (cove_testkit::Etcd) and its CLI (ETCDCTL_API=3).
+[ -x /usr/bin/etcd ] || service_pkg+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || service_pkg+=(etcd-client)
+if [ ${#need[@]} -gt 0 ] || [ ${#service_pkg[@]} -gt 0 ]; then
+    echo "==> installing Debian packages: ${need[*]} ${service_pkg[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     [ ${#need[@]} -eq 0 ] || apt-get install -y -qq "${need[@]}" >/dev/null
-    if [ ${#docker_pkg[@]} -gt 0 ]; then
-        # Only the CLI is wanted: forbid starting services while the package installs.
+    if [ ${#service_pkg[@]} -gt 0 ]; then
+        # Only the binaries are wanted: forbid starting services while the packages install.
         policy=/usr/sbin/policy-rc.d
         had_policy=0
         [ -e "$policy" ] && had_policy=1
         [ $had_policy = 1 ] || { printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; }
-        apt-get install -y -qq --no-install-recommends "${docker_pkg[@]}" >/dev/null
+        apt-get install -y -qq --no-install-recommends "${service_pkg[@]}" >/dev/null
         [ $had_policy = 1 ] || rm -f "$policy"
     fi
 fi
+# An etcd on the real host would listen on the host's addresses: none may run there. Only the
+# host's network namespace is checked; etcds in test namespaces are the tests' own.
+host_net=$(readlink /proc/self/ns/net)
+for pid in $(pgrep -x etcd || true); do
+    if [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$host_net" ]; then
+        echo "==> WARNING: an etcd (pid $pid) runs in the host's network namespace; killing it" >&2
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+done
 venv=${COVE_VENV:-/opt/cove-venv}
 if ! "$venv/bin/python" -c 'import docker' >/dev/null 2>&1; then
     echo "==> creating $venv with the Python docker SDK"

@@ -11,6 +11,8 @@ if ! cargo deny --version >/dev/null 2>&1; then
     cargo install --locked cargo-deny@0.20.2
 fi
 export COVE_PRIVILEGED_TESTS=1
+# setup.sh installed etcd: its tests must run, not skip (cove_testkit::Etcd).
+export COVE_REQUIRE_ETCD=1
 cargo fmt --all --check
 cargo deny check licenses bans sources
 cargo clippy --locked --workspace --all-targets -- -D warnings

@@ -1,15 +1,19 @@
 //! The in-memory core both backends share: the key index, the revision, the ring of recent
-//! changes and the live watchers. A backend that persists (redb) hands [`Engine::txn`] a
-//! function that writes the changes durably; they are applied in memory only after it
-//! succeeds, so memory never runs ahead of disk.
+//! changes, the live watchers, and leases. A backend that persists (redb) hands
+//! [`Engine::txn`] a function that writes the changes durably; they are applied in memory
+//! only after it succeeds, so memory never runs ahead of disk. Leases live in memory only:
+//! the persisting backend refuses them before they reach the engine, and their expiry is
+//! driven by the caller's clock (`now`, time since some fixed start).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::kv::{KeyValue, Range, StoreError, Txn, TxnOp, TxnResponse, Watch, WatchEvent};
+use crate::lease::{ttl_secs, Lease, LeaseId};
 
 /// The revision of a store nobody has written to (as etcd's); the first write is 2.
 pub(crate) const INITIAL_REVISION: i64 = 1;
@@ -36,8 +40,8 @@ impl Default for Limits {
 /// What one key looks like after a write transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change {
-    /// The key's new state.
-    Put(KeyValue),
+    /// The key's new state, and the lease it is bound to now.
+    Put(KeyValue, Option<LeaseId>),
     /// The key is gone.
     Delete(String),
 }
@@ -49,6 +53,14 @@ fn event_bytes(event: &WatchEvent) -> usize {
         WatchEvent::Delete { key, .. } => key.len(),
         _ => 0,
     }
+}
+
+#[derive(Debug)]
+struct LeaseEntry {
+    ttl: Duration,
+    /// When it expires, on the caller's clock.
+    expires: Duration,
+    keys: BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -90,6 +102,10 @@ struct State {
     /// Bytes of keys and values in `history`.
     history_bytes: usize,
     watchers: Vec<Watcher>,
+    leases: BTreeMap<LeaseId, LeaseEntry>,
+    /// The lease each leased key is bound to.
+    key_leases: HashMap<String, LeaseId>,
+    last_lease: i64,
 }
 
 /// The shared core: see the module docs.
@@ -117,6 +133,9 @@ impl Engine {
             history: VecDeque::new(),
             history_bytes: 0,
             watchers: Vec::new(),
+            leases: BTreeMap::new(),
+            key_leases: HashMap::new(),
+            last_lease: 0,
         };
         Self { limits, writer: Mutex::new(()), state: RwLock::new(state) }
     }
@@ -153,12 +172,18 @@ impl Engine {
         txn: &Txn,
         persist: impl FnOnce(&[Change], i64) -> Result<(), StoreError>,
     ) -> Result<TxnResponse, StoreError> {
+        txn.validate()?;
         let _writing = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let (succeeded, changes, revision) = {
             let st = self.read();
             let succeeded = txn.compares.iter().all(|c| c.holds(st.index.get(&c.key)));
             let ops = if succeeded { &txn.success } else { &txn.failure };
-            check_ops(ops)?;
+            // As etcd: only the branch that runs needs its leases to exist.
+            if let Some(gone) =
+                ops.iter().filter_map(TxnOp::lease).find(|l| !st.leases.contains_key(l))
+            {
+                return Err(StoreError::LeaseNotFound(gone));
+            }
             let next = st.revision + 1;
             (succeeded, plan(&st.index, ops, next), st.revision)
         };
@@ -176,8 +201,24 @@ impl Engine {
         let st = &mut *st;
         st.revision = revision;
         for change in changes {
+            let (key, lease) = match &change {
+                Change::Put(kv, lease) => (&kv.key, *lease),
+                Change::Delete(key) => (key, None),
+            };
+            // A put replaces the key's lease; a delete ends it.
+            if let Some(old) = st.key_leases.remove(key) {
+                if let Some(l) = st.leases.get_mut(&old) {
+                    l.keys.remove(key);
+                }
+            }
+            if let Some(new) = lease {
+                if let Some(l) = st.leases.get_mut(&new) {
+                    l.keys.insert(key.clone());
+                    st.key_leases.insert(key.clone(), new);
+                }
+            }
             let event = match change {
-                Change::Put(kv) => {
+                Change::Put(kv, _) => {
                     st.index.insert(kv.key.clone(), kv.clone());
                     WatchEvent::Put(kv)
                 }
@@ -222,38 +263,69 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Grant a lease expiring `ttl` (whole seconds, as etcd) after `now`.
+    pub(crate) fn grant(&self, ttl: Duration, now: Duration) -> Lease {
+        let ttl = Duration::from_secs(ttl_secs(ttl).unsigned_abs());
+        let _writing = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut st = self.write();
+        st.last_lease += 1;
+        let id = LeaseId(st.last_lease);
+        st.leases.insert(id, LeaseEntry { ttl, expires: now + ttl, keys: BTreeSet::new() });
+        Lease { id, ttl }
+    }
+
+    /// Restore the lease's full TTL from `now` (expire first: an expired lease is gone).
+    pub(crate) fn keep_alive(&self, id: LeaseId, now: Duration) -> Result<Duration, StoreError> {
+        let mut st = self.write();
+        let lease = st.leases.get_mut(&id).ok_or(StoreError::LeaseNotFound(id))?;
+        lease.expires = now + lease.ttl;
+        Ok(lease.ttl)
+    }
+
+    /// What the lease has left at `now`.
+    pub(crate) fn time_to_live(&self, id: LeaseId, now: Duration) -> Option<Duration> {
+        self.read().leases.get(&id).map(|l| l.expires.saturating_sub(now))
+    }
+
+    /// End the lease and delete its keys in one revision (none if it had no keys).
+    pub(crate) fn revoke(&self, id: LeaseId) -> Result<(), StoreError> {
+        let _writing = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let (changes, next) = {
+            let mut st = self.write();
+            let lease = st.leases.remove(&id).ok_or(StoreError::LeaseNotFound(id))?;
+            // etcd deletes a lease's keys in key order.
+            let changes: Vec<Change> = lease.keys.into_iter().map(Change::Delete).collect();
+            (changes, st.revision + 1)
+        };
+        if !changes.is_empty() {
+            self.apply(changes, next);
+        }
+        Ok(())
+    }
+
+    /// Revoke every lease expired at `now`, oldest first, each in its own revision.
+    pub(crate) fn expire(&self, now: Duration) {
+        let expired: Vec<(Duration, LeaseId)> = {
+            let st = self.read();
+            st.leases
+                .iter()
+                .filter(|(_, l)| l.expires <= now)
+                .map(|(id, l)| (l.expires, *id))
+                .collect()
+        };
+        let mut expired = expired;
+        expired.sort();
+        for (_, id) in expired {
+            // Another caller may have expired or revoked it meanwhile: fine.
+            let _ = self.revoke(id);
+        }
+    }
+}
+
 /// Every key from `prefix` on, for a `BTreeMap<String, _>` range.
 fn from(prefix: &str) -> (Bound<&str>, Bound<&str>) {
     (Bound::Included(prefix), Bound::Unbounded)
-}
-
-/// Refuse an op list that writes one key twice, as etcd does: puts must not overlap each
-/// other nor any delete.
-fn check_ops(ops: &[TxnOp]) -> Result<(), StoreError> {
-    let mut puts = BTreeSet::new();
-    for op in ops {
-        if let TxnOp::Put { key, .. } = op {
-            if key.is_empty() {
-                return Err(StoreError::InvalidTxn("put of an empty key".into()));
-            }
-            if !puts.insert(key.as_str()) {
-                return Err(StoreError::InvalidTxn(format!("key {key} is put twice")));
-            }
-        }
-    }
-    for op in ops {
-        let hit = match op {
-            TxnOp::Put { .. } => None,
-            TxnOp::Delete { key } => puts.get(key.as_str()),
-            TxnOp::DeletePrefix { prefix } => {
-                puts.range(prefix.as_str()..).find(|k| k.starts_with(prefix.as_str()))
-            }
-        };
-        if let Some(key) = hit {
-            return Err(StoreError::InvalidTxn(format!("key {key} is put and deleted")));
-        }
-    }
-    Ok(())
 }
 
 /// The changes `ops` (checked) make to `index` at `revision`, in op order.
@@ -262,15 +334,16 @@ fn plan(index: &BTreeMap<String, KeyValue>, ops: &[TxnOp], revision: i64) -> Vec
     let mut deleted = BTreeSet::new();
     for op in ops {
         match op {
-            TxnOp::Put { key, value } => {
+            TxnOp::Put { key, value } | TxnOp::PutWithLease { key, value, .. } => {
                 let old = index.get(key);
-                changes.push(Change::Put(KeyValue {
+                let kv = KeyValue {
                     key: key.clone(),
                     value: value.clone(),
                     create_revision: old.map_or(revision, |o| o.create_revision),
                     mod_revision: revision,
                     version: old.map_or(1, |o| o.version + 1),
-                }));
+                };
+                changes.push(Change::Put(kv, op.lease()));
             }
             TxnOp::Delete { key } => {
                 if index.contains_key(key) && deleted.insert(key.clone()) {
@@ -296,28 +369,6 @@ fn plan(index: &BTreeMap<String, KeyValue>, ops: &[TxnOp], revision: i64) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ops_that_write_a_key_twice_are_refused() {
-        let bad = [
-            vec![TxnOp::put("a", "1"), TxnOp::put("a", "2")],
-            vec![TxnOp::put("a", "1"), TxnOp::delete("a")],
-            vec![TxnOp::delete("a"), TxnOp::put("a", "1")],
-            vec![TxnOp::put("a/b", "1"), TxnOp::delete_prefix("a/")],
-            vec![TxnOp::put("", "1")],
-        ];
-        for ops in bad {
-            assert!(matches!(check_ops(&ops), Err(StoreError::InvalidTxn(_))), "{ops:?}");
-        }
-        let good = [
-            vec![TxnOp::put("a", "1"), TxnOp::put("b", "2")],
-            vec![TxnOp::delete("a"), TxnOp::delete_prefix("a"), TxnOp::delete("a")],
-            vec![TxnOp::put("b", "1"), TxnOp::delete_prefix("a")],
-        ];
-        for ops in good {
-            assert_eq!(check_ops(&ops), Ok(()), "{ops:?}");
-        }
-    }
 
     #[test]
     fn overlapping_deletes_delete_once() {

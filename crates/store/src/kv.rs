@@ -6,10 +6,13 @@
 //! are compare-then-write ([`Txn`]); watches replay recent history and then follow live
 //! changes ([`Store::watch`]). See `docs/adr/0008-store-trait.md`.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use cove_model::{Error, ErrorKind};
 use tokio::sync::mpsc;
+
+use crate::lease::LeaseId;
 
 /// One key as stored, with etcd's bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,9 +133,12 @@ impl Compare {
 }
 
 /// One write of a transaction.
+///
+/// A put binds its key to no lease ([`TxnOp::Put`]) or to one ([`TxnOp::PutWithLease`]):
+/// as in etcd, a put replaces the key's lease, so a plain put of a leased key detaches it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TxnOp {
-    /// Create or replace `key`.
+    /// Create or replace `key`, bound to no lease.
     Put {
         /// The key (not empty).
         key: String,
@@ -149,12 +155,31 @@ pub enum TxnOp {
         /// The prefix.
         prefix: String,
     },
+    /// Create or replace `key`, bound to `lease`: the key is deleted when the lease expires
+    /// or is revoked ([`crate::Leases`]). The transaction fails with
+    /// [`StoreError::LeaseNotFound`] if this op runs and the lease no longer exists.
+    PutWithLease {
+        /// The key (not empty).
+        key: String,
+        /// The new value.
+        value: Vec<u8>,
+        /// The lease the key lives as long as.
+        lease: LeaseId,
+    },
 }
 
 impl TxnOp {
     /// A put.
     pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
         TxnOp::Put { key: key.into(), value: value.into() }
+    }
+    /// A put of a key that lives as long as `lease`.
+    pub fn put_with_lease(
+        key: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+        lease: LeaseId,
+    ) -> Self {
+        TxnOp::PutWithLease { key: key.into(), value: value.into(), lease }
     }
     /// A delete of one key.
     pub fn delete(key: impl Into<String>) -> Self {
@@ -164,13 +189,28 @@ impl TxnOp {
     pub fn delete_prefix(prefix: impl Into<String>) -> Self {
         TxnOp::DeletePrefix { prefix: prefix.into() }
     }
+    /// The key a put writes (`None` for deletes).
+    pub fn put_key(&self) -> Option<&str> {
+        match self {
+            TxnOp::Put { key, .. } | TxnOp::PutWithLease { key, .. } => Some(key),
+            TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. } => None,
+        }
+    }
+    /// The lease a put binds its key to.
+    pub fn lease(&self) -> Option<LeaseId> {
+        match self {
+            TxnOp::PutWithLease { lease, .. } => Some(*lease),
+            _ => None,
+        }
+    }
 }
 
 /// A transaction: if every compare holds, the success ops run, else the failure ops.
 ///
 /// As in etcd, one op list may not write a key twice: a key may not be put twice, nor put
 /// and deleted (by `Delete` or a covering `DeletePrefix`); overlapping deletes are fine.
-/// Such a transaction is refused with [`StoreError::InvalidTxn`].
+/// Such a transaction is refused with [`StoreError::InvalidTxn`], whichever branch would
+/// run: etcd checks both op lists before it looks at the compares ([`Txn::validate`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Txn {
     /// Conditions, all of which must hold for the success branch.
@@ -201,6 +241,43 @@ impl Txn {
         self.failure.push(op);
         self
     }
+    /// Refuse a transaction etcd would refuse: either op list puts an empty key, puts a key
+    /// twice, or puts a key it also deletes. Every backend calls this before anything else.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        check_ops(&self.success)?;
+        check_ops(&self.failure)
+    }
+    /// Every lease the transaction's puts bind keys to (both branches).
+    pub fn leases(&self) -> impl Iterator<Item = LeaseId> + '_ {
+        self.success.iter().chain(&self.failure).filter_map(TxnOp::lease)
+    }
+}
+
+/// Refuse an op list that writes one key twice, as etcd does: puts must not overlap each
+/// other nor any delete.
+fn check_ops(ops: &[TxnOp]) -> Result<(), StoreError> {
+    let mut puts = BTreeSet::new();
+    for key in ops.iter().filter_map(TxnOp::put_key) {
+        if key.is_empty() {
+            return Err(StoreError::InvalidTxn("put of an empty key".into()));
+        }
+        if !puts.insert(key) {
+            return Err(StoreError::InvalidTxn(format!("key {key} is put twice")));
+        }
+    }
+    for op in ops {
+        let hit = match op {
+            TxnOp::Put { .. } | TxnOp::PutWithLease { .. } => None,
+            TxnOp::Delete { key } => puts.get(key.as_str()),
+            TxnOp::DeletePrefix { prefix } => {
+                puts.range(prefix.as_str()..).find(|k| k.starts_with(prefix.as_str()))
+            }
+        };
+        if let Some(key) = hit {
+            return Err(StoreError::InvalidTxn(format!("key {key} is put and deleted")));
+        }
+    }
+    Ok(())
 }
 
 /// What a transaction did.
@@ -227,39 +304,52 @@ pub enum WatchEvent {
     /// The watcher fell too far behind and was cut off; this is its last event. Re-list
     /// (`Store::range`) and watch again from the list's revision + 1.
     Lagged,
+    /// The store dropped history the watch still needed (a cluster store compacted while
+    /// the watch was reconnecting or catching up); this is its last event. Re-list and
+    /// watch again, as after [`StoreError::Compacted`].
+    Compacted {
+        /// The newest revision whose changes are no longer kept.
+        compact_revision: i64,
+    },
 }
 
 impl WatchEvent {
-    /// The revision of the change (`None` for [`WatchEvent::Lagged`]).
+    /// The revision of the change (`None` for the last events, `Lagged` and `Compacted`).
     pub fn revision(&self) -> Option<i64> {
         match self {
             WatchEvent::Put(kv) => Some(kv.mod_revision),
             WatchEvent::Delete { revision, .. } => Some(*revision),
-            WatchEvent::Lagged => None,
+            WatchEvent::Lagged | WatchEvent::Compacted { .. } => None,
         }
     }
-    /// The key changed (`None` for [`WatchEvent::Lagged`]).
+    /// The key changed (`None` for the last events, `Lagged` and `Compacted`).
     pub fn key(&self) -> Option<&str> {
         match self {
             WatchEvent::Put(kv) => Some(&kv.key),
             WatchEvent::Delete { key, .. } => Some(key),
-            WatchEvent::Lagged => None,
+            WatchEvent::Lagged | WatchEvent::Compacted { .. } => None,
         }
+    }
+    /// Whether this is a watch's last event: the caller must re-list and watch again.
+    pub fn is_final(&self) -> bool {
+        matches!(self, WatchEvent::Lagged | WatchEvent::Compacted { .. })
     }
 }
 
 /// The changes under a prefix, in revision order: first the history asked for, then live.
 ///
 /// The channel is bounded and writers never wait for it: a watcher that falls a buffer
-/// behind gets [`WatchEvent::Lagged`] as its last event. The stream ends (`None`) after
-/// `Lagged` or when the store is dropped.
+/// behind gets [`WatchEvent::Lagged`] as its last event. The stream ends (`None`) after a
+/// last event (`Lagged`, `Compacted`) or when the store is dropped.
 #[derive(Debug)]
 pub struct Watch {
     rx: mpsc::Receiver<WatchEvent>,
 }
 
 impl Watch {
-    pub(crate) fn new(rx: mpsc::Receiver<WatchEvent>) -> Self {
+    /// A watch reading `rx` (for backends outside this crate). Its sender must keep the
+    /// contract above: revision order, a last event when cut off, never blocking a writer.
+    pub fn new(rx: mpsc::Receiver<WatchEvent>) -> Self {
         Self { rx }
     }
     /// The next change; `None` once the watch has ended.
@@ -304,13 +394,31 @@ pub enum StoreError {
     /// The transaction writes a key twice (a caller bug).
     #[error("state store: invalid transaction: {0}")]
     InvalidTxn(String),
+    /// A cluster store did not answer within its deadline, or cannot be connected to.
+    #[error("cluster store {store} unreachable: {cause}")]
+    Unreachable {
+        /// The store as configured (`etcd://203.0.113.2:2379`).
+        store: String,
+        /// What failed (`no answer within 5s`, `connection refused`).
+        cause: String,
+    },
+    /// The lease does not exist: it expired, was revoked, or was never granted.
+    #[error("state store: lease {0} not found (expired or revoked)")]
+    LeaseNotFound(LeaseId),
+    /// The backend cannot do this (leases on the local store).
+    #[error("state store: {0} is not supported by this store")]
+    Unsupported(String),
 }
 
 impl StoreError {
     /// The error's kind, for the API.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Unavailable(_) | StoreError::Compacted { .. } => ErrorKind::Unavailable,
+            StoreError::Unavailable(_)
+            | StoreError::Compacted { .. }
+            | StoreError::Unreachable { .. } => ErrorKind::Unavailable,
+            StoreError::LeaseNotFound(_) => ErrorKind::NotFound,
+            StoreError::Unsupported(_) => ErrorKind::NotImplemented,
             StoreError::Corrupt { .. } | StoreError::InvalidTxn(_) => ErrorKind::Internal,
         }
     }
@@ -393,5 +501,49 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Unavailable);
         assert_eq!(e.message, "state store: history up to revision 4 is compacted");
         assert_eq!(StoreError::unavailable("disk full").kind(), ErrorKind::Unavailable);
+        let e = Error::from(StoreError::Unreachable {
+            store: "etcd://203.0.113.2:2379".into(),
+            cause: "no answer within 5s".into(),
+        });
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert_eq!(
+            e.message,
+            "cluster store etcd://203.0.113.2:2379 unreachable: no answer within 5s"
+        );
+        let e = Error::from(StoreError::LeaseNotFound(LeaseId(7)));
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::NotFound, "state store: lease 7 not found (expired or revoked)")
+        );
+        assert_eq!(StoreError::Unsupported("leases".into()).kind(), ErrorKind::NotImplemented);
+    }
+
+    #[test]
+    fn ops_that_write_a_key_twice_are_refused_in_either_branch() {
+        let bad = [
+            vec![TxnOp::put("a", "1"), TxnOp::put("a", "2")],
+            vec![TxnOp::put("a", "1"), TxnOp::delete("a")],
+            vec![TxnOp::delete("a"), TxnOp::put("a", "1")],
+            vec![TxnOp::put("a/b", "1"), TxnOp::delete_prefix("a/")],
+            vec![TxnOp::put("", "1")],
+            vec![TxnOp::put_with_lease("a", "1", LeaseId(1)), TxnOp::put("a", "2")],
+            vec![TxnOp::put_with_lease("a/x", "1", LeaseId(1)), TxnOp::delete_prefix("")],
+        ];
+        for ops in bad {
+            assert!(matches!(check_ops(&ops), Err(StoreError::InvalidTxn(_))), "{ops:?}");
+            let failure = Txn { failure: ops.clone(), ..Txn::new() };
+            assert!(matches!(failure.validate(), Err(StoreError::InvalidTxn(_))), "{ops:?}");
+            let success = Txn { success: ops.clone(), ..Txn::new() };
+            assert!(matches!(success.validate(), Err(StoreError::InvalidTxn(_))), "{ops:?}");
+        }
+        let good = [
+            vec![TxnOp::put("a", "1"), TxnOp::put("b", "2")],
+            vec![TxnOp::delete("a"), TxnOp::delete_prefix("a"), TxnOp::delete("a")],
+            vec![TxnOp::put("b", "1"), TxnOp::delete_prefix("a")],
+            vec![TxnOp::put_with_lease("b", "1", LeaseId(1)), TxnOp::delete_prefix("a")],
+        ];
+        for ops in good {
+            assert_eq!(check_ops(&ops), Ok(()), "{ops:?}");
+        }
     }
 }

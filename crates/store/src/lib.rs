@@ -6,7 +6,11 @@
 //!   the local one without changing callers. Calls are synchronous and may block briefly
 //!   (`docs/adr/0008-store-trait.md`).
 //! - [`RedbStore`]: the local backend, one redb file; [`MemStore`]: the same in memory, for
-//!   tests. Both share one in-memory core (index, history ring, watchers).
+//!   tests. Both share one in-memory core (index, history ring, watchers). The etcd backend
+//!   is the crate `cove-etcd`.
+//! - [`Leases`] (module `lease`): etcd's leases (grant, keep-alive, revoke; keys put with
+//!   [`TxnOp::PutWithLease`] vanish with their lease), on `MemStore` with a clock tests
+//!   drive, and [`KeepAlive`] to keep one alive in the background. `RedbStore` has none.
 //! - [`Records`]: JSON records by [`Table`], written in atomic [`Batch`]es that may carry
 //!   conditions (create-if-absent, unchanged-since-revision).
 //!
@@ -20,8 +24,11 @@
 //! | `ipam/<network id>/<address>`    | address reservation, created if absent  |
 #![warn(missing_docs)]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod engine;
 mod kv;
+mod lease;
 mod mem;
 mod records;
 mod redb_store;
@@ -31,6 +38,7 @@ pub use kv::{
     CmpOp, Compare, CompareTarget, KeyValue, Range, Store, StoreError, Txn, TxnOp, TxnResponse,
     Watch, WatchEvent,
 };
+pub use lease::{KeepAlive, Lease, LeaseId, LeaseLost, Leases};
 pub use mem::MemStore;
 pub use records::{Batch, Records, Table};
 pub use redb_store::RedbStore;

@@ -109,7 +109,7 @@ impl Batch {
 
 fn op_key(op: &TxnOp) -> &str {
     match op {
-        TxnOp::Put { key, .. } | TxnOp::Delete { key } => key,
+        TxnOp::Put { key, .. } | TxnOp::PutWithLease { key, .. } | TxnOp::Delete { key } => key,
         TxnOp::DeletePrefix { prefix } => prefix,
     }
 }

@@ -14,11 +14,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use crate::engine::{Change, Engine, Limits, INITIAL_REVISION};
 use crate::kv::{KeyValue, Range, Store, StoreError, Txn, TxnResponse, Watch};
+use crate::lease::{Lease, LeaseId, Leases};
 
 const KV: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("kv");
 const META: TableDefinition<'static, &'static str, i64> = TableDefinition::new("meta");
@@ -103,7 +105,7 @@ impl RedbStore {
             let mut kv = txn.open_table(KV).map_err(StoreError::unavailable)?;
             for change in changes {
                 match change {
-                    Change::Put(new) => {
+                    Change::Put(new, _) => {
                         kv.insert(new.key.as_str(), encode(new).as_slice())
                             .map_err(StoreError::unavailable)?;
                     }
@@ -185,10 +187,33 @@ impl Store for RedbStore {
         Ok(self.engine.range(prefix))
     }
     fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        if txn.leases().next().is_some() {
+            return Err(unsupported());
+        }
         self.engine.txn(&txn, |changes, revision| self.persist(changes, revision))
     }
     fn watch(&self, prefix: &str, start_revision: i64) -> Result<Watch, StoreError> {
         self.engine.watch(prefix, start_revision)
+    }
+}
+
+fn unsupported() -> StoreError {
+    StoreError::Unsupported("a lease (the local store keeps keys until deleted)".into())
+}
+
+/// The local store has no leases: a single host has no peers to outlive.
+impl Leases for RedbStore {
+    fn grant(&self, _ttl: Duration) -> Result<Lease, StoreError> {
+        Err(unsupported())
+    }
+    fn keep_alive(&self, _id: LeaseId) -> Result<Duration, StoreError> {
+        Err(unsupported())
+    }
+    fn revoke(&self, _id: LeaseId) -> Result<(), StoreError> {
+        Err(unsupported())
+    }
+    fn time_to_live(&self, _id: LeaseId) -> Result<Option<Duration>, StoreError> {
+        Err(unsupported())
     }
 }
 
@@ -251,6 +276,24 @@ mod tests {
             WatchEvent::Put(kv) => assert_eq!((kv.key.as_str(), kv.version), ("a", 3)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn leases_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        let e = s.grant(Duration::from_secs(5)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "state store: a lease (the local store keeps keys until deleted) is not supported by this store"
+        );
+        let t = Txn::new().when(Compare::exists("x")).or_else(TxnOp::put_with_lease(
+            "k",
+            "v",
+            LeaseId(1),
+        ));
+        assert!(matches!(s.txn(t), Err(StoreError::Unsupported(_))));
+        assert_eq!(s.range("").unwrap().revision, 1);
     }
 
     #[test]

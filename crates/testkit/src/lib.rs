@@ -29,6 +29,8 @@ mod audit;
 mod cgroups;
 mod daemon;
 mod env;
+mod etcd;
+pub use etcd::Etcd;
 mod holder;
 mod host;
 mod http;

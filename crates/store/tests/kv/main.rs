@@ -1,37 +1,52 @@
-//! The `Store` contract, checked on every backend: each op and compare, revisions and
-//! versions, watches, a reference model under random transactions, and concurrent writers.
+//! The `Store` contract (`cove_store::conformance`) on the local backends, and their leases.
 
-mod concurrency;
-mod conformance;
-mod model;
+mod leases;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use cove_store::{Limits, MemStore, RedbStore, Store, WatchEvent};
-use tempfile::TempDir;
+use cove_store::conformance::{Backend, Subject};
+use cove_store::{Limits, MemStore, RedbStore};
 
-/// A store under test; the temp dir lives as long as the store.
+/// In memory, with leases.
 #[derive(Debug)]
-pub struct Backend {
-    pub name: &'static str,
-    pub store: Arc<dyn Store>,
-    _dir: Option<TempDir>,
+pub struct Mem;
+
+impl Backend for Mem {
+    fn name(&self) -> String {
+        "mem".into()
+    }
+    fn fresh(&self, limits: Limits) -> Subject {
+        let store = Arc::new(MemStore::with_limits(limits));
+        Subject::new(store.clone(), 1, Duration::ZERO).with_leases(store)
+    }
 }
 
-pub fn backends() -> Vec<Backend> {
-    backends_with(Limits::default())
+/// A redb file in a temp dir.
+#[derive(Debug)]
+pub struct Redb;
+
+impl Backend for Redb {
+    fn name(&self) -> String {
+        "redb".into()
+    }
+    fn fresh(&self, limits: Limits) -> Subject {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(&dir.path().join("store.redb"), limits).unwrap();
+        Subject::new(Arc::new(store), 1, Duration::ZERO).keeping(dir)
+    }
 }
 
-pub fn backends_with(limits: Limits) -> Vec<Backend> {
-    let dir = tempfile::tempdir().unwrap();
-    let redb = RedbStore::open_with(&dir.path().join("store.redb"), limits).unwrap();
-    vec![
-        Backend { name: "mem", store: Arc::new(MemStore::with_limits(limits)), _dir: None },
-        Backend { name: "redb", store: Arc::new(redb), _dir: Some(dir) },
-    ]
+mod mem {
+    fn backend() -> Option<super::Mem> {
+        Some(super::Mem)
+    }
+    cove_store::conformance_tests!(backend, model_cases = 96);
 }
 
-/// Every event queued on a watch right now.
-pub fn drain(w: &mut cove_store::Watch) -> Vec<WatchEvent> {
-    std::iter::from_fn(|| w.try_recv().ok()).collect()
+mod redb {
+    fn backend() -> Option<super::Redb> {
+        Some(super::Redb)
+    }
+    cove_store::conformance_tests!(backend, model_cases = 96);
 }

@@ -1,30 +1,33 @@
-//! Random transactions on every backend and on a small reference model written here, which
-//! must agree on every response, on the final keys, and on what a watcher sees.
+//! Random transactions on a store and on a small reference model written here, which must
+//! agree on every response, on the final keys, and on what watchers (live and replayed) see.
 
 use std::collections::BTreeMap;
 
-use cove_store::{
-    CmpOp, Compare, CompareTarget, KeyValue, Store, StoreError, Txn, TxnOp, TxnResponse, WatchEvent,
-};
 use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 
-use crate::{backends, drain};
+use crate::conformance::{Backend, Subject};
+use crate::{
+    CmpOp, Compare, CompareTarget, KeyValue, Limits, StoreError, Txn, TxnOp, TxnResponse,
+    WatchEvent,
+};
 
 const KEYS: [&str; 5] = ["a", "a/b", "a/c", "ab", "b"];
 const PREFIXES: [&str; 5] = ["", "a", "a/", "b", "c"];
 const VALUES: [&str; 4] = ["", "x", "y", "z"];
 
 /// etcd's rules, written plainly: a map, a counter, and the events so far.
-#[derive(Default)]
-struct Model {
+#[derive(Debug, Default)]
+pub struct Model {
     kvs: BTreeMap<String, KeyValue>,
     revision: i64,
     events: Vec<WatchEvent>,
 }
 
 impl Model {
-    fn new() -> Self {
-        Self { revision: 1, ..Self::default() }
+    /// An empty model at `revision`.
+    pub fn new(revision: i64) -> Self {
+        Self { revision, ..Self::default() }
     }
 
     fn holds(&self, c: &Compare) -> bool {
@@ -47,28 +50,32 @@ impl Model {
         }
     }
 
-    /// `None`: the op list writes a key twice.
-    fn txn(&mut self, t: &Txn) -> Option<TxnResponse> {
+    /// Whether an op list writes a key twice.
+    fn clashes(ops: &[TxnOp]) -> bool {
+        ops.iter().enumerate().any(|(i, op)| {
+            let Some(key) = op.put_key() else { return false };
+            ops.iter().enumerate().any(|(j, other)| match other {
+                TxnOp::Put { key: k, .. } | TxnOp::PutWithLease { key: k, .. } => {
+                    i != j && k == key
+                }
+                TxnOp::Delete { key: k } => k == key,
+                TxnOp::DeletePrefix { prefix } => key.starts_with(prefix.as_str()),
+            })
+        })
+    }
+
+    /// `None`: either op list writes a key twice (etcd checks both).
+    pub fn txn(&mut self, t: &Txn) -> Option<TxnResponse> {
+        if Self::clashes(&t.success) || Self::clashes(&t.failure) {
+            return None;
+        }
         let succeeded = t.compares.iter().all(|c| self.holds(c));
         let ops = if succeeded { &t.success } else { &t.failure };
-        for (i, op) in ops.iter().enumerate() {
-            let TxnOp::Put { key, .. } = op else { continue };
-            for (j, other) in ops.iter().enumerate() {
-                let clash = match other {
-                    TxnOp::Put { key: k, .. } => i != j && k == key,
-                    TxnOp::Delete { key: k } => k == key,
-                    TxnOp::DeletePrefix { prefix } => key.starts_with(prefix.as_str()),
-                };
-                if clash {
-                    return None;
-                }
-            }
-        }
         let rev = self.revision + 1;
         let mut changed = false;
         for op in ops {
             match op {
-                TxnOp::Put { key, value } => {
+                TxnOp::Put { key, value } | TxnOp::PutWithLease { key, value, .. } => {
                     let kv = match self.kvs.get(key) {
                         Some(old) => KeyValue {
                             value: value.clone(),
@@ -144,7 +151,9 @@ fn compare() -> impl Strategy<Value = Compare> {
     (key(), op, target).prop_map(|(key, op, target)| Compare { key, target, op })
 }
 
-fn txn() -> impl Strategy<Value = Txn> {
+/// A random transaction; its revisions in compares are numbered as a fresh local store
+/// numbers them (map them with [`Subject::rev`]).
+pub fn txn() -> impl Strategy<Value = Txn> {
     (
         prop::collection::vec(compare(), 0..3),
         prop::collection::vec(op(), 0..4),
@@ -153,15 +162,30 @@ fn txn() -> impl Strategy<Value = Txn> {
         .prop_map(|(compares, success, failure)| Txn { compares, success, failure })
 }
 
-fn check(name: &str, store: &dyn Store, txns: &[Txn]) -> Result<(), TestCaseError> {
-    let mut model = Model::new();
-    let mut live = store.watch("", 1).unwrap();
+/// `t` with its compared revisions in `s`'s numbering.
+fn renumber(s: &Subject, t: &Txn) -> Txn {
+    let mut t = t.clone();
+    for c in &mut t.compares {
+        match &mut c.target {
+            CompareTarget::CreateRevision(r) | CompareTarget::ModRevision(r) => *r = s.rev(*r),
+            CompareTarget::Version(_) | CompareTarget::Value(_) => {}
+        }
+    }
+    t
+}
+
+/// Run `txns` on the fresh store `s` and on the model; they must agree.
+pub fn check(s: &Subject, txns: &[Txn]) -> Result<(), TestCaseError> {
+    let store = &s.store;
+    let mut model = Model::new(s.rev(1));
+    let mut live = store.watch("", s.rev(1)).unwrap();
     let mut live_a = store.watch("a/", 0).unwrap();
     for t in txns {
+        let t = renumber(s, t);
         let got = store.txn(t.clone());
-        match model.txn(t) {
-            Some(want) => prop_assert_eq!(got, Ok(want), "{} {:?}", name, t),
-            None => prop_assert!(matches!(got, Err(StoreError::InvalidTxn(_))), "{name} {got:?}"),
+        match model.txn(&t) {
+            Some(want) => prop_assert_eq!(got, Ok(want), "{:?}", t),
+            None => prop_assert!(matches!(got, Err(StoreError::InvalidTxn(_))), "{got:?}"),
         }
     }
     let range = store.range("").unwrap();
@@ -170,26 +194,35 @@ fn check(name: &str, store: &dyn Store, txns: &[Txn]) -> Result<(), TestCaseErro
     for k in KEYS {
         prop_assert_eq!(store.get(k).unwrap(), model.kvs.get(k).cloned());
     }
-    prop_assert_eq!(&drain(&mut live), &model.events, "{}", name);
-    let mut replay = store.watch("", 1).unwrap();
-    prop_assert_eq!(&drain(&mut replay), &model.events, "{}", name);
+    prop_assert_eq!(&s.collect(&mut live, model.events.len()), &model.events);
+    let mut replay = store.watch("", s.rev(1)).unwrap();
+    prop_assert_eq!(&s.collect(&mut replay, model.events.len()), &model.events);
     let under_a: Vec<_> = model
         .events
         .iter()
         .filter(|e| e.key().is_some_and(|k| k.starts_with("a/")))
         .cloned()
         .collect();
-    prop_assert_eq!(drain(&mut live_a), under_a);
+    prop_assert_eq!(s.collect(&mut live_a, under_a.len()), under_a);
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
-
-    #[test]
-    fn backends_agree_with_the_model(txns in prop::collection::vec(txn(), 1..30)) {
-        for b in backends() {
-            check(b.name, b.store.as_ref(), &txns)?;
-        }
+/// `cases` random sequences of up to 30 transactions, each on a fresh store of `b`.
+/// Failures are saved beside `source_file` (in `proptest-regressions/`) and replayed first.
+pub fn run(b: &dyn Backend, cases: u32, source_file: &'static str) {
+    let config = Config {
+        cases,
+        source_file: Some(source_file),
+        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
+            "proptest-regressions",
+        ))),
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&prop::collection::vec(txn(), 1..30), |txns| {
+        check(&b.fresh(Limits::default()), &txns)
+    });
+    if let Err(e) = result {
+        panic!("{}: the store disagrees with the model: {e}", b.name());
     }
 }

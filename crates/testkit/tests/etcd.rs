@@ -1,0 +1,100 @@
+//! Tests of the `Etcd` fixture (privileged: run as root). Skipped when etcd is not
+//! installed, unless `COVE_REQUIRE_ETCD` is set.
+
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cove_testkit::{ns_inode, require_etcd, require_root, Etcd, FakeHost};
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn etcd_runs_in_a_namespace_of_its_own_and_goes_on_drop() {
+    require_etcd!();
+    require_root();
+    let t0 = Instant::now();
+    let etcd = Etcd::start("etcd_own_namespace");
+    eprintln!("etcd healthy after {:?}", t0.elapsed());
+    assert_eq!(etcd.endpoint(), "etcd://127.0.0.1:2379");
+    assert_eq!(etcd.client_url(), "http://127.0.0.1:2379");
+    let pid = etcd.pid();
+    let own = ns_inode("self", "net").unwrap();
+    assert_eq!(ns_inode(&pid.to_string(), "net"), Some(etcd.netns_inode()));
+    assert_ne!(etcd.netns_inode(), own, "etcd must not run in the host's netns");
+    // Not reachable from the host's namespace; reachable from a thread that joined it.
+    let addr = "127.0.0.1:2379".parse().unwrap();
+    let from_host = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+    assert!(from_host.is_err(), "something listens on the host's 127.0.0.1:2379");
+    assert!(etcd.run_in_netns(|| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()));
+    // The data dir is on etcd's private tmpfs: empty from the host.
+    let data = etcd.dir().join("data");
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0, "{}", data.display());
+
+    etcd.etcdctl(&["put", "/x", "1"]).ok();
+    etcd.etcdctl(&["get", "/x", "--print-value-only"]).ok().stdout_has("1");
+    let rev = etcd.revision();
+    assert!(rev >= 2, "{rev}");
+    etcd.etcdctl(&["put", "/x", "2"]).ok();
+    etcd.compact(rev + 1);
+    etcd.etcdctl(&["get", "/x", &format!("--rev={rev}")]).fails().stderr_has("compacted");
+
+    etcd.pause();
+    etcd.etcdctl(&["get", "/x", "--command-timeout=1s"]).fails();
+    etcd.resume();
+    etcd.etcdctl(&["get", "/x", "--print-value-only"]).ok().stdout_has("2");
+
+    let dir = etcd.dir().to_path_buf();
+    drop(etcd);
+    assert!(!alive(pid), "etcd {pid} survived the drop");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+#[test]
+fn a_paused_etcd_is_killed_on_drop_too() {
+    require_etcd!();
+    require_root();
+    let etcd = Etcd::start("etcd_paused_drop");
+    let pid = etcd.pid();
+    etcd.pause();
+    drop(etcd);
+    assert!(!alive(pid));
+}
+
+#[test]
+fn etcd_starts_in_a_namespace_the_caller_made() {
+    require_etcd!();
+    require_root();
+    // A netlab-like key-value host: the caller's namespace with an underlay address.
+    let kv = FakeHost::new("etcd_in_kv_host", Path::new("/bin/false"));
+    kv.sh_ok(
+        "ip link add ul0 type veth peer name ul1 && ip addr add 203.0.113.2/24 dev ul0 && \
+         ip link set ul0 up && ip link set ul1 up",
+    );
+    let netns = format!("/proc/{}/ns/net", kv.holder_pid());
+    let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2));
+    let etcd = Etcd::start_in("etcd_in_kv_host", Path::new(&netns), ip);
+    assert_eq!(etcd.endpoint(), "etcd://203.0.113.2:2379");
+    assert_eq!(etcd.netns_inode(), kv.netns_inode());
+    assert_eq!(ns_inode(&etcd.pid().to_string(), "net"), Some(kv.netns_inode()));
+    etcd.etcdctl(&["put", "/k", "v"]).ok();
+    // Processes of the kv host see it.
+    kv.sh_ok("ETCDCTL_API=3 etcdctl --endpoints http://203.0.113.2:2379 get /k | grep -qx v");
+    let pid = etcd.pid();
+    drop(etcd);
+    assert!(!alive(pid));
+    // The caller's namespace and its processes are left alone.
+    assert!(alive(kv.holder_pid()));
+    kv.sh_ok("ip addr show ul0 | grep -q 203.0.113.2");
+}
+
+#[test]
+#[should_panic(expected = "is the host's network namespace")]
+fn etcd_refuses_the_hosts_namespace() {
+    // Refused before etcd is looked for: no etcd needed.
+    require_root();
+    let _ =
+        Etcd::start_in("etcd_host_ns", Path::new("/proc/self/ns/net"), Ipv4Addr::LOCALHOST.into());
+}
