@@ -49,7 +49,7 @@ fn list_filter(f: &Filters) -> Result<impl Fn(&NetworkView) -> bool + '_, ApiErr
             && f.any("id", |p| r.id.starts_with(p))
             && f.all("label", |l| label_matches(l, &r.labels))
             && f.any("driver", |d| d == r.driver.as_str())
-            && f.any("scope", |s| s == "local")
+            && f.any("scope", |s| s == v.scope)
             && f.any("type", |t| (t == "builtin") == r.builtin)
             && dangling.is_none_or(|d| d == (!r.builtin && v.endpoints.is_empty()))
     })
@@ -59,11 +59,12 @@ fn list_filter(f: &Filters) -> Result<impl Fn(&NetworkView) -> bool + '_, ApiErr
 /// finds nothing (404, as dockerd answers for a local network asked in the swarm scope);
 /// `verbose` adds only swarm details, which Cove has none of.
 pub(crate) async fn inspect(State(st): State<AppState>, Id(id): Id, q: Params) -> ApiResult {
+    let v = st.ctl.network_get(&id).await?;
     match q.get("scope").map(str::trim) {
-        None | Some("") | Some("local") => {}
+        None | Some("") => {}
+        Some(s) if s == v.scope => {}
         Some(_) => return Err(ApiError::not_found(format!("network {id} not found"))),
     }
-    let v = st.ctl.network_get(&id).await?;
     Ok(ok(&network::inspect(&v)))
 }
 
@@ -95,8 +96,11 @@ pub(crate) fn create_request(b: wire::NetworkCreateRequest) -> Result<NetworkCre
     if b.config_from.as_ref().is_some_and(|c| !c.network.is_empty()) {
         return Err(unsupported("ConfigFrom"));
     }
-    if !matches!(b.scope.as_str(), "" | "local") {
-        return Err(unsupported(&format!("scope \"{}\" (only local networks)", b.scope)));
+    if !matches!(b.scope.as_str(), "" | "local" | "global") {
+        return Err(unsupported(&format!(
+            "scope \"{}\" (local and global networks only)",
+            b.scope
+        )));
     }
     if b.enable_ipv4 == Some(false) {
         return Err(unsupported("disabling IPv4 (EnableIPv4: false)"));

@@ -263,7 +263,7 @@ impl Controller {
         Ok(id)
     }
 
-    fn view(st: &State, net: &NetworkRecord) -> NetworkView {
+    fn view(&self, st: &State, net: &NetworkRecord) -> NetworkView {
         let endpoints = st
             .endpoints_of_network(&net.id)
             .into_iter()
@@ -273,20 +273,21 @@ impl Controller {
                 (e.clone(), name)
             })
             .collect();
-        NetworkView { record: net.clone(), endpoints }
+        let scope = self.drivers.of(net).map_or("local", |d| d.capability().scope.as_str());
+        NetworkView { record: net.clone(), endpoints, scope }
     }
 
     /// Every network.
     pub async fn network_list(&self) -> Vec<NetworkView> {
         let st = self.state.lock().await;
-        st.networks.values().map(|n| Self::view(&st, n)).collect()
+        st.networks.values().map(|n| self.view(&st, n)).collect()
     }
 
     /// One network by name, id or unique id prefix.
     pub async fn network_get(&self, reference: &str) -> Result<NetworkView> {
         let st = self.state.lock().await;
         let net = st.network(reference)?;
-        Ok(Self::view(&st, net))
+        Ok(self.view(&st, net))
     }
 
     async fn remove_network_locked(&self, st: &mut State, id: &str) -> Result<()> {
@@ -297,14 +298,15 @@ impl Controller {
                 net.name
             )));
         }
-        if !st.endpoints_of_network(id).is_empty() {
+        // A global network's endpoints are in the cluster (this host's too): the check there
+        // names them all, with their hosts.
+        if self.is_global(&net) {
+            self.cluster_remove_network(&net)?;
+        } else if !st.endpoints_of_network(id).is_empty() {
             return Err(Error::forbidden(format!(
                 "error while removing network: network {} id {} has active endpoints",
                 net.name, net.id
             )));
-        }
-        if self.is_global(&net) {
-            self.cluster_remove_network(&net)?;
         }
         // Everything of the network goes: its addresses at once (its subnet is free for the
         // next network before this answers), its bridge condemned and deleted by the

@@ -43,6 +43,8 @@ pub struct NetworkView {
     pub record: NetworkRecord,
     /// Endpoints on it with the name of their container.
     pub endpoints: Vec<(EndpointRecord, String)>,
+    /// Where it lives: `local` or `global` (Docker's `Scope`).
+    pub scope: &'static str,
 }
 
 /// `POST /containers/create`, decoded.

@@ -60,6 +60,9 @@ pub struct DaemonArgs {
     /// TOML configuration file with the same keys as the flags (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Membership of a cluster (overlay networks).
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
 }
 
 /// The configuration file: the flags' names as keys.
@@ -227,13 +230,17 @@ fn lock_netns() -> anyhow::Result<std::os::unix::net::UnixDatagram> {
 /// Run the daemon until SIGTERM/SIGINT. Containers keep running across a daemon restart;
 /// the next start reconciles with them.
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    let cluster_args = args.cluster.clone();
     let settings = resolve(args)?;
     init_tracing(&settings.log_level)?;
     // Both checks come before the controller starts: its reconcile removes kernel objects
     // it does not own, which would wreck another daemon's networks.
     let _netns_lock = lock_netns()?;
     let listener = bind_socket(&settings.socket)?;
-    let ctl = Controller::start(settings.controller).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cluster = crate::cluster::seam(&cluster_args, &settings.controller.data_root)?;
+    let ctl = Controller::start_in_cluster(settings.controller, cluster)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(socket = %settings.socket.display(), "cove daemon ready");
     let shutdown = async {
         use tokio::signal::unix::{signal, SignalKind};

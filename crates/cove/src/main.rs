@@ -1,6 +1,7 @@
 //! `cove`: the container networking daemon and its command-line client, one binary.
 
 mod cli;
+mod cluster;
 mod daemon;
 
 use clap::{Parser, Subcommand};

@@ -98,12 +98,16 @@ fn container(ep: &EndpointRecord, name: &str) -> NetworkContainer {
 }
 
 /// The network object of a record, with `Containers` filled from `endpoints`.
-pub fn network(r: &NetworkRecord, endpoints: &[(EndpointRecord, String)]) -> Network {
+pub fn network(
+    r: &NetworkRecord,
+    endpoints: &[(EndpointRecord, String)],
+    scope: &'static str,
+) -> Network {
     Network {
         name: r.name.clone(),
         id: r.id.to_string(),
         created: r.created.clone(),
-        scope: "local",
+        scope,
         driver: r.driver.clone(),
         enable_ipv4: true,
         enable_ipv6: r.enable_ipv6,
@@ -128,10 +132,10 @@ pub fn network(r: &NetworkRecord, endpoints: &[(EndpointRecord, String)]) -> Net
 
 /// `GET /networks/{id}`: with its containers.
 pub fn inspect(v: &NetworkView) -> Network {
-    network(&v.record, &v.endpoints)
+    network(&v.record, &v.endpoints, v.scope)
 }
 
 /// `GET /networks` entries: `Containers` is `{}`, as Docker has it since API 1.28.
 pub fn summary(v: &NetworkView) -> Network {
-    network(&v.record, &[])
+    network(&v.record, &[], v.scope)
 }

@@ -1,0 +1,159 @@
+//! `cove daemon --cluster-store …`: this host's membership of a cluster, from the flags
+//! (Docker 20.10's names) to the controller's [`ClusterSeam`].
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use cove_controller::ClusterSeam;
+use cove_drivers::Underlay;
+use cove_model::NodeRecord;
+
+/// The cluster store's key prefix: everything Cove keeps in etcd is under it.
+pub const PREFIX: &str = "/cove/v1/";
+/// VXLAN's IANA port, Docker's default data-path port.
+pub const DEFAULT_DATA_PATH_PORT: u16 = 4789;
+
+/// Cluster flags of `cove daemon`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ClusterArgs {
+    /// The cluster store: etcd://host:port[,host:port...] (Docker's --cluster-store).
+    #[arg(long)]
+    pub cluster_store: Option<String>,
+    /// Options of the cluster store: kv.cacertfile=, kv.certfile=, kv.keyfile= (repeatable).
+    #[arg(long = "cluster-store-opt")]
+    pub cluster_store_opt: Vec<String>,
+    /// The address (or interface) other hosts reach this one at.
+    #[arg(long, alias = "advertise-addr")]
+    pub cluster_advertise: Option<String>,
+    /// The UDP port of the overlay's tunnels; the same on every host [default: 4789].
+    #[arg(long)]
+    pub data_path_port: Option<u16>,
+}
+
+/// The interface holding `addr`, or `addr` of the interface named so, and its MTU.
+fn resolve_advertise(spec: &str) -> anyhow::Result<(IpAddr, u32)> {
+    // Docker accepts `addr:port` or `iface:port`; the port is the engine's, not ours.
+    let spec = match spec.parse::<IpAddr>() {
+        Ok(_) => spec,
+        Err(_) => spec.rsplit_once(':').map_or(spec, |(h, _)| h),
+    };
+    let want: Option<IpAddr> = spec.parse().ok();
+    let addrs = nix::ifaddrs::getifaddrs().context("list the host's addresses")?;
+    for ifa in addrs {
+        let Some(addr) = ifa.address else { continue };
+        let ip = if let Some(v4) = addr.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = addr.as_sockaddr_in6() {
+            IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        let matches = match want {
+            Some(w) => w == ip,
+            None => ifa.interface_name == spec && ip.is_ipv4(),
+        };
+        if matches {
+            let mtu = std::fs::read_to_string(format!("/sys/class/net/{}/mtu", ifa.interface_name))
+                .ok()
+                .and_then(|m| m.trim().parse().ok())
+                .unwrap_or(1500);
+            return Ok((ip, mtu));
+        }
+    }
+    bail!("--cluster-advertise {spec}: no interface of this host has that address or name")
+}
+
+/// This host's id in the cluster, kept in the data root so it survives restarts.
+fn node_id(data_root: &Path) -> anyhow::Result<String> {
+    let path = data_root.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    std::fs::create_dir_all(data_root)?;
+    let id = cove_model::new_id();
+    std::fs::write(&path, &id).with_context(|| format!("write {}", path.display()))?;
+    Ok(id)
+}
+
+/// The cluster membership the flags describe, if any.
+pub fn seam(args: &ClusterArgs, data_root: &Path) -> anyhow::Result<Option<ClusterSeam>> {
+    let Some(url) = &args.cluster_store else {
+        if args.cluster_advertise.is_some() {
+            bail!("--cluster-advertise needs --cluster-store");
+        }
+        return Ok(None);
+    };
+    let Some(advertise) = &args.cluster_advertise else {
+        bail!(
+            "--cluster-store needs --cluster-advertise (the address other hosts reach this one at)"
+        );
+    };
+    let config = cove_etcd::EtcdConfig::from_flags(url, &args.cluster_store_opt)
+        .map_err(|e| anyhow::anyhow!("--cluster-store {url}: {}", e.0))?
+        .with_prefix(PREFIX);
+    let store = cove_etcd::EtcdStore::connect(config)
+        .map_err(|e| anyhow::anyhow!("--cluster-store {url}: {}", e.0))?;
+    let (addr, mtu) = resolve_advertise(advertise)?;
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| addr.to_string());
+    Ok(Some(ClusterSeam {
+        store: cove_store::Records::new(Arc::new(store)),
+        node: NodeRecord { id: node_id(data_root)?, hostname, advertise: addr },
+        underlay: Underlay {
+            advertise: addr,
+            mtu,
+            port: args.data_path_port.unwrap_or(DEFAULT_DATA_PATH_PORT),
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_must_come_together_and_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = seam(&ClusterArgs::default(), dir.path()).unwrap();
+        assert!(none.is_none());
+        let only_store = ClusterArgs {
+            cluster_store: Some("etcd://203.0.113.2:2379".into()),
+            ..Default::default()
+        };
+        let e = seam(&only_store, dir.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("needs --cluster-advertise"), "{e:#}");
+        let only_adv = ClusterArgs { cluster_advertise: Some("lo".into()), ..Default::default() };
+        assert!(format!("{:#}", seam(&only_adv, dir.path()).unwrap_err())
+            .contains("needs --cluster-store"));
+        let bad = ClusterArgs {
+            cluster_store: Some("consul://x:1".into()),
+            cluster_advertise: Some("127.0.0.1".into()),
+            ..Default::default()
+        };
+        assert!(seam(&bad, dir.path()).is_err());
+        let nowhere = ClusterArgs {
+            cluster_store: Some("etcd://203.0.113.2:2379".into()),
+            cluster_advertise: Some("198.51.100.254".into()),
+            ..Default::default()
+        };
+        let e = seam(&nowhere, dir.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("no interface of this host"), "{e:#}");
+    }
+
+    #[test]
+    fn the_node_id_survives_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = node_id(dir.path()).unwrap();
+        assert_eq!(node_id(dir.path()).unwrap(), a);
+        assert_eq!(a.len(), 64);
+    }
+}

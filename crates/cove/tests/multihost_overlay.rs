@@ -1,0 +1,136 @@
+//! Overlay networks across fake hosts of one netlab, with a real etcd as the cluster
+//! store: a network created on one host is on the other, containers on both reach each
+//! other across VXLAN, each host programs the other's endpoint statically, and removing
+//! everything leaves nothing in etcd or on the hosts.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cove_testkit::{require_etcd, require_root, Etcd, FakeHost, Netlab};
+
+const FLAGS: [&str; 4] =
+    ["--cluster-store", "etcd://203.0.113.2:2379", "--cluster-advertise", "{addr}"];
+
+/// Poll `f` every 50 ms for up to `secs`; whether it held.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn inspect(h: &FakeHost, name: &str, format: &str) -> String {
+    h.cove(&["inspect", "-f", format, name]).ok().stdout.trim().to_string()
+}
+
+#[test]
+fn multihost_overlay_network_spans_two_hosts() {
+    require_root();
+    require_etcd!();
+    let mut lab = Netlab::with_hosts("multihost_overlay", Path::new(env!("CARGO_BIN_EXE_cove")), 2);
+    let _etcd = Etcd::start_in("multihost_overlay", &lab.kv().netns_path(), IpAddr::V4(Netlab::KV));
+    lab.start_daemons(&["h1", "h2"], &FLAGS);
+    for h in ["h1", "h2"] {
+        lab.host(h).import_busybox("bb");
+    }
+    let (h1, h2) = (lab.host("h1"), lab.host("h2"));
+    let baseline = (h1.snapshot(), h2.snapshot());
+
+    // Created on h1, listed on h2 with the same id, scope global.
+    let id = h1
+        .cove(&["network", "create", "-d", "overlay", "--subnet", "10.0.9.0/24", "ov1"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(
+        eventually(5, || h2.cove(&["network", "ls", "--no-trunc"]).ok().stdout.contains(&id)),
+        "h2 never saw ov1"
+    );
+    let ls = h2.cove(&["network", "ls", "--filter", "name=ov1"]).ok().stdout.clone();
+    assert!(ls.contains("overlay") && ls.contains("global"), "{ls}");
+    // The same name on h2 is taken cluster-wide.
+    h2.cove(&["network", "create", "-d", "overlay", "ov1"]).fails().stderr_has("already exists");
+
+    // A server on h2, a client on h1.
+    h2.cove(&[
+        "run",
+        "-d",
+        "--network",
+        "ov1",
+        "--name",
+        "srv",
+        "bb",
+        "sh",
+        "-c",
+        "while true; do echo hello-from-h2 | nc -l -p 8080; done",
+    ])
+    .ok();
+    let srv_ip = inspect(h2, "srv", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    let srv_mac = inspect(h2, "srv", "{{range .NetworkSettings.Networks}}{{.MacAddress}}{{end}}");
+    assert!(srv_ip.starts_with("10.0.9."), "{srv_ip}");
+    h1.cove(&["run", "-d", "--network", "ov1", "--name", "cli", "bb", "sleep", "600"]).ok();
+    let cli_ip = inspect(h1, "cli", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    assert_ne!(cli_ip, srv_ip, "global IPAM gave one address twice");
+
+    // h1 programs srv statically: a forwarding entry to h2 and a neighbour entry.
+    let vx = format!("vx-{}", &id[..12]);
+    assert!(
+        eventually(5, || h1
+            .sh(&format!("bridge fdb show dev {vx}"))
+            .stdout
+            .iter()
+            .map(|b| *b as char)
+            .collect::<String>()
+            .contains(&format!("{srv_mac} dst 203.0.113.12 self permanent"))),
+        "{}",
+        String::from_utf8_lossy(&h1.sh(&format!("bridge fdb show dev {vx}")).stdout)
+    );
+    let details = h1.sh_ok(&format!("ip -d link show {vx}"));
+    for want in ["vxlan id 4096", "dstport 4789", "nolearning", "proxy"] {
+        assert!(details.contains(want), "{want} missing: {details}");
+    }
+    assert!(!details.contains("l2miss") && !details.contains("l3miss"), "{details}");
+
+    // Across the tunnel, by address.
+    let got = (0..50)
+        .find_map(|_| {
+            let out = h1.cove(&["exec", "cli", "sh", "-c", &format!("timeout 2 nc {srv_ip} 8080")]);
+            let s = out.stdout.to_string();
+            if s.contains("hello-from-h2") {
+                Some(s)
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
+                None
+            }
+        })
+        .expect("cli on h1 never reached srv on h2 across the overlay");
+    assert!(got.contains("hello-from-h2"));
+
+    // The network cannot go while h2 has an endpoint on it; then everything goes.
+    h1.cove(&["network", "rm", "ov1"]).fails().stderr_has("srv on");
+    h1.cove(&["rm", "-f", "cli"]).ok();
+    h2.cove(&["rm", "-f", "srv"]).ok();
+    assert!(
+        eventually(10, || h1.cove(&["network", "rm", "ov1"]).status == 0),
+        "ov1 could not be removed once empty"
+    );
+    assert!(
+        eventually(10, || !h2.sh(&format!("ip link show {vx}")).status.success()),
+        "h2 kept the VXLAN device of a removed network"
+    );
+    let keys =
+        _etcd.etcdctl(&["get", "--prefix", "/cove/v1/", "--keys-only"]).ok().stdout.to_string();
+    let left: Vec<&str> =
+        keys.lines().filter(|k| !k.is_empty() && !k.starts_with("/cove/v1/nodes/")).collect();
+    assert!(left.is_empty(), "etcd keeps {left:?}");
+    h1.assert_no_leaks(&baseline.0);
+    h2.assert_no_leaks(&baseline.1);
+}
