@@ -206,9 +206,18 @@ async fn networks() {
     a.refused(
         "POST",
         "/networks/create",
-        Some(r#"{"Name":"x","Driver":"overlay"}"#),
+        Some(r#"{"Name":"x","Driver":"weave"}"#),
         404,
-        "plugin \"overlay\" not found",
+        "plugin \"weave\" not found",
+    )
+    .await;
+    // Overlay networks on a daemon outside any cluster: 503, naming the flags.
+    a.refused(
+        "POST",
+        "/networks/create",
+        Some(r#"{"Name":"x","Driver":"overlay"}"#),
+        503,
+        "--cluster-store",
     )
     .await;
     a.refused("POST", "/networks/create", Some(r#"{"Name":""}"#), 400, "name is required").await;
