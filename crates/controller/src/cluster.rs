@@ -312,11 +312,13 @@ impl Controller {
                 if st.peers.get(id) != Some(p) {
                     local.put(Table::Peers, id, p);
                     self.mark_used(st, &p.endpoint.endpoint);
+                    self.dns_peer_added(st, p);
                 }
             }
             for id in st.peers.keys().filter(|id| !peers.contains_key(*id)) {
                 local.delete(Table::Peers, id);
                 let ep = &st.peers[id].endpoint.endpoint;
+                self.dns_endpoint_removed(ep);
                 if let Some(pool) = ep.ipv4.and_then(|a| {
                     st.pools.get_mut(&(ep.network_id.to_string(), false)).map(|p| (p, a))
                 }) {

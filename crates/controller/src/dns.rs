@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cove_dns::{EndpointNames, Forward, Resolver, SandboxView, ServeHandle, EMBEDDED_DNS_IP};
-use cove_model::{ContainerRecord, EndpointRecord, Error, NetworkMode, NetworkRecord};
+use cove_model::{ContainerRecord, EndpointRecord, Error, NetworkMode, NetworkRecord, PeerRecord};
 use cove_model::{Result, Status};
 use tracing::{debug, warn};
 
@@ -201,6 +201,26 @@ impl Controller {
         }
     }
 
+    /// Another host's container on a global network answers to its names here too.
+    pub(crate) fn dns_peer_added(&self, st: &State, p: &PeerRecord) {
+        let ep = &p.endpoint.endpoint;
+        if !st.networks.get(ep.network_id.as_str()).is_some_and(has_dns) {
+            return;
+        }
+        self.dns.resolver.set_endpoint(
+            &ep.network_id,
+            EndpointNames {
+                endpoint_id: ep.id.to_string(),
+                container_name: p.endpoint.container_name.clone(),
+                aliases: ep.aliases.clone(),
+                short_id: Some(ep.container_id.short().to_string()),
+                hostname: None,
+                ipv4: ep.ipv4.map(|a| a.addr()),
+                ipv6: ep.ipv6.map(|a| a.addr()),
+            },
+        );
+    }
+
     /// Removes one endpoint's names (the container left that network).
     pub(crate) fn dns_endpoint_removed(&self, ep: &EndpointRecord) {
         self.dns.resolver.remove_endpoint(&ep.network_id, &ep.id);
@@ -259,6 +279,9 @@ impl Controller {
     pub(crate) async fn dns_restore(&self, st: &State) {
         for net in st.networks.values() {
             self.dns_network_added(net);
+        }
+        for p in st.peers.values() {
+            self.dns_peer_added(st, p);
         }
         for c in st.containers.values() {
             if c.state.status != Status::Running {

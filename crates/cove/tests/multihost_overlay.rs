@@ -113,11 +113,16 @@ fn multihost_overlay_network_spans_two_hosts() {
         })
         .expect("cli on h1 never reached srv on h2 across the overlay");
     assert!(got.contains("hello-from-h2"));
+    // And by name: h1's resolver answers for h2's container.
+    let lookup = |name: &str| h1.cove(&["exec", "cli", "nslookup", name]).stdout.to_string();
+    assert!(eventually(5, || lookup("srv").contains(&srv_ip)), "{}", lookup("srv"));
 
     // The network cannot go while h2 has an endpoint on it; then everything goes.
     h1.cove(&["network", "rm", "ov1"]).fails().stderr_has("srv on");
-    h1.cove(&["rm", "-f", "cli"]).ok();
     h2.cove(&["rm", "-f", "srv"]).ok();
+    // Its name goes on h1 too (positive control above: it resolved).
+    assert!(eventually(5, || !lookup("srv").contains(&srv_ip)), "{}", lookup("srv"));
+    h1.cove(&["rm", "-f", "cli"]).ok();
     assert!(
         eventually(10, || h1.cove(&["network", "rm", "ov1"]).status == 0),
         "ov1 could not be removed once empty"
