@@ -22,6 +22,7 @@ mod hijack;
 mod images;
 mod json;
 mod networks;
+mod nodes;
 mod prefix;
 mod signal;
 mod stream;
@@ -179,6 +180,8 @@ fn route_table() -> Router<AppState> {
         .route("/version", get(system::version))
         .route("/info", get(system::info))
         .route("/events", get(events::events))
+        .route("/nodes", get(nodes::list))
+        .route("/nodes/{id}", delete(nodes::remove))
         .route("/networks", get(networks::list))
         .route("/networks/", get(networks::list))
         .route("/networks/create", post(networks::create))

@@ -25,7 +25,7 @@ use cove_model::{
     ClusterEndpoint, EndpointId, EndpointRecord, Error, ErrorKind, NetworkRecord, NodeRecord,
     PeerRecord, Result,
 };
-use cove_store::{Batch, Records, Table};
+use cove_store::{Batch, KeepAlive, Leases, Records, Table};
 
 use crate::state::State;
 use crate::Controller;
@@ -38,11 +38,16 @@ const RESYNC_EVERY: Duration = Duration::from_secs(5);
 /// How long watch events must stop before the host syncs (a burst is one sync).
 const SETTLE: Duration = Duration::from_millis(20);
 
+/// How long a node stays listed as up after its last keep-alive.
+pub const NODE_TTL: Duration = Duration::from_secs(10);
+
 /// This host's membership of a cluster, as the daemon configures it.
 #[derive(Debug, Clone)]
 pub struct ClusterSeam {
     /// The cluster store's records (keys relative to the cluster's prefix).
     pub store: Records,
+    /// The cluster store's leases (node liveness), where it has them.
+    pub leases: Option<Arc<dyn Leases>>,
     /// This host.
     pub node: NodeRecord,
     /// How this host reaches the others.
@@ -54,6 +59,21 @@ fn address_keys(ep: &EndpointRecord) -> Vec<String> {
     let v4 = ep.ipv4.map(|a| a.addr().to_string());
     let v6 = ep.ipv6.map(|a| a.addr().to_string());
     v4.into_iter().chain(v6).map(|a| format!("{}/{a}", ep.network_id)).collect()
+}
+
+/// A node of the cluster, as `node ls` shows it.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    /// Its lasting record.
+    pub node: NodeRecord,
+    /// Its liveness key is there (its daemon keeps its lease alive).
+    pub up: bool,
+    /// It is this host.
+    pub this: bool,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Controller {
@@ -75,13 +95,88 @@ impl Controller {
         })
     }
 
-    /// Register this host in the cluster.
+    /// Register this host in the cluster: its lasting record (`node-state/`, what peers
+    /// program its endpoints with, also while it is down) and its liveness (`nodes/`, bound
+    /// to a lease kept alive from here: the node is listed down once that lapses).
     pub(crate) fn cluster_register(&self) -> Result<()> {
         let Some(c) = self.cluster() else { return Ok(()) };
         let mut b = Batch::new();
-        b.put(Table::Nodes, &c.node.id, &c.node);
-        c.store.commit(b)?;
+        b.put(Table::NodeStates, &c.node.id, &c.node);
+        match &c.leases {
+            Some(leases) => {
+                let lease = leases.grant(NODE_TTL)?;
+                b.put_with_lease(Table::Nodes, &c.node.id, &c.node, lease.id);
+                c.store.commit(b)?;
+                let keep = KeepAlive::start(leases.clone(), lease);
+                if let Some(old) = lock(&self.node_lease).replace(keep) {
+                    old.stop();
+                }
+            }
+            None => {
+                b.put(Table::Nodes, &c.node.id, &c.node);
+                c.store.commit(b)?;
+            }
+        }
         info!(node = %c.node.id, advertise = %c.node.advertise, "joined the cluster");
+        Ok(())
+    }
+
+    /// Whether this node's liveness lapsed (etcd unreachable longer than the TTL): then it
+    /// registers again.
+    fn node_lease_lost(&self) -> bool {
+        let Some(c) = self.cluster() else { return false };
+        c.leases.is_some() && lock(&self.node_lease).as_ref().is_none_or(|k| k.lost().is_some())
+    }
+
+    /// The cluster's nodes, with whether each is up.
+    pub async fn node_list(&self) -> Result<Vec<NodeView>> {
+        let c = self.cluster_or_unavailable("listing nodes")?;
+        let up: BTreeSet<String> =
+            c.store.list::<NodeRecord>(Table::Nodes)?.into_iter().map(|(id, _)| id).collect();
+        Ok(c.store
+            .list::<NodeRecord>(Table::NodeStates)?
+            .into_iter()
+            .map(|(id, node)| NodeView { up: up.contains(&id), this: id == c.node.id, node })
+            .collect())
+    }
+
+    /// Forget a node that is down for good: its endpoints and their addresses leave the
+    /// cluster, and every host drops them. Refused (409) for a node that is up.
+    pub async fn node_remove(&self, reference: &str) -> Result<()> {
+        let c = self.cluster_or_unavailable("removing a node")?;
+        let nodes = self.node_list().await?;
+        let matching: Vec<&NodeView> = nodes
+            .iter()
+            .filter(|n| {
+                n.node.id == reference
+                    || n.node.hostname == reference
+                    || n.node.id.starts_with(reference)
+            })
+            .collect();
+        let n = match matching.as_slice() {
+            [n] => *n,
+            [] => return Err(Error::not_found(format!("node {reference} not found"))),
+            _ => return Err(Error::invalid(format!("node {reference} is ambiguous"))),
+        };
+        if n.up {
+            return Err(Error::conflict(format!(
+                "node {} ({}) is up: stop its daemon first",
+                n.node.hostname, n.node.id
+            )));
+        }
+        let mut b = Batch::new();
+        b.delete(Table::NodeStates, &n.node.id);
+        for (_, e) in c.store.list::<ClusterEndpoint>(Table::Endpoints)? {
+            if e.node == n.node.id {
+                b.delete(Table::Endpoints, &e.endpoint.id);
+                for key in address_keys(&e.endpoint) {
+                    b.delete(Table::Ipam, &key);
+                }
+            }
+        }
+        c.store.commit(b)?;
+        info!(node = %n.node.hostname, "node removed from the cluster");
+        self.cluster_nudge.notify_one();
         Ok(())
     }
 
@@ -252,8 +347,10 @@ impl Controller {
         let Some(c) = self.cluster() else { return Ok(false) };
         let networks: BTreeMap<String, NetworkRecord> =
             c.store.list::<NetworkRecord>(Table::Networks)?.into_iter().collect();
+        // Every node that joined, up or not: a node cut from etcd keeps its containers and
+        // their addresses, so the data plane to them stays (until `node rm`).
         let nodes: HashMap<String, NodeRecord> =
-            c.store.list::<NodeRecord>(Table::Nodes)?.into_iter().collect();
+            c.store.list::<NodeRecord>(Table::NodeStates)?.into_iter().collect();
         let endpoints: Vec<ClusterEndpoint> = c
             .store
             .list::<ClusterEndpoint>(Table::Endpoints)?
@@ -392,6 +489,10 @@ impl Controller {
     /// One round: sync with the cluster and, when the desired state changed, reconcile the
     /// host's objects.
     pub(crate) async fn cluster_round(&self) -> Result<()> {
+        if self.node_lease_lost() {
+            warn!("this node's liveness in the cluster lapsed; registering again");
+            self.cluster_register()?;
+        }
         let mut st = self.state.lock().await;
         if self.cluster_sync(&mut st)? {
             self.reconcile_host(&st).await?;

@@ -25,7 +25,7 @@ mod state;
 mod tracked;
 mod views;
 
-pub use cluster::ClusterSeam;
+pub use cluster::{ClusterSeam, NodeView, NODE_TTL};
 pub use config::ControllerConfig;
 pub use containers::WaitCondition;
 pub use cove_runtime::{ImageInfo, LogEntry, Stream};
@@ -69,6 +69,8 @@ pub struct Controller {
     me: OnceLock<Weak<Controller>>,
     /// The cluster this host is in, if any.
     cluster: Option<cluster::ClusterSeam>,
+    /// This node's liveness lease, kept alive in the background.
+    node_lease: std::sync::Mutex<Option<cove_store::KeepAlive>>,
     /// Wakes the cluster loop after a local change the cluster must hear of.
     cluster_nudge: Arc<tokio::sync::Notify>,
     /// Container exits and removals, for `wait` conditions. Sent with the state lock held,
@@ -143,6 +145,7 @@ impl Controller {
             runc_pool: tokio::sync::Semaphore::new(containers::RUNC_POOL),
             me: OnceLock::new(),
             cluster,
+            node_lease: std::sync::Mutex::new(None),
             cluster_nudge: Arc::new(tokio::sync::Notify::new()),
             exits: tokio::sync::broadcast::channel(1024).0,
             dns: dns::Dns::new(),

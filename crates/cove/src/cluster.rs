@@ -98,15 +98,18 @@ pub fn seam(args: &ClusterArgs, data_root: &Path) -> anyhow::Result<Option<Clust
     let config = cove_etcd::EtcdConfig::from_flags(url, &args.cluster_store_opt)
         .map_err(|e| anyhow::anyhow!("--cluster-store {url}: {}", e.0))?
         .with_prefix(PREFIX);
-    let store = cove_etcd::EtcdStore::connect(config)
-        .map_err(|e| anyhow::anyhow!("--cluster-store {url}: {}", e.0))?;
+    let store = Arc::new(
+        cove_etcd::EtcdStore::connect(config)
+            .map_err(|e| anyhow::anyhow!("--cluster-store {url}: {}", e.0))?,
+    );
     let (addr, mtu) = resolve_advertise(advertise)?;
     let hostname = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| addr.to_string());
     Ok(Some(ClusterSeam {
-        store: cove_store::Records::new(Arc::new(store)),
+        store: cove_store::Records::new(store.clone()),
+        leases: Some(store),
         node: NodeRecord { id: node_id(data_root)?, hostname, advertise: addr },
         underlay: Underlay {
             advertise: addr,

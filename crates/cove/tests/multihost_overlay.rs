@@ -43,6 +43,15 @@ fn multihost_overlay_network_spans_two_hosts() {
     let (h1, h2) = (lab.host("h1"), lab.host("h2"));
     let baseline = (h1.snapshot(), h2.snapshot());
 
+    // Both hosts are nodes of the cluster, up, at their underlay addresses.
+    let nodes = h1.cove(&["node", "ls"]).ok().stdout.clone();
+    for want in ["203.0.113.11", "203.0.113.12"] {
+        let line = nodes.lines().find(|l| l.contains(want)).unwrap_or_else(|| panic!("{nodes}"));
+        assert!(line.contains("Ready"), "{nodes}");
+    }
+    // A node that is up cannot be removed.
+    h1.cove(&["node", "rm", "203.0.113.12"]).fails();
+
     // Created on h1, listed on h2 with the same id, scope global.
     let id = h1
         .cove(&["network", "create", "-d", "overlay", "--subnet", "10.0.9.0/24", "ov1"])
@@ -133,8 +142,14 @@ fn multihost_overlay_network_spans_two_hosts() {
     );
     let keys =
         _etcd.etcdctl(&["get", "--prefix", "/cove/v1/", "--keys-only"]).ok().stdout.to_string();
-    let left: Vec<&str> =
-        keys.lines().filter(|k| !k.is_empty() && !k.starts_with("/cove/v1/nodes/")).collect();
+    let left: Vec<&str> = keys
+        .lines()
+        .filter(|k| {
+            !k.is_empty()
+                && !k.starts_with("/cove/v1/nodes/")
+                && !k.starts_with("/cove/v1/node-state/")
+        })
+        .collect();
     assert!(left.is_empty(), "etcd keeps {left:?}");
     h1.assert_no_leaks(&baseline.0);
     h2.assert_no_leaks(&baseline.1);

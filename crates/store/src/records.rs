@@ -23,8 +23,11 @@ pub enum Table {
     Containers,
     /// Address reservations: `ipam/<network id>/<address>`, created only if absent.
     Ipam,
-    /// Hosts of the cluster: `nodes/<node id>` (cluster store).
+    /// Hosts of the cluster that are up: `nodes/<node id>`, bound to the node's lease
+    /// (cluster store).
     Nodes,
+    /// Every host that ever joined, up or down: `node-state/<node id>` (cluster store).
+    NodeStates,
     /// Cluster-wide network names: `network-names/<name>` = the network's id.
     NetworkNames,
     /// VXLAN network identifiers in use: `vni/<vni>` = the network's id.
@@ -46,6 +49,7 @@ impl Table {
             Table::Containers => "containers",
             Table::Ipam => "ipam",
             Table::Nodes => "nodes",
+            Table::NodeStates => "node-state",
             Table::NetworkNames => "network-names",
             Table::Segments => "vni",
             Table::Pools => "pools",
@@ -80,6 +84,17 @@ impl Batch {
     pub fn put<T: Serialize>(&mut self, table: Table, key: &str, value: &T) -> &mut Self {
         let bytes = serde_json::to_vec(value).expect("records always serialize");
         self.push(TxnOp::Put { key: table.key(key), value: bytes })
+    }
+    /// Put `value` under `key`, bound to `lease`: it goes when the lease expires.
+    pub fn put_with_lease<T: Serialize>(
+        &mut self,
+        table: Table,
+        key: &str,
+        value: &T,
+        lease: crate::LeaseId,
+    ) -> &mut Self {
+        let bytes = serde_json::to_vec(value).expect("records always serialize");
+        self.push(TxnOp::put_with_lease(table.key(key), bytes, lease))
     }
     /// Delete `key` (absent keys are fine).
     pub fn delete(&mut self, table: Table, key: &str) -> &mut Self {

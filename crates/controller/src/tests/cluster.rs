@@ -4,26 +4,30 @@
 
 use cove_drivers::Underlay;
 use cove_model::{ClusterEndpoint, ErrorKind, MacAddr, NetworkRecord, NodeRecord};
-use cove_store::{Records, Table};
+use std::sync::Arc;
+
+use cove_store::{Batch, MemStore, Records, Table};
 
 use super::{cfg, ctr, net};
 use crate::fake::FakeHost;
 use crate::{ClusterSeam, NetworkCreate};
 
-fn seam(cluster: &Records, n: u8) -> ClusterSeam {
+fn seam(cluster: &(Records, Arc<MemStore>), n: u8) -> ClusterSeam {
     let advertise = format!("203.0.113.1{n}").parse().unwrap();
     ClusterSeam {
-        store: cluster.clone(),
+        store: cluster.0.clone(),
+        leases: Some(cluster.1.clone()),
         node: NodeRecord { id: format!("node{n}"), hostname: format!("h{n}"), advertise },
         underlay: Underlay { advertise, mtu: 1500, port: 4789 },
     }
 }
 
 async fn two_hosts() -> (Records, FakeHost, FakeHost) {
-    let cluster = Records::in_memory();
+    let mem = Arc::new(MemStore::new());
+    let cluster = (Records::new(mem.clone()), mem);
     let h1 = FakeHost::start_in_cluster(cfg(), seam(&cluster, 1)).await.unwrap();
     let h2 = FakeHost::start_in_cluster(cfg(), seam(&cluster, 2)).await.unwrap();
-    (cluster, h1, h2)
+    (cluster.0, h1, h2)
 }
 
 fn overlay(name: &str, subnet: &str) -> NetworkCreate {
@@ -166,4 +170,36 @@ async fn overlay_networks_need_a_cluster() {
     let e = h.ctl.network_create(overlay("ov1", "10.0.9.0/24")).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unavailable);
     assert!(e.message.contains("--cluster-store"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn a_node_that_is_down_keeps_its_peers_until_it_is_removed() {
+    let (cluster, h1, h2) = two_hosts().await;
+    h1.ctl.network_create(overlay("ov1", "10.0.9.0/24")).await.unwrap();
+    round(&h2).await;
+    super::run(&h2, ctr("c2", "ov1")).await;
+    round(&h1).await;
+    let nodes = h1.ctl.node_list().await.unwrap();
+    assert_eq!(nodes.iter().filter(|n| n.up).count(), 2, "{nodes:?}");
+    let e = h1.ctl.node_remove("h2").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{}", e.message);
+    // h2's liveness lapses (its lease expired): down, but its container is still reachable.
+    let mut b = Batch::new();
+    b.delete(Table::Nodes, "node2");
+    cluster.commit(b).unwrap();
+    round(&h1).await;
+    let nodes = h1.ctl.node_list().await.unwrap();
+    let h2n = nodes.iter().find(|n| n.node.hostname == "h2").unwrap();
+    assert!(!h2n.up && !h2n.this);
+    let vx = vxlan_of(&h1, "ov1");
+    let (mac2, _) = mac_of(&h2, "c2").await;
+    assert!(h1.kernel.model().fdb_self.contains_key(&(vx.clone(), mac2)), "the data plane stays");
+    // Removed for good: its endpoint and addresses leave the cluster, h1 drops the peer.
+    h1.ctl.node_remove("h2").await.unwrap();
+    assert!(cluster.list::<ClusterEndpoint>(Table::Endpoints).unwrap().is_empty());
+    assert!(cluster.store().range("ipam/").unwrap().kvs.is_empty());
+    round(&h1).await;
+    assert!(!h1.kernel.model().fdb_self.contains_key(&(vx, mac2)));
+    assert_eq!(h1.ctl.node_list().await.unwrap().len(), 1);
+    assert_eq!(h1.ctl.node_remove("h2").await.unwrap_err().kind, ErrorKind::NotFound);
 }

@@ -8,6 +8,7 @@ mod hijack;
 mod image;
 mod inspect;
 mod network;
+mod node;
 mod ports;
 mod run;
 mod template;
@@ -27,6 +28,9 @@ pub enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    /// Manage the hosts of the cluster
+    #[command(subcommand)]
+    Node(node::NodeCmd),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCmd),
@@ -122,6 +126,7 @@ async fn dispatch(client: &Client, cmd: Command) -> anyhow::Result<i32> {
     use container as c;
     match cmd {
         Command::Network(n) => network::run(client, n).await,
+        Command::Node(n) => node::run(client, n).await,
         Command::Container(cc) => match cc {
             ContainerCmd::Run(a) => run::run(client, *a).await,
             ContainerCmd::Create(a) => run::create(client, *a).await,

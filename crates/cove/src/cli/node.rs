@@ -1,0 +1,74 @@
+//! `cove node ls|rm`: the hosts of the cluster this daemon is in.
+
+use clap::{Args, Subcommand};
+
+use super::client::{encode, Client};
+use super::report;
+use super::value::Val;
+
+/// Node commands.
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List the hosts of the cluster
+    #[command(alias = "list")]
+    Ls,
+    /// Forget hosts that are down for good (their containers' addresses are freed)
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+}
+
+/// `cove node rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Node ids or hostnames.
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+}
+
+/// Run a node command.
+pub async fn run(client: &Client, cmd: NodeCmd) -> anyhow::Result<i32> {
+    match cmd {
+        NodeCmd::Ls => {
+            let list = client.get_val("/nodes").await?;
+            let s = |n: &Val, path: &[&str]| {
+                let mut v = n;
+                for p in path {
+                    match v.get(p) {
+                        Some(x) => v = x,
+                        None => return String::new(),
+                    }
+                }
+                v.as_str().unwrap_or("").to_string()
+            };
+            println!("{:<14}{:<20}{:<8}ADDRESS", "ID", "HOSTNAME", "STATUS");
+            for n in list.as_arr() {
+                let id = s(n, &["ID"]);
+                let me = if n.get("Self").is_some_and(Val::as_bool) { " *" } else { "" };
+                println!(
+                    "{:<14}{:<20}{:<8}{}",
+                    format!("{}{me}", &id[..id.len().min(12)]),
+                    s(n, &["Description", "Hostname"]),
+                    match s(n, &["Status", "State"]).as_str() {
+                        "ready" => "Ready",
+                        _ => "Down",
+                    },
+                    s(n, &["Status", "Addr"])
+                );
+            }
+            Ok(0)
+        }
+        NodeCmd::Rm(a) => {
+            let mut code = 0;
+            for n in &a.nodes {
+                match client.delete(&format!("/nodes/{}", encode(n))).await {
+                    Ok(_) => println!("{n}"),
+                    Err(e) => {
+                        report(&e);
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
+        }
+    }
+}
