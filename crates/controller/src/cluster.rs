@@ -359,6 +359,11 @@ impl Controller {
             .collect();
         let mut changed = false;
         let mut local = Batch::new();
+        let addrs: BTreeSet<IpAddr> = nodes.values().map(|n| n.advertise).collect();
+        if addrs != st.cluster_nodes {
+            st.cluster_nodes = addrs;
+            changed = true;
+        }
 
         // Networks.
         for net in networks.values() {

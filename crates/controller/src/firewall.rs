@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use cove_drivers::Registry;
 use cove_firewall::{
-    ElementDelta, EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort,
+    ElementDelta, EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort, VxlanGuard,
 };
 use cove_model::{Error, NetworkMode, Result, Status};
 
@@ -58,6 +58,7 @@ pub(crate) struct FirewallPlan {
     built: bool,
     networks: Vec<NetworkRules>,
     drop_foreign_forwarding: bool,
+    vxlan: Option<VxlanGuard>,
     shares: HashMap<String, Share>,
     pending: Vec<ElementDelta>,
     /// A rule changed or the kernel's state is unknown: write the whole ruleset next.
@@ -72,6 +73,7 @@ impl FirewallPlan {
         let mut m = FirewallModel {
             networks: self.networks.clone(),
             drop_foreign_forwarding: self.drop_foreign_forwarding,
+            vxlan: self.vxlan.clone(),
             ..FirewallModel::default()
         };
         for id in ids {
@@ -162,6 +164,18 @@ impl Controller {
     /// Bring the plan in line with the state: recompute the networks (when one changed)
     /// and the shares of the containers that changed since the last call, and queue the
     /// element changes. Call with the state lock held, after every change.
+    /// Who may send this host VXLAN: every node of its cluster (those it knows of now,
+    /// and the hosts of the peers it mirrors, so a restart without the cluster store keeps
+    /// the tunnels open).
+    fn vxlan_guard(&self, st: &State) -> Option<VxlanGuard> {
+        let c = self.cluster()?;
+        let mut peers: std::collections::BTreeSet<std::net::IpAddr> =
+            st.cluster_nodes.iter().copied().collect();
+        peers.extend(st.peers.values().map(|p| p.host));
+        peers.insert(c.node.advertise);
+        Some(VxlanGuard { port: c.underlay.port, peers: peers.into_iter().collect() })
+    }
+
     fn plan_changes(&self, st: &State) -> bool {
         if !self.cfg.firewall {
             return false;
@@ -174,6 +188,7 @@ impl Controller {
             plan.networks = networks(st, &self.drivers, v6);
             plan.shares = all_shares(st, &self.drivers, v6);
             plan.drop_foreign_forwarding = own_forwarding;
+            plan.vxlan = self.vxlan_guard(st);
             plan.built = true;
             plan.full = true;
             plan.pending.clear();
@@ -181,14 +196,17 @@ impl Controller {
         }
         let new_networks =
             if changes.networks { networks(st, &self.drivers, v6) } else { plan.networks.clone() };
+        let vxlan = self.vxlan_guard(st);
         let mut before = FirewallModel {
             networks: plan.networks.clone(),
             drop_foreign_forwarding: plan.drop_foreign_forwarding,
+            vxlan: plan.vxlan.clone(),
             ..FirewallModel::default()
         };
         let mut after = FirewallModel {
             networks: new_networks.clone(),
             drop_foreign_forwarding: own_forwarding,
+            vxlan: vxlan.clone(),
             ..FirewallModel::default()
         };
         // A container's links name another container's bridge port: when that one starts or
@@ -212,6 +230,7 @@ impl Controller {
         }
         plan.networks = new_networks;
         plan.drop_foreign_forwarding = own_forwarding;
+        plan.vxlan = vxlan.clone();
         // Debug builds (every test run) check the incremental plan against one computed
         // from scratch.
         #[cfg(debug_assertions)]
@@ -219,6 +238,7 @@ impl Controller {
             let scratch = FirewallPlan {
                 networks: networks(st, &self.drivers, v6),
                 drop_foreign_forwarding: own_forwarding,
+                vxlan,
                 shares: all_shares(st, &self.drivers, v6),
                 ..FirewallPlan::default()
             };

@@ -23,6 +23,8 @@ pub(crate) struct State {
     pub(crate) pools: HashMap<(String, bool), PoolState>,
     /// Other hosts' endpoints on global networks (mirrored from the cluster store).
     pub(crate) peers: BTreeMap<EndpointId, PeerRecord>,
+    /// The tunnel addresses of the cluster's nodes (for the VXLAN guard).
+    pub(crate) cluster_nodes: std::collections::BTreeSet<std::net::IpAddr>,
 }
 
 impl State {
@@ -38,6 +40,7 @@ impl State {
                 .into_iter()
                 .map(|(_, p)| (p.endpoint.endpoint.id.clone(), p))
                 .collect(),
+            cluster_nodes: Default::default(),
         };
         for net in s.networks.values() {
             for pool in &net.ipam {

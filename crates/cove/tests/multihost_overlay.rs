@@ -41,6 +41,10 @@ fn multihost_overlay_network_spans_two_hosts() {
         lab.host(h).import_busybox("bb");
     }
     let (h1, h2) = (lab.host("h1"), lab.host("h2"));
+    // Each host's VXLAN guard lets the other in once it knows it.
+    let guard = |h: &FakeHost| h.sh_ok("nft list chain inet cove raw_prerouting");
+    assert!(eventually(10, || guard(h1).contains("203.0.113.12")), "{}", guard(h1));
+    assert!(eventually(10, || guard(h2).contains("203.0.113.11")), "{}", guard(h2));
     let baseline = (h1.snapshot(), h2.snapshot());
 
     // Both hosts are nodes of the cluster, up, at their underlay addresses.
@@ -153,4 +157,97 @@ fn multihost_overlay_network_spans_two_hosts() {
     assert!(left.is_empty(), "etcd keeps {left:?}");
     h1.assert_no_leaks(&baseline.0);
     h2.assert_no_leaks(&baseline.1);
+}
+
+/// A VXLAN datagram with the network's VNI, as `evil` or as node `h1` sends it to `h2`.
+fn vxlan_datagram(vni: u32, dst_mac: &str) -> Vec<u8> {
+    let mut d = vec![0x08, 0, 0, 0];
+    d.extend_from_slice(&vni.to_be_bytes()[1..]);
+    d.push(0);
+    let mac: Vec<u8> = dst_mac.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+    d.extend_from_slice(&mac);
+    d.extend_from_slice(&[0x02, 0x66, 0x66, 0x66, 0x66, 0x66, 0x08, 0x06]);
+    d.extend_from_slice(&[0u8; 28]);
+    d
+}
+
+fn counter(h: &FakeHost, name: &str) -> u64 {
+    let out = h.sh_ok(&format!("nft list counter inet cove {name}"));
+    let packets = out.split_whitespace().skip_while(|w| *w != "packets").nth(1);
+    packets.and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{out}"))
+}
+
+fn rx_packets(h: &FakeHost, link: &str) -> u64 {
+    h.sh_ok(&format!("cat /sys/class/net/{link}/statistics/rx_packets")).trim().parse().unwrap()
+}
+
+/// SEC-21: VXLAN from an address that is no node of the cluster is dropped (and counted);
+/// the same datagram from a node is decapsulated.
+#[test]
+fn multihost_overlay_drops_vxlan_from_outside_the_cluster() {
+    require_root();
+    require_etcd!();
+    let mut lab =
+        Netlab::with_hosts("multihost_vxlan_guard", Path::new(env!("CARGO_BIN_EXE_cove")), 2);
+    lab.add_node("evil", Netlab::EVIL);
+    let _etcd =
+        Etcd::start_in("multihost_vxlan_guard", &lab.kv().netns_path(), IpAddr::V4(Netlab::KV));
+    lab.start_daemons(&["h1", "h2"], &FLAGS);
+    let id = lab
+        .host("h1")
+        .cove(&["network", "create", "-d", "overlay", "--subnet", "10.0.9.0/24", "ov1"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let vx = format!("vx-{}", &id[..12]);
+    let h2 = lab.host("h2");
+    assert!(eventually(5, || h2.sh(&format!("ip link show {vx}")).status.success()));
+    let vni: u32 = h2
+        .sh_ok(&format!("ip -d link show {vx}"))
+        .split_whitespace()
+        .skip_while(|w| *w != "id")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("vni");
+    let datagram = lab.dir().join("vxlan.bin");
+    std::fs::write(&datagram, vxlan_datagram(vni, "02:42:0a:00:09:02")).unwrap();
+    // Busybox's nc has no UDP mode here: python3 (Debian's, which setup needs) sends it.
+    let send = format!(
+        "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(open('{}', 'rb').read(), ('203.0.113.12', 4789))\"",
+        datagram.display()
+    );
+
+    let guard = h2.sh_ok("nft list chain inet cove raw_prerouting");
+    assert!(
+        eventually(10, || h2
+            .sh_ok("nft list chain inet cove raw_prerouting")
+            .contains("203.0.113.11")),
+        "{guard}"
+    );
+    // Positive control: from node h1, the datagram is decapsulated by h2's VXLAN device.
+    let (rx0, drop0) = (rx_packets(h2, &vx), counter(h2, "drop_vxlan_foreign"));
+    let to_h2 = cove_testkit::Frames::any().to("h2").udp_dport(4789);
+    let (out, seen) = lab.count_frames(&[to_h2], || lab.host("h1").sh(&send));
+    assert!(seen[0] >= 1, "h1's datagram never reached h2's port: {out:?}");
+    assert!(
+        eventually(3, || rx_packets(h2, &vx) > rx0),
+        "h2 never decapsulated h1's datagram:\n{}\n{}",
+        h2.sh_ok(&format!("ip -s -d link show {vx}")),
+        h2.sh_ok("nft list chain inet cove raw_prerouting")
+    );
+    assert_eq!(counter(h2, "drop_vxlan_foreign"), drop0);
+
+    // From evil: it reaches h2's port (the switch counts it) and is dropped, counted.
+    let rx1 = rx_packets(h2, &vx);
+    let frames = cove_testkit::Frames::any().from("evil").to("h2").udp_dport(4789);
+    let (_, seen) = lab.count_frames(&[frames], || {
+        lab.node("evil").sh(&send);
+    });
+    assert!(seen[0] >= 1, "evil's datagram never reached h2's port");
+    assert!(
+        eventually(3, || counter(h2, "drop_vxlan_foreign") > drop0),
+        "not dropped by the guard"
+    );
+    assert_eq!(rx_packets(h2, &vx), rx1, "h2 decapsulated a datagram from outside the cluster");
 }

@@ -129,6 +129,7 @@ fn partial(
         published: published.into_iter().cloned().collect(),
         links: links.into_iter().cloned().collect(),
         drop_foreign_forwarding: m.drop_foreign_forwarding,
+        vxlan: m.vxlan.clone(),
     }
 }
 
@@ -148,6 +149,7 @@ fn added(from: &Elements, to: &Elements) -> Vec<SetElement> {
 /// a chain per IPv6 bridge, or the foreign-forwarding drop.
 fn rules_differ(before: &FirewallModel, after: &FirewallModel) -> bool {
     before.drop_foreign_forwarding != after.drop_foreign_forwarding
+        || before.vxlan != after.vxlan
         || ruleset::lo6_bridges(before) != ruleset::lo6_bridges(after)
 }
 
@@ -232,6 +234,7 @@ mod tests {
             published: vec![published(8080, 2)],
             links: vec![],
             drop_foreign_forwarding: false,
+            vxlan: None,
         }
     }
 

@@ -506,6 +506,7 @@ mod tests {
             ],
             links: vec![],
             drop_foreign_forwarding: false,
+            vxlan: None,
         };
         let problems = m.problems();
         assert_eq!(problems.len(), 9, "{problems:#?}");

@@ -85,7 +85,7 @@ pub use cove_model::{MacAddr, Proto};
 pub use delta::{ElementDelta, SetChange};
 pub use elements::{FieldValue, SetElement};
 pub use model::{
-    valid_ifname, EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort,
+    valid_ifname, EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort, VxlanGuard,
     MAX_IFNAME_LEN,
 };
 

@@ -29,6 +29,20 @@ pub struct FirewallModel {
     /// are not Cove's bridges (Docker sets the FORWARD policy to DROP in that case; we never
     /// touch other tables, so we do it in ours).
     pub drop_foreign_forwarding: bool,
+    /// The host is in a cluster: VXLAN datagrams are accepted from its nodes only.
+    #[serde(default)]
+    pub vxlan: Option<VxlanGuard>,
+}
+
+/// Who may send this host VXLAN datagrams: the nodes of its cluster, on the data-path
+/// port. Anyone else on the underlay could otherwise inject frames into an overlay
+/// network (Docker's VXLAN port was open to all: GHSA-vwm3-crmr-xfxw).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanGuard {
+    /// The UDP port (`--data-path-port`).
+    pub port: u16,
+    /// The nodes' tunnel addresses.
+    pub peers: Vec<std::net::IpAddr>,
 }
 
 /// One bridge network.

@@ -83,6 +83,8 @@ pub const COUNTER_DROP_ISOLATION: &str = "drop_isolation";
 pub const COUNTER_DROP_DIRECT: &str = "drop_direct";
 /// Packets forwarded between two non-Cove interfaces (only with `drop_foreign_forwarding`).
 pub const COUNTER_DROP_FOREIGN: &str = "drop_foreign";
+/// VXLAN datagrams from an address that is no node of the cluster.
+pub const COUNTER_DROP_VXLAN_FOREIGN: &str = "drop_vxlan_foreign";
 
 // ---- bridge cove: chains ----
 
@@ -157,6 +159,7 @@ pub const INET_COUNTERS: &[&str] = &[
     COUNTER_DROP_ISOLATION,
     COUNTER_DROP_DIRECT,
     COUNTER_DROP_FOREIGN,
+    COUNTER_DROP_VXLAN_FOREIGN,
 ];
 /// Every chain of `bridge cove`.
 pub const BRIDGE_CHAINS: &[&str] = &[CHAIN_BRIDGE_PREROUTING, CHAIN_BRIDGE_FORWARD];

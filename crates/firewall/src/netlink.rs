@@ -440,6 +440,7 @@ mod tests {
                 port: 9,
             }],
             drop_foreign_forwarding: false,
+            vxlan: None,
         }
     }
 

@@ -56,6 +56,25 @@ fn dnat_rules(rules: &mut Vec<String>) {
     ]);
 }
 
+/// The rules that drop VXLAN datagrams from anyone but the cluster's nodes.
+fn vxlan_guard(g: &crate::VxlanGuard) -> Vec<String> {
+    let mut peers: Vec<std::net::IpAddr> = g.peers.clone();
+    peers.sort();
+    peers.dedup();
+    let (v4, v6): (Vec<_>, Vec<_>) = peers.iter().partition(|a| a.is_ipv4());
+    let drop = counted_drop(COUNTER_DROP_VXLAN_FOREIGN);
+    let port = g.port;
+    let rule = |family: &str, field: &str, addrs: &[&std::net::IpAddr]| {
+        if addrs.is_empty() {
+            format!("meta nfproto {family} udp dport {port} {drop}")
+        } else {
+            let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            format!("udp dport {port} {field} saddr != {{ {} }} {drop}", list.join(", "))
+        }
+    };
+    vec![rule("ipv4", "ip", &v4), rule("ipv6", "ip6", &v6)]
+}
+
 fn inet_chains(model: &FirewallModel) -> Vec<Chain> {
     let raw = vec![
         comment("loopback destinations only from lo: route_localnet on the bridges must not"),
@@ -66,6 +85,11 @@ fn inet_chains(model: &FirewallModel) -> Vec<Chain> {
         ),
         format!("iifname != \"lo\" ip6 daddr ::1 {}", counted_drop(COUNTER_DROP_REMOTE_LOOPBACK)),
     ];
+    let mut raw = raw;
+    if let Some(g) = &model.vxlan {
+        raw.push(comment("VXLAN only from the nodes of the cluster (GHSA-vwm3-crmr-xfxw)"));
+        raw.extend(vxlan_guard(g));
+    }
 
     let mut prerouting =
         vec![comment("published ports, for clients outside the host and in containers")];

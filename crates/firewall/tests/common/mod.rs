@@ -67,6 +67,7 @@ pub fn one_network() -> FirewallModel {
         published: vec![],
         links: vec![],
         drop_foreign_forwarding: false,
+        vxlan: None,
     }
 }
 
@@ -124,6 +125,10 @@ pub fn full() -> FirewallModel {
             },
         ],
         drop_foreign_forwarding: false,
+        vxlan: Some(cove_firewall::VxlanGuard {
+            port: 4789,
+            peers: vec!["203.0.113.11".parse().unwrap(), "203.0.113.12".parse().unwrap()],
+        }),
     }
 }
 
