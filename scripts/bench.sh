@@ -33,7 +33,8 @@ done
 if [ "$which" = scale ] && [ $quick = 0 ] && [ $counts = 0 ]; then
     args+=(--full --port-iterations 30)
 fi
-scripts/fake-host.sh target/release/cove-bench --cove target/release/cove --out bench/out "${args[@]}"
+bin=${CARGO_TARGET_DIR:-target}/release
+scripts/fake-host.sh "$bin/cove-bench" --cove "$bin/cove" --out bench/out "${args[@]}"
 if [ -f bench/out/scale.json ]; then
     /usr/bin/python3 scripts/scale-plot.py bench/out/scale.json bench/out/scale.png
     if [ "$which" = scale ] && [ $quick = 0 ]; then

@@ -21,4 +21,5 @@ cargo nextest run --locked --workspace --no-fail-fast "$@"
 # bench's netavark and CNI peers included (dockerd, a heavier install, only in bench.sh).
 scripts/bench-deps.sh
 cargo build --locked -p cove-bench
-scripts/fake-host.sh target/debug/cove-bench --quick --cove target/debug/cove
+bin=${CARGO_TARGET_DIR:-target}/debug
+scripts/fake-host.sh "$bin/cove-bench" --quick --cove "$bin/cove"
