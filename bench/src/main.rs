@@ -10,7 +10,10 @@
 //! * `dns`: queries per second from inside a container against the embedded resolver
 //!   (local names and forwarded ones) vs a do-nothing responder on the same path;
 //! * `fill`: containers started per second with K start requests in flight (no floor: it
-//!   measures the daemon's concurrency, before/after comparisons of its own).
+//!   measures the daemon's concurrency, before/after comparisons of its own);
+//! * `overlay`: two fake hosts and etcd (a netlab): throughput across the VXLAN tunnel vs
+//!   the underlay, overlay attach vs bridge attach, `run` on one host to reachable from
+//!   the other. Only when asked for by name (it builds its own hosts).
 //!
 //! Run it inside a fake host (`scripts/bench.sh` does): it starts its own daemon, so the
 //! real host is never touched. Timings live here, never in tests.
@@ -26,6 +29,7 @@ mod fill;
 mod floor;
 mod http;
 mod nftwatch;
+mod overlay;
 mod peers;
 mod ports;
 mod scale;
@@ -37,7 +41,8 @@ use std::path::{Path, PathBuf};
 
 use daemon::Daemon;
 
-const USAGE: &str = "usage: cove-bench [all|attach|ports|scale|throughput|dns|fill] [--quick] \
+const USAGE: &str =
+    "usage: cove-bench [all|attach|ports|scale|throughput|dns|fill|overlay] [--quick] \
 [--full] [--iterations N] [--port-iterations N] [--counts N,N,...] [--workers N] [--reps N] \
 [--seconds S] [--inflight N,N,...] [--peer-counts N,N,...] [--peer-iterations N] \
 [--peers docker,netavark,cni] [--fill-count N] [--fill-inflight N,N,...] [--fill-ports] \
@@ -92,7 +97,9 @@ fn parse_args() -> Result<Args> {
     };
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "all" | "attach" | "ports" | "scale" | "throughput" | "dns" | "fill" => a.which = arg,
+            "all" | "attach" | "ports" | "scale" | "throughput" | "dns" | "fill" | "overlay" => {
+                a.which = arg
+            }
             "--quick" => {
                 a.quick = true;
                 a.ports.strict = true;
@@ -231,6 +238,25 @@ async fn run(a: &Args, d: &Daemon, root: &Path, r: &mut Results) -> Result<()> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = parse_args()?;
+    if args.which == "overlay" {
+        let o = overlay::Options {
+            reps: args.throughput.reps,
+            seconds: args.throughput.seconds,
+            iterations: args.iterations.min(100),
+        };
+        let cove = std::fs::canonicalize(&args.cove).context("--cove")?;
+        let o = overlay::run(&cove, &o)?;
+        let mut results = Results::default();
+        results.add("Overlay across two hosts", "overlay.json", o.markdown, o.json);
+        if let Some(dir) = &args.out {
+            std::fs::create_dir_all(dir)?;
+            for (file, json) in &results.json {
+                std::fs::write(dir.join(file), serde_json::to_string_pretty(json)?)?;
+            }
+            std::fs::write(dir.join("report.md"), &results.markdown)?;
+        }
+        return Ok(());
+    }
     let root = std::env::temp_dir().join(format!("cove-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
     let d = match Daemon::start(&args.cove, &root) {
