@@ -127,7 +127,12 @@ impl Controller {
         // IPAM options are kept and shown by inspect; the default driver, like Docker's,
         // acts on none of them.
         let ipam = if cap.ipam {
-            let default_pools = cove_ipam::effective_pools(&self.cfg.default_address_pools);
+            let default_pools = match cap.scope {
+                cove_drivers::Scope::Global => cove_ipam::default_global_pools(),
+                cove_drivers::Scope::Local => {
+                    cove_ipam::effective_pools(&self.cfg.default_address_pools)
+                }
+            };
             ipam_driver.request_pools(&PoolsRequest {
                 pools: &req.ipam_config,
                 enable_ipv6: req.enable_ipv6,

@@ -22,7 +22,7 @@ pub mod validate;
 pub use driver::{DefaultIpam, IpamDriver, IpamRegistry, PoolRequest, PoolsRequest, DEFAULT_IPAM};
 pub use pool::PoolState;
 pub use subnet::{
-    choose_subnet, default_pools, default_pools_v4, default_pools_v6, effective_pools, overlaps,
-    parse_pool_spec, PoolSpec,
+    choose_subnet, default_global_pools, default_pools, default_pools_v4, default_pools_v6,
+    effective_pools, overlaps, parse_pool_spec, PoolSpec,
 };
 pub use validate::{check_no_overlap, parse_aux_address, validate_pool, validate_pools_together};

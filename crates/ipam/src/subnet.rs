@@ -40,6 +40,15 @@ pub fn default_pools_v4() -> Vec<PoolSpec> {
     ]
 }
 
+/// Docker's global-scope default pools (libnetwork `ipamutils`): `10.0.0.0/8` split into
+/// /24s for IPv4, and the local IPv6 default. Overlay networks draw from these, so they
+/// never take the local bridges' 172.17-31 ranges.
+pub fn default_global_pools() -> Vec<PoolSpec> {
+    let mut pools = vec![PoolSpec::new("10.0.0.0/8", 24)];
+    pools.extend(default_pools_v6());
+    pools
+}
+
 /// Docker's local-scope IPv6 default pool (Docker 27+): `fd00::/48` split into /64s.
 pub fn default_pools_v6() -> Vec<PoolSpec> {
     vec![PoolSpec::new("fd00::/48", 64)]

@@ -203,3 +203,26 @@ async fn a_node_that_is_down_keeps_its_peers_until_it_is_removed() {
     assert_eq!(h1.ctl.node_list().await.unwrap().len(), 1);
     assert_eq!(h1.ctl.node_remove("h2").await.unwrap_err().kind, ErrorKind::NotFound);
 }
+
+#[tokio::test]
+async fn overlay_networks_without_a_subnet_take_tens_from_the_global_pool() {
+    let (cluster, h1, h2) = two_hosts().await;
+    let a = NetworkCreate { driver: "overlay".into(), ..net("a", None) };
+    h1.ctl.network_create(a).await.unwrap();
+    round(&h2).await;
+    let b = NetworkCreate { driver: "overlay".into(), ..net("b", None) };
+    h2.ctl.network_create(b).await.unwrap();
+    let pools: Vec<String> = cluster
+        .store()
+        .range("pools/")
+        .unwrap()
+        .kvs
+        .iter()
+        .map(|kv| kv.key["pools/".len()..].to_string())
+        .collect();
+    assert_eq!(pools, ["10.0.0.0/24", "10.0.1.0/24"], "distinct /24s of 10.0.0.0/8");
+    // A bridge network keeps the local pools.
+    let id = h1.ctl.network_create(net("local", None)).await.unwrap();
+    let v = h1.ctl.network_get(&id).await.unwrap();
+    assert!(v.record.ipam[0].subnet.to_string().starts_with("172."), "{:?}", v.record.ipam);
+}
