@@ -104,6 +104,11 @@ pub(crate) async fn info(State(st): State<AppState>) -> Response {
         .map(|b| format!("{b:02X}"))
         .collect();
     let networks = st.ctl.network_list().await;
+    let (cluster_store, cluster_advertise) = st.ctl.cluster_info().unwrap_or_default();
+    let mut plugins = vec!["bridge", "host", "null"];
+    if !cluster_store.is_empty() {
+        plugins.push("overlay");
+    }
     ok(&json!({
         "ID": id,
         "Containers": containers.len(),
@@ -112,7 +117,7 @@ pub(crate) async fn info(State(st): State<AppState>) -> Response {
         "ContainersStopped": containers.len() - running,
         "Images": images,
         "Driver": "overlay",
-        "Plugins": { "Volume": [], "Network": ["bridge", "host", "null"], "Authorization": null, "Log": ["json-file"] },
+        "Plugins": { "Volume": [], "Network": plugins, "Authorization": null, "Log": ["json-file"] },
         "LoggingDriver": "json-file",
         "CgroupDriver": "cgroupfs",
         "NEventsListener": st.ctl.events_listeners(),
@@ -137,6 +142,8 @@ pub(crate) async fn info(State(st): State<AppState>) -> Response {
         "SecurityOptions": [],
         "Warnings": null,
         "Networks": networks.len(),
+        "ClusterStore": cluster_store,
+        "ClusterAdvertise": cluster_advertise,
     }))
 }
 

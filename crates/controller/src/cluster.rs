@@ -46,6 +46,8 @@ pub const NODE_TTL: Duration = Duration::from_secs(10);
 pub struct ClusterSeam {
     /// The cluster store's records (keys relative to the cluster's prefix).
     pub store: Records,
+    /// The store as the flags named it (`etcd://203.0.113.2:2379`), for `GET /info`.
+    pub url: String,
     /// The cluster store's leases (node liveness), where it has them.
     pub leases: Option<Arc<dyn Leases>>,
     /// This host.
@@ -80,6 +82,12 @@ impl Controller {
     /// The cluster this host is in, if any.
     pub(crate) fn cluster(&self) -> Option<&ClusterSeam> {
         self.cluster.as_ref()
+    }
+
+    /// The cluster store and this node's address, as `GET /info` reports them
+    /// (`ClusterStore`, `ClusterAdvertise`).
+    pub fn cluster_info(&self) -> Option<(String, String)> {
+        self.cluster().map(|c| (c.url.clone(), c.node.advertise.to_string()))
     }
 
     /// Whether `net` lives in the cluster store (its driver's scope is global).

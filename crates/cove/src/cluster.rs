@@ -109,6 +109,7 @@ pub fn seam(args: &ClusterArgs, data_root: &Path) -> anyhow::Result<Option<Clust
         .unwrap_or_else(|| addr.to_string());
     Ok(Some(ClusterSeam {
         store: cove_store::Records::new(store.clone()),
+        url: store.url().to_string(),
         leases: Some(store),
         node: NodeRecord { id: node_id(data_root)?, hostname, advertise: addr },
         underlay: Underlay {

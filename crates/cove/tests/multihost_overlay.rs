@@ -53,6 +53,12 @@ fn multihost_overlay_network_spans_two_hosts() {
         let line = nodes.lines().find(|l| l.contains(want)).unwrap_or_else(|| panic!("{nodes}"));
         assert!(line.contains("Ready"), "{nodes}");
     }
+    // `GET /info` says which store and address (Docker 20.10's fields).
+    let (code, info) = h1.api("GET", "/info", None);
+    assert_eq!(code, 200);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["ClusterStore"], "etcd://203.0.113.2:2379", "{info}");
+    assert_eq!(info["ClusterAdvertise"], "203.0.113.11", "{info}");
     // A node that is up cannot be removed.
     h1.cove(&["node", "rm", "203.0.113.12"]).fails();
 
