@@ -414,7 +414,11 @@ impl Controller {
             }
             peers.insert(
                 e.endpoint.id.clone(),
-                PeerRecord { endpoint: e.clone(), host: node.advertise },
+                PeerRecord {
+                    endpoint: e.clone(),
+                    host: node.advertise,
+                    host_name: node.hostname.clone(),
+                },
             );
         }
         if peers != st.peers {

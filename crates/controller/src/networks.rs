@@ -279,7 +279,18 @@ impl Controller {
             })
             .collect();
         let scope = self.drivers.of(net).map_or("local", |d| d.capability().scope.as_str());
-        NetworkView { record: net.clone(), endpoints, scope }
+        let mut peers: Vec<(String, std::net::IpAddr)> = st
+            .peers
+            .values()
+            .filter(|p| p.endpoint.endpoint.network_id == net.id)
+            .map(|p| (p.host_name.clone(), p.host))
+            .collect();
+        if let Some(c) = self.cluster().filter(|_| !st.endpoints_of_network(&net.id).is_empty()) {
+            peers.push((c.node.hostname.clone(), c.node.advertise));
+        }
+        peers.sort();
+        peers.dedup();
+        NetworkView { record: net.clone(), endpoints, scope, peers }
     }
 
     /// Every network.

@@ -45,6 +45,9 @@ pub struct NetworkView {
     pub endpoints: Vec<(EndpointRecord, String)>,
     /// Where it lives: `local` or `global` (Docker's `Scope`).
     pub scope: &'static str,
+    /// The hosts with endpoints on it, by name and tunnel address (global networks only;
+    /// Docker's `Peers`).
+    pub peers: Vec<(String, std::net::IpAddr)>,
 }
 
 /// `POST /containers/create`, decoded.

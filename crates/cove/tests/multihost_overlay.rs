@@ -99,6 +99,18 @@ fn multihost_overlay_network_spans_two_hosts() {
     let cli_ip = inspect(h1, "cli", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
     assert_ne!(cli_ip, srv_ip, "global IPAM gave one address twice");
 
+    // `network inspect` lists the hosts with endpoints on it (Docker's `Peers`).
+    let peers = || {
+        h1.cove(&["network", "inspect", "-f", "{{range .Peers}}{{.IP}} {{end}}", "ov1"])
+            .ok()
+            .stdout
+            .clone()
+    };
+    assert!(
+        eventually(5, || peers().contains("203.0.113.11") && peers().contains("203.0.113.12")),
+        "{}",
+        peers()
+    );
     // h1 programs srv statically: a forwarding entry to h2 and a neighbour entry.
     let vx = format!("vx-{}", &id[..12]);
     assert!(

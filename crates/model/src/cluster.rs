@@ -45,4 +45,7 @@ pub struct PeerRecord {
     pub endpoint: ClusterEndpoint,
     /// Its host's tunnel address.
     pub host: IpAddr,
+    /// Its host's name (`docker network inspect`'s `Peers`).
+    #[serde(default)]
+    pub host_name: String,
 }

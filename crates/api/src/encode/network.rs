@@ -29,6 +29,18 @@ pub struct Network {
     pub(crate) containers: BTreeMap<String, NetworkContainer>,
     pub(crate) options: BTreeMap<String, String>,
     pub(crate) labels: BTreeMap<String, String>,
+    /// Hosts with endpoints on a global network (Docker fills it for swarm-scope ones).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) peers: Vec<Peer>,
+}
+
+/// One `Peers` entry.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Peer {
+    pub(crate) name: String,
+    #[serde(rename = "IP")]
+    pub(crate) ip: String,
 }
 
 /// `IPAM`.
@@ -127,12 +139,16 @@ pub fn network(
             .collect(),
         options: r.options.clone(),
         labels: r.labels.clone(),
+        peers: vec![],
     }
 }
 
 /// `GET /networks/{id}`: with its containers.
 pub fn inspect(v: &NetworkView) -> Network {
-    network(&v.record, &v.endpoints, v.scope)
+    let mut n = network(&v.record, &v.endpoints, v.scope);
+    n.peers =
+        v.peers.iter().map(|(name, ip)| Peer { name: name.clone(), ip: ip.to_string() }).collect();
+    n
 }
 
 /// `GET /networks` entries: `Containers` is `{}`, as Docker has it since API 1.28.
