@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use cove_testkit::{require_etcd, require_root, Etcd, FakeHost, Netlab};
 
+mod common;
+use common::clients::{compose, docker};
+
 const FLAGS: [&str; 4] =
     ["--cluster-store", "etcd://203.0.113.2:2379", "--cluster-advertise", "{addr}"];
 
@@ -268,4 +271,63 @@ fn multihost_overlay_drops_vxlan_from_outside_the_cluster() {
         "not dropped by the guard"
     );
     assert_eq!(rx_packets(h2, &vx), rx1, "h2 decapsulated a datagram from outside the cluster");
+}
+
+/// Docker's own clients against a daemon in a cluster: the docker CLI sees the overlay
+/// network as global on another host, and a compose file with `driver: overlay` brings up
+/// a service that a container on another host reaches by its service name.
+#[test]
+fn multihost_docker_cli_and_compose_on_an_overlay() {
+    require_root();
+    require_etcd!();
+    if !cove_testkit::have_command("docker-compose") || !cove_testkit::have_command("docker") {
+        cove_testkit::skip!("docker-compose or docker is not installed (scripts/setup.sh)");
+    }
+    let mut lab = Netlab::with_hosts("multihost_clients", Path::new(env!("CARGO_BIN_EXE_cove")), 2);
+    let _etcd = Etcd::start_in("multihost_clients", &lab.kv().netns_path(), IpAddr::V4(Netlab::KV));
+    lab.start_daemons(&["h1", "h2"], &FLAGS);
+    for h in ["h1", "h2"] {
+        lab.host(h).import_busybox("bb");
+    }
+    let (h1, h2) = (lab.host("h1"), lab.host("h2"));
+    docker(h1, &["network", "create", "-d", "overlay", "dov"]).ok();
+    assert!(
+        eventually(5, || docker(
+            h2,
+            &["network", "ls", "--filter", "scope=global", "--format", "{{.Name}}"]
+        )
+        .stdout
+        .lines()
+        .any(|l| l == "dov")),
+        "h2's docker network ls --filter scope=global never listed dov"
+    );
+    let scope = docker(h2, &["network", "inspect", "dov", "--format", "{{.Scope}} {{.Driver}}"]);
+    assert_eq!(scope.ok().stdout.trim(), "global overlay");
+
+    let dir = h1.dir().join("compose-overlay");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients/compose-overlay/docker-compose.yml");
+    std::fs::copy(&file, dir.join("docker-compose.yml")).unwrap();
+    compose(h1, &dir, &["-p", "mh", "up", "-d"]).ok();
+    // From h2, by the service name, across the tunnel.
+    let got = (0..50).find_map(|_| {
+        let out = h2.cove(&[
+            "run",
+            "--rm",
+            "--network",
+            "mh_ov",
+            "bb",
+            "sh",
+            "-c",
+            "timeout 2 nc web 80",
+        ]);
+        out.stdout.contains("hello-from-compose").then_some(()).or_else(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            None
+        })
+    });
+    assert!(got.is_some(), "a container on h2 never reached compose's web on h1 by name");
+    compose(h1, &dir, &["-p", "mh", "down"]).ok();
+    assert!(eventually(10, || docker(h1, &["network", "rm", "dov"]).status == 0));
 }
