@@ -302,6 +302,9 @@ impl Controller {
             return allocate(st);
         }
         let c = self.cluster_or_unavailable(&format!("overlay network {}", net.name))?;
+        // A network this host cannot carry (its underlay's MTU is too small) has no
+        // datapath here: refuse its endpoints, naming why, before reserving anything.
+        self.drivers.of(net)?.network_ops(net, &self.plan_context())?;
         for _ in 0..ADDRESS_TRIES {
             let ep = allocate(st)?;
             let record = ClusterEndpoint {
@@ -374,11 +377,15 @@ impl Controller {
         }
 
         // Networks.
+        let ctx = self.plan_context();
         for net in networks.values() {
             if st.networks.get(net.id.as_str()) == Some(net) {
                 continue;
             }
             info!(network = %net.name, "global network from the cluster");
+            if let Err(e) = self.drivers.of(net).and_then(|d| d.network_ops(net, &ctx)) {
+                warn!(network = %net.name, error = %e, "this host cannot carry the network");
+            }
             local.put(Table::Networks, &net.id, net);
             for pool in &net.ipam {
                 st.pools

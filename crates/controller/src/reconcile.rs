@@ -1,10 +1,10 @@
 //! Start-up: built-in networks, and reconciling the kernel and the runtime with the store.
 //! Objects of live containers stay; objects whose owner is gone are removed.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use std::sync::Arc;
 
@@ -28,6 +28,37 @@ fn keep_bridge_sysctls(desired: &mut HostState) {
         .map(|(n, _)| n.clone())
         .collect();
     desired.sysctls.retain(|k, _| sysctl_link(k).is_none_or(|l| bridges.contains(l)));
+}
+
+/// Make `desired` what `observed` has of the links `held` and of the ports enslaved to
+/// them (with their addresses, neighbour and forwarding entries, port flags): the diff then
+/// neither repairs nor removes them.
+fn hold(desired: &mut HostState, observed: &HostState, held: &BTreeSet<String>) {
+    if held.is_empty() {
+        return;
+    }
+    let links: BTreeSet<&String> = observed
+        .links
+        .iter()
+        .filter(|(n, l)| held.contains(*n) || l.master.as_ref().is_some_and(|m| held.contains(m)))
+        .map(|(n, _)| n)
+        .collect();
+    for name in &links {
+        desired.links.insert((*name).clone(), observed.links[*name].clone());
+    }
+    let on = |link: &String| links.contains(link);
+    desired.addresses.extend(observed.addresses.iter().filter(|(l, _)| on(l)).cloned());
+    desired.neighbours.extend(
+        observed.neighbours.iter().filter(|((l, _), _)| on(l)).map(|(k, v)| (k.clone(), *v)),
+    );
+    desired.loopback6.extend(observed.loopback6.iter().filter(|l| on(l)).cloned());
+    desired
+        .port_flags
+        .extend(observed.port_flags.iter().filter(|(l, _)| on(l)).map(|(k, v)| (k.clone(), *v)));
+    desired
+        .fdb_self
+        .extend(observed.fdb_self.iter().filter(|((l, _), _)| on(l)).map(|(k, v)| (k.clone(), *v)));
+    desired.fdb_master.extend(observed.fdb_master.iter().filter(|(l, _)| on(l)).cloned());
 }
 
 /// The link a per-link sysctl key names (`net/ipv6/conf/<link>/disable_ipv6`).
@@ -106,15 +137,32 @@ impl Controller {
     /// compared for bridges only: a host with 2,000 containers has 2,000 bridge ports,
     /// whose one sysctl is written once with the port, and every `/proc/sys` read in a
     /// namespace-rich host is slow.
-    fn desired_host(&self, st: &State) -> Result<HostState> {
+    ///
+    /// A network this host cannot plan (an overlay network whose MTU its underlay cannot
+    /// carry, or one restored without the cluster) is left out with its endpoints and
+    /// peers, and its links are returned: what the host has of them is held as it is
+    /// ([`hold`]). One such network must not stop the repair of all the others, nor the
+    /// daemon's start.
+    fn desired_host(&self, st: &State) -> Result<(HostState, BTreeSet<String>)> {
         let ctx = self.plan_context();
         let mut s = HostState::default();
+        let mut held = BTreeSet::new();
+        let mut unplanned = HashSet::new();
         for net in st.networks.values() {
-            for op in self.drivers.of(net)?.network_ops(net, &ctx)? {
-                s.add(&op);
+            let driver = self.drivers.of(net)?;
+            match driver.network_ops(net, &ctx) {
+                Ok(ops) => ops.iter().for_each(|op| s.add(op)),
+                Err(e) => {
+                    debug!(network = %net.name, error = %e, "network not planned on this host");
+                    held.extend(driver.claims(&net.config).into_iter().map(|c| c.link));
+                    unplanned.insert(net.id.as_str());
+                }
             }
         }
         for ep in st.endpoints.values() {
+            if unplanned.contains(ep.network_id.as_str()) {
+                continue;
+            }
             let Some(net) = st.networks.get(&ep.network_id) else { continue };
             let sandbox = self.sandbox_path(&ep.container_id);
             for op in self.drivers.of(net)?.join_ops(net, ep, &sandbox)? {
@@ -122,6 +170,9 @@ impl Controller {
             }
         }
         for p in st.peers.values() {
+            if unplanned.contains(p.endpoint.network_id().as_str()) {
+                continue;
+            }
             let Some(net) = st.networks.get(p.endpoint.network_id().as_str()) else { continue };
             let peer = cove_drivers::Peer { endpoint: &p.endpoint.endpoint, host: p.host };
             for op in self.drivers.of(net)?.peer_ops(net, peer)? {
@@ -129,12 +180,13 @@ impl Controller {
             }
         }
         keep_bridge_sysctls(&mut s);
-        Ok(s)
+        Ok((s, held))
     }
 
     async fn desired_and_observed(&self, st: &State) -> Result<(HostState, HostState)> {
-        let desired = self.desired_host(st)?;
+        let (mut desired, held) = self.desired_host(st)?;
         let observed = self.observe(&desired).await?;
+        hold(&mut desired, &observed, &held);
         Ok((desired, observed))
     }
 
@@ -168,11 +220,12 @@ impl Controller {
     /// the round is skipped and the next one tries again.
     #[tracing::instrument(level = "debug", name = "reconcile.tick", skip_all)]
     pub(crate) async fn reconcile_tick(&self) -> Result<Option<usize>> {
-        let (desired, revision) = {
+        let ((mut desired, held), revision) = {
             let st = self.state.lock().await;
             (self.desired_host(&st)?, self.store.revision()?)
         };
         let observed = self.observe(&desired).await?;
+        hold(&mut desired, &observed, &held);
         let _st = self.state.lock().await;
         if self.store.revision()? != revision {
             return Ok(None);

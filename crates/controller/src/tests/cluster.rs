@@ -227,3 +227,34 @@ async fn overlay_networks_without_a_subnet_take_tens_from_the_global_pool() {
     let v = h1.ctl.network_get(&id).await.unwrap();
     assert!(v.record.ipam[0].subnet.to_string().starts_with("172."), "{:?}", v.record.ipam);
 }
+
+#[tokio::test]
+async fn a_network_the_underlay_cannot_carry_refuses_endpoints_and_holds_up_nothing_else() {
+    let mem = Arc::new(MemStore::new());
+    let cluster = (Records::new(mem.clone()), mem);
+    let h1 = FakeHost::start_in_cluster(cfg(), seam(&cluster, 1)).await.unwrap();
+    let mut small = seam(&cluster, 2);
+    small.underlay.mtu = 1400;
+    let h2 = FakeHost::start_in_cluster(cfg(), small).await.unwrap();
+    // MTU 1450, made on h1's 1500 underlay: more than h2's 1400 can carry.
+    h1.ctl.network_create(overlay("big", "10.0.9.0/24")).await.unwrap();
+    round(&h2).await;
+    let vx = vxlan_of(&h2, "big");
+    assert!(!h2.kernel.model().links.contains_key(&vx), "a datapath h2 cannot carry");
+    // Its endpoints are refused before anything is reserved, naming both MTUs.
+    let id = h2.ctl.container_create(ctr("c2", "big")).await.unwrap();
+    let e = h2.ctl.container_start(&id).await.unwrap_err();
+    assert!(e.message.contains("1450") && e.message.contains("1400"), "{}", e.message);
+    assert!(cluster.0.list::<ClusterEndpoint>(Table::Endpoints).unwrap().is_empty());
+    // Everything else on h2 goes on: a network it can carry, its peers, its restart.
+    h2.ctl.network_create(overlay("small", "10.0.8.0/24")).await.unwrap();
+    round(&h1).await;
+    super::run(&h1, ctr("c1", "small")).await;
+    round(&h2).await;
+    let (mac1, _) = mac_of(&h1, "c1").await;
+    let small_vx = vxlan_of(&h2, "small");
+    assert!(h2.kernel.model().fdb_self.contains_key(&(small_vx.clone(), mac1)));
+    let h2 = h2.restart().await.expect("h2 starts with a network it cannot carry");
+    assert!(h2.kernel.model().fdb_self.contains_key(&(small_vx, mac1)));
+    assert!(!h2.kernel.model().links.contains_key(&vx));
+}
