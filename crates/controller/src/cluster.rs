@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,16 @@ const ADDRESS_TRIES: usize = 64;
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
 /// How long watch events must stop before the host syncs (a burst is one sync).
 const SETTLE: Duration = Duration::from_millis(20);
+/// How many times a sync reads the cluster again because a local write overtook it,
+/// before it reads under the state lock.
+const READ_TRIES: usize = 3;
+
+/// The cluster's records a sync works from.
+struct ClusterView {
+    networks: BTreeMap<String, NetworkRecord>,
+    nodes: HashMap<String, NodeRecord>,
+    endpoints: Vec<ClusterEndpoint>,
+}
 
 /// How long a node stays listed as up after its last keep-alive.
 pub const NODE_TTL: Duration = Duration::from_secs(10);
@@ -101,6 +112,33 @@ impl Controller {
                 "{what} needs a cluster: start the daemon with --cluster-store and --cluster-advertise"
             ))
         })
+    }
+
+    /// Fail at once, and without the state lock, when the cluster store does not answer:
+    /// called before an operation on global networks takes the lock, so that with etcd
+    /// down it fails within the store's deadline (503 naming the store) while every
+    /// other request, local networks' included, goes on. A store that stops between this
+    /// check and the operation still fails it, only later. Without a cluster, the
+    /// operation itself says what is missing.
+    pub(crate) fn cluster_reachable(&self, what: &str) -> Result<()> {
+        let Some(c) = self.cluster() else { return Ok(()) };
+        c.store.revision().map(drop).map_err(|e| e.context(what))
+    }
+
+    /// [`Controller::cluster_reachable`] if container `id` is on a global network.
+    pub(crate) async fn cluster_reachable_for(&self, id: &str) -> Result<()> {
+        if self.cluster().is_none() {
+            return Ok(());
+        }
+        let global = {
+            let st = self.state.lock().await;
+            let nets = st.containers.get(id).map(|c| c.networks.clone()).unwrap_or_default();
+            nets.iter().find_map(|(n, _)| st.networks.get(n).filter(|n| self.is_global(n)).cloned())
+        };
+        match global {
+            Some(net) => self.cluster_reachable(&format!("network {}", net.name)),
+            None => Ok(()),
+        }
     }
 
     /// Register this host in the cluster: its lasting record (`node-state/`, what peers
@@ -241,6 +279,7 @@ impl Controller {
             )),
             _ => e.context(format!("create network {} in the cluster", net.name)),
         })?;
+        self.cluster_wrote();
         Ok(net)
     }
 
@@ -283,6 +322,7 @@ impl Controller {
             b.delete(Table::Pools, &pool.subnet.to_string());
         }
         c.store.commit(b)?;
+        self.cluster_wrote();
         Ok(())
     }
 
@@ -319,7 +359,10 @@ impl Controller {
                 b.put(Table::Ipam, &key, &ep.id);
             }
             match c.store.commit(b) {
-                Ok(_) => return Ok(ep),
+                Ok(_) => {
+                    self.cluster_wrote();
+                    return Ok(ep);
+                }
                 // Another host holds the address: it stays marked used in the local pool.
                 Err(e) if e.kind == ErrorKind::Conflict => {
                     debug!(network = %net.name, error = %e, "address taken by another host");
@@ -350,24 +393,47 @@ impl Controller {
 
     // ---- following the cluster ----------------------------------------------------------
 
+    /// Read what a sync works from. Takes no lock: with the store slow or down, local
+    /// requests must not wait for it.
+    fn cluster_read(&self, c: &ClusterSeam) -> Result<ClusterView> {
+        Ok(ClusterView {
+            networks: c.store.list::<NetworkRecord>(Table::Networks)?.into_iter().collect(),
+            // Every node that joined, up or not: a node cut from etcd keeps its containers
+            // and their addresses, so the data plane to them stays (until `node rm`).
+            nodes: c.store.list::<NodeRecord>(Table::NodeStates)?.into_iter().collect(),
+            endpoints: c
+                .store
+                .list::<ClusterEndpoint>(Table::Endpoints)?
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect(),
+        })
+    }
+
     /// Bring the local view in line with the cluster: global networks (mirrored into the
     /// local store), peers (other hosts' endpoints), and this host's endpoints in the
     /// cluster (withdrawn when the host no longer has them, published when the cluster
-    /// lost them). Returns whether the host's desired kernel state changed.
+    /// lost them). Reads and writes the cluster store under the state lock: for the
+    /// daemon's start; the loop uses [`Controller::cluster_round`]. Returns whether the
+    /// host's desired kernel state changed.
     pub(crate) fn cluster_sync(&self, st: &mut State) -> Result<bool> {
         let Some(c) = self.cluster() else { return Ok(false) };
-        let networks: BTreeMap<String, NetworkRecord> =
-            c.store.list::<NetworkRecord>(Table::Networks)?.into_iter().collect();
-        // Every node that joined, up or not: a node cut from etcd keeps its containers and
-        // their addresses, so the data plane to them stays (until `node rm`).
-        let nodes: HashMap<String, NodeRecord> =
-            c.store.list::<NodeRecord>(Table::NodeStates)?.into_iter().collect();
-        let endpoints: Vec<ClusterEndpoint> = c
-            .store
-            .list::<ClusterEndpoint>(Table::Endpoints)?
-            .into_iter()
-            .map(|(_, e)| e)
-            .collect();
+        let view = self.cluster_read(c)?;
+        let (changed, writes) = self.cluster_apply(st, c, view)?;
+        self.cluster_write(c, writes);
+        Ok(changed)
+    }
+
+    /// Apply `view` to the host's state (and the local store); returns whether the
+    /// desired kernel state changed, and the writes that bring the cluster in line with
+    /// this host's endpoints (for [`Controller::cluster_write`], after the lock).
+    fn cluster_apply(
+        &self,
+        st: &mut State,
+        c: &ClusterSeam,
+        view: ClusterView,
+    ) -> Result<(bool, Vec<Batch>)> {
+        let ClusterView { networks, nodes, endpoints } = view;
         let mut changed = false;
         let mut local = Batch::new();
         let addrs: BTreeSet<IpAddr> = nodes.values().map(|n| n.advertise).collect();
@@ -452,6 +518,7 @@ impl Controller {
         self.store.commit(local)?;
 
         // This host's endpoints.
+        let mut writes = vec![];
         let mine: BTreeSet<&EndpointId> =
             endpoints.iter().filter(|e| e.node == c.node.id).map(|e| &e.endpoint.id).collect();
         for e in endpoints.iter().filter(|e| e.node == c.node.id) {
@@ -463,12 +530,8 @@ impl Controller {
             for key in address_keys(&e.endpoint) {
                 b.delete(Table::Ipam, &key);
             }
-            match c.store.commit(b) {
-                Ok(_) => {
-                    debug!(endpoint = %e.endpoint.id.short(), "withdrew an endpoint from the cluster")
-                }
-                Err(err) => warn!(error = %err, "could not withdraw an endpoint from the cluster"),
-            }
+            debug!(endpoint = %e.endpoint.id.short(), "withdrawing an endpoint from the cluster");
+            writes.push(b);
         }
         for ep in st.endpoints.values().filter(|e| !mine.contains(&e.id)) {
             let Some(net) = st.networks.get(ep.network_id.as_str()) else { continue };
@@ -489,11 +552,25 @@ impl Controller {
             for key in address_keys(ep) {
                 b.put(Table::Ipam, &key, &ep.id);
             }
+            writes.push(b);
+        }
+        Ok((changed, writes))
+    }
+
+    /// Write what [`Controller::cluster_apply`] found this host's endpoints need: a write
+    /// that fails is retried by a later sync, which finds the same difference.
+    fn cluster_write(&self, c: &ClusterSeam, writes: Vec<Batch>) {
+        for b in writes {
             if let Err(err) = c.store.commit(b) {
-                warn!(error = %err, "could not publish an endpoint to the cluster");
+                warn!(error = %err, "could not bring this host's endpoints in line with the cluster");
             }
         }
-        Ok(changed)
+    }
+
+    /// Note a write of this host to the cluster's networks or endpoints (made under the
+    /// state lock): a sync that read the cluster before it reads again.
+    fn cluster_wrote(&self) {
+        self.cluster_writes.fetch_add(1, Ordering::SeqCst);
     }
 
     /// An address another host holds is not handed out here.
@@ -511,17 +588,34 @@ impl Controller {
     }
 
     /// One round: sync with the cluster and, when the desired state changed, reconcile the
-    /// host's objects.
+    /// host's objects. The cluster is read and written without the state lock (etcd
+    /// stopped makes each call wait out its deadline; local requests must not wait with
+    /// it); a read that a local write of this host overtook is read again.
     pub(crate) async fn cluster_round(&self) -> Result<()> {
+        let Some(c) = self.cluster() else { return Ok(()) };
         if self.node_lease_lost() {
             warn!("this node's liveness in the cluster lapsed; registering again");
             self.cluster_register()?;
         }
-        let mut st = self.state.lock().await;
-        if self.cluster_sync(&mut st)? {
+        let mut tries = 0;
+        let (mut st, view) = loop {
+            let before = self.cluster_writes.load(Ordering::SeqCst);
+            let view = self.cluster_read(c)?;
+            let st = self.state.lock().await;
+            tries += 1;
+            if self.cluster_writes.load(Ordering::SeqCst) == before || tries == READ_TRIES {
+                // Past the tries (a host busy writing), read under the lock.
+                let view = if tries == READ_TRIES { self.cluster_read(c)? } else { view };
+                break (st, view);
+            }
+        };
+        let (changed, writes) = self.cluster_apply(&mut st, c, view)?;
+        if changed {
             self.reconcile_host(&st).await?;
             self.sync_firewall_later(&st);
         }
+        drop(st);
+        self.cluster_write(c, writes);
         Ok(())
     }
 

@@ -56,6 +56,9 @@ impl Controller {
     pub async fn container_start(&self, reference: &str) -> Result<bool> {
         let id = self.state.lock().await.container_id(reference)?;
         let _own = self.container_lock(&id).lock_owned().await;
+        self.cluster_reachable_for(&id)
+            .await
+            .map_err(|e| e.context(format!("start container {reference}")))?;
         let Some((c, started, bundle_net)) = self.prepare_start(&id, reference).await? else {
             return Ok(false);
         };

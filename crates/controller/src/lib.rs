@@ -73,6 +73,9 @@ pub struct Controller {
     node_lease: std::sync::Mutex<Option<cove_store::KeepAlive>>,
     /// Wakes the cluster loop after a local change the cluster must hear of.
     cluster_nudge: Arc<tokio::sync::Notify>,
+    /// Counts this host's writes to the cluster's networks and endpoints (see
+    /// `Controller::cluster_round`).
+    cluster_writes: std::sync::atomic::AtomicU64,
     /// Container exits and removals, for `wait` conditions. Sent with the state lock held,
     /// so a waiter that subscribes under the lock cannot miss one.
     exits: tokio::sync::broadcast::Sender<containers::ExitEvent>,
@@ -147,6 +150,7 @@ impl Controller {
             cluster,
             node_lease: std::sync::Mutex::new(None),
             cluster_nudge: Arc::new(tokio::sync::Notify::new()),
+            cluster_writes: std::sync::atomic::AtomicU64::new(0),
             exits: tokio::sync::broadcast::channel(1024).0,
             dns: dns::Dns::new(),
             events: events::EventBus::default(),

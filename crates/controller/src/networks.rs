@@ -249,6 +249,13 @@ impl Controller {
     /// Create a network; returns its id.
     #[tracing::instrument(name = "network.create", skip_all, fields(name = %req.name))]
     pub async fn network_create(&self, req: NetworkCreate) -> Result<NetworkId> {
+        if self
+            .drivers
+            .get(&req.driver)
+            .is_ok_and(|d| d.capability().scope == cove_drivers::Scope::Global)
+        {
+            self.cluster_reachable(&format!("create network {}", req.name))?;
+        }
         let mut st = self.state.lock().await;
         let mut net = self.prepare_network(&st, &req, Origin::User).await?;
         let global = self.is_global(&net);
@@ -366,6 +373,13 @@ impl Controller {
     /// Remove a network (refused for built-ins and networks with active endpoints).
     #[tracing::instrument(name = "network.remove", skip(self))]
     pub async fn network_remove(&self, reference: &str) -> Result<()> {
+        let global = {
+            let st = self.state.lock().await;
+            st.network(reference).ok().filter(|n| self.is_global(n)).map(|n| n.name.clone())
+        };
+        if let Some(name) = global {
+            self.cluster_reachable(&format!("remove network {name}"))?;
+        }
         let mut st = self.state.lock().await;
         let id = st.network_id(reference)?;
         self.remove_network_locked(&mut st, &id).await
@@ -405,7 +419,15 @@ impl Controller {
         container: &str,
         settings: EndpointSettings,
     ) -> Result<()> {
-        let id = self.state.lock().await.container_id(container)?;
+        let (id, global) = {
+            let st = self.state.lock().await;
+            let global =
+                st.network(network).ok().filter(|n| self.is_global(n)).map(|n| n.name.clone());
+            (st.container_id(container)?, global)
+        };
+        if let Some(name) = global {
+            self.cluster_reachable(&format!("connect {container} to {name}"))?;
+        }
         let _own = self.container_lock(&id).lock_owned().await;
         let mut st = self.state.lock().await;
         let net = st.network(network)?.clone();
@@ -456,7 +478,15 @@ impl Controller {
         force: bool,
     ) -> Result<()> {
         let _ = force;
-        let id = self.state.lock().await.container_id(container)?;
+        let (id, global) = {
+            let st = self.state.lock().await;
+            let global =
+                st.network(network).ok().filter(|n| self.is_global(n)).map(|n| n.name.clone());
+            (st.container_id(container)?, global)
+        };
+        if let Some(name) = global {
+            self.cluster_reachable(&format!("connect {container} to {name}"))?;
+        }
         let _own = self.container_lock(&id).lock_owned().await;
         let mut st = self.state.lock().await;
         let net = st.network(network)?.clone();
