@@ -26,7 +26,7 @@ use cove_model::{
     ClusterEndpoint, EndpointId, EndpointRecord, Error, ErrorKind, NetworkRecord, NodeRecord,
     PeerRecord, Result,
 };
-use cove_store::{Batch, KeepAlive, Leases, Records, Table};
+use cove_store::{Batch, KeepAlive, LeaseLost, Leases, Records, Table};
 
 use crate::state::State;
 use crate::Controller;
@@ -38,6 +38,8 @@ const ADDRESS_TRIES: usize = 64;
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
 /// How long watch events must stop before the host syncs (a burst is one sync).
 const SETTLE: Duration = Duration::from_millis(20);
+/// How often a node whose lease lapsed tries to register again.
+const REGISTER_RETRY: Duration = Duration::from_secs(1);
 /// How many times a sync reads the cluster again because a local write overtook it,
 /// before it reads under the state lock.
 const READ_TRIES: usize = 3;
@@ -620,11 +622,16 @@ impl Controller {
     }
 
     /// Follow the cluster store: one prefix watch (re-listed after every burst of
-    /// events), a periodic sync as a safety net, and a nudge after local changes.
+    /// events), a periodic sync as a safety net, and a nudge after local changes. A lost
+    /// node lease wakes the loop at once, and registering again is retried every second
+    /// until it succeeds, so a host whose control plane comes back is up again in a
+    /// second or so.
     pub(crate) fn spawn_cluster_loop(self: &Arc<Self>) {
         let Some(c) = self.cluster().cloned() else { return };
         let weak = Arc::downgrade(self);
         let nudge = self.cluster_nudge.clone();
+        let mut lost = self.node_lease_watch();
+        let mut wait = if self.node_lease_lost() { REGISTER_RETRY } else { RESYNC_EVERY };
         tokio::spawn(async move {
             let mut watch = None;
             loop {
@@ -647,14 +654,27 @@ impl Controller {
                             while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, w.recv()).await {}
                         }
                     }
+                    _ = async { match lost.as_mut() { Some(rx) => { let _ = rx.wait_for(Option::is_some).await; } None => std::future::pending().await } } => {
+                        lost = None;
+                    }
                     _ = nudge.notified() => {}
-                    _ = tokio::time::sleep(RESYNC_EVERY) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
                 let Some(ctl) = weak.upgrade() else { return };
                 if let Err(e) = ctl.cluster_round().await {
                     warn!(error = %e, "could not sync with the cluster");
                 }
+                // Registered (again): follow the new lease. Still lost: try again soon.
+                wait = if ctl.node_lease_lost() { REGISTER_RETRY } else { RESYNC_EVERY };
+                if lost.is_none() && !ctl.node_lease_lost() {
+                    lost = ctl.node_lease_watch();
+                }
             }
         });
+    }
+
+    /// A channel that turns `Some` when this node's current lease is lost.
+    fn node_lease_watch(&self) -> Option<tokio::sync::watch::Receiver<Option<LeaseLost>>> {
+        lock(&self.node_lease).as_ref().map(KeepAlive::subscribe)
     }
 }
