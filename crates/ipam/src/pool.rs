@@ -1,6 +1,6 @@
 //! Address allocation inside one pool.
 
-use crate::addr::{bounds, family_name, from_bits, net_is_v6, width};
+use crate::addr::{bounds, family_name, from_bits, net_is_v6, to_bits, width};
 use cove_model::{Error, IpamPool};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -176,10 +176,31 @@ impl PoolState {
             }
         }
         Err(Error::unavailable(format!(
-            "no available {} addresses on this network's address pools: {}",
+            "no available {} addresses on this network's address pools: {} ({})",
             family_name(self.v6()),
-            self.subnet
+            self.subnet,
+            self.fullness(lo, hi)
         )))
+    }
+
+    /// What fills the addresses `lo..=hi` (the range dynamic addresses come from), for the
+    /// exhaustion message: `5 in use, gateway 10.0.0.1`, `range 10.0.0.128/30: 4 in use`.
+    fn fullness(&self, lo: u128, hi: u128) -> String {
+        let within = |a: &IpAddr| (lo..=hi).contains(&to_bits(*a));
+        let mut parts =
+            vec![format!("{} in use", self.allocated.iter().filter(|a| within(a)).count())];
+        if let Some(gw) = self.gateway.filter(within) {
+            parts.push(format!("gateway {gw}"));
+        }
+        let aux = self.aux_addresses.values().filter(|a| within(a)).count();
+        if aux > 0 {
+            parts.push(format!("{aux} auxiliary"));
+        }
+        let parts = parts.join(", ");
+        match self.ip_range {
+            Some(r) => format!("range {r}: {parts}"),
+            None => parts,
+        }
     }
 
     /// Release `addr`. Releasing an address that is not allocated is a no-op.
@@ -257,7 +278,8 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Unavailable);
         assert_eq!(
             err.message,
-            "no available IPv4 addresses on this network's address pools: 10.0.0.0/24"
+            "no available IPv4 addresses on this network's address pools: 10.0.0.0/24 \
+             (range 10.0.0.128/30: 4 in use)"
         );
         // Static addresses outside the range but inside the subnet are fine.
         assert_eq!(s.request(Some(ip("10.0.0.7"))).unwrap(), ip("10.0.0.7"));
@@ -374,13 +396,25 @@ mod tests {
     }
 
     #[test]
+    fn exhaustion_names_the_subnet_and_what_fills_it() {
+        let mut s = state("10.0.11.0/29", None, Some("10.0.11.1"), &[("printer", "10.0.11.6")]);
+        take(&mut s, 4);
+        let err = s.request(None).unwrap_err();
+        assert_eq!(
+            err.message,
+            "no available IPv4 addresses on this network's address pools: 10.0.11.0/29 \
+             (4 in use, gateway 10.0.11.1, 1 auxiliary)"
+        );
+    }
+
+    #[test]
     fn ipv6_exhaustion_at_the_top_of_the_space() {
         let mut s = state("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124", None, None, &[]);
         let got = take(&mut s, 14);
         assert_eq!(got[13], ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"));
         let err = s.request(None).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Unavailable);
-        assert_eq!(err.message, "no available IPv6 addresses on this network's address pools: ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124");
+        assert_eq!(err.message, "no available IPv6 addresses on this network's address pools: ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124 (14 in use, gateway ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff1)");
     }
 
     #[test]
