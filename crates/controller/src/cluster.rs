@@ -188,7 +188,8 @@ impl Controller {
             .collect())
     }
 
-    /// Forget a node that is down for good: its endpoints and their addresses leave the
+    /// Forget a node that is down for good (by id, id prefix, hostname or tunnel address):
+    /// its endpoints and their addresses leave the
     /// cluster, and every host drops them. Refused (409) for a node that is up.
     pub async fn node_remove(&self, reference: &str) -> Result<()> {
         let c = self.cluster_or_unavailable("removing a node")?;
@@ -198,6 +199,7 @@ impl Controller {
             .filter(|n| {
                 n.node.id == reference
                     || n.node.hostname == reference
+                    || n.node.advertise.to_string() == reference
                     || n.node.id.starts_with(reference)
             })
             .collect();

@@ -63,7 +63,7 @@ fn multihost_overlay_network_spans_two_hosts() {
     assert_eq!(info["ClusterStore"], "etcd://203.0.113.2:2379", "{info}");
     assert_eq!(info["ClusterAdvertise"], "203.0.113.11", "{info}");
     // A node that is up cannot be removed.
-    h1.cove(&["node", "rm", "203.0.113.12"]).fails();
+    h1.cove(&["node", "rm", "203.0.113.12"]).fails().stderr_has("is up");
 
     // Created on h1, listed on h2 with the same id, scope global.
     let id = h1
