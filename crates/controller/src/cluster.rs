@@ -189,8 +189,8 @@ impl Controller {
     }
 
     /// Forget a node that is down for good (by id, id prefix, hostname or tunnel address):
-    /// its endpoints and their addresses leave the
-    /// cluster, and every host drops them. Refused (409) for a node that is up.
+    /// its endpoints and their addresses leave the cluster, and every host drops them.
+    /// Refused (409) for a node that is up.
     pub async fn node_remove(&self, reference: &str) -> Result<()> {
         let c = self.cluster_or_unavailable("removing a node")?;
         let nodes = self.node_list().await?;
