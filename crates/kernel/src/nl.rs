@@ -23,6 +23,10 @@ use crate::LinkInfo;
 
 /// How often a dump interrupted by concurrent changes is restarted before giving up.
 const DUMP_ATTEMPTS: usize = 8;
+/// How often a dump refused because another dump runs on the same socket (`EBUSY`) is
+/// tried again (waiting up to 10 ms between tries: a dump of thousands of links takes
+/// tens of milliseconds).
+const BUSY_ATTEMPTS: u64 = 500;
 
 /// Send `msg` with `flags` (plus REQUEST and ACK) and wait for the acknowledgement.
 pub(crate) async fn ack(h: &Handle, msg: RouteNetlinkMessage, flags: u16) -> Result<(), Cause> {
@@ -84,25 +88,43 @@ pub(crate) async fn dump_with<S, T>(
 where
     S: futures::Stream<Item = NetlinkMessage<RouteNetlinkMessage>>,
 {
-    for _ in 0..DUMP_ATTEMPTS {
+    let mut busy = 0;
+    let mut attempt = 0;
+    while attempt < DUMP_ATTEMPTS {
         let mut req = NetlinkMessage::from(msg.clone());
         req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let replies = send(req)?;
         futures::pin_mut!(replies);
         let mut out = Vec::new();
         let mut interrupted = false;
+        let mut refused_busy = false;
         while let Some(reply) = replies.next().await {
             interrupted |= reply.header.flags & NLM_F_DUMP_INTR != 0;
             match reply.payload {
                 NetlinkPayload::InnerMessage(m) => out.extend(keep(m)),
-                NetlinkPayload::Error(e) if e.code.is_some() => return Err(Cause::Os(e.to_io())),
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    let err = e.to_io();
+                    if err.raw_os_error() == Some(libc::EBUSY) && busy < BUSY_ATTEMPTS {
+                        refused_busy = true;
+                        break;
+                    }
+                    return Err(Cause::Os(err));
+                }
                 NetlinkPayload::Overrun(_) => interrupted = true,
                 _ => {}
             }
         }
+        if refused_busy {
+            // One dump at a time per netlink socket: another task's dump on this
+            // connection (a reconciliation's, say) is still running. Wait for it.
+            busy += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(busy.min(10))).await;
+            continue;
+        }
         if !interrupted {
             return Ok(out);
         }
+        attempt += 1;
         tracing::debug!("netlink dump interrupted, restarting");
     }
     Err(Cause::Protocol(format!("netlink dump interrupted {DUMP_ATTEMPTS} times in a row")))

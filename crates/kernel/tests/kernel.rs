@@ -551,3 +551,35 @@ fn removals_of_owned_links_are_signalled_and_condemned_ones_are_not() {
         assert_eq!(got, Ok(Some(())), "the removal by hand was not signalled");
     });
 }
+
+#[test]
+fn concurrent_dumps_on_one_connection_all_succeed() {
+    if !support::is_root() {
+        eprintln!("SKIPPED: concurrent_dumps_on_one_connection_all_succeed: needs root");
+        return;
+    }
+    in_fresh_netns(|_dir| async move {
+        let k = Kernel::new().await.unwrap();
+        // Enough links that one dump takes a while, so the others arrive while it runs
+        // (the kernel allows one dump at a time per netlink socket: EBUSY otherwise).
+        for i in 0..200 {
+            k.apply(&bridge_ops(&format!("cove-d{i}"))[..1]).await.unwrap();
+        }
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let k = k.clone();
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        k.links().await.map(|l| l.len())
+                    } else {
+                        k.route_prefixes().await.map(|r| r.len())
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            let got = t.await.unwrap();
+            assert!(got.is_ok(), "a dump failed while another ran: {got:?}");
+        }
+    });
+}
