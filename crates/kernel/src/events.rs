@@ -1,10 +1,10 @@
 //! Changes to the host's links that someone else made, as a signal to reconcile.
 //!
 //! The executor never deletes a link of Cove's group directly: it condemns it first (moves
-//! it to the retired group), and the reaper deletes retired links. So a link that vanishes
-//! while still in Cove's group was deleted by someone else (an admin's `ip link del`, a
-//! sandbox namespace torn down with its veth pair), and the host may now differ from the
-//! records.
+//! it to the retired group), and the reaper deletes retired links. So a bridge or VXLAN
+//! device that vanishes while still in Cove's group was deleted by someone else (an
+//! admin's `ip link del`), and the host may now differ from the records. Veths are left
+//! out: their host ends go with every sandbox torn down.
 
 use futures::StreamExt;
 use netlink_packet_core::NetlinkPayload;
@@ -39,6 +39,12 @@ pub(crate) fn owned_link_removals(
                 continue;
             };
             if crate::nl::link_group(&link) != OWNED_LINK_GROUP {
+                continue;
+            }
+            // A veth's host end goes with its sandbox's namespace, thousands of times a day
+            // on a busy host, and the diff never re-creates one (its peer is gone): only the
+            // networks' own links (bridges, VXLAN devices) are worth a reconciliation.
+            if crate::nl::link_info(&link).kind.as_deref() == Some("veth") {
                 continue;
             }
             debug!(index = link.header.index, "a link of Cove's group was deleted");

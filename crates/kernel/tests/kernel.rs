@@ -528,11 +528,23 @@ fn removals_of_owned_links_are_signalled_and_condemned_ones_are_not() {
         eprintln!("SKIPPED: removals_of_owned_links_are_signalled: needs root");
         return;
     }
-    in_fresh_netns(|_dir| async move {
+    in_fresh_netns(|dir| async move {
         let k = Kernel::new().await.unwrap();
         let mut removals = k.owned_link_removals().unwrap();
         k.apply(&bridge_ops("cove-ev1")[..1]).await.unwrap();
         k.apply(&bridge_ops("cove-ev2")[..1]).await.unwrap();
+        // A sandbox torn down takes its veth's host end along: no signal (the diff could
+        // not re-create it anyway).
+        let ns = dir.join("netns/sb-ev");
+        k.create_netns(&ns).await.unwrap();
+        k.apply(&[veth_op("vethev0001", "cove-ev2", &ns)]).await.unwrap();
+        k.remove_netns(&ns).await.unwrap();
+        let gone = eventually(Duration::from_secs(2), || {
+            let k = k.clone();
+            async move { link(&k, "vethev0001").await.is_none() }
+        })
+        .await;
+        assert!(gone, "the veth outlived its sandbox");
         // Cove's own deletion: condemned first, then reaped. No signal.
         k.apply(&[Op::Condemn { link: "cove-ev1".into() }]).await.unwrap();
         k.reap_condemned().await.unwrap();
