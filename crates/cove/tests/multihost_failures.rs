@@ -8,11 +8,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cove_testkit::{require_etcd, require_root, Etcd, FakeHost, Frames, Netlab};
+mod common;
+use common::multihost::{eventually, inspect, FLAGS};
 
-/// The daemons' cluster flags (`{addr}`: each host's underlay address).
-const FLAGS: [&str; 4] =
-    ["--cluster-store", "etcd://203.0.113.2:2379", "--cluster-advertise", "{addr}"];
+use cove_testkit::{require_etcd, require_root, Etcd, FakeHost, Frames, Netlab};
 
 /// A netlab with `kv` running etcd and the fake hosts `h1`..`h<n>`, daemons not started
 /// (so a test can change the underlay first). Field order: etcd goes before the lab.
@@ -78,24 +77,6 @@ impl Lab {
         out.ok();
         out.stdout.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
     }
-}
-
-/// Poll `f` every 50 ms for up to `secs`; whether it held.
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn inspect(h: &FakeHost, name: &str, format: &str) -> String {
-    h.cove(&["inspect", "-f", format, name]).ok().out().to_string()
 }
 
 fn ip_of(h: &FakeHost, name: &str) -> String {

@@ -5,33 +5,13 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cove_testkit::{require_etcd, require_root, Etcd, FakeHost, Netlab};
 
 mod common;
 use common::clients::{compose, docker};
-
-const FLAGS: [&str; 4] =
-    ["--cluster-store", "etcd://203.0.113.2:2379", "--cluster-advertise", "{addr}"];
-
-/// Poll `f` every 50 ms for up to `secs`; whether it held.
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn inspect(h: &FakeHost, name: &str, format: &str) -> String {
-    h.cove(&["inspect", "-f", format, name]).ok().stdout.trim().to_string()
-}
+use common::multihost::{eventually, inspect, FLAGS};
 
 #[test]
 fn multihost_overlay_network_spans_two_hosts() {

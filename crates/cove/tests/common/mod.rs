@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod multihost;
 pub mod raw;
 
 use cove_testkit::{FakeHost, Snapshot};
