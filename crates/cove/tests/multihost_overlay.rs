@@ -311,3 +311,48 @@ fn multihost_docker_cli_and_compose_on_an_overlay() {
     compose(h1, &dir, &["-p", "mh", "down"]).ok();
     assert!(eventually(10, || docker(h1, &["network", "rm", "dov"]).status == 0));
 }
+
+/// Isolation between networks holds across hosts: a container on one overlay network
+/// cannot reach a container of another overlay network on another host (dropped and
+/// counted where it would cross between the networks), while a container of its own
+/// network on that host answers (positive control).
+#[test]
+fn multihost_overlay_networks_are_isolated_from_each_other() {
+    require_root();
+    require_etcd!();
+    let mut lab =
+        Netlab::with_hosts("multihost_isolation", Path::new(env!("CARGO_BIN_EXE_cove")), 2);
+    let _etcd =
+        Etcd::start_in("multihost_isolation", &lab.kv().netns_path(), IpAddr::V4(Netlab::KV));
+    lab.start_daemons(&["h1", "h2"], &FLAGS);
+    for h in ["h1", "h2"] {
+        lab.host(h).import_busybox("bb");
+    }
+    let (h1, h2) = (lab.host("h1"), lab.host("h2"));
+    h1.cove(&["network", "create", "-d", "overlay", "--subnet", "10.0.21.0/24", "ova"]).ok();
+    h1.cove(&["network", "create", "-d", "overlay", "--subnet", "10.0.22.0/24", "ovb"]).ok();
+    assert!(eventually(5, || {
+        let ls = h2.cove(&["network", "ls"]).stdout.clone();
+        ls.contains("ova") && ls.contains("ovb")
+    }));
+    let server = "while true; do echo pong | nc -l -p 8080; done";
+    h2.cove(&["run", "-d", "--network", "ova", "--name", "same", "bb", "sh", "-c", server]).ok();
+    h2.cove(&["run", "-d", "--network", "ovb", "--name", "other", "bb", "sh", "-c", server]).ok();
+    h1.cove(&["run", "-d", "--network", "ova", "--name", "cli", "bb", "sleep", "600"]).ok();
+    let ip = |n: &str| inspect(h2, n, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    let (same, other) = (ip("same"), ip("other"));
+    let probe = |addr: &str| {
+        h1.cove(&["exec", "cli", "sh", "-c", &format!("timeout 2 nc {addr} 8080")])
+            .stdout
+            .contains("pong")
+    };
+    // Positive control: its own network, across the tunnel.
+    assert!(eventually(10, || probe(&same)), "cli never reached same on h2");
+    // The other network: refused, and the drop is counted where the networks meet.
+    let before = counter(h1, "drop_isolation");
+    assert!(!probe(&other), "cli on ova reached other on ovb across hosts");
+    assert!(
+        counter(h1, "drop_isolation") > before,
+        "the probe to ovb was not dropped by the isolation rule"
+    );
+}
