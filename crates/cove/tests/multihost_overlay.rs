@@ -356,3 +356,59 @@ fn multihost_overlay_networks_are_isolated_from_each_other() {
         "the probe to ovb was not dropped by the isolation rule"
     );
 }
+
+/// An internal overlay network still spans hosts (layer 2 across the tunnel), and nothing
+/// on it reaches anything outside it: here the other host's own address.
+#[test]
+fn multihost_internal_overlay_spans_hosts_but_goes_nowhere_else() {
+    require_root();
+    require_etcd!();
+    let mut lab =
+        Netlab::with_hosts("multihost_internal", Path::new(env!("CARGO_BIN_EXE_cove")), 2);
+    let _etcd =
+        Etcd::start_in("multihost_internal", &lab.kv().netns_path(), IpAddr::V4(Netlab::KV));
+    lab.start_daemons(&["h1", "h2"], &FLAGS);
+    for h in ["h1", "h2"] {
+        lab.host(h).import_busybox("bb");
+    }
+    let (h1, h2) = (lab.host("h1"), lab.host("h2"));
+    h1.cove(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--internal",
+        "--subnet",
+        "10.0.23.0/24",
+        "ovi",
+    ])
+    .ok();
+    assert!(eventually(5, || h2.cove(&["network", "ls"]).stdout.contains("ovi")));
+    let server = "while true; do echo pong | nc -l -p 8080; done";
+    h2.cove(&["run", "-d", "--network", "ovi", "--name", "srv", "bb", "sh", "-c", server]).ok();
+    h1.cove(&["run", "-d", "--network", "ovi", "--name", "cli", "bb", "sleep", "600"]).ok();
+    // A listener on h2's own underlay address: what "outside" means here.
+    let listener = "while true; do echo outside | busybox nc -l -p 9090; done";
+    let mut outside =
+        h2.command(&["busybox", "sh", "-c", listener]).spawn().expect("listener on h2");
+    let srv = inspect(h2, "srv", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    let probe = |addr: &str, port: u16, want: &str| {
+        h1.cove(&["exec", "cli", "sh", "-c", &format!("timeout 2 nc {addr} {port}")])
+            .stdout
+            .contains(want)
+    };
+    assert!(eventually(10, || probe(&srv, 8080, "pong")), "cli never reached srv across hosts");
+    // Positive control for the outside probe: h1 itself reaches h2's listener.
+    assert!(
+        eventually(5, || h1
+            .sh("busybox timeout 2 busybox nc 203.0.113.12 9090")
+            .stdout
+            .starts_with(b"outside")),
+        "h1 never reached the listener on h2"
+    );
+    let routes = h1.cove(&["exec", "cli", "ip", "route"]).ok().stdout.clone();
+    assert!(!routes.contains("default"), "an internal network gave a default route: {routes}");
+    assert!(!probe("203.0.113.12", 9090, "outside"), "cli on an internal network got out");
+    let _ = outside.kill();
+    let _ = outside.wait();
+}
