@@ -5,7 +5,9 @@ use tracing::{info, warn};
 
 use cove_drivers::{BuiltinNetwork, Claim, NetworkRequest, PlanContext};
 use cove_ipam::{PoolState, PoolsRequest};
-use cove_model::{EndpointSettings, Error, NetworkId, NetworkMode, NetworkRecord, Result};
+use cove_model::{
+    ContainerId, EndpointSettings, Error, NetworkId, NetworkMode, NetworkRecord, Result,
+};
 use cove_plan::HostState;
 use cove_store::{Batch, Table};
 
@@ -411,6 +413,28 @@ impl Controller {
         Ok(removed)
     }
 
+    /// The container a connect or disconnect is about, after checking, without the state
+    /// lock, that the cluster store answers when the network is global (a store that is
+    /// down must not hold every other request behind its deadline).
+    async fn endpoint_change_target(
+        &self,
+        network: &str,
+        container: &str,
+        verb: &str,
+        preposition: &str,
+    ) -> Result<ContainerId> {
+        let (id, global) = {
+            let st = self.state.lock().await;
+            let global =
+                st.network(network).ok().filter(|n| self.is_global(n)).map(|n| n.name.clone());
+            (st.container_id(container)?, global)
+        };
+        if let Some(name) = global {
+            self.cluster_reachable(&format!("{verb} {container} {preposition} {name}"))?;
+        }
+        Ok(id)
+    }
+
     /// Connect a container (running or not) to a network.
     #[tracing::instrument(name = "network.connect", skip(self, settings))]
     pub async fn network_connect(
@@ -419,15 +443,7 @@ impl Controller {
         container: &str,
         settings: EndpointSettings,
     ) -> Result<()> {
-        let (id, global) = {
-            let st = self.state.lock().await;
-            let global =
-                st.network(network).ok().filter(|n| self.is_global(n)).map(|n| n.name.clone());
-            (st.container_id(container)?, global)
-        };
-        if let Some(name) = global {
-            self.cluster_reachable(&format!("connect {container} to {name}"))?;
-        }
+        let id = self.endpoint_change_target(network, container, "connect", "to").await?;
         let _own = self.container_lock(&id).lock_owned().await;
         let mut st = self.state.lock().await;
         let net = st.network(network)?.clone();
@@ -478,15 +494,7 @@ impl Controller {
         force: bool,
     ) -> Result<()> {
         let _ = force;
-        let (id, global) = {
-            let st = self.state.lock().await;
-            let global =
-                st.network(network).ok().filter(|n| self.is_global(n)).map(|n| n.name.clone());
-            (st.container_id(container)?, global)
-        };
-        if let Some(name) = global {
-            self.cluster_reachable(&format!("connect {container} to {name}"))?;
-        }
+        let id = self.endpoint_change_target(network, container, "disconnect", "from").await?;
         let _own = self.container_lock(&id).lock_owned().await;
         let mut st = self.state.lock().await;
         let net = st.network(network)?.clone();
