@@ -126,22 +126,35 @@ impl FakeHost {
     /// [`FakeHost::assert_no_leaks`] with another settling time.
     #[track_caller]
     pub fn assert_no_leaks_within(&self, baseline: &Snapshot, settle: Duration) {
-        let deadline = Instant::now() + settle;
-        loop {
-            let now = self.snapshot();
-            if &now == baseline {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "netlab: leak audit of {} failed (+ added, - removed since the baseline):\n  {}\n\
-                     --- daemon log (tail) ---\n{}",
-                    self.tag,
-                    baseline.diff(&now).join("\n  "),
-                    tail(&self.daemon_log(), 60)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(now) = settles_to(baseline, settle, || self.snapshot()) {
+            panic!(
+                "netlab: leak audit of {} failed (+ added, - removed since the baseline):\n  {}\n\
+                 --- daemon log (tail) ---\n{}",
+                self.tag,
+                baseline.diff(&now).join("\n  "),
+                tail(&self.daemon_log(), 60)
+            );
         }
+    }
+}
+
+/// Take `snapshot` every 50 ms until it equals `baseline` (Ok) or `settle` has passed (the
+/// last snapshot taken, for the report): the kernel reaps what deleted namespaces held
+/// asynchronously.
+pub(crate) fn settles_to<T: PartialEq>(
+    baseline: &T,
+    settle: Duration,
+    mut snapshot: impl FnMut() -> T,
+) -> Result<(), T> {
+    let deadline = Instant::now() + settle;
+    loop {
+        let now = snapshot();
+        if &now == baseline {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(now);
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

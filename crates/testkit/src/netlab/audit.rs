@@ -2,7 +2,7 @@
 //! section, FDB, permanent neighbours, routes, rules, nft, mounts, processes).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Netlab;
 use crate::host::tail;
@@ -62,29 +62,22 @@ impl Netlab {
     /// [`Netlab::assert_no_leaks`] with another settling time.
     #[track_caller]
     pub fn assert_no_leaks_within(&self, baseline: &NetlabSnapshot, settle: Duration) {
-        let deadline = Instant::now() + settle;
-        loop {
-            let now = self.snapshot();
-            if &now == baseline {
-                return;
-            }
-            if Instant::now() >= deadline {
-                let logs: Vec<String> = self
-                    .hosts
-                    .iter()
-                    .filter(|(n, _)| baseline.hosts.get(*n) != now.hosts.get(*n))
-                    .map(|(n, h)| {
-                        format!("--- daemon log of {n} (tail) ---\n{}", tail(&h.daemon_log(), 40))
-                    })
-                    .collect();
-                panic!(
-                    "netlab: leak audit of {} failed (+ added, - removed since the baseline):\n  {}\n{}",
-                    self.tag,
-                    baseline.diff(&now).join("\n  "),
-                    logs.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let Err(now) = crate::audit::settles_to(baseline, settle, || self.snapshot()) else {
+            return;
+        };
+        let logs: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|(n, _)| baseline.hosts.get(*n) != now.hosts.get(*n))
+            .map(|(n, h)| {
+                format!("--- daemon log of {n} (tail) ---\n{}", tail(&h.daemon_log(), 40))
+            })
+            .collect();
+        panic!(
+            "netlab: leak audit of {} failed (+ added, - removed since the baseline):\n  {}\n{}",
+            self.tag,
+            baseline.diff(&now).join("\n  "),
+            logs.join("\n")
+        );
     }
 }
