@@ -28,7 +28,7 @@ use cove_model::{
 };
 use cove_store::{Batch, KeepAlive, LeaseLost, Leases, Records, Table};
 
-use crate::state::State;
+use crate::state::{address_keys, delete_endpoint, reserve_addresses, State};
 use crate::Controller;
 
 /// How many times an endpoint's address is tried again when another host took it first.
@@ -67,13 +67,6 @@ pub struct ClusterSeam {
     pub node: NodeRecord,
     /// How this host reaches the others.
     pub underlay: Underlay,
-}
-
-/// The endpoints' addresses, as `ipam/<network>/<address>` keys.
-fn address_keys(ep: &EndpointRecord) -> Vec<String> {
-    let v4 = ep.ipv4.map(|a| a.addr().to_string());
-    let v6 = ep.ipv6.map(|a| a.addr().to_string());
-    v4.into_iter().chain(v6).map(|a| format!("{}/{a}", ep.network_id)).collect()
 }
 
 /// A node of the cluster, as `node ls` shows it.
@@ -218,10 +211,7 @@ impl Controller {
         b.delete(Table::NodeStates, &n.node.id);
         for (_, e) in c.store.list::<ClusterEndpoint>(Table::Endpoints)? {
             if e.node == n.node.id {
-                b.delete(Table::Endpoints, &e.endpoint.id);
-                for key in address_keys(&e.endpoint) {
-                    b.delete(Table::Ipam, &key);
-                }
+                delete_endpoint(&mut b, &e.endpoint);
             }
         }
         c.store.commit(b)?;
@@ -358,10 +348,7 @@ impl Controller {
             };
             let mut b = Batch::new();
             b.put(Table::Endpoints, &ep.id, &record);
-            for key in address_keys(&ep) {
-                b.require_absent(Table::Ipam, &key);
-                b.put(Table::Ipam, &key, &ep.id);
-            }
+            reserve_addresses(&mut b, &ep);
             match c.store.commit(b) {
                 Ok(_) => {
                     self.cluster_wrote();
@@ -502,7 +489,7 @@ impl Controller {
             for (id, p) in &peers {
                 if st.peers.get(id) != Some(p) {
                     local.put(Table::Peers, id, p);
-                    self.mark_used(st, &p.endpoint.endpoint);
+                    st.mark_used(&p.endpoint.endpoint);
                     self.dns_peer_added(st, p);
                 }
             }
@@ -530,10 +517,7 @@ impl Controller {
                 continue;
             }
             let mut b = Batch::new();
-            b.delete(Table::Endpoints, &e.endpoint.id);
-            for key in address_keys(&e.endpoint) {
-                b.delete(Table::Ipam, &key);
-            }
+            delete_endpoint(&mut b, &e.endpoint);
             debug!(endpoint = %e.endpoint.id.short(), "withdrawing an endpoint from the cluster");
             writes.push(b);
         }
@@ -575,20 +559,6 @@ impl Controller {
     /// state lock): a sync that read the cluster before it reads again.
     fn cluster_wrote(&self) {
         self.cluster_writes.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// An address another host holds is not handed out here.
-    fn mark_used(&self, st: &mut State, ep: &EndpointRecord) {
-        if let Some(a) = ep.ipv4 {
-            if let Some(p) = st.pools.get_mut(&(ep.network_id.to_string(), false)) {
-                p.restore(IpAddr::V4(a.addr()));
-            }
-        }
-        if let Some(a) = ep.ipv6 {
-            if let Some(p) = st.pools.get_mut(&(ep.network_id.to_string(), true)) {
-                p.restore(IpAddr::V6(a.addr()));
-            }
-        }
     }
 
     /// One round: sync with the cluster and, when the desired state changed, reconcile the

@@ -50,20 +50,17 @@ impl State {
                 );
             }
         }
-        let peers: Vec<&EndpointRecord> = s.peers.values().map(|p| &p.endpoint.endpoint).collect();
+        let peers = s.peers.values().map(|p| &p.endpoint.endpoint);
         for ep in s.endpoints.values().chain(peers) {
-            if let Some(v4) = ep.ipv4 {
-                if let Some(p) = s.pools.get_mut(&(ep.network_id.to_string(), false)) {
-                    p.restore(v4.addr().into());
-                }
-            }
-            if let Some(v6) = ep.ipv6 {
-                if let Some(p) = s.pools.get_mut(&(ep.network_id.to_string(), true)) {
-                    p.restore(v6.addr().into());
-                }
-            }
+            mark_used(&mut s.pools, ep);
         }
         Ok(s)
+    }
+
+    /// Mark an endpoint's addresses used in its network's pools (another host's
+    /// endpoint): they are never handed out here.
+    pub(crate) fn mark_used(&mut self, ep: &EndpointRecord) {
+        mark_used(&mut self.pools, ep);
     }
 
     /// Resolve a network reference (name, id, unique id prefix).
@@ -136,11 +133,25 @@ fn by_id<V: Touches>(records: Vec<(String, V)>, id: impl Fn(&V) -> &V::Key) -> T
     records.into_iter().map(|(_, r)| (id(&r).clone(), r)).collect()
 }
 
+/// Mark `ep`'s addresses used in `pools` (a record found at start, another host's).
+fn mark_used(pools: &mut HashMap<(String, bool), PoolState>, ep: &EndpointRecord) {
+    if let Some(v4) = ep.ipv4 {
+        if let Some(p) = pools.get_mut(&(ep.network_id.to_string(), false)) {
+            p.restore(v4.addr().into());
+        }
+    }
+    if let Some(v6) = ep.ipv6 {
+        if let Some(p) = pools.get_mut(&(ep.network_id.to_string(), true)) {
+            p.restore(v6.addr().into());
+        }
+    }
+}
+
 /// The store keys of an endpoint's addresses (`ipam/<network id>/<address>`, valued with
 /// the endpoint's id): reserved only if absent, in the same transaction as the endpoint's
 /// record, so no two endpoints can hold one address even where the in-memory pools are not
 /// the only writer (a cluster store shared by several hosts).
-fn address_keys(ep: &EndpointRecord) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn address_keys(ep: &EndpointRecord) -> impl Iterator<Item = String> + '_ {
     let v4 = ep.ipv4.map(|a| a.addr().to_string());
     let v6 = ep.ipv6.map(|a| a.addr().to_string());
     v4.into_iter().chain(v6).map(move |a| format!("{}/{a}", ep.network_id))
@@ -149,6 +160,11 @@ fn address_keys(ep: &EndpointRecord) -> impl Iterator<Item = String> + '_ {
 /// Put an endpoint's record and reserve its addresses, in one batch.
 pub(crate) fn put_endpoint(b: &mut Batch, ep: &EndpointRecord) {
     b.put(Table::Endpoints, &ep.id, ep);
+    reserve_addresses(b, ep);
+}
+
+/// Reserve an endpoint's addresses: keys valued with its id, created only if absent.
+pub(crate) fn reserve_addresses(b: &mut Batch, ep: &EndpointRecord) {
     for key in address_keys(ep) {
         b.require_absent(Table::Ipam, &key);
         b.put(Table::Ipam, &key, &ep.id);
