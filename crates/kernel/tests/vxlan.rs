@@ -178,7 +178,7 @@ fn udp_in(ns: &Path, at: SocketAddr) -> UdpSocket {
     })
 }
 
-/// Send one datagram from `ns` to `to`; whether `rx` got it.
+/// Send one datagram from `ns` to `to`; whether `rx` got it within its read timeout.
 fn datagram_arrives(ns: &Path, to: SocketAddr, rx: &UdpSocket, payload: &'static [u8]) -> bool {
     in_netns(ns, move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -192,6 +192,13 @@ fn datagram_arrives(ns: &Path, to: SocketAddr, rx: &UdpSocket, payload: &'static
             Err(_) => return false,
         }
     }
+}
+
+/// Whether a path that should work does: the datagram is sent again a few times, because on a
+/// loaded machine the first one can be lost while a fresh port or neighbour entry settles
+/// (CI once lost the very first one). A path that is cut fails every try.
+fn path_works(ns: &Path, to: SocketAddr, rx: &UdpSocket, payload: &'static [u8]) -> bool {
+    (0..8).any(|_| datagram_arrives(ns, to, rx, payload))
 }
 
 /// A link's packet counter (`tx` or `rx`) in the namespace `ns`.
@@ -263,7 +270,7 @@ fn without_forwarding_entries_nothing_arrives() {
         let rx = udp_in(&h2.container, "10.0.9.3:9000".parse().unwrap());
         let to: SocketAddr = "10.0.9.3:9000".parse().unwrap();
         // Positive control, which also leaves c1 with a resolved neighbour for c2.
-        assert!(datagram_arrives(&h1.container, to, &rx, b"control"));
+        assert!(path_works(&h1.container, to, &rx, b"control"));
 
         // No VXLAN entry: the bridge hands the frame to the VXLAN device, which has no
         // destination for it and no default entry: dropped.
@@ -273,7 +280,7 @@ fn without_forwarding_entries_nothing_arrives() {
         assert!(!datagram_arrives(&h1.container, to, &rx, b"no vxlan entry"));
         let again = vxlan.clone();
         on_host(&h1.ns, move |k| async move { k.apply(&[again]).await.unwrap() });
-        assert!(datagram_arrives(&h1.container, to, &rx, b"vxlan entry back"));
+        assert!(path_works(&h1.container, to, &rx, b"vxlan entry back"));
 
         // No static bridge entry: the MAC is unknown to the bridge, and unknown unicast is
         // not flooded to the VXLAN port.
@@ -282,7 +289,7 @@ fn without_forwarding_entries_nothing_arrives() {
         on_host(&h1.ns, move |k| async move { k.apply(&[del]).await.unwrap() });
         assert!(!datagram_arrives(&h1.container, to, &rx, b"no bridge entry"));
         on_host(&h1.ns, move |k| async move { k.apply(&[bridge]).await.unwrap() });
-        assert!(datagram_arrives(&h1.container, to, &rx, b"bridge entry back"));
+        assert!(path_works(&h1.container, to, &rx, b"bridge entry back"));
     });
 }
 
