@@ -51,6 +51,14 @@ struct ClusterView {
     endpoints: Vec<ClusterEndpoint>,
 }
 
+/// A write that brings the cluster in line with this host's endpoints.
+enum ClusterWrite {
+    /// Take an endpoint this host no longer has out of the cluster.
+    Withdraw(Batch),
+    /// Put an endpoint the cluster lost back, if its addresses are still free.
+    Publish(ClusterEndpoint),
+}
+
 /// How long a node stays listed as up after its last keep-alive.
 pub const NODE_TTL: Duration = Duration::from_secs(10);
 
@@ -423,7 +431,7 @@ impl Controller {
         st: &mut State,
         c: &ClusterSeam,
         view: ClusterView,
-    ) -> Result<(bool, Vec<Batch>)> {
+    ) -> Result<(bool, Vec<ClusterWrite>)> {
         let ClusterView { networks, nodes, endpoints } = view;
         let mut changed = false;
         let mut local = Batch::new();
@@ -497,10 +505,15 @@ impl Controller {
                 local.delete(Table::Peers, id);
                 let ep = &st.peers[id].endpoint.endpoint;
                 self.dns_endpoint_removed(ep);
-                if let Some(pool) = ep.ipv4.and_then(|a| {
-                    st.pools.get_mut(&(ep.network_id.to_string(), false)).map(|p| (p, a))
-                }) {
-                    pool.0.release(IpAddr::V4(pool.1.addr()));
+                // Both families: the peer's addresses become free for this host too.
+                let addrs =
+                    [ep.ipv4.map(|a| IpAddr::V4(a.addr())), ep.ipv6.map(|a| IpAddr::V6(a.addr()))];
+                for addr in addrs.into_iter().flatten() {
+                    if let Some(pool) =
+                        st.pools.get_mut(&(ep.network_id.to_string(), addr.is_ipv6()))
+                    {
+                        pool.release(addr);
+                    }
                 }
             }
             st.peers = peers;
@@ -519,7 +532,7 @@ impl Controller {
             let mut b = Batch::new();
             delete_endpoint(&mut b, &e.endpoint);
             debug!(endpoint = %e.endpoint.id.short(), "withdrawing an endpoint from the cluster");
-            writes.push(b);
+            writes.push(ClusterWrite::Withdraw(b));
         }
         for ep in st.endpoints.values().filter(|e| !mine.contains(&e.id)) {
             let Some(net) = st.networks.get(ep.network_id.as_str()) else { continue };
@@ -530,29 +543,61 @@ impl Controller {
                 .containers
                 .get(ep.container_id.as_str())
                 .map_or_else(String::new, |c| c.name.clone());
-            let record = ClusterEndpoint {
+            writes.push(ClusterWrite::Publish(ClusterEndpoint {
                 node: c.node.id.clone(),
                 container_name: name,
                 endpoint: ep.clone(),
-            };
-            let mut b = Batch::new();
-            b.put(Table::Endpoints, &ep.id, &record);
-            for key in address_keys(ep) {
-                b.put(Table::Ipam, &key, &ep.id);
-            }
-            writes.push(b);
+            }));
         }
         Ok((changed, writes))
     }
 
     /// Write what [`Controller::cluster_apply`] found this host's endpoints need: a write
     /// that fails is retried by a later sync, which finds the same difference.
-    fn cluster_write(&self, c: &ClusterSeam, writes: Vec<Batch>) {
-        for b in writes {
-            if let Err(err) = c.store.commit(b) {
+    fn cluster_write(&self, c: &ClusterSeam, writes: Vec<ClusterWrite>) {
+        for w in writes {
+            let done = match w {
+                ClusterWrite::Withdraw(b) => c.store.commit(b).map(drop),
+                ClusterWrite::Publish(record) => self.cluster_publish(c, &record),
+            };
+            if let Err(err) = done {
                 warn!(error = %err, "could not bring this host's endpoints in line with the cluster");
             }
         }
+    }
+
+    /// Publish an endpoint the cluster lost (it was written while the store was down, or
+    /// removed while this host was cut off) with the addresses it holds here: each address
+    /// key is taken only if it is free or already this endpoint's, compared and swapped, so
+    /// a host that comes back can never take an address another host was given meanwhile.
+    /// Such an endpoint stays this host's only, reported once.
+    fn cluster_publish(&self, c: &ClusterSeam, record: &ClusterEndpoint) -> Result<()> {
+        let ep = &record.endpoint;
+        let mut b = Batch::new();
+        b.require_absent(Table::Endpoints, &ep.id);
+        b.put(Table::Endpoints, &ep.id, record);
+        for key in address_keys(ep) {
+            let held = c.store.get_with_revision::<EndpointId>(Table::Ipam, &key)?;
+            match held {
+                Some((other, _)) if other != ep.id => {
+                    if lock(&self.cluster_conflicts).insert(ep.id.clone()) {
+                        warn!(
+                            container = %record.container_name,
+                            address = %key,
+                            holder = %other.short(),
+                            "not publishing an endpoint: another host's endpoint holds its address in the cluster"
+                        );
+                    }
+                    return Ok(());
+                }
+                Some((_, revision)) => b.require_revision(Table::Ipam, &key, revision),
+                None => b.require_absent(Table::Ipam, &key),
+            };
+            b.put(Table::Ipam, &key, &ep.id);
+        }
+        c.store.commit(b)?;
+        lock(&self.cluster_conflicts).remove(&ep.id);
+        Ok(())
     }
 
     /// Note a write of this host to the cluster's networks or endpoints (made under the

@@ -76,6 +76,9 @@ pub struct Controller {
     /// Counts this host's writes to the cluster's networks and endpoints (see
     /// `Controller::cluster_round`).
     cluster_writes: std::sync::atomic::AtomicU64,
+    /// This host's endpoints whose address another host holds in the cluster (they are
+    /// not published; reported once each).
+    cluster_conflicts: std::sync::Mutex<std::collections::BTreeSet<cove_model::EndpointId>>,
     /// Container exits and removals, for `wait` conditions. Sent with the state lock held,
     /// so a waiter that subscribes under the lock cannot miss one.
     exits: tokio::sync::broadcast::Sender<containers::ExitEvent>,
@@ -151,6 +154,7 @@ impl Controller {
             node_lease: std::sync::Mutex::new(None),
             cluster_nudge: Arc::new(tokio::sync::Notify::new()),
             cluster_writes: std::sync::atomic::AtomicU64::new(0),
+            cluster_conflicts: std::sync::Mutex::default(),
             exits: tokio::sync::broadcast::channel(1024).0,
             dns: dns::Dns::new(),
             events: events::EventBus::default(),

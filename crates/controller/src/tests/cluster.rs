@@ -258,3 +258,56 @@ async fn a_network_the_underlay_cannot_carry_refuses_endpoints_and_holds_up_noth
     assert!(h2.kernel.model().fdb_self.contains_key(&(small_vx, mac1)));
     assert!(!h2.kernel.model().links.contains_key(&vx));
 }
+
+/// h2 is cut off and removed (`node rm` on h1); h1 reuses its container's addresses, both
+/// families. When h2 comes back, it does not publish its endpoint over h1's: the addresses
+/// stay h1's in the cluster, and h2's container keeps running on its own host.
+#[tokio::test]
+async fn a_removed_node_that_comes_back_cannot_take_back_addresses_given_away() {
+    let (cluster, h1, h2) = two_hosts().await;
+    let mut create = overlay("ov1", "10.0.9.0/29");
+    create.enable_ipv6 = true;
+    create.ipam_config.push(crate::IpamConfigRequest {
+        subnet: Some("fd00:9::/125".into()),
+        ..Default::default()
+    });
+    h1.ctl.network_create(create).await.unwrap();
+    round(&h2).await;
+    super::run(&h2, ctr("c2", "ov1")).await;
+    let v = h2.ctl.container_get("c2").await.unwrap();
+    let ep2 = v.networks[0].1.clone().expect("an endpoint");
+    let (v4, v6) = (ep2.ipv4.unwrap().addr(), ep2.ipv6.expect("dual stack").addr());
+    round(&h1).await;
+
+    // h2 goes down and is removed: h1 frees both of its addresses, and takes them.
+    let mut b = Batch::new();
+    b.delete(Table::Nodes, "node2");
+    cluster.commit(b).unwrap();
+    h1.ctl.node_remove("h2").await.unwrap();
+    round(&h1).await;
+    let mut mine = None;
+    for i in 0..5 {
+        let name = format!("a{i}");
+        super::run(&h1, ctr(&name, "ov1")).await;
+        let ep = h1.ctl.container_get(&name).await.unwrap().networks[0].1.clone().unwrap();
+        if ep.ipv4.unwrap().addr() == v4 {
+            assert_eq!(ep.ipv6.unwrap().addr(), v6, "the IPv6 address was freed with the IPv4 one");
+            mine = Some(ep);
+            break;
+        }
+    }
+    let mine = mine.expect("h1 was never given h2's old address");
+    let key4 = format!("{}/{v4}", ep2.network_id);
+    let key6 = format!("{}/{v6}", ep2.network_id);
+    let holder = |k: &str| cluster.get::<cove_model::EndpointId>(Table::Ipam, k).unwrap();
+    assert_eq!(holder(&key4), Some(mine.id.clone()));
+
+    // h2 is back: its endpoint is missing from the cluster, but its addresses are taken.
+    round(&h2).await;
+    round(&h2).await;
+    assert_eq!(holder(&key4), Some(mine.id.clone()), "h2 took h1's IPv4 address");
+    assert_eq!(holder(&key6), Some(mine.id.clone()), "h2 took h1's IPv6 address");
+    let eps = cluster.list::<ClusterEndpoint>(Table::Endpoints).unwrap();
+    assert!(eps.iter().all(|(_, e)| e.endpoint.id != ep2.id), "h2's endpoint published: {eps:?}");
+    assert!(h2.ctl.container_get("c2").await.unwrap().networks[0].1.is_some(), "c2 still runs");
+}
