@@ -412,3 +412,69 @@ fn multihost_internal_overlay_spans_hosts_but_goes_nowhere_else() {
     let _ = outside.kill();
     let _ = outside.wait();
 }
+
+/// A dual-stack overlay network: containers on two hosts get an address of each family from
+/// the cluster, and reach each other over IPv6 across the tunnel, by address and by name.
+#[test]
+fn multihost_overlay_dual_stack() {
+    require_root();
+    require_etcd!();
+    let mut lab = Netlab::with_hosts("multihost_ipv6", Path::new(env!("CARGO_BIN_EXE_cove")), 2);
+    let etcd = Etcd::start_in("multihost_ipv6", &lab.kv().netns_path(), IpAddr::V4(Netlab::KV));
+    lab.start_daemons(&["h1", "h2"], &FLAGS);
+    for h in ["h1", "h2"] {
+        lab.host(h).import_busybox("bb");
+    }
+    let (h1, h2) = (lab.host("h1"), lab.host("h2"));
+    let create = ["network", "create", "-d", "overlay", "--ipv6", "--subnet", "10.0.14.0/24"];
+    let id = h1
+        .cove(&[&create[..], &["--subnet", "fd00:14::/64", "ov6"]].concat())
+        .ok()
+        .out()
+        .to_string();
+    assert!(
+        eventually(5, || h2.cove(&["network", "ls", "--no-trunc"]).ok().stdout.contains(&id)),
+        "h2 never saw ov6"
+    );
+    let v6 = inspect(h2, "ov6", "{{.EnableIPv6}}");
+    assert_eq!(v6, "true", "h2's copy of the network is not dual-stack");
+
+    let page = "mkdir -p /www && echo hello-v6 > /www/index.html && exec httpd -f -p 80 -h /www";
+    h2.cove(&["run", "-d", "--network", "ov6", "--name", "srv", "bb", "sh", "-c", page]).ok();
+    h1.cove(&["run", "-d", "--network", "ov6", "--name", "cli", "bb", "sleep", "600"]).ok();
+    let v6_of = |h: &FakeHost, c: &str| {
+        inspect(h, c, "{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}}{{end}}")
+    };
+    let (srv6, cli6) = (v6_of(h2, "srv"), v6_of(h1, "cli"));
+    assert!(srv6.starts_with("fd00:14::") && cli6.starts_with("fd00:14::"), "{srv6} {cli6}");
+    assert_ne!(srv6, cli6, "global IPAM gave one IPv6 address twice");
+    let keys =
+        etcd.etcdctl(&["get", "--prefix", &format!("/cove/v1/ipam/{id}/fd00:14::"), "--keys-only"]);
+    assert_eq!(keys.ok().stdout.lines().filter(|l| !l.is_empty()).count(), 2, "{}", keys.stdout);
+
+    // h1 has a static neighbour entry for srv's IPv6 address on the VXLAN device.
+    let vx = format!("vx-{}", &id[..12]);
+    let neigh = || h1.sh_ok(&format!("ip -6 neigh show dev {vx}"));
+    assert!(eventually(5, || neigh().contains(&format!("{srv6} "))), "{}", neigh());
+
+    // Across the tunnel over IPv6, by address and by name.
+    let fetch = |to: &str| {
+        let cmd = format!("timeout 3 wget -q -O- http://{to}/");
+        h1.cove(&["exec", "cli", "sh", "-c", &cmd]).stdout.to_string()
+    };
+    let by_addr = format!("[{srv6}]");
+    assert!(eventually(10, || fetch(&by_addr).contains("hello-v6")), "{}", fetch(&by_addr));
+    let lookup = || h1.cove(&["exec", "cli", "nslookup", "srv"]).stdout.to_string();
+    assert!(eventually(5, || lookup().contains(&srv6)), "no AAAA for srv: {}", lookup());
+    // Proof the IPv6 path is the tunnel: h2's VXLAN device received.
+    assert!(rx_packets(h2, &vx) > 0, "h2's VXLAN device received nothing");
+
+    h2.cove(&["rm", "-f", "srv"]).ok();
+    h1.cove(&["rm", "-f", "cli"]).ok();
+    let left = || {
+        let out =
+            etcd.etcdctl(&["get", "--prefix", &format!("/cove/v1/ipam/{id}/"), "--keys-only"]);
+        out.ok().stdout.lines().filter(|l| !l.is_empty()).count()
+    };
+    assert!(eventually(10, || left() == 0), "etcd keeps {} address keys", left());
+}
