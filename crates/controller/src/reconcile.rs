@@ -118,7 +118,12 @@ impl Controller {
 
         // 3. The host's objects: what the records want against what the kernel has. Links
         //    Cove made (its link group says so) that no record owns go, missing ones come
-        //    back (`cove_plan::diff`), and the links detaches condemned are deleted.
+        //    back (`cove_plan::diff`), and the links detaches condemned are deleted. Those
+        //    a crash left condemned go first: a removal that died before its record went
+        //    condemned a link the record still wants, which must come back.
+        if let Err(e) = self.kernel.reap_condemned().await {
+            warn!(error = %e, "could not remove condemned links");
+        }
         self.reconcile_host(st).await?;
         if let Err(e) = self.kernel.reap_condemned().await {
             warn!(error = %e, "could not remove condemned links");
