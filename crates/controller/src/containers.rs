@@ -198,9 +198,12 @@ impl Controller {
             .await
             .map_err(|_| Error::unavailable("the daemon is shutting down"))?;
         let (rt, id) = (self.runtime.clone(), id.to_string());
-        tokio::task::spawn_blocking(move || rt.start(&id, netns.as_deref()))
-            .await
-            .map_err(|e| Error::internal(format!("runtime start task failed: {e}")))?
+        let op = crate::failpoints::current();
+        tokio::task::spawn_blocking(move || {
+            crate::failpoints::OpHandle::enter(op, || rt.start(&id, netns.as_deref()))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("runtime start task failed: {e}")))?
     }
 
     /// The lock of one container: held by whatever changes its run or its networks, taken
@@ -561,10 +564,47 @@ impl Controller {
         Ok(rx)
     }
 
+    /// A connect records the endpoint, programs the kernel, then adds the network to the
+    /// container's record: an endpoint of a running container whose record does not list
+    /// its network is a connect the daemon died in. It did not answer, so it is undone:
+    /// what it programmed goes, and its record and addresses with it.
+    async fn roll_back_interrupted_connects(&self, st: &mut State, c: &ContainerRecord) {
+        let listed =
+            |ep: &&cove_model::EndpointRecord| c.networks.iter().any(|(n, _)| *n == ep.network_id);
+        let interrupted: Vec<cove_model::EndpointRecord> = st
+            .endpoints_of_container(&c.id)
+            .into_iter()
+            .filter(|ep| !listed(ep))
+            .cloned()
+            .collect();
+        let path = std::path::PathBuf::from(&c.state.sandbox_key);
+        for ep in interrupted {
+            warn!(container = %c.name, network = %ep.network_id.short(), "undoing a connect the daemon died in");
+            let ops = st
+                .networks
+                .get(&ep.network_id)
+                .and_then(|n| self.drivers.of(n).and_then(|d| d.leave_ops(n, &ep, &path)).ok())
+                .unwrap_or_default();
+            for e in self.kernel.teardown(&ops).await {
+                warn!(container = %c.name, error = %e, "could not remove an interrupted connect's interface");
+            }
+            let mut b = cove_store::Batch::new();
+            crate::state::delete_endpoint(&mut b, &ep);
+            self.cluster_nudge.notify_one();
+            if let Err(e) = self.store.commit(b) {
+                warn!(container = %c.name, error = %e, "could not delete an interrupted connect's endpoint");
+                continue;
+            }
+            crate::sandbox::release_ipam(&self.ipam, st, &ep);
+            st.endpoints.remove(&ep.id);
+        }
+    }
+
     /// Reconcile one stored container with the runtime after a daemon restart.
     pub(crate) async fn recover_container(&self, st: &mut State, c: &ContainerRecord) {
         match (c.state.status, self.runtime.state(&c.id)) {
             (Status::Running, RunState::Running { pid }) => {
+                self.roll_back_interrupted_connects(st, c).await;
                 let mut c2 = c.clone();
                 c2.state.pid = pid;
                 // Hold the same host ports again (they were freed with the old daemon).

@@ -511,14 +511,15 @@ impl Controller {
                 c.name, net.name
             )));
         }
-        if c.state.status == cove_model::Status::Running {
-            self.leave_network(&mut st, &c, &net.id).await?;
-        }
-        let mut updated = c;
+        let mut updated = c.clone();
         updated.networks.retain(|(n, _)| *n != net.id);
-        let mut b = Batch::new();
-        b.put(Table::Containers, &updated.id, &updated);
-        self.store.commit(b)?;
+        if c.state.status == cove_model::Status::Running {
+            self.leave_network(&mut st, &c, &net.id, &updated).await?;
+        } else {
+            let mut b = Batch::new();
+            b.put(Table::Containers, &updated.id, &updated);
+            self.store.commit(b)?;
+        }
         st.containers.insert(updated.id.clone(), updated.clone());
         if updated.state.status == cove_model::Status::Running {
             self.dns_after_change(&st, &updated).await;

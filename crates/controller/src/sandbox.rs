@@ -351,29 +351,36 @@ impl Controller {
     /// Leave one network in a running container's sandbox; moves the default route to the
     /// next eligible endpoint if this one carried it.
     #[tracing::instrument(level = "debug", name = "sandbox.leave", skip_all)]
+    ///
+    /// The records go first, in one transaction with `updated` (the container's record
+    /// without the network), then the kernel's objects: a crash in between leaves links no
+    /// record owns, which the next reconciliation removes, never a record without its
+    /// interface.
     pub(crate) async fn leave_network(
         &self,
         st: &mut State,
         c: &ContainerRecord,
         net_id: &str,
+        updated: &ContainerRecord,
     ) -> Result<()> {
         let path = PathBuf::from(&c.state.sandbox_key);
         let eps: Vec<EndpointRecord> =
             st.endpoints_of_container(&c.id).into_iter().cloned().collect();
+        let mut b = Batch::new();
+        b.put(cove_store::Table::Containers, &updated.id, updated);
         let Some(ep) = eps.iter().find(|e| e.network_id == net_id).cloned() else {
-            return Ok(());
+            return self.store.commit(b).map(drop);
         };
         let was_gateway = eps.iter().find(|e| provides_gateway(st, e)).map(|e| e.id.clone());
         let net = &st.networks[&ep.network_id];
         let ops = self.drivers.of(net)?.leave_ops(net, &ep, &path)?;
-        let errors = self.kernel.teardown(&ops).await;
-        if let Some(e) = errors.into_iter().next() {
-            return Err(Error::from(e).context(format!("disconnect {}", c.name)));
-        }
-        let mut b = Batch::new();
         delete_endpoint(&mut b, &ep);
         self.cluster_nudge.notify_one();
         self.store.commit(b)?;
+        for e in self.kernel.teardown(&ops).await {
+            // Disconnected as far as the records go: reconciliation takes what is left.
+            warn!(container = %c.name, error = %e, "could not remove the interface of a disconnected endpoint");
+        }
         self.dns_endpoint_removed(&ep);
         release_ipam(&self.ipam, st, &ep);
         st.endpoints.remove(&ep.id);
