@@ -211,8 +211,32 @@ fn route_table() -> Router<AppState> {
         .route("/images/load", post(images::load))
         .route("/images/{*rest}", get(images::get_rest).delete(images::remove))
         .route("/session", head(unsupported).post(unsupported))
+        .route_layer(axum::middleware::from_fn(failpoint_scope))
         .fallback(unsupported)
         .method_not_allowed_fallback(unsupported)
+}
+
+/// Name the request's operation for the daemon's failpoints (when they are on): its method
+/// and route without parameters, `post-networks-connect` for `POST /networks/{id}/connect`.
+async fn failpoint_scope(
+    matched: Option<axum::extract::MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !cove_controller::failpoints::enabled() {
+        return next.run(req).await;
+    }
+    let route = matched.as_ref().map_or("", |m| m.as_str());
+    cove_controller::failpoints::scope(operation_name(req.method(), route), next.run(req)).await
+}
+
+/// `post-networks-connect` for `POST` and `/networks/{id}/connect`.
+fn operation_name(method: &Method, route: &str) -> String {
+    let parts = route.split('/').filter(|p| !p.is_empty() && !p.starts_with('{'));
+    std::iter::once(method.as_str().to_ascii_lowercase())
+        .chain(parts.map(str::to_string))
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Unknown routes: 501 with a JSON message naming the route.
@@ -298,6 +322,16 @@ mod tests {
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
+
+    #[test]
+    fn failpoint_operations_are_named_after_their_routes() {
+        assert_eq!(
+            operation_name(&Method::POST, "/networks/{id}/connect"),
+            "post-networks-connect"
+        );
+        assert_eq!(operation_name(&Method::DELETE, "/containers/{id}"), "delete-containers");
+        assert_eq!(operation_name(&Method::POST, "/networks/create"), "post-networks-create");
+    }
 
     async fn call(
         app: &Router,

@@ -11,6 +11,7 @@ mod dns;
 mod etc_files;
 mod events;
 mod exec;
+pub mod failpoints;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 mod firewall;
@@ -131,6 +132,10 @@ impl Controller {
         cfg: ControllerConfig,
         seams: Seams,
     ) -> cove_model::Result<SharedController> {
+        failpoints::scope("start", Self::start_on(cfg, failpoints::wrap(seams))).await
+    }
+
+    async fn start_on(cfg: ControllerConfig, seams: Seams) -> cove_model::Result<SharedController> {
         let store = seams.store;
         let cluster = seams.cluster;
         let state = state::State::load(&store)?;
@@ -179,6 +184,15 @@ impl Controller {
         ctl.spawn_reconcile_loop()?;
         ctl.spawn_cluster_loop();
         Ok(ctl)
+    }
+
+    /// Finish what the daemon left to background work before it exits: links it
+    /// condemned (a removed network's bridge, a detached container's veth) are deleted now,
+    /// so that a daemon stopped right after a removal leaves nothing of what it removed.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.kernel.reap_condemned().await {
+            tracing::warn!(error = %Error::from(e), "could not delete condemned links at shutdown");
+        }
     }
 
     /// The configuration it runs with.

@@ -63,6 +63,10 @@ pub struct DaemonArgs {
     /// Membership of a cluster (overlay networks).
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterArgs,
+    /// Crash tests: `trace` logs every step of every operation, `<step>=abort` aborts the
+    /// daemon there (comma-separated). For tests only; off by default.
+    #[arg(long, env = "COVE_FAILPOINTS", hide = true)]
+    pub failpoints: Option<String>,
 }
 
 /// The configuration file: the flags' names as keys.
@@ -231,6 +235,7 @@ fn lock_netns() -> anyhow::Result<std::os::unix::net::UnixDatagram> {
 /// the next start reconciles with them.
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let cluster_args = args.cluster.clone();
+    let failpoints = args.failpoints.clone();
     let settings = resolve(args)?;
     init_tracing(&settings.log_level)?;
     // Both checks come before the controller starts: its reconcile removes kernel objects
@@ -238,6 +243,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let _netns_lock = lock_netns()?;
     let listener = bind_socket(&settings.socket)?;
     let cluster = crate::cluster::seam(&cluster_args, &settings.controller.data_root)?;
+    if let Some(spec) = &failpoints {
+        let spec: cove_controller::failpoints::FailpointSpec =
+            spec.parse().map_err(|e: cove_model::Error| anyhow::anyhow!("--failpoints: {e}"))?;
+        cove_controller::failpoints::install(spec);
+        tracing::warn!("failpoints are on: this daemon may abort on purpose");
+    }
     let ctl = Controller::start_in_cluster(settings.controller, cluster)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -252,7 +263,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         }
         info!("shutting down");
     };
-    cove_api::serve(listener, ctl, shutdown).await.context("serve API")?;
+    cove_api::serve(listener, ctl.clone(), shutdown).await.context("serve API")?;
+    ctl.shutdown().await;
     let _ = std::fs::remove_file(&settings.socket);
     Ok(())
 }
