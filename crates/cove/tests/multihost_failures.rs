@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 mod common;
 use common::multihost::{eventually, inspect, FLAGS};
 
+/// Longer than a node's lease (10 s): a host cut that long has lost its lease and watch.
+const NODE_TTL_PLUS: Duration = Duration::from_secs(11);
+
 use cove_testkit::{require_etcd, require_root, Etcd, FakeHost, Frames, Netlab};
 
 /// A netlab with `kv` running etcd and the fake hosts `h1`..`h<n>`, daemons not started
@@ -410,6 +413,91 @@ fn multihost_control_partition_keeps_the_data_plane() {
     let c3_ip = ip_of(h2, "c3");
     assert!(eventually(5, || fetches(h1, "c1", &c3_ip, "c3")), "c1 never reached c3");
     assert!(fetches(h1, "c1", &c2_ip, "c2"));
+}
+
+/// The MACs `h`'s VXLAN device `vx` forwards to other hosts (its `dst` entries).
+fn remote_macs(h: &FakeHost, vx: &str) -> std::collections::BTreeSet<String> {
+    fdb(h, vx)
+        .lines()
+        .filter(|l| l.contains(" dst "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// A host cut from etcd past its lease misses the events of that time, and etcd compacts
+/// them away: healed, it lists again, and its forwarding and neighbour entries are exactly
+/// the other host's endpoints, no stale one and none missing.
+#[test]
+fn multihost_missed_events_and_compaction_leave_exact_entries() {
+    require_root();
+    require_etcd!();
+    let lab = Lab::started("multihost_compaction", 2);
+    let id = lab.overlay("h1", "ov1", "10.0.15.0/24");
+    let vx = vxlan(&id);
+    let (h1, h2) = (lab.host("h1"), lab.host("h2"));
+    idle(h2, "old1", "ov1");
+    idle(h2, "old2", "ov1");
+    let olds = [mac_of(h2, "old1"), mac_of(h2, "old2")];
+    assert!(
+        eventually(5, || remote_macs(h1, &vx) == olds.iter().cloned().collect()),
+        "h1 never programmed h2's containers: {}",
+        fdb(h1, &vx)
+    );
+
+    // h1 misses h2's changes: one container goes, two come.
+    lab.lab.partition_control("h1");
+    let old1_ip = ip_of(h2, "old1");
+    h2.cove(&["rm", "-f", "old1"]).ok();
+    // New addresses (and so MACs), so that a stale entry for old1 cannot pass for theirs.
+    for (name, ip) in [("new1", "10.0.15.20"), ("new2", "10.0.15.21")] {
+        h2.cove(&[
+            "run",
+            "-d",
+            "--network",
+            "ov1",
+            "--ip",
+            ip,
+            "--name",
+            name,
+            "bb",
+            "sleep",
+            "600",
+        ])
+        .ok();
+    }
+    // Proof h1 missed them: it still forwards to old1 and knows neither new one.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(remote_macs(h1, &vx).contains(&olds[0]), "h1 heard of old1's removal while cut off");
+    // Past the lease's TTL, so that h1's client gives up its watch; then etcd compacts.
+    std::thread::sleep(NODE_TTL_PLUS);
+    let status = lab.etcd.etcdctl(&["endpoint", "status", "-w", "json"]);
+    status.ok();
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let revision = v[0]["Status"]["header"]["revision"].as_i64().expect("etcd's revision");
+    lab.etcd.etcdctl(&["compact", &revision.to_string()]).ok();
+
+    lab.lab.heal("h1");
+    let healed = Instant::now();
+    let want: std::collections::BTreeSet<String> =
+        [mac_of(h2, "old2"), mac_of(h2, "new1"), mac_of(h2, "new2")].into_iter().collect();
+    assert!(
+        eventually(8, || remote_macs(h1, &vx) == want),
+        "h1 forwards to {:?} after the heal, h2 has {want:?}:\n{}",
+        remote_macs(h1, &vx),
+        fdb(h1, &vx)
+    );
+    eprintln!("h1's entries exact {:?} after the heal", healed.elapsed());
+    // Exactly once each, and the neighbour entries agree.
+    for mac in &want {
+        assert_eq!(fdb_of(h1, &vx, mac), (vec!["203.0.113.12".to_string()], 1), "{}", fdb(h1, &vx));
+    }
+    let neigh = h1.sh_ok(&format!("ip -4 neigh show dev {vx}"));
+    let got: std::collections::BTreeSet<String> =
+        neigh.lines().filter_map(|l| l.split_whitespace().next().map(str::to_string)).collect();
+    let ips: std::collections::BTreeSet<String> =
+        ["old2", "new1", "new2"].iter().map(|c| ip_of(h2, c)).collect();
+    assert_eq!(got, ips, "neighbour entries differ from h2's containers: {neigh}");
+    assert!(!got.contains(&old1_ip), "a stale entry for old1: {neigh}");
 }
 
 // ---- 1.(e) 4: no flooding ------------------------------------------------------------------
