@@ -59,6 +59,11 @@ enum ClusterWrite {
     Publish(ClusterEndpoint),
 }
 
+/// How long a host starting with an id whose liveness another address holds watches that
+/// liveness's lease: longer than a keep-alive interval (TTL / 3), so that a daemon keeping
+/// it alive is seen doing so.
+const CLONE_WATCH: Duration = Duration::from_secs(4);
+
 /// How long a node stays listed as up after its last keep-alive.
 pub const NODE_TTL: Duration = Duration::from_secs(10);
 
@@ -154,7 +159,8 @@ impl Controller {
         match &c.leases {
             Some(leases) => {
                 let lease = leases.grant(NODE_TTL)?;
-                b.put_with_lease(Table::Nodes, &c.node.id, &c.node, lease.id);
+                let live = NodeRecord { lease: Some(lease.id.0), ..c.node.clone() };
+                b.put_with_lease(Table::Nodes, &c.node.id, &live, lease.id);
                 c.store.commit(b)?;
                 let keep = KeepAlive::start(leases.clone(), lease);
                 if let Some(old) = lock(&self.node_lease).replace(keep) {
@@ -167,6 +173,44 @@ impl Controller {
             }
         }
         info!(node = %c.node.id, advertise = %c.node.advertise, "joined the cluster");
+        Ok(())
+    }
+
+    /// Refuse to join as a node another running daemon is: a data root copied from another
+    /// host carries its node id, and two hosts with one id would take each other's
+    /// endpoints. The id's liveness held at another address is that, or this host before
+    /// it moved: a daemon that keeps the liveness's lease alive is the first (409, naming
+    /// the file to remove), a lease that only runs down the second (joined after
+    /// [`CLONE_WATCH`]).
+    pub(crate) async fn check_node_id_unused(&self) -> Result<()> {
+        let Some(c) = self.cluster() else { return Ok(()) };
+        let Some(leases) = &c.leases else { return Ok(()) };
+        let Some(live) = c.store.get::<NodeRecord>(Table::Nodes, &c.node.id)? else {
+            return Ok(());
+        };
+        let Some(lease) = live.lease.filter(|_| live.advertise != c.node.advertise) else {
+            return Ok(());
+        };
+        let lease = cove_store::LeaseId(lease);
+        let Some(before) = leases.time_to_live(lease)? else { return Ok(()) };
+        info!(
+            node = %c.node.id,
+            at = %live.advertise,
+            "this node id is live at another address; waiting to see whether a daemon keeps it alive"
+        );
+        tokio::time::sleep(CLONE_WATCH).await;
+        let Some(after) = leases.time_to_live(lease)? else { return Ok(()) };
+        // Left alone, the lease would have run down by CLONE_WATCH (TTLs are whole seconds).
+        if after + Duration::from_secs(1) >= before {
+            return Err(Error::conflict(format!(
+                "node id {} is in use by the running host {} at {}: was this data root copied from it? \
+                 Remove {} and start again to give this host an id of its own",
+                c.node.id,
+                live.hostname,
+                live.advertise,
+                self.cfg.data_root.join("node-id").display()
+            )));
+        }
         Ok(())
     }
 
@@ -614,6 +658,7 @@ impl Controller {
         let Some(c) = self.cluster() else { return Ok(()) };
         if self.node_lease_lost() {
             warn!("this node's liveness in the cluster lapsed; registering again");
+            self.check_node_id_unused().await?;
             self.cluster_register()?;
         }
         let mut tries = 0;

@@ -165,6 +165,12 @@ impl Controller {
             events: events::EventBus::default(),
         });
         let _ = ctl.me.set(Arc::downgrade(&ctl));
+        // Before anything of the cluster: a copied data root must not join as its origin.
+        match ctl.check_node_id_unused().await {
+            Err(e) if e.kind == cove_model::ErrorKind::Conflict => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "could not check this node's id in the cluster"),
+            Ok(()) => {}
+        }
         {
             let mut st = ctl.state.lock().await;
             // Forwarding first: whether Cove turned it on is part of the firewall model.

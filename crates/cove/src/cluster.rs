@@ -111,7 +111,7 @@ pub fn seam(args: &ClusterArgs, data_root: &Path) -> anyhow::Result<Option<Clust
         store: cove_store::Records::new(store.clone()),
         url: store.url().to_string(),
         leases: Some(store),
-        node: NodeRecord { id: node_id(data_root)?, hostname, advertise: addr },
+        node: NodeRecord { id: node_id(data_root)?, hostname, advertise: addr, lease: None },
         underlay: Underlay {
             advertise: addr,
             mtu,

@@ -500,6 +500,41 @@ fn multihost_missed_events_and_compaction_leave_exact_entries() {
     assert!(!got.contains(&old1_ip), "a stale entry for old1: {neigh}");
 }
 
+/// A host whose data root was copied from a running one (its node id with it) is refused at
+/// start, naming the other host and the file to remove, and the running host is untouched;
+/// without the file it joins with an id of its own.
+#[test]
+fn multihost_a_copied_node_id_is_refused() {
+    require_root();
+    require_etcd!();
+    let mut lab = Lab::new("multihost_clone", 2);
+    lab.start(&["h1"]);
+    let id_file = |lab: &Lab, h: &str| lab.host(h).data_root().join("node-id");
+    let h1_id = std::fs::read_to_string(id_file(&lab, "h1")).unwrap();
+    std::fs::create_dir_all(lab.host("h2").data_root()).unwrap();
+    std::fs::write(id_file(&lab, "h2"), &h1_id).unwrap();
+
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lab.lab.start_daemons(&["h2"], &FLAGS);
+    }));
+    let payload = started.expect_err("h2 started with h1's node id");
+    let msg = payload.downcast_ref::<String>().cloned().unwrap_or_default();
+    for want in ["is in use by the running host", "at 203.0.113.11", "node-id"] {
+        assert!(msg.contains(want), "{want:?} missing from the refusal:\n{msg}");
+    }
+    // h1 is still the one node, up, at its address.
+    let h1 = lab.host("h1");
+    let line = node_line(h1, "203.0.113.11").expect("h1 listed");
+    assert!(line.starts_with(&h1_id.trim()[..12]) && line.contains("Ready"), "{line}");
+    assert!(node_line(h1, "203.0.113.12").is_none(), "the refused host was listed");
+
+    // Positive control: without the copied id, h2 joins as a node of its own.
+    std::fs::remove_file(id_file(&lab, "h2")).unwrap();
+    lab.start(&["h2"]);
+    let line = node_line(lab.host("h1"), "203.0.113.12").expect("h2 listed once it has its own id");
+    assert!(line.contains("Ready") && !line.starts_with(&h1_id.trim()[..12]), "{line}");
+}
+
 // ---- 1.(e) 4: no flooding ------------------------------------------------------------------
 
 /// `/sys/class/net/<link>/statistics/<counter>` in `h`.

@@ -16,6 +16,10 @@ pub struct NodeRecord {
     pub hostname: String,
     /// The address other hosts tunnel to (`--cluster-advertise`).
     pub advertise: IpAddr,
+    /// In its liveness key only: the lease that key is bound to, so that a host starting
+    /// with the same id can tell whether a daemon still keeps it alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<i64>,
 }
 
 /// An endpoint on a global network as the cluster knows it (`endpoints/<endpoint id>`):

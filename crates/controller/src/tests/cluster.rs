@@ -18,7 +18,12 @@ fn seam(cluster: &(Records, Arc<MemStore>), n: u8) -> ClusterSeam {
         store: cluster.0.clone(),
         url: "etcd://203.0.113.2:2379".into(),
         leases: Some(cluster.1.clone()),
-        node: NodeRecord { id: format!("node{n}"), hostname: format!("h{n}"), advertise },
+        node: NodeRecord {
+            id: format!("node{n}"),
+            hostname: format!("h{n}"),
+            advertise,
+            lease: None,
+        },
         underlay: Underlay { advertise, mtu: 1500, port: 4789 },
     }
 }
