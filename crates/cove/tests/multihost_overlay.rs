@@ -32,9 +32,11 @@ fn multihost_overlay_network_spans_two_hosts() {
 
     // Both hosts are nodes of the cluster, up, at their underlay addresses.
     let nodes = h1.cove(&["node", "ls"]).ok().stdout.clone();
-    for want in ["203.0.113.11", "203.0.113.12"] {
+    for (want, hostname) in [("203.0.113.11", "h1"), ("203.0.113.12", "h2")] {
         let line = nodes.lines().find(|l| l.contains(want)).unwrap_or_else(|| panic!("{nodes}"));
         assert!(line.contains("Ready"), "{nodes}");
+        // Each fake host is a machine of its own, hostname included.
+        assert!(line.split_whitespace().any(|w| w.trim_start_matches('*') == hostname), "{nodes}");
     }
     // `GET /info` says which store and address (Docker 20.10's fields).
     let (code, info) = h1.api("GET", "/info", None);

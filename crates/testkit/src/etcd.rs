@@ -97,7 +97,7 @@ impl Etcd {
     pub fn start(test_name: &str) -> Etcd {
         require_root();
         let (dir, tag) = make_dir(test_name);
-        let spec = HolderSpec { tag: &tag, state: None, resolv: None };
+        let spec = HolderSpec { tag: &tag, state: None, resolv: None, hostname: None };
         let holder = match spawn_holder(&spec, &dir.join("holder.log")) {
             Ok(h) => h,
             Err(e) => fail(&dir, "starting its namespace holder", &e),
@@ -136,7 +136,7 @@ impl Etcd {
         let mnt = File::open("/proc/self/ns/mnt")
             .unwrap_or_else(|e| panic!("netlab: etcd: opening /proc/self/ns/mnt: {e}"));
         let mnt_ino = mnt.metadata().map(|m| m.ino()).unwrap_or(0);
-        let ns = Arc::new(NsFds { net: net.into(), mnt: mnt.into(), net_ino, mnt_ino });
+        let ns = Arc::new(NsFds { net: net.into(), mnt: mnt.into(), uts: None, net_ino, mnt_ino });
         let (dir, tag) = make_dir(test_name);
         Self::launch(test_name, dir, tag, ns, None, ip)
     }

@@ -21,6 +21,8 @@ pub(crate) struct HolderSpec<'a> {
     pub state: Option<&'a Path>,
     /// A file bind-mounted over `/etc/resolv.conf` (fake host only).
     pub resolv: Option<&'a Path>,
+    /// A UTS namespace of its own with this hostname (a netlab's hosts: each is a machine).
+    pub hostname: Option<&'a str>,
 }
 
 fn cpath(p: &Path) -> Result<CString, String> {
@@ -32,6 +34,7 @@ struct Prepared {
     tag: CString,
     state: Option<(CString, CString, CString, CString)>, // state, .cg, data, run
     resolv: Option<CString>,
+    hostname: Option<CString>,
     cgroup: bool,
 }
 
@@ -50,6 +53,7 @@ pub(crate) fn spawn_holder(spec: &HolderSpec<'_>, log: &Path) -> Result<Child, S
         tag: CString::new(spec.tag).map_err(|e| e.to_string())?,
         state,
         resolv: spec.resolv.map(cpath).transpose()?,
+        hostname: spec.hostname.map(CString::new).transpose().map_err(|e| e.to_string())?,
         cgroup: Path::new("/sys/fs/cgroup").is_dir(),
     };
     let log_file = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
@@ -110,6 +114,18 @@ fn setup(p: &Prepared) -> io::Result<()> {
     // SAFETY: unshare(2) has no memory arguments.
     if unsafe { libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS) } != 0 {
         return Err(fail(c"unshare(CLONE_NEWNET|CLONE_NEWNS)"));
+    }
+    if let Some(name) = &p.hostname {
+        // SAFETY: unshare(2) has no memory arguments; sethostname(2) reads a NUL-terminated
+        // string that outlives the call.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWUTS) != 0 {
+                return Err(fail(c"unshare(CLONE_NEWUTS)"));
+            }
+            if libc::sethostname(name.as_ptr(), name.as_bytes().len()) != 0 {
+                return Err(fail(c"sethostname"));
+            }
+        }
     }
     let rec_private = libc::MS_REC | libc::MS_PRIVATE;
     mount(c"none", c"/", None, rec_private, None, c"make / rprivate")?;
@@ -178,7 +194,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("netlab-holder-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let missing = dir.join("no-such-dir");
-        let spec = HolderSpec { tag: "netlab-holder-test", state: Some(&missing), resolv: None };
+        let spec = HolderSpec {
+            tag: "netlab-holder-test",
+            state: Some(&missing),
+            resolv: None,
+            hostname: None,
+        };
         let err = spawn_holder(&spec, &dir.join("log")).expect_err("mount on a missing dir");
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains("netlab holder: mount tmpfs on the state dir"), "{err}");

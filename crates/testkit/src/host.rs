@@ -96,6 +96,8 @@ pub(crate) struct HostSetup<'a> {
     pub cove_bin: &'a Path,
     /// A `--data-root` outside the state tmpfs (a netlab host's, kept across a reboot).
     pub data_root: Option<PathBuf>,
+    /// A hostname of its own (a netlab host's: its name), in a UTS namespace of its own.
+    pub hostname: Option<String>,
 }
 
 impl FakeHost {
@@ -107,13 +109,13 @@ impl FakeHost {
         crate::strays::sweep_once();
         let (name, tag) = new_tag(test_name);
         let dir = Path::new(TMP).join(&tag);
-        FakeHost::create(HostSetup { name, tag, dir, cove_bin, data_root: None })
+        FakeHost::create(HostSetup { name, tag, dir, cove_bin, data_root: None, hostname: None })
     }
 
     /// Make the fake host `setup` describes: its directory, holder and namespaces.
     #[track_caller]
     pub(crate) fn create(setup: HostSetup<'_>) -> FakeHost {
-        let HostSetup { name, tag, dir, cove_bin, data_root } = setup;
+        let HostSetup { name, tag, dir, cove_bin, data_root, hostname } = setup;
         let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
             let _ = fs::remove_dir_all(&dir);
             panic!("netlab: creating fake host {tag}: {what}: {e}")
@@ -141,6 +143,7 @@ impl FakeHost {
             state: Some(&state),
             // Leave the real file alone when there is none to cover (a dangling symlink).
             resolv: Some(resolv.as_path()).filter(|_| Path::new("/etc/resolv.conf").exists()),
+            hostname: hostname.as_deref(),
         };
         let holder = match spawn_holder(&spec, &dir.join("holder.log")) {
             Ok(h) => h,

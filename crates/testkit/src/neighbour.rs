@@ -84,7 +84,7 @@ impl FakeHost {
     #[track_caller]
     fn attach(&self, name: &str, w: Wiring) -> Neighbour {
         let tag = format!("{}.nb", self.tag);
-        let spec = HolderSpec { tag: &tag, state: None, resolv: None };
+        let spec = HolderSpec { tag: &tag, state: None, resolv: None, hostname: None };
         let log = self.dir.join(format!("neighbour-{}.log", name.replace('/', "_")));
         let holder = spawn_holder(&spec, &log)
             .unwrap_or_else(|e| panic!("netlab: starting neighbour {name}: {e}"));

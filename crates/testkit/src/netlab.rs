@@ -327,6 +327,7 @@ impl Netlab {
             dir: self.dir.join(format!("{name}.{gen}")),
             cove_bin: &self.cove_bin,
             data_root: Some(self.data_root(name)),
+            hostname: Some(name.to_string()),
         });
         h.underlay = Some(at.addr);
         self.switch.attach(name, true, h.holder_pid(), &h.ns, at);

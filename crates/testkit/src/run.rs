@@ -17,6 +17,8 @@ use nix::sched::CloneFlags;
 pub(crate) struct NsFds {
     pub net: OwnedFd,
     pub mnt: OwnedFd,
+    /// The UTS namespace (hostname), joined by commands too.
+    pub uts: Option<OwnedFd>,
     /// Inode of the network namespace.
     pub net_ino: u64,
     /// Inode of the mount namespace.
@@ -29,8 +31,15 @@ impl NsFds {
         use std::os::unix::fs::MetadataExt;
         let net = File::open(format!("/proc/{pid}/ns/net"))?;
         let mnt = File::open(format!("/proc/{pid}/ns/mnt"))?;
+        let uts = File::open(format!("/proc/{pid}/ns/uts"))?;
         let (net_ino, mnt_ino) = (net.metadata()?.ino(), mnt.metadata()?.ino());
-        Ok(Arc::new(NsFds { net: net.into(), mnt: mnt.into(), net_ino, mnt_ino }))
+        Ok(Arc::new(NsFds {
+            net: net.into(),
+            mnt: mnt.into(),
+            uts: Some(uts.into()),
+            net_ino,
+            mnt_ino,
+        }))
     }
 }
 
@@ -69,6 +78,9 @@ pub(crate) fn ns_command(ns: &Arc<NsFds>, argv: &[&str]) -> Command {
         cmd.pre_exec(move || {
             nix::sched::setns(ns.net.as_fd(), CloneFlags::CLONE_NEWNET)?;
             nix::sched::setns(ns.mnt.as_fd(), CloneFlags::CLONE_NEWNS)?;
+            if let Some(uts) = &ns.uts {
+                nix::sched::setns(uts.as_fd(), CloneFlags::CLONE_NEWUTS)?;
+            }
             Ok(())
         });
     }

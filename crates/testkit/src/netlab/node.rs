@@ -31,7 +31,7 @@ impl Ns {
     /// Start a holder tagged `tag` (stderr to `log`), `/etc/resolv.conf` bound from
     /// `resolv` when given.
     pub fn spawn(name: &str, tag: &str, log: &Path, resolv: Option<&Path>) -> Result<Ns, String> {
-        let spec = HolderSpec { tag, state: None, resolv };
+        let spec = HolderSpec { tag, state: None, resolv, hostname: None };
         let holder = spawn_holder(&spec, log)?;
         match NsFds::open(holder.id()) {
             Ok(ns) => Ok(Ns {
