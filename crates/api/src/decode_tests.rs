@@ -184,7 +184,8 @@ proptest! {
             .expect("object")
             .extend(extra.clone());
         let n = networks::create_request(decode(nested.to_string().as_bytes()).unwrap()).unwrap();
-        prop_assert_eq!(n.ipam_config[0].subnet.as_deref(), Some("10.1.0.0/24"));
+        let subnet = n.ipam_config[0].subnet.map(|s| s.to_string());
+        prop_assert_eq!(subnet.as_deref(), Some("10.1.0.0/24"));
     }
 }
 

@@ -74,11 +74,6 @@ pub(crate) async fn remove(State(st): State<AppState>, Id(id): Id) -> ApiResult 
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn non_empty(s: &str) -> Option<String> {
-    let s = s.trim();
-    (!s.is_empty()).then(|| s.to_owned())
-}
-
 /// Docker's create body to the controller's request; refuses what Cove does not do.
 pub(crate) fn create_request(b: wire::NetworkCreateRequest) -> Result<NetworkCreate, ApiError> {
     let name = b.name.trim().to_owned();
@@ -117,13 +112,11 @@ pub(crate) fn create_request(b: wire::NetworkCreateRequest) -> Result<NetworkCre
         ipam_config: ipam
             .config
             .into_iter()
-            .map(|c| IpamConfigRequest {
-                subnet: non_empty(&c.subnet),
-                ip_range: non_empty(&c.ip_range),
-                gateway: non_empty(&c.gateway),
-                aux_addresses: c.auxiliary_addresses.into_iter().collect(),
+            .map(|c| {
+                let aux: Vec<(String, String)> = c.auxiliary_addresses.into_iter().collect();
+                IpamConfigRequest::parse(Some(&c.subnet), Some(&c.ip_range), Some(&c.gateway), &aux)
             })
-            .collect(),
+            .collect::<Result<_, _>>()?,
         options: b.options,
         labels: b.labels,
     })

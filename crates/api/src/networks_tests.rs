@@ -22,10 +22,10 @@ fn create_body_from_docker_cli() {
     assert_eq!(
         r.ipam_config,
         vec![IpamConfigRequest {
-            subnet: Some("172.30.0.0/16".into()),
-            ip_range: Some("172.30.5.0/24".into()),
-            gateway: Some("172.30.0.254".into()),
-            aux_addresses: vec![("host1".into(), "172.30.1.3".into())],
+            subnet: Some("172.30.0.0/16".parse().unwrap()),
+            ip_range: Some("172.30.5.0/24".parse().unwrap()),
+            gateway: Some("172.30.0.254".parse().unwrap()),
+            aux_addresses: vec![("host1".into(), "172.30.1.3".parse().unwrap())],
         }]
     );
     assert_eq!(

@@ -590,9 +590,9 @@ pub(crate) fn builtin_request(b: &BuiltinNetwork) -> NetworkCreate {
             .pools
             .iter()
             .map(|p| crate::IpamConfigRequest {
-                subnet: Some(p.subnet.to_string()),
-                ip_range: p.ip_range.map(|r| r.to_string()),
-                gateway: p.gateway.map(|g| g.to_string()),
+                subnet: Some(p.subnet),
+                ip_range: p.ip_range,
+                gateway: p.gateway,
                 aux_addresses: vec![],
             })
             .collect(),

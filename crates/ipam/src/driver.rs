@@ -15,17 +15,20 @@ use cove_model::{Error, IpamPool, Result};
 use crate::{PoolSpec, PoolState};
 
 /// One pool as a user asked for it (`--subnet`, `--ip-range`, `--gateway`,
-/// `--aux-address`), before validation.
+/// `--aux-address`): parsed ([`PoolRequest::parse`]), not yet validated ([`validate_pool`]:
+/// a subnet may still have host bits set, a gateway lie outside it).
+///
+/// [`validate_pool`]: crate::validate_pool
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolRequest {
-    /// `Subnet`.
-    pub subnet: Option<String>,
-    /// `IPRange`.
-    pub ip_range: Option<String>,
+    /// `Subnet`, as given.
+    pub subnet: Option<IpNet>,
+    /// `IPRange`, as given.
+    pub ip_range: Option<IpNet>,
     /// `Gateway`.
-    pub gateway: Option<String>,
+    pub gateway: Option<IpAddr>,
     /// `AuxiliaryAddresses` as `(name, ip)`.
-    pub aux_addresses: Vec<(String, String)>,
+    pub aux_addresses: Vec<(String, IpAddr)>,
 }
 
 /// What a new network asks of its IPAM driver.
@@ -74,15 +77,10 @@ impl IpamDriver for DefaultIpam {
     fn request_pools(&self, req: &PoolsRequest<'_>) -> Result<Vec<IpamPool>> {
         let mut pools = vec![];
         for c in req.pools {
-            let subnet = c.subnet.as_deref().ok_or_else(|| {
+            let subnet = c.subnet.ok_or_else(|| {
                 Error::invalid("IPAM config has an ip-range, gateway or aux-address but no subnet")
             })?;
-            pools.push(crate::validate_pool(
-                subnet,
-                c.ip_range.as_deref(),
-                c.gateway.as_deref(),
-                &c.aux_addresses,
-            )?);
+            pools.push(crate::validate_pool(subnet, c.ip_range, c.gateway, &c.aux_addresses)?);
         }
         crate::validate_pools_together(&pools)?;
         if pools.iter().any(|p| p.subnet.addr().is_ipv6()) && !req.enable_ipv6 {
@@ -94,11 +92,11 @@ impl IpamDriver for DefaultIpam {
         let used: Vec<IpNet> = req.in_use.iter().map(|(_, s)| *s).collect();
         if !pools.iter().any(|p| p.subnet.addr().is_ipv4()) {
             let subnet = crate::choose_subnet(req.default_pools, &used, false)?;
-            pools.insert(0, crate::validate_pool(&subnet.to_string(), None, None, &[])?);
+            pools.insert(0, crate::validate_pool(subnet, None, None, &[])?);
         }
         if req.enable_ipv6 && !pools.iter().any(|p| p.subnet.addr().is_ipv6()) {
             let subnet = crate::choose_subnet(req.default_pools, &used, true)?;
-            pools.push(crate::validate_pool(&subnet.to_string(), None, None, &[])?);
+            pools.push(crate::validate_pool(subnet, None, None, &[])?);
         }
         Ok(pools)
     }
@@ -169,7 +167,8 @@ mod tests {
             .unwrap();
         assert_eq!(pools.len(), 1);
         assert_ne!(pools[0].subnet.to_string(), "172.17.0.0/16");
-        let mine = [PoolRequest { subnet: Some("172.17.1.0/24".into()), ..Default::default() }];
+        let mine =
+            [PoolRequest { subnet: Some("172.17.1.0/24".parse().unwrap()), ..Default::default() }];
         let e = d.request_pools(&req(&mine, &taken)).unwrap_err();
         assert!(e.message.contains("network a"), "{}", e.message);
     }
@@ -179,7 +178,10 @@ mod tests {
         let d = DefaultIpam;
         let pools = d
             .request_pools(&req(
-                &[PoolRequest { subnet: Some("10.9.0.0/30".into()), ..Default::default() }],
+                &[PoolRequest {
+                    subnet: Some("10.9.0.0/30".parse().unwrap()),
+                    ..Default::default()
+                }],
                 &[],
             ))
             .unwrap();

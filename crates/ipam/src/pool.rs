@@ -245,7 +245,10 @@ mod tests {
     ) -> PoolState {
         let aux: Vec<(String, String)> =
             aux.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect();
-        PoolState::new(&validate_pool(subnet, range, gw, &aux).unwrap())
+        let r = crate::PoolRequest::parse(Some(subnet), range, gw, &aux).unwrap();
+        PoolState::new(
+            &validate_pool(r.subnet.unwrap(), r.ip_range, r.gateway, &r.aux_addresses).unwrap(),
+        )
     }
 
     fn take(s: &mut PoolState, n: usize) -> Vec<IpAddr> {

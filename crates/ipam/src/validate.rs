@@ -5,6 +5,7 @@
 
 use crate::addr::{bounds, family_name, from_bits, net_is_v6};
 use crate::subnet::overlaps;
+use crate::PoolRequest;
 use cove_model::{Error, IpamPool};
 use ipnet::IpNet;
 use std::collections::BTreeMap;
@@ -26,33 +27,71 @@ pub fn parse_aux_address(s: &str) -> Result<(String, String), Error> {
     }
 }
 
-/// Parse and validate one user pool, as given to `--subnet/--ip-range/--gateway/--aux-address`
-/// (`aux` holds `(name, address)` pairs). Empty `ip_range`/`gateway` strings count as absent,
-/// as in Docker's API.
+impl PoolRequest {
+    /// A pool as the API or the CLI gives it: each field's syntax is checked here, once, at
+    /// the edge (a 400 naming the bad text); whether the values fit together is
+    /// [`validate_pool`]'s check. Empty strings count as absent, as in Docker's API.
+    pub fn parse(
+        subnet: Option<&str>,
+        ip_range: Option<&str>,
+        gateway: Option<&str>,
+        aux: &[(String, String)],
+    ) -> Result<PoolRequest, Error> {
+        fn given(s: Option<&str>) -> Option<&str> {
+            s.map(str::trim).filter(|s| !s.is_empty())
+        }
+        let cidr = |what: &str, s: &str| {
+            s.parse::<IpNet>().map_err(|_| {
+                Error::invalid(format!("invalid {what} {s}: invalid CIDR block notation"))
+            })
+        };
+        let subnet = given(subnet).map(|s| cidr("subnet", s)).transpose()?;
+        let ip_range = given(ip_range).map(|s| cidr("ip-range", s)).transpose()?;
+        let gateway = given(gateway)
+            .map(|g| {
+                g.parse::<IpAddr>()
+                    .map_err(|_| Error::invalid(format!("invalid gateway {g}: invalid address")))
+            })
+            .transpose()?;
+        let mut aux_addresses = Vec::with_capacity(aux.len());
+        for (name, value) in aux {
+            if name.is_empty() {
+                return Err(Error::invalid(format!(
+                    "invalid auxiliary address ={value}: missing name"
+                )));
+            }
+            let addr = value.trim().parse::<IpAddr>().map_err(|_| {
+                Error::invalid(format!("invalid auxiliary address {name}: invalid address"))
+            })?;
+            aux_addresses.push((name.clone(), addr));
+        }
+        Ok(PoolRequest { subnet, ip_range, gateway, aux_addresses })
+    }
+}
+
+/// Validate one user pool (its fields parsed by [`PoolRequest::parse`]; `aux` holds
+/// `(name, address)` pairs).
 ///
-/// Checks, each a 400 naming the bad text: subnet syntax and host bits, an IPv4 prefix of at
-/// most /30 and IPv6 of at most /126 (room for hosts); ip-range syntax, family, size, host bits,
-/// inside the subnet; gateway syntax, family, inside the subnet, neither the network address
-/// nor (IPv4) the broadcast address; auxiliary addresses' syntax, family, inside the subnet,
+/// Checks, each a 400 naming the bad value: the subnet's host bits, an IPv4 prefix of at
+/// most /30 and IPv6 of at most /126 (room for hosts); the ip-range's family, size, host
+/// bits, inside the subnet; the gateway's family, inside the subnet, neither the network
+/// address nor (IPv4) the broadcast address; auxiliary addresses' family, inside the subnet,
 /// unique names. The first problem found is reported.
 ///
 /// Without a gateway the first host address (network + 1) becomes the gateway: bridge networks
 /// always have one.
 pub fn validate_pool(
-    subnet: &str,
-    ip_range: Option<&str>,
-    gateway: Option<&str>,
-    aux: &[(String, String)],
+    subnet: IpNet,
+    ip_range: Option<IpNet>,
+    gateway: Option<IpAddr>,
+    aux: &[(String, IpAddr)],
 ) -> Result<IpamPool, Error> {
-    let net = parse_subnet(subnet)?;
+    let net = check_subnet(subnet)?;
     let v6 = net_is_v6(&net);
-    let ip_range = match ip_range.filter(|s| !s.is_empty()) {
-        Some(r) => Some(parse_range(r, &net)?),
-        None => None,
-    };
-    let gateway = match gateway.filter(|s| !s.is_empty()) {
+    let ip_range = ip_range.map(|r| check_range(r, &net)).transpose()?;
+    let gateway = match gateway {
         Some(g) => {
-            let addr = parse_address(g, &net)
+            let addr = check_address(g, &net)
                 .map_err(|why| Error::invalid(format!("invalid gateway {g}: {why}")))?;
             if addr == net.network() {
                 return Err(Error::invalid(format!(
@@ -76,7 +115,7 @@ pub fn validate_pool(
                 "invalid auxiliary address ={value}: missing name"
             )));
         }
-        let addr = parse_address(value, &net).map_err(|why| bad(&why))?;
+        let addr = check_address(*value, &net).map_err(|why| bad(&why))?;
         if aux_addresses.insert(name.clone(), addr).is_some() {
             return Err(bad("duplicate name"));
         }
@@ -84,9 +123,8 @@ pub fn validate_pool(
     Ok(IpamPool { subnet: net, ip_range, gateway: Some(gateway), aux_addresses })
 }
 
-fn parse_subnet(subnet: &str) -> Result<IpNet, Error> {
-    let bad = |why: String| Error::invalid(format!("invalid subnet {subnet}: {why}"));
-    let raw: IpNet = subnet.parse().map_err(|_| bad("invalid CIDR block notation".into()))?;
+fn check_subnet(raw: IpNet) -> Result<IpNet, Error> {
+    let bad = |why: String| Error::invalid(format!("invalid subnet {raw}: {why}"));
     let net = raw.trunc();
     if raw != net {
         return Err(bad(format!("it should be {net}")));
@@ -101,9 +139,8 @@ fn parse_subnet(subnet: &str) -> Result<IpNet, Error> {
     Ok(net)
 }
 
-fn parse_range(range: &str, subnet: &IpNet) -> Result<IpNet, Error> {
-    let bad = |why: String| Error::invalid(format!("invalid ip-range {range}: {why}"));
-    let raw: IpNet = range.parse().map_err(|_| bad("invalid CIDR block notation".into()))?;
+fn check_range(raw: IpNet, subnet: &IpNet) -> Result<IpNet, Error> {
+    let bad = |why: String| Error::invalid(format!("invalid ip-range {raw}: {why}"));
     let v6 = net_is_v6(subnet);
     if net_is_v6(&raw) != v6 {
         return Err(bad(format!("parent subnet is an {} block", family_name(v6))));
@@ -121,9 +158,8 @@ fn parse_range(range: &str, subnet: &IpNet) -> Result<IpNet, Error> {
     Ok(net)
 }
 
-/// Parse an address that must lie in `subnet`; the error is Docker's reason text.
-fn parse_address(text: &str, subnet: &IpNet) -> Result<IpAddr, String> {
-    let addr: IpAddr = text.trim().parse().map_err(|_| "invalid address".to_string())?;
+/// Check an address that must lie in `subnet`; the error is Docker's reason text.
+fn check_address(addr: IpAddr, subnet: &IpNet) -> Result<IpAddr, String> {
     let v6 = net_is_v6(subnet);
     if addr.is_ipv6() != v6 {
         return Err(format!("parent subnet is an {} block", family_name(v6)));
@@ -199,6 +235,17 @@ mod tests {
         validate_pool(subnet, None, None, &[]).unwrap()
     }
 
+    /// Parse as the edge does, then validate.
+    fn validate_pool(
+        subnet: &str,
+        range: Option<&str>,
+        gw: Option<&str>,
+        aux: &[(String, String)],
+    ) -> Result<IpamPool, Error> {
+        let r = PoolRequest::parse(Some(subnet), range, gw, aux)?;
+        super::validate_pool(r.subnet.expect("a subnet"), r.ip_range, r.gateway, &r.aux_addresses)
+    }
+
     #[test]
     fn valid_pools_resolve() {
         let p = validate_pool(
@@ -237,7 +284,6 @@ mod tests {
         type Case<'a> =
             (&'a str, Option<&'a str>, Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
         let cases: &[Case<'_>] = &[
-            ("", None, None, &[], "invalid subnet : invalid CIDR block notation"),
             ("10.0.0.0", None, None, &[], "invalid subnet 10.0.0.0: invalid CIDR block notation"),
             ("10.0.0.0/33", None, None, &[], "invalid subnet 10.0.0.0/33: invalid CIDR block notation"),
             ("banana/8", None, None, &[], "invalid subnet banana/8: invalid CIDR block notation"),

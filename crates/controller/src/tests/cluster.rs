@@ -273,7 +273,7 @@ async fn a_removed_node_that_comes_back_cannot_take_back_addresses_given_away() 
     let mut create = overlay("ov1", "10.0.9.0/29");
     create.enable_ipv6 = true;
     create.ipam_config.push(crate::IpamConfigRequest {
-        subnet: Some("fd00:9::/125".into()),
+        subnet: Some("fd00:9::/125".parse().unwrap()),
         ..Default::default()
     });
     h1.ctl.network_create(create).await.unwrap();

@@ -667,8 +667,8 @@ async fn the_ip_range_bounds_dynamic_addresses_but_not_static_ones() {
     let h = host().await;
     let req = NetworkCreate {
         ipam_config: vec![crate::IpamConfigRequest {
-            subnet: Some("10.1.0.0/24".into()),
-            ip_range: Some("10.1.0.128/25".into()),
+            subnet: Some("10.1.0.0/24".parse().unwrap()),
+            ip_range: Some("10.1.0.128/25".parse().unwrap()),
             ..Default::default()
         }],
         ..net("app", None)

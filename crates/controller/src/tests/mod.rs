@@ -48,7 +48,9 @@ pub(crate) fn net(name: &str, subnet: Option<&str>) -> NetworkCreate {
     NetworkCreate {
         name: name.into(),
         ipam_config: subnet
-            .map(|s| vec![IpamConfigRequest { subnet: Some(s.into()), ..Default::default() }])
+            .map(|s| {
+                vec![IpamConfigRequest { subnet: Some(s.parse().unwrap()), ..Default::default() }]
+            })
             .unwrap_or_default(),
         ..Default::default()
     }

@@ -29,7 +29,7 @@ fn with_ipam(name: &str, c: IpamConfigRequest) -> NetworkCreate {
 }
 
 fn pool(subnet: &str) -> IpamConfigRequest {
-    IpamConfigRequest { subnet: Some(subnet.into()), ..Default::default() }
+    IpamConfigRequest { subnet: Some(subnet.parse().unwrap()), ..Default::default() }
 }
 
 fn with_option(name: &str, key: &str, value: &str) -> NetworkCreate {
@@ -213,10 +213,10 @@ async fn create_refuses_a_subnet_overlapping_a_host_route() {
 #[tokio::test]
 async fn create_refuses_bad_subnets() {
     let h = host().await;
+    // Syntax ("banana", "10.1.0.0") is refused at the edge, where the text is parsed
+    // (`PoolRequest::parse`); what reaches the controller is a prefix.
     let cases = [
         ("10.1.0.1/24", "it should be 10.1.0.0/24"),
-        ("10.1.0.0", "invalid CIDR block notation"),
-        ("banana", "invalid CIDR block notation"),
         ("10.1.0.0/31", "prefix length of at most"),
     ];
     for (subnet, why) in cases {
@@ -234,11 +234,12 @@ async fn create_refuses_bad_gateways() {
         ("10.1.0.0", "network address of subnet 10.1.0.0/24"),
         ("10.1.0.255", "broadcast address of subnet 10.1.0.0/24"),
         ("fd00::1", "parent subnet is an IPv4 block"),
-        ("nope", "invalid address"),
     ];
     for (gw, why) in cases {
-        let req =
-            with_ipam("x", IpamConfigRequest { gateway: Some(gw.into()), ..pool("10.1.0.0/24") });
+        let req = with_ipam(
+            "x",
+            IpamConfigRequest { gateway: Some(gw.parse().unwrap()), ..pool("10.1.0.0/24") },
+        );
         let e = refused(&h, req).await;
         assert_eq!(e.kind, ErrorKind::InvalidInput, "{gw}: {e}");
         assert!(e.message.starts_with(&format!("invalid gateway {gw}")), "{}", e.message);
@@ -258,7 +259,7 @@ async fn create_refuses_bad_ip_ranges() {
     for (range, why) in cases {
         let req = with_ipam(
             "x",
-            IpamConfigRequest { ip_range: Some(range.into()), ..pool("10.1.0.0/24") },
+            IpamConfigRequest { ip_range: Some(range.parse().unwrap()), ..pool("10.1.0.0/24") },
         );
         let e = refused(&h, req).await;
         assert_eq!(e.kind, ErrorKind::InvalidInput, "{range}: {e}");
@@ -275,7 +276,7 @@ async fn create_refuses_bad_auxiliary_addresses() {
         (&[("a", "10.1.0.5"), ("a", "10.1.0.6")], "duplicate name"),
     ];
     for (aux, why) in cases {
-        let aux = aux.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect();
+        let aux = aux.iter().map(|(n, a)| (n.to_string(), a.parse().unwrap())).collect();
         let req = with_ipam("x", IpamConfigRequest { aux_addresses: aux, ..pool("10.1.0.0/24") });
         let e = refused(&h, req).await;
         assert_eq!(e.kind, ErrorKind::InvalidInput, "{e}");
@@ -288,7 +289,7 @@ async fn create_refuses_a_gateway_without_a_subnet() {
     let h = host().await;
     let req = with_ipam(
         "x",
-        IpamConfigRequest { gateway: Some("10.1.0.1".into()), ..Default::default() },
+        IpamConfigRequest { gateway: Some("10.1.0.1".parse().unwrap()), ..Default::default() },
     );
     let e = refused(&h, req).await;
     assert_eq!(e.kind, ErrorKind::InvalidInput);
@@ -375,10 +376,10 @@ async fn a_user_subnet_keeps_its_range_gateway_and_aux_addresses() {
     let req = with_ipam(
         "x",
         IpamConfigRequest {
-            subnet: Some("10.1.0.0/24".into()),
-            ip_range: Some("10.1.0.128/25".into()),
-            gateway: Some("10.1.0.254".into()),
-            aux_addresses: vec![("router".into(), "10.1.0.200".into())],
+            subnet: Some("10.1.0.0/24".parse().unwrap()),
+            ip_range: Some("10.1.0.128/25".parse().unwrap()),
+            gateway: Some("10.1.0.254".parse().unwrap()),
+            aux_addresses: vec![("router".into(), "10.1.0.200".parse().unwrap())],
         },
     );
     let id = h.ctl.network_create(req).await.unwrap();
@@ -600,7 +601,7 @@ async fn create_fails_at(req: NetworkCreate, step: &str) -> Vec<String> {
     h.kernel.heal();
     let id = h.ctl.network_create(req.clone()).await.expect("the same request after healing");
     // The same subnet as first asked for: nothing of the failed attempt was kept.
-    let want = req.ipam_config.first().and_then(|c| c.subnet.clone());
+    let want = req.ipam_config.first().and_then(|c| c.subnet).map(|s| s.to_string());
     assert_eq!(subnets(&record(&h, &id))[0], want.unwrap_or_else(|| "172.18.0.0/16".into()));
     rollback
 }

@@ -200,7 +200,7 @@ fn dual_stack(name: &str, v4: &str, v6: &str) -> NetworkCreate {
         enable_ipv6: true,
         ipam_config: [v4, v6]
             .iter()
-            .map(|s| IpamConfigRequest { subnet: Some(s.to_string()), ..Default::default() })
+            .map(|s| IpamConfigRequest { subnet: Some(s.parse().unwrap()), ..Default::default() })
             .collect(),
         ..Default::default()
     }
