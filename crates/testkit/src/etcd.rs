@@ -99,7 +99,11 @@ pub struct Etcd {
     /// The holder of the namespace made for this etcd (`None`: the caller's namespace).
     holder: Option<Child>,
     etcd: Child,
-    etcd_mntns: Option<u64>,
+    /// etcd's mount namespace, held open so that it outlives etcd until the fixture has
+    /// killed everything in it: a namespace's inode number is reused once it is freed, and
+    /// a scope naming a freed one would kill whatever got the number next (another test's
+    /// etcd, seen with several TLS etcds starting at once).
+    etcd_mntns: Option<(File, u64)>,
     timeout: Duration,
     /// The certificates, when etcd serves TLS.
     tls: Option<tls::Pki>,
@@ -250,7 +254,10 @@ impl Etcd {
                 fail(&dir, "starting etcd", &e)
             }
         };
-        let etcd_mntns = procs::ns_inode(&etcd.id().to_string(), "mnt");
+        let etcd_mntns = File::open(format!("/proc/{}/ns/mnt", etcd.id()))
+            .and_then(|f| f.metadata().map(|m| (m.ino(), f)))
+            .ok()
+            .map(|(ino, f)| (f, ino));
         let mut me = Etcd {
             name: test_name.to_string(),
             dir,
@@ -470,10 +477,11 @@ impl Drop for Etcd {
         }
         let _ = self.etcd.kill();
         let _ = self.etcd.wait();
-        // Whatever else ran in etcd's mount namespace, and, in a namespace made for it,
-        // everything in that namespace; never the caller's processes.
+        // Whatever else ran in etcd's mount namespace (still held open, so its number is
+        // still its own), and, in a namespace made for it, everything in that namespace
+        // (held by `ns`); never the caller's processes.
         let mut scope = Scope { tags: vec![self.tag.clone()], ..Scope::default() };
-        scope.mntns.extend(self.etcd_mntns);
+        scope.mntns.extend(self.etcd_mntns.as_ref().map(|(_, ino)| *ino));
         if let Some(h) = &self.holder {
             scope.netns.insert(self.ns.net_ino);
             scope.roots.push(h.id() as i32);
