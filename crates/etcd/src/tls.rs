@@ -31,8 +31,9 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::{ConfigError, Endpoint, TlsFiles, OPT_CACERT, OPT_CERT, OPT_KEY};
 
-/// How long one diagnostic handshake may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one diagnostic handshake may take (milliseconds on a LAN; a loaded machine may
+/// starve etcd for a while).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The crypto provider tonic itself connects with (ring's; rustls 0.23.48 deprecates it for
 /// lacking post-quantum key exchange, which etcd 3.4's Go TLS has not either).
