@@ -16,6 +16,8 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 # etcd-client (the crate) compiles etcd's protobufs at build time: it needs protoc.
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# The TLS etcd of the mutual-TLS tests gets its certificates from the openssl CLI.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # Packages whose scripts would start a service on the real host (dockerd, etcd): installed
 # with services forbidden; tests run their daemons only inside namespaces they make.
 service_pkg=()

@@ -98,10 +98,11 @@ pub fn seam(args: &ClusterArgs, data_root: &Path) -> anyhow::Result<Option<Clust
     let config = cove_etcd::EtcdConfig::from_flags(url, &args.cluster_store_opt)
         .map_err(|e| anyhow::anyhow!("--cluster-store {url}: {}", e.0))?
         .with_prefix(PREFIX);
-    let store = Arc::new(
-        cove_etcd::EtcdStore::connect(config)
-            .map_err(|e| anyhow::anyhow!("--cluster-store {url}: {}", e.0))?,
-    );
+    // A TLS file that cannot work stops the daemon here, named ("cluster store etcd://…:
+    // kv.cacertfile=/path: cannot read it: …"); a store that is down or refuses this host
+    // does not (requests fail, naming why).
+    let store =
+        Arc::new(cove_etcd::EtcdStore::connect(config).map_err(|e| anyhow::anyhow!("{}", e.0))?);
     let (addr, mtu) = resolve_advertise(advertise)?;
     let hostname = nix::unistd::gethostname()
         .ok()

@@ -155,7 +155,7 @@ pub(crate) fn error(store: &str, e: &EtcdError, lease: Option<LeaseId>) -> Store
 
 /// `first` and the messages of `e`'s sources ("tcp connect error: Connection refused (os
 /// error 111)"): transport errors keep the useful part in their sources.
-fn with_sources(first: String, e: &dyn std::error::Error) -> String {
+pub(crate) fn with_sources(first: String, e: &dyn std::error::Error) -> String {
     let mut out = first;
     let mut cur = e.source();
     while let Some(src) = cur {

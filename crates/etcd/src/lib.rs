@@ -15,8 +15,14 @@
 //!   [`StoreError::Unreachable`](cove_store::StoreError::Unreachable) ("cluster store
 //!   etcd://203.0.113.2:2379 unreachable: ..."), kind `Unavailable` (HTTP 503). A request
 //!   that timed out may still have been applied by etcd.
-//! - **Connecting** is lazy: [`EtcdStore::connect`] only fails for a bad configuration
-//!   (unreadable TLS files); a store that is down shows in the first request.
+//! - **Connecting** is lazy: [`EtcdStore::connect`] only fails for a bad configuration (a TLS
+//!   file that cannot be read, holds no certificate or key, or a key that is not the
+//!   certificate's: the message names the option and the path); a store that is down shows
+//!   in the first request.
+//! - **TLS** (Docker's `kv.cacertfile`, `kv.certfile`, `kv.keyfile`): when a request fails
+//!   in a way that may be TLS, one TLS 1.2 handshake of the store's own says why (etcd's
+//!   certificate not signed by `kv.cacertfile`, this host's certificate refused or missing,
+//!   etcd not speaking TLS, or speaking it to a client without): see module `tls`.
 //! - **Watches** survive reconnects and end with `Compacted` when etcd dropped history they
 //!   still need: see module `watch`.
 //! - **Leases** map one to one onto etcd's; etcd counts TTLs in whole seconds and raises
@@ -25,6 +31,7 @@
 mod config;
 mod convert;
 mod runner;
+mod tls;
 mod watch;
 
 use std::collections::HashMap;
@@ -35,7 +42,7 @@ use std::time::Duration;
 use cove_store::{
     KeyValue, Lease, LeaseId, Leases, Range, Store, StoreError, Txn, TxnResponse, Watch,
 };
-use etcd_client::{Certificate, ConnectOptions, GetOptions, Identity, TlsOptions};
+use etcd_client::{ConnectOptions, GetOptions};
 
 pub use config::{
     ClusterUrl, ConfigError, Endpoint, EtcdConfig, TlsFiles, DEFAULT_PORT, OPT_CACERT, OPT_CERT,
@@ -69,18 +76,26 @@ impl fmt::Debug for EtcdStore {
 
 impl EtcdStore {
     /// A store for `config`. Nothing is sent to etcd yet; fails only when the configuration
-    /// cannot work (TLS files unreadable).
+    /// cannot work (a TLS file unreadable, without a certificate or key, or a key that is
+    /// not the certificate's).
     pub fn connect(config: EtcdConfig) -> Result<EtcdStore, ConfigError> {
         let store = config.url.to_string();
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.deadline)
             .with_keep_alive(config.keepalive.0, config.keepalive.1)
             .with_keep_alive_while_idle(true);
-        if let Some(tls) = &config.tls {
-            options = options.with_tls(tls_options(&store, tls)?);
+        let endpoints = config.url.endpoints();
+        let diagnosis = match &config.tls {
+            Some(files) => {
+                let (tls, probe) = tls::load(&store, files)?;
+                options = options.with_tls(tls);
+                tls::Diagnosis::new(endpoints, Some((files, probe)))
+            }
+            None => tls::Diagnosis::new(endpoints, None),
         }
+        .map_err(|e| ConfigError(format!("cluster store {store}: {}", e.0)))?;
         let urls = config.url.grpc_urls(config.tls.is_some());
-        let runner = Runner::start(store, urls, options, config.deadline)?;
+        let runner = Runner::start(store, urls, options, config.deadline, diagnosis)?;
         Ok(EtcdStore {
             runner,
             keys: Keys::new(&config.prefix),
@@ -113,20 +128,6 @@ impl EtcdStore {
         let store = self.runner.store.clone();
         move |e| convert::error(&store, &e, None)
     }
-}
-
-fn tls_options(store: &str, tls: &TlsFiles) -> Result<TlsOptions, ConfigError> {
-    let read = |opt: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| {
-            ConfigError(format!("cluster store {store}: {opt} {}: {e}", path.display()))
-        })
-    };
-    let mut options =
-        TlsOptions::new().ca_certificate(Certificate::from_pem(read(OPT_CACERT, &tls.ca)?));
-    if let Some((cert, key)) = &tls.identity {
-        options = options.identity(Identity::from_pem(read(OPT_CERT, cert)?, read(OPT_KEY, key)?));
-    }
-    Ok(options)
 }
 
 impl Store for EtcdStore {

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio::runtime::RuntimeFlavor;
 use tokio::sync::mpsc;
 
 use crate::config::ConfigError;
+use crate::tls::Diagnosis;
 
 type Job = Box<dyn FnOnce(Client) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
@@ -29,6 +31,8 @@ pub(crate) struct Runner {
     /// The store as configured (`etcd://...`), for messages.
     pub(crate) store: String,
     pub(crate) deadline: Duration,
+    /// Says why a request could not reach etcd, when it may be TLS.
+    diagnosis: Arc<Diagnosis>,
 }
 
 impl Runner {
@@ -40,6 +44,7 @@ impl Runner {
         urls: Vec<String>,
         options: ConnectOptions,
         deadline: Duration,
+        diagnosis: Diagnosis,
     ) -> Result<Runner, ConfigError> {
         let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
@@ -57,7 +62,8 @@ impl Runner {
                     let client = match Client::connect(&urls, Some(options)).await {
                         Ok(c) => c,
                         Err(e) => {
-                            let _ = ready_tx.send(Err(e.to_string()));
+                            let _ =
+                                ready_tx.send(Err(crate::convert::with_sources(e.to_string(), &e)));
                             return;
                         }
                     };
@@ -78,7 +84,13 @@ impl Runner {
                 return Err(ConfigError(format!("cluster store {store}: client thread died")))
             }
         }
-        Ok(Runner { jobs: Some(jobs), thread: Some(thread), store, deadline })
+        Ok(Runner {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            store,
+            deadline,
+            diagnosis: Arc::new(diagnosis),
+        })
     }
 
     /// A `StoreError::Unreachable` naming this store.
@@ -86,7 +98,9 @@ impl Runner {
         unreachable(&self.store, cause)
     }
 
-    /// Run `f` on the client thread within the deadline and wait for its result.
+    /// Run `f` on the client thread within the deadline and wait for its result. When it
+    /// fails as unreachable in a way that may be TLS, the cause says what a probe found
+    /// (within the same deadline).
     pub(crate) fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -95,9 +109,21 @@ impl Runner {
     {
         let (reply_tx, reply_rx) = std_mpsc::sync_channel(1);
         let (deadline, store) = (self.deadline, self.store.clone());
+        let diagnosis = Arc::clone(&self.diagnosis);
         let job: Job = Box::new(move |client| {
             Box::pin(async move {
-                let result = match tokio::time::timeout(deadline, f(client)).await {
+                let work = async {
+                    match f(client).await {
+                        Err(StoreError::Unreachable { store, cause })
+                            if Diagnosis::worth_probing(&cause) =>
+                        {
+                            let cause = diagnosis.explain(cause).await;
+                            Err(StoreError::Unreachable { store, cause })
+                        }
+                        r => r,
+                    }
+                };
+                let result = match tokio::time::timeout(deadline, work).await {
                     Ok(r) => r,
                     Err(_) => Err(unreachable(&store, format!("no answer within {deadline:?}"))),
                 };

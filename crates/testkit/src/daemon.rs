@@ -18,6 +18,16 @@ impl FakeHost {
     /// the log.
     #[track_caller]
     pub fn start_daemon(&mut self, extra: &[&str]) {
+        if let Err(e) = self.try_start_daemon(extra) {
+            panic!("{e}");
+        }
+    }
+
+    /// [`FakeHost::start_daemon`] for a daemon that may refuse to start: `Err` with its exit
+    /// status and the log's tail when it exits before answering `GET /_ping` (or does not
+    /// answer within 20 s: then it is left running, and goes with the fake host).
+    #[track_caller]
+    pub fn try_start_daemon(&mut self, extra: &[&str]) -> Result<(), String> {
         assert!(self.daemon.is_none(), "netlab: the daemon of {} is already running", self.tag);
         let uri = self.host_uri();
         let (data, run) = (self.data_root(), self.exec_root());
@@ -43,36 +53,36 @@ impl FakeHost {
         let child = spawn_long_lived(cmd)
             .unwrap_or_else(|e| panic!("netlab: cannot start the daemon {bin}: {e}"));
         self.daemon = Some(child);
-        self.wait_ping(Duration::from_secs(20));
+        self.wait_ping(Duration::from_secs(20))
     }
 
-    fn wait_ping(&mut self, limit: Duration) {
+    fn wait_ping(&mut self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         let sock = self.sock_path();
         loop {
             if let Some(d) = self.daemon.as_mut() {
                 if let Ok(Some(status)) = d.try_wait() {
                     self.daemon = None;
-                    panic!(
+                    return Err(format!(
                         "netlab: the daemon exited ({status}) before answering /_ping\n\
                          --- daemon log ---\n{}",
                         tail(&self.daemon_log(), 200)
-                    );
+                    ));
                 }
             }
             let last_err = match http::request(&sock, "GET", "/_ping", None, Duration::from_secs(2))
             {
-                Ok((200, _)) => return,
+                Ok((200, _)) => return Ok(()),
                 Ok((code, body)) => format!("status {code}: {body}"),
                 Err(e) => e.to_string(),
             };
             if Instant::now() >= deadline {
-                panic!(
+                return Err(format!(
                     "netlab: the daemon did not answer GET /_ping on {} within {limit:?} \
                      (last: {last_err})\n--- daemon log ---\n{}",
                     sock.display(),
                     tail(&self.daemon_log(), 200)
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }

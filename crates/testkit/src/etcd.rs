@@ -1,5 +1,10 @@
 //! [`Etcd`]: a real etcd (Debian's `etcd-server` 3.4) for a test, always inside a network
-//! namespace the test made, with its data on a tmpfs of its own; and [`require_etcd!`].
+//! namespace the test made, with its data on a tmpfs of its own, over plain HTTP or TLS with
+//! client certificates ([`EtcdCerts`]); and [`require_etcd!`].
+
+mod tls;
+
+pub use tls::EtcdCerts;
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -31,7 +36,8 @@ const CLIENT_PORT: u16 = 2379;
 const START_LIMIT: Duration = Duration::from_secs(30);
 
 /// Skip the current test (with [`skip!`](crate::skip)) when etcd is not installed and
-/// `COVE_REQUIRE_ETCD` is unset; panics when it is missing but required.
+/// `COVE_REQUIRE_ETCD` is unset; panics when it is missing but required. `require_etcd!(tls)`
+/// also needs `openssl` (for [`Etcd::start_tls`] and [`Etcd::start_in_tls`]).
 ///
 /// ```no_run
 /// # fn t() {
@@ -46,6 +52,11 @@ macro_rules! require_etcd {
             $crate::skip!("{}", why);
         }
     };
+    (tls) => {
+        if let Some(why) = $crate::Etcd::missing_tls() {
+            $crate::skip!("{}", why);
+        }
+    };
 }
 
 /// A single-member etcd cluster for one test, in a network namespace: a fresh one made for
@@ -57,6 +68,27 @@ macro_rules! require_etcd {
 /// etcd runs in a mount namespace of its own with its data dir on a private tmpfs (fast
 /// fsyncs), dies with the test process, and is killed with everything else of the fixture
 /// when it is dropped, also on panic (then its log's tail is printed).
+///
+/// **TLS.** [`Etcd::start_tls`] and [`Etcd::start_in_tls`] make a CA, a server certificate
+/// for etcd's address and a client certificate (`openssl`, in `<dir>/tls`), and start etcd
+/// with `--client-cert-auth` on `https://<ip>:2379`: only clients with a certificate its CA
+/// signed get in. [`Etcd::certs`] are a trusted client's files (as Cove's
+/// `--cluster-store-opt kv.*`: [`EtcdCerts::store_opts`]); [`Etcd::untrusted_certs`] makes
+/// another CA and a client certificate it signed; [`Etcd::rejected_connections`] reads the
+/// handshakes etcd refused from its log. The fixture's own calls (`etcdctl`, the health
+/// wait) use the trusted client's files.
+///
+/// ```no_run
+/// # fn t(lab: &cove_testkit::Netlab) {
+/// use std::net::IpAddr;
+/// use cove_testkit::{Etcd, Netlab};
+/// cove_testkit::require_etcd!(tls);
+/// let etcd = Etcd::start_in_tls("my_test", &lab.kv().netns_path(), IpAddr::V4(Netlab::KV));
+/// assert_eq!(etcd.client_url(), "https://203.0.113.2:2379");
+/// let opts = etcd.certs().store_opts(); // ["kv.cacertfile=/tmp/...", "kv.certfile=...", ...]
+/// etcd.etcdctl(&["put", "/k", "v"]).ok();
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Etcd {
     name: String,
@@ -67,8 +99,14 @@ pub struct Etcd {
     /// The holder of the namespace made for this etcd (`None`: the caller's namespace).
     holder: Option<Child>,
     etcd: Child,
-    etcd_mntns: Option<u64>,
+    /// etcd's mount namespace, held open so that it outlives etcd until the fixture has
+    /// killed everything in it: a namespace's inode number is reused once it is freed, and
+    /// a scope naming a freed one would kill whatever got the number next (another test's
+    /// etcd, seen with several TLS etcds starting at once).
+    etcd_mntns: Option<(File, u64)>,
     timeout: Duration,
+    /// The certificates, when etcd serves TLS.
+    tls: Option<tls::Pki>,
 }
 
 impl Etcd {
@@ -91,10 +129,37 @@ impl Etcd {
         Some(why)
     }
 
+    /// [`Etcd::missing`], and also when `openssl` (which makes the certificates of a TLS
+    /// etcd) is not installed.
+    pub fn missing_tls() -> Option<String> {
+        if let Some(why) = Self::missing() {
+            return Some(why);
+        }
+        if have_command("openssl") {
+            return None;
+        }
+        let why = "openssl not installed (Debian openssl; scripts/setup.sh installs it)";
+        if std::env::var_os("COVE_REQUIRE_ETCD").is_some() {
+            panic!("netlab: {why}, and COVE_REQUIRE_ETCD is set");
+        }
+        Some(why.to_string())
+    }
+
     /// Start etcd for the test `test_name` in a fresh network namespace, on 127.0.0.1:2379,
     /// and wait until it is healthy.
     #[track_caller]
     pub fn start(test_name: &str) -> Etcd {
+        Self::start_fresh(test_name, false)
+    }
+
+    /// [`Etcd::start`], serving TLS and requiring client certificates (see [`Etcd`]).
+    #[track_caller]
+    pub fn start_tls(test_name: &str) -> Etcd {
+        Self::start_fresh(test_name, true)
+    }
+
+    #[track_caller]
+    fn start_fresh(test_name: &str, tls: bool) -> Etcd {
         require_root();
         let (dir, tag) = make_dir(test_name);
         let spec = HolderSpec { tag: &tag, state: None, resolv: None, hostname: None };
@@ -111,7 +176,7 @@ impl Etcd {
                 fail(&dir, "opening its namespaces", &e)
             }
         };
-        Self::launch(test_name, dir, tag, ns, Some(holder), IpAddr::V4(Ipv4Addr::LOCALHOST))
+        Self::launch(test_name, dir, tag, ns, Some(holder), IpAddr::V4(Ipv4Addr::LOCALHOST), tls)
     }
 
     /// Start etcd for the test `test_name` inside the network namespace `netns` (a file
@@ -120,6 +185,18 @@ impl Etcd {
     /// test process's own namespace.
     #[track_caller]
     pub fn start_in(test_name: &str, netns: &Path, ip: IpAddr) -> Etcd {
+        Self::start_in_ns(test_name, netns, ip, false)
+    }
+
+    /// [`Etcd::start_in`], serving TLS and requiring client certificates (see [`Etcd`]):
+    /// etcd's certificate names `ip`.
+    #[track_caller]
+    pub fn start_in_tls(test_name: &str, netns: &Path, ip: IpAddr) -> Etcd {
+        Self::start_in_ns(test_name, netns, ip, true)
+    }
+
+    #[track_caller]
+    fn start_in_ns(test_name: &str, netns: &Path, ip: IpAddr, tls: bool) -> Etcd {
         require_root();
         let net = File::open(netns)
             .unwrap_or_else(|e| panic!("netlab: etcd: opening netns {}: {e}", netns.display()));
@@ -138,7 +215,7 @@ impl Etcd {
         let mnt_ino = mnt.metadata().map(|m| m.ino()).unwrap_or(0);
         let ns = Arc::new(NsFds { net: net.into(), mnt: mnt.into(), uts: None, net_ino, mnt_ino });
         let (dir, tag) = make_dir(test_name);
-        Self::launch(test_name, dir, tag, ns, None, ip)
+        Self::launch(test_name, dir, tag, ns, None, ip, tls)
     }
 
     #[track_caller]
@@ -149,13 +226,24 @@ impl Etcd {
         ns: Arc<NsFds>,
         holder: Option<Child>,
         ip: IpAddr,
+        tls: bool,
     ) -> Etcd {
         let data = dir.join("data");
         let log = dir.join("etcd.log");
         let mut holder = holder;
+        let pki = match tls.then(|| tls::Pki::make(&dir.join("tls"), ip)).transpose() {
+            Ok(pki) => pki,
+            Err(e) => {
+                if let Some(h) = holder.as_mut() {
+                    let _ = h.kill();
+                    let _ = h.wait();
+                }
+                fail(&dir, "making its certificates", &e)
+            }
+        };
         let spawned = fs::create_dir(&data)
             .map_err(|e| format!("mkdir {}: {e}", data.display()))
-            .and_then(|()| spawn_etcd(&ns, &tag, &data, &log, ip));
+            .and_then(|()| spawn_etcd(&ns, &tag, &data, &log, ip, pki.as_ref()));
         let etcd = match spawned {
             Ok(c) => c,
             Err(e) => {
@@ -166,7 +254,10 @@ impl Etcd {
                 fail(&dir, "starting etcd", &e)
             }
         };
-        let etcd_mntns = procs::ns_inode(&etcd.id().to_string(), "mnt");
+        let etcd_mntns = File::open(format!("/proc/{}/ns/mnt", etcd.id()))
+            .and_then(|f| f.metadata().map(|m| (m.ino(), f)))
+            .ok()
+            .map(|(ino, f)| (f, ino));
         let mut me = Etcd {
             name: test_name.to_string(),
             dir,
@@ -177,18 +268,34 @@ impl Etcd {
             etcd,
             etcd_mntns,
             timeout: default_timeout(),
+            tls: pki,
         };
         me.wait_healthy();
         me
     }
 
-    /// Poll etcd's `/health` from inside its namespace until it says so.
+    /// Poll etcd's `/health` from inside its namespace until it says so (over TLS: once its
+    /// log says it serves clients, `etcdctl endpoint health` with the trusted client's
+    /// certificate; a bare TCP probe would show in [`Etcd::rejected_connections`]).
     #[track_caller]
     fn wait_healthy(&mut self) {
         let addr = SocketAddr::new(self.ip, CLIENT_PORT);
         let t0 = Instant::now();
         loop {
-            if self.run_in_netns(|| health(addr)) {
+            let healthy = if self.tls.is_some() {
+                self.log().contains("serving client traffic")
+                    && self
+                        .etcdctl(&[
+                            "endpoint",
+                            "health",
+                            "--dial-timeout=1s",
+                            "--command-timeout=2s",
+                        ])
+                        .success()
+            } else {
+                self.run_in_netns(|| health(addr))
+            };
+            if healthy {
                 return;
             }
             if let Ok(Some(status)) = self.etcd.try_wait() {
@@ -206,9 +313,55 @@ impl Etcd {
         format!("etcd://{}", self.host_port())
     }
 
-    /// The client URL, as etcdctl's `--endpoints` takes it: `http://127.0.0.1:2379`.
+    /// The client URL, as etcdctl's `--endpoints` takes it: `http://127.0.0.1:2379`
+    /// (`https://` when etcd serves TLS).
     pub fn client_url(&self) -> String {
-        format!("http://{}", self.host_port())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host_port())
+    }
+
+    /// Whether etcd serves TLS (and requires client certificates).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// A trusted client's files: the CA that signed etcd's certificate (and the client's),
+    /// the client's certificate and key. Panics unless etcd serves TLS.
+    #[track_caller]
+    pub fn certs(&self) -> &EtcdCerts {
+        match &self.tls {
+            Some(pki) => &pki.client,
+            None => {
+                panic!("netlab: etcd of {} does not serve TLS (use Etcd::start_in_tls)", self.tag)
+            }
+        }
+    }
+
+    /// Make another CA, which etcd does not trust and which did not sign etcd's certificate,
+    /// and a client certificate it signed (in `<dir>/tls/<name>/`; `name`: `[A-Za-z0-9-]`,
+    /// once per name). Its `cert`/`key` are refused by etcd; its `ca` refuses etcd's
+    /// certificate. Panics unless etcd serves TLS.
+    #[track_caller]
+    pub fn untrusted_certs(&self, name: &str) -> EtcdCerts {
+        let Some(pki) = &self.tls else {
+            panic!("netlab: etcd of {} does not serve TLS (use Etcd::start_in_tls)", self.tag)
+        };
+        pki.other_ca(name).unwrap_or_else(|e| panic!("netlab: etcd of {}: {e}", self.tag))
+    }
+
+    /// The connections etcd refused so far (its log's `rejected connection` lines), each as
+    /// `<remote address>: <error>`, e.g. `203.0.113.11:40122: tls: client didn't provide a
+    /// certificate`.
+    pub fn rejected_connections(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("\"rejected connection\""))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| {
+                let field = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+                format!("{}: {}", field("remote-addr"), field("error"))
+            })
+            .collect()
     }
 
     fn host_port(&self) -> String {
@@ -251,10 +404,20 @@ impl Etcd {
         in_netns(&self.ns, f)
     }
 
-    /// Run `etcdctl --endpoints <client_url> <args>` (v3 API) in etcd's namespace.
+    /// Run `etcdctl --endpoints <client_url> <args>` (v3 API) in etcd's namespace (over
+    /// TLS with the trusted client's files: `--cacert --cert --key`).
     pub fn etcdctl(&self, args: &[&str]) -> CmdResult {
+        let flags = self.tls.as_ref().map(|p| p.client.etcdctl_flags()).unwrap_or_default();
+        self.etcdctl_with(&flags, args)
+    }
+
+    /// Run `etcdctl --endpoints <client_url> <flags> <args>` in etcd's namespace, with no
+    /// TLS flags but `flags` (e.g. another client's [`EtcdCerts::etcdctl_flags`], or only
+    /// `--cacert=...`).
+    pub fn etcdctl_with(&self, flags: &[String], args: &[&str]) -> CmdResult {
         let url = self.client_url();
         let mut argv = vec!["etcdctl", "--endpoints", url.as_str()];
+        argv.extend(flags.iter().map(String::as_str));
         argv.extend_from_slice(args);
         let mut cmd = Command::new(argv[0]);
         cmd.args(&argv[1..]).env("ETCDCTL_API", "3");
@@ -314,10 +477,11 @@ impl Drop for Etcd {
         }
         let _ = self.etcd.kill();
         let _ = self.etcd.wait();
-        // Whatever else ran in etcd's mount namespace, and, in a namespace made for it,
-        // everything in that namespace; never the caller's processes.
+        // Whatever else ran in etcd's mount namespace (still held open, so its number is
+        // still its own), and, in a namespace made for it, everything in that namespace
+        // (held by `ns`); never the caller's processes.
         let mut scope = Scope { tags: vec![self.tag.clone()], ..Scope::default() };
-        scope.mntns.extend(self.etcd_mntns);
+        scope.mntns.extend(self.etcd_mntns.as_ref().map(|(_, ino)| *ino));
         if let Some(h) = &self.holder {
             scope.netns.insert(self.ns.net_ino);
             scope.roots.push(h.id() as i32);
@@ -377,17 +541,21 @@ fn cstr(p: &Path) -> Result<CString, String> {
 }
 
 /// Spawn etcd in `ns`'s network namespace and a new mount namespace with a tmpfs (tagged
-/// `tag`) on `data`; stderr to `log`. It dies with the test process.
+/// `tag`) on `data`; stderr to `log`; with `pki`, its client URL is `https://` and requires
+/// client certificates (the peer URL stays plain: a single member has no peers). It dies
+/// with the test process.
 fn spawn_etcd(
     ns: &Arc<NsFds>,
     tag: &str,
     data: &Path,
     log: &Path,
     ip: IpAddr,
+    pki: Option<&tls::Pki>,
 ) -> Result<Child, String> {
     let bin = if have_command("etcd") { "etcd" } else { "/usr/bin/etcd" };
-    let host = |port: u16| format!("http://{}", SocketAddr::new(ip, port));
-    let (client, peer) = (host(CLIENT_PORT), host(CLIENT_PORT + 1));
+    let url = |scheme: &str, port: u16| format!("{scheme}://{}", SocketAddr::new(ip, port));
+    let client = url(if pki.is_some() { "https" } else { "http" }, CLIENT_PORT);
+    let peer = url("http", CLIENT_PORT + 1);
     let member = data.join("member");
     let log_file = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let mut cmd = Command::new(bin);
@@ -396,10 +564,17 @@ fn spawn_etcd(
         .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
         .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
         .args(["--initial-cluster", &format!("cove-test={peer}")])
-        .args(["--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file);
+        .args(["--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr"]);
+    if let Some(pki) = pki {
+        cmd.arg("--cert-file")
+            .arg(&pki.server_cert)
+            .arg("--key-file")
+            .arg(&pki.server_key)
+            .arg("--trusted-ca-file")
+            .arg(&pki.client.ca)
+            .arg("--client-cert-auth");
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
     let (tag_c, data_c) = (CString::new(tag).map_err(|e| e.to_string())?, cstr(data)?);
     let ns = Arc::clone(ns);
     // SAFETY: the closure runs between fork and exec; it only makes system calls (setns,

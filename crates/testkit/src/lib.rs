@@ -30,7 +30,7 @@ mod cgroups;
 mod daemon;
 mod env;
 mod etcd;
-pub use etcd::Etcd;
+pub use etcd::{Etcd, EtcdCerts};
 mod holder;
 mod host;
 mod http;

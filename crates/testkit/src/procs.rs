@@ -241,13 +241,23 @@ pub(crate) fn kill_scope(scope: &Scope, spare: &[i32], limit: Duration) -> usize
     let mut killed: HashSet<(i32, u64)> = HashSet::new();
     loop {
         let procs = scan();
-        let victims: Vec<i32> = scope
+        let alive: Vec<&ProcInfo> = scope
             .members(&procs)
             .into_iter()
             .filter(|p| p.state != 'Z' && p.state != 'X' && !spare.contains(&p.pid))
-            .map(|p| p.pid)
             .collect();
+        let victims: Vec<i32> = alive.iter().map(|p| p.pid).collect();
         if victims.is_empty() || Instant::now() >= deadline {
+            for p in &alive {
+                eprintln!(
+                    "netlab: pid {} ({}, state {}, parent {}) is still alive after SIGKILL: {}",
+                    p.pid,
+                    p.comm,
+                    p.state,
+                    p.ppid,
+                    cmdline(p.pid)
+                );
+            }
             return victims.len() + wait_dead(&killed, deadline);
         }
         for pid in &victims {

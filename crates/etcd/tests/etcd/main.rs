@@ -5,6 +5,7 @@
 
 mod compaction;
 mod leases;
+mod tls;
 mod unavailable;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
