@@ -19,6 +19,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::failpoints::{last_lines, traced_steps};
 use common::host;
 use cove_testkit::FakeHost;
 
@@ -47,19 +48,6 @@ const LIFECYCLE: &[&[&str]] = &[
     &["network", "rm", "fpnet2"],
     &["network", "rm", "fpnet"],
 ];
-
-/// The steps of API operations in `log` (not the daemon's start-up, not background work,
-/// whose timing no request decides), in the order first passed.
-fn traced_steps(log: &str) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    log.lines()
-        .filter_map(|l| l.strip_prefix("failpoint: "))
-        .filter(|s| !s.ends_with(": abort"))
-        .filter(|s| !s.starts_with("start:") && !s.starts_with("background:"))
-        .filter(|s| seen.insert(s.to_string()))
-        .map(str::to_string)
-        .collect()
-}
 
 /// Remove what the lifecycle may have left (each removal must succeed if the object is
 /// there), then check nothing of it is listed.
@@ -179,11 +167,6 @@ fn run_until_abort(h: &mut FakeHost, step: &str) -> usize {
     }
     h.kill_daemon();
     died.unwrap_or(LIFECYCLE.len())
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[test]

@@ -20,6 +20,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::failpoints::{last_lines, traced_steps};
 use common::multihost::{eventually, FLAGS};
 
 use cove_testkit::{require_etcd, require_root, Etcd, FakeHost, Netlab};
@@ -61,23 +62,6 @@ impl Lab {
     fn h1(&self) -> &FakeHost {
         self.lab.host("h1")
     }
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// The steps of API operations in `log`, in the order first passed.
-fn traced_steps(log: &str) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    log.lines()
-        .filter_map(|l| l.strip_prefix("failpoint: "))
-        .filter(|s| !s.ends_with(": abort"))
-        .filter(|s| !s.starts_with("start:") && !s.starts_with("background:"))
-        .filter(|s| seen.insert(s.to_string()))
-        .map(str::to_string)
-        .collect()
 }
 
 /// The overlay network's id on `h`, if it lists it.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod failpoints;
 pub mod multihost;
 pub mod raw;
 
