@@ -111,7 +111,8 @@ impl Etcd {
                 fail(&dir, "opening its namespaces", &e)
             }
         };
-        Self::launch(test_name, dir, tag, ns, Some(holder), IpAddr::V4(Ipv4Addr::LOCALHOST))
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Self::launch(test_name, dir, tag, ns, Some(holder), ip, false)
     }
 
     /// Start etcd for the test `test_name` inside the network namespace `netns` (a file
@@ -120,6 +121,19 @@ impl Etcd {
     /// test process's own namespace.
     #[track_caller]
     pub fn start_in(test_name: &str, netns: &Path, ip: IpAddr) -> Etcd {
+        Self::start_in_with(test_name, netns, ip, false)
+    }
+
+    /// [`Etcd::start_in`], and etcd also serves its v2 API (`--enable-v2=true`), the only
+    /// one Docker 20.10's `--cluster-store etcd://` speaks (through libkv). Cove needs only
+    /// the v3 API.
+    #[track_caller]
+    pub fn start_in_v2(test_name: &str, netns: &Path, ip: IpAddr) -> Etcd {
+        Self::start_in_with(test_name, netns, ip, true)
+    }
+
+    #[track_caller]
+    fn start_in_with(test_name: &str, netns: &Path, ip: IpAddr, v2: bool) -> Etcd {
         require_root();
         let net = File::open(netns)
             .unwrap_or_else(|e| panic!("netlab: etcd: opening netns {}: {e}", netns.display()));
@@ -138,7 +152,7 @@ impl Etcd {
         let mnt_ino = mnt.metadata().map(|m| m.ino()).unwrap_or(0);
         let ns = Arc::new(NsFds { net: net.into(), mnt: mnt.into(), net_ino, mnt_ino });
         let (dir, tag) = make_dir(test_name);
-        Self::launch(test_name, dir, tag, ns, None, ip)
+        Self::launch(test_name, dir, tag, ns, None, ip, v2)
     }
 
     #[track_caller]
@@ -149,13 +163,14 @@ impl Etcd {
         ns: Arc<NsFds>,
         holder: Option<Child>,
         ip: IpAddr,
+        v2: bool,
     ) -> Etcd {
         let data = dir.join("data");
         let log = dir.join("etcd.log");
         let mut holder = holder;
         let spawned = fs::create_dir(&data)
             .map_err(|e| format!("mkdir {}: {e}", data.display()))
-            .and_then(|()| spawn_etcd(&ns, &tag, &data, &log, ip));
+            .and_then(|()| spawn_etcd(&ns, &tag, &data, &log, ip, v2));
         let etcd = match spawned {
             Ok(c) => c,
             Err(e) => {
@@ -377,13 +392,15 @@ fn cstr(p: &Path) -> Result<CString, String> {
 }
 
 /// Spawn etcd in `ns`'s network namespace and a new mount namespace with a tmpfs (tagged
-/// `tag`) on `data`; stderr to `log`. It dies with the test process.
+/// `tag`) on `data`; stderr to `log`; with `v2`, its v2 API on too. It dies with the test
+/// process.
 fn spawn_etcd(
     ns: &Arc<NsFds>,
     tag: &str,
     data: &Path,
     log: &Path,
     ip: IpAddr,
+    v2: bool,
 ) -> Result<Child, String> {
     let bin = if have_command("etcd") { "etcd" } else { "/usr/bin/etcd" };
     let host = |port: u16| format!("http://{}", SocketAddr::new(ip, port));
@@ -397,6 +414,7 @@ fn spawn_etcd(
         .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
         .args(["--initial-cluster", &format!("cove-test={peer}")])
         .args(["--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr"])
+        .args(v2.then_some("--enable-v2=true"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file);
