@@ -8,7 +8,8 @@
 //!   overlay network, against the same on a bridge network, interleaved;
 //! * convergence: from the request that creates a server on h2 to the first TCP
 //!   connection a client on h1 completes to it, and to the first answer for its name
-//!   from h1's embedded resolver (runc included: what a user waits for).
+//!   from h1's embedded resolver (runc included: what a user waits for); also how long
+//!   `run` itself took, and both counted from when it returned (what the cluster adds).
 //!
 //! The anchor, when dockerd is installed: Docker 20.10's classic overlay (`dockerd
 //! --cluster-store`, [`crate::overlay_docker`]) on two more fake hosts of the same netlab
@@ -168,8 +169,13 @@ struct Figures {
     overlay: Series,
     /// attach bridge, attach overlay, detach bridge, detach overlay
     attach: [Series; 4],
+    /// How long `run` itself takes (the CLI returns: container created and started).
+    run: Series,
     reach: Series,
     named: Series,
+    /// The same two, counted from when `run` returned (each round's difference).
+    reach_after: Series,
+    named_after: Series,
     /// Convergence rounds that did not complete in 10 s (what was seen).
     misses: Vec<String>,
 }
@@ -186,8 +192,11 @@ impl Figures {
                 Series::new("detach, bridge"),
                 Series::new("detach, overlay"),
             ],
+            run: Series::new(format!("run on {h2} returns")),
             reach: Series::new(format!("run on {h2} → reachable from {h1}")),
             named: Series::new(format!("run on {h2} → its name resolves on {h1}")),
+            reach_after: Series::new(format!("run on {h2} returned → reachable from {h1}")),
+            named_after: Series::new(format!("run on {h2} returned → its name resolves on {h1}")),
             hosts: [h1, h2],
             misses: vec![],
         }
@@ -196,7 +205,7 @@ impl Figures {
     fn series(&self) -> Vec<&Series> {
         let mut v = vec![&self.overlay];
         v.extend(&self.attach);
-        v.extend([&self.reach, &self.named]);
+        v.extend([&self.run, &self.reach, &self.named, &self.reach_after, &self.named_after]);
         v
     }
 
@@ -209,8 +218,11 @@ impl Figures {
             "detach_bridge_ms": self.attach[2].to_json(),
             "detach_overlay_ms": self.attach[3].to_json(),
             "attach_ratio": self.attach[1].median() / self.attach[0].median(),
+            "run_returns_ms": self.run.to_json(),
             "run_to_reachable_ms": self.reach.to_json(),
             "run_to_resolvable_ms": self.named.to_json(),
+            "returned_to_reachable_ms": self.reach_after.to_json(),
+            "returned_to_resolvable_ms": self.named_after.to_json(),
             "convergence_misses": self.misses,
         })
     }
@@ -237,11 +249,12 @@ fn converge(c: &dyn Cluster, f: &mut Figures, sb1: &str, name: &str) -> Result<O
     let t = Instant::now();
     let server = "while true; do echo up | nc -l -p 8080; done";
     c.cli(1, &["run", "-d", "--network", "ov", "--name", name, c.image(), "sh", "-c", server])?;
-    let ip = ip_of(c, 1, name)?;
-    let probe = format!("{sb1} busybox timeout 1 busybox nc {ip} 8080 </dev/null");
+    let ran = ms(t);
+    f.run.push(ran);
     let lookup = format!("{sb1} busybox timeout 1 busybox nslookup {name} 127.0.0.11");
     // Each probe in a loop of its own, so that one that waits (a connection attempt
-    // before the path exists) does not delay the other.
+    // before the path exists) does not delay the other; the name's from when `run`
+    // returns, the address's once `inspect` has told it.
     let h1 = c.host(0);
     let limit = Duration::from_secs(10);
     let poll = |cmd: &str| loop {
@@ -252,13 +265,19 @@ fn converge(c: &dyn Cluster, f: &mut Figures, sb1: &str, name: &str) -> Result<O
             return None;
         }
     };
-    let (reached, resolved) = std::thread::scope(|s| {
-        let reached = s.spawn(|| poll(&probe));
-        let resolved = poll(&lookup);
-        (reached.join().expect("probe thread"), resolved)
+    let (ip, reached, resolved) = std::thread::scope(|s| {
+        let resolved = s.spawn(|| poll(&lookup));
+        let ip = ip_of(c, 1, name);
+        let reached = ip.as_ref().ok().and_then(|ip| {
+            poll(&format!("{sb1} busybox timeout 1 busybox nc {ip} 8080 </dev/null"))
+        });
+        (ip, reached, resolved.join().expect("lookup thread"))
     });
+    let ip = ip?;
     f.reach.extend(reached);
     f.named.extend(resolved);
+    f.reach_after.extend(reached.map(|r| r - ran));
+    f.named_after.extend(resolved.map(|r| r - ran));
     let missed = (reached.is_none() || resolved.is_none()).then(|| {
         format!(
             "{name} ({ip}) on {}: reachable {}, resolvable {} after 10 s{}",
@@ -486,8 +505,11 @@ fn report(
         "detach_bridge_ms": fig.attach[2].to_json(),
         "detach_overlay_ms": fig.attach[3].to_json(),
         "attach_ratio": attach_ratio,
+        "run_returns_ms": fig.run.to_json(),
         "run_to_reachable_ms": fig.reach.to_json(),
         "run_to_resolvable_ms": fig.named.to_json(),
+        "returned_to_reachable_ms": fig.reach_after.to_json(),
+        "returned_to_resolvable_ms": fig.named_after.to_json(),
     });
     if let Some(d) = docker {
         md.push_str(&format!(
@@ -509,8 +531,11 @@ fn report(
             "attach, overlay",
             "detach, bridge",
             "detach, overlay",
+            "run on host 2 returns",
             "run on host 2 → reachable from host 1",
             "run on host 2 → its name resolves on host 1",
+            "run on host 2 returned → reachable from host 1",
+            "run on host 2 returned → its name resolves on host 1",
         ];
         for (i, ((c, k), name)) in fig.series().into_iter().zip(d.series()).zip(generic).enumerate()
         {
