@@ -3,7 +3,9 @@
 # attach/detach, Cove side by side with Docker, netavark and CNI at growing container counts
 # (scale; Cove alone: ports), iperf3 throughput, embedded DNS queries per second, and the
 # fill rate (containers started per second with K start requests in flight); `overlay`
-# (only by name): two fake hosts and etcd, overlay throughput, attach and convergence.
+# (only by name): two fake hosts and etcd, overlay throughput, attach and convergence, beside
+# Docker 20.10's classic overlay (`dockerd --cluster-store`) on two more fake hosts of the
+# same netlab (skipped, with the reason printed, without dockerd or with --peers sans docker).
 # Usage: scripts/bench.sh [all|attach|ports|scale|throughput|dns|fill|overlay] [--quick] [--full]
 #        [--iterations N] [--port-iterations N] [--counts N,N,...] [--peer-counts N,N,...]
 #        [--peer-iterations N] [--peers docker,netavark,cni] [--reps N] [--seconds S]

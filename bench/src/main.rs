@@ -13,7 +13,9 @@
 //!   measures the daemon's concurrency, before/after comparisons of its own);
 //! * `overlay`: two fake hosts and etcd (a netlab): throughput across the VXLAN tunnel vs
 //!   the underlay, overlay attach vs bridge attach, `run` on one host to reachable from
-//!   the other. Only when asked for by name (it builds its own hosts).
+//!   the other; the same for Docker 20.10's classic overlay (`dockerd --cluster-store`) on
+//!   two more fake hosts of the netlab, when dockerd is installed and `--peers` names
+//!   docker (the default). Only when asked for by name (it builds its own hosts).
 //!
 //! Run it inside a fake host (`scripts/bench.sh` does): it starts its own daemon, so the
 //! real host is never touched. Timings live here, never in tests.
@@ -30,6 +32,7 @@ mod floor;
 mod http;
 mod nftwatch;
 mod overlay;
+mod overlay_docker;
 mod peers;
 mod ports;
 mod scale;
@@ -48,7 +51,8 @@ const USAGE: &str =
 [--peers docker,netavark,cni] [--fill-count N] [--fill-inflight N,N,...] [--fill-ports] \
 [--cove PATH] [--out DIR]
 (--reps applies to throughput, dns and fill, --seconds to throughput and dns, --inflight to
-dns, --peer-* to scale, --fill-* to fill; `all` runs scale in place of ports)";
+dns, --peer-* to scale, --fill-* to fill; --peers also to overlay (docker: Docker 20.10's
+classic overlay beside Cove's); `all` runs scale in place of ports)";
 
 struct Args {
     which: String,
@@ -243,6 +247,7 @@ async fn main() -> Result<()> {
             reps: args.throughput.reps,
             seconds: args.throughput.seconds,
             iterations: args.iterations.min(100),
+            docker: args.peers.iter().any(|p| p == "docker"),
         };
         let cove = std::fs::canonicalize(&args.cove).context("--cove")?;
         let o = overlay::run(&cove, &o)?;

@@ -25,6 +25,9 @@ impl Series {
     pub(crate) fn median(&self) -> f64 {
         self.quantile(0.5)
     }
+    pub(crate) fn extend(&mut self, ms: impl IntoIterator<Item = f64>) {
+        self.samples.extend(ms);
+    }
     pub(crate) fn push(&mut self, ms: f64) {
         self.samples.push(ms);
     }

@@ -30,6 +30,15 @@ use crate::run::{
 };
 use crate::strays::{cleanup_strays, remove_dir_safely};
 
+/// What an etcd fixture serves besides the plain v3 API.
+#[derive(Debug, Clone, Copy)]
+struct Serve {
+    /// TLS, requiring client certificates.
+    tls: bool,
+    /// The v2 API too.
+    v2: bool,
+}
+
 /// etcd's client port; the peer port is the next one.
 const CLIENT_PORT: u16 = 2379;
 /// How long etcd may take to become healthy (it takes ~0.3 s here).
@@ -176,7 +185,8 @@ impl Etcd {
                 fail(&dir, "opening its namespaces", &e)
             }
         };
-        Self::launch(test_name, dir, tag, ns, Some(holder), IpAddr::V4(Ipv4Addr::LOCALHOST), tls)
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Self::launch(test_name, dir, tag, ns, Some(holder), ip, Serve { tls, v2: false })
     }
 
     /// Start etcd for the test `test_name` inside the network namespace `netns` (a file
@@ -185,18 +195,26 @@ impl Etcd {
     /// test process's own namespace.
     #[track_caller]
     pub fn start_in(test_name: &str, netns: &Path, ip: IpAddr) -> Etcd {
-        Self::start_in_ns(test_name, netns, ip, false)
+        Self::start_in_ns(test_name, netns, ip, false, false)
     }
 
     /// [`Etcd::start_in`], serving TLS and requiring client certificates (see [`Etcd`]):
     /// etcd's certificate names `ip`.
     #[track_caller]
     pub fn start_in_tls(test_name: &str, netns: &Path, ip: IpAddr) -> Etcd {
-        Self::start_in_ns(test_name, netns, ip, true)
+        Self::start_in_ns(test_name, netns, ip, true, false)
+    }
+
+    /// [`Etcd::start_in`], and etcd also serves its v2 API (`--enable-v2=true`), the only
+    /// one Docker 20.10's `--cluster-store etcd://` speaks (through libkv). Cove needs only
+    /// the v3 API.
+    #[track_caller]
+    pub fn start_in_v2(test_name: &str, netns: &Path, ip: IpAddr) -> Etcd {
+        Self::start_in_ns(test_name, netns, ip, false, true)
     }
 
     #[track_caller]
-    fn start_in_ns(test_name: &str, netns: &Path, ip: IpAddr, tls: bool) -> Etcd {
+    fn start_in_ns(test_name: &str, netns: &Path, ip: IpAddr, tls: bool, v2: bool) -> Etcd {
         require_root();
         let net = File::open(netns)
             .unwrap_or_else(|e| panic!("netlab: etcd: opening netns {}: {e}", netns.display()));
@@ -215,7 +233,7 @@ impl Etcd {
         let mnt_ino = mnt.metadata().map(|m| m.ino()).unwrap_or(0);
         let ns = Arc::new(NsFds { net: net.into(), mnt: mnt.into(), uts: None, net_ino, mnt_ino });
         let (dir, tag) = make_dir(test_name);
-        Self::launch(test_name, dir, tag, ns, None, ip, tls)
+        Self::launch(test_name, dir, tag, ns, None, ip, Serve { tls, v2 })
     }
 
     #[track_caller]
@@ -226,8 +244,9 @@ impl Etcd {
         ns: Arc<NsFds>,
         holder: Option<Child>,
         ip: IpAddr,
-        tls: bool,
+        serve: Serve,
     ) -> Etcd {
+        let Serve { tls, v2 } = serve;
         let data = dir.join("data");
         let log = dir.join("etcd.log");
         let mut holder = holder;
@@ -243,7 +262,7 @@ impl Etcd {
         };
         let spawned = fs::create_dir(&data)
             .map_err(|e| format!("mkdir {}: {e}", data.display()))
-            .and_then(|()| spawn_etcd(&ns, &tag, &data, &log, ip, pki.as_ref()));
+            .and_then(|()| spawn_etcd(&ns, &tag, &data, &log, ip, pki.as_ref(), v2));
         let etcd = match spawned {
             Ok(c) => c,
             Err(e) => {
@@ -542,8 +561,8 @@ fn cstr(p: &Path) -> Result<CString, String> {
 
 /// Spawn etcd in `ns`'s network namespace and a new mount namespace with a tmpfs (tagged
 /// `tag`) on `data`; stderr to `log`; with `pki`, its client URL is `https://` and requires
-/// client certificates (the peer URL stays plain: a single member has no peers). It dies
-/// with the test process.
+/// client certificates (the peer URL stays plain: a single member has no peers); with `v2`,
+/// its v2 API on too. It dies with the test process.
 fn spawn_etcd(
     ns: &Arc<NsFds>,
     tag: &str,
@@ -551,6 +570,7 @@ fn spawn_etcd(
     log: &Path,
     ip: IpAddr,
     pki: Option<&tls::Pki>,
+    v2: bool,
 ) -> Result<Child, String> {
     let bin = if have_command("etcd") { "etcd" } else { "/usr/bin/etcd" };
     let url = |scheme: &str, port: u16| format!("{scheme}://{}", SocketAddr::new(ip, port));
@@ -564,7 +584,8 @@ fn spawn_etcd(
         .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
         .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
         .args(["--initial-cluster", &format!("cove-test={peer}")])
-        .args(["--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr"]);
+        .args(["--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr"])
+        .args(v2.then_some("--enable-v2=true"));
     if let Some(pki) = pki {
         cmd.arg("--cert-file")
             .arg(&pki.server_cert)

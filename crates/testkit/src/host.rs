@@ -228,6 +228,13 @@ impl FakeHost {
         format!("unix://{}", self.sock_path().display())
     }
 
+    /// The `--cgroup-parent` its daemon gets (`/<tag>`): cgroups under it are removed when
+    /// the fake host is dropped. Give it to another daemon run in the fake host (a dockerd)
+    /// so that its containers' cgroups go too.
+    pub fn cgroup_parent(&self) -> String {
+        crate::cgroups::parent_for(&self.tag)
+    }
+
     /// The pid of the holder process (in the fake host's namespaces).
     pub fn holder_pid(&self) -> u32 {
         self.holder.id()

@@ -91,6 +91,30 @@ fn etcd_starts_in_a_namespace_the_caller_made() {
 }
 
 #[test]
+fn etcd_serves_its_v2_api_only_when_asked() {
+    require_etcd!();
+    require_root();
+    let kv = FakeHost::new("etcd_v2_api", Path::new("/bin/false"));
+    kv.sh_ok(
+        "ip link add ul0 type veth peer name ul1 && ip addr add 203.0.113.2/24 dev ul0 && \
+         ip link set ul0 up && ip link set ul1 up",
+    );
+    let netns = format!("/proc/{}/ns/net", kv.holder_pid());
+    let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2));
+    // Where libkv (Docker 20.10's --cluster-store) keeps its keys: /v2/keys.
+    let v2 = "busybox timeout 5 busybox wget -q -O- http://203.0.113.2:2379/v2/keys/";
+    let etcd = Etcd::start_in("etcd_v2_api", Path::new(&netns), ip);
+    let out = kv.sh(v2);
+    assert!(!out.status.success(), "the v2 API answered without --enable-v2");
+    drop(etcd);
+    let etcd = Etcd::start_in_v2("etcd_v2_api", Path::new(&netns), ip);
+    let dir = kv.sh_ok(v2);
+    assert!(dir.contains(r#""action":"get""#), "{dir}");
+    // The v3 API is there too.
+    etcd.etcdctl(&["put", "/k", "v"]).ok();
+}
+
+#[test]
 #[should_panic(expected = "is the host's network namespace")]
 fn etcd_refuses_the_hosts_namespace() {
     // Refused before etcd is looked for: no etcd needed.
