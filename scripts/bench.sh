@@ -3,8 +3,10 @@
 # attach/detach, Cove side by side with Docker, netavark and CNI at growing container counts
 # (scale; Cove alone: ports), iperf3 throughput, embedded DNS queries per second, and the
 # fill rate (containers started per second with K start requests in flight); `overlay`
-# (only by name): two fake hosts and etcd, overlay throughput, attach and convergence.
-# Usage: scripts/bench.sh [all|attach|ports|scale|throughput|dns|fill|overlay] [--quick] [--full]
+# (only by name): two fake hosts and etcd, overlay throughput, attach and convergence;
+# `overlay-scale` (only by name): three fake hosts x N containers on 4 overlay networks.
+# Usage: scripts/bench.sh [all|attach|ports|scale|throughput|dns|fill|overlay|overlay-scale]
+#        [--quick] [--full] [--per-host N] [--batch N] [--cycles N]
 #        [--iterations N] [--port-iterations N] [--counts N,N,...] [--peer-counts N,N,...]
 #        [--peer-iterations N] [--peers docker,netavark,cni] [--reps N] [--seconds S]
 #        [--inflight N,N,...] [--fill-count N] [--fill-inflight N,N,...] [--fill-ports]
@@ -26,7 +28,7 @@ quick=0
 counts=0
 for a in "$@"; do
     case $a in
-        all|attach|ports|scale|throughput|dns|fill|overlay) which=$a ;;
+        all|attach|ports|scale|throughput|dns|fill|overlay|overlay-scale) which=$a ;;
         --quick) quick=1 ;;
         --counts|--full) counts=1 ;;
     esac
