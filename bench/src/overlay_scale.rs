@@ -508,12 +508,12 @@ fn cycle(
     let nobody = format!("10.30.{}.254", NETWORKS * 4 - 1);
     let control: BTreeMap<(usize, usize), Vec<(String, String)>> =
         [((0, NETWORKS - 1), vec![("nobody".to_string(), nobody.clone())])].into();
-    if probe(&hosts, &probers, &control).is_empty() {
+    if probe(hosts, probers, &control).is_empty() {
         bail!("the probe reports {nobody}, which nobody has, as reachable");
     }
     let fulls0 = neighbour_table_fulls();
     let t_probe = Instant::now();
-    let mut unreachable = sweep(&hosts, &probers, &targets);
+    let mut unreachable = sweep(hosts, probers, &targets);
     let probe_seconds = t_probe.elapsed().as_secs_f64();
     let first_sweep_failures = unreachable.values().map(Vec::len).sum::<usize>();
     // Late ones get two more tries: late and never are different findings.
@@ -522,7 +522,7 @@ fn cycle(
             break;
         }
         std::thread::sleep(NEIGH_SETTLE);
-        unreachable = sweep(&hosts, &probers, &unreachable);
+        unreachable = sweep(hosts, probers, &unreachable);
     }
     let table_fulls = neighbour_table_fulls() - fulls0;
     let unreachable: Vec<(usize, usize, String, String)> = unreachable
