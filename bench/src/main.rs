@@ -16,6 +16,9 @@
 //!   the other; the same for Docker 20.10's classic overlay (`dockerd --cluster-store`) on
 //!   two more fake hosts of the netlab, when dockerd is installed and `--peers` names
 //!   docker (the default). Only when asked for by name (it builds its own hosts).
+//! * `overlay-scale`: three fake hosts and etcd, N containers per host on 4 overlay
+//!   networks: start, attach, detach and rm latency as the cluster fills, etcd writes per
+//!   start, daemon RSS, and every container reachable from another host. By name only.
 //!
 //! Run it inside a fake host (`scripts/bench.sh` does): it starts its own daemon, so the
 //! real host is never touched. Timings live here, never in tests.
@@ -33,6 +36,7 @@ mod http;
 mod nftwatch;
 mod overlay;
 mod overlay_docker;
+mod overlay_scale;
 mod peers;
 mod ports;
 mod scale;
@@ -45,14 +49,15 @@ use std::path::{Path, PathBuf};
 use daemon::Daemon;
 
 const USAGE: &str =
-    "usage: cove-bench [all|attach|ports|scale|throughput|dns|fill|overlay] [--quick] \
-[--full] [--iterations N] [--port-iterations N] [--counts N,N,...] [--workers N] [--reps N] \
-[--seconds S] [--inflight N,N,...] [--peer-counts N,N,...] [--peer-iterations N] \
+    "usage: cove-bench [all|attach|ports|scale|throughput|dns|fill|overlay|overlay-scale] \
+[--quick] [--full] [--iterations N] [--port-iterations N] [--counts N,N,...] [--workers N] \
+[--reps N] [--seconds S] [--inflight N,N,...] [--peer-counts N,N,...] [--peer-iterations N] \
 [--peers docker,netavark,cni] [--fill-count N] [--fill-inflight N,N,...] [--fill-ports] \
-[--cove PATH] [--out DIR]
+[--per-host N] [--batch N] [--cycles N] [--cove PATH] [--out DIR]
 (--reps applies to throughput, dns and fill, --seconds to throughput and dns, --inflight to
-dns, --peer-* to scale, --fill-* to fill; --peers also to overlay (docker: Docker 20.10's
-classic overlay beside Cove's); `all` runs scale in place of ports)";
+dns, --peer-* to scale, --fill-* to fill, --per-host, --batch and --cycles to
+overlay-scale; --peers also to overlay (docker: Docker 20.10's classic overlay beside
+Cove's); `all` runs scale in place of ports)";
 
 struct Args {
     which: String,
@@ -62,6 +67,7 @@ struct Args {
     throughput: throughput::Options,
     dns: dns::Options,
     fill: fill::Options,
+    overlay_scale: overlay_scale::Options,
     peer_counts: Vec<usize>,
     peer_iterations: usize,
     peers: Vec<String>,
@@ -78,6 +84,12 @@ fn parse_args() -> Result<Args> {
         throughput: throughput::Options { reps: 3, seconds: 3 },
         dns: dns::Options { reps: 5, millis: 2000, inflight: vec![1, 16, 100], dockerd: true },
         fill: fill::Options { containers: 100, inflight: vec![1, 2, 4, 8], reps: 3, ports: false },
+        overlay_scale: overlay_scale::Options {
+            per_host: 300,
+            batch: 50,
+            attach_cycles: 5,
+            cycles: 1,
+        },
         peer_counts: vec![10, 300],
         peer_iterations: 15,
         peers: scale::PEERS.iter().map(|p| p.to_string()).collect(),
@@ -101,9 +113,8 @@ fn parse_args() -> Result<Args> {
     };
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "all" | "attach" | "ports" | "scale" | "throughput" | "dns" | "fill" | "overlay" => {
-                a.which = arg
-            }
+            "all" | "attach" | "ports" | "scale" | "throughput" | "dns" | "fill" | "overlay"
+            | "overlay-scale" => a.which = arg,
             "--quick" => {
                 a.quick = true;
                 a.ports.strict = true;
@@ -117,6 +128,8 @@ fn parse_args() -> Result<Args> {
                 // The published-port path too: the smoke run covers both create bodies.
                 a.fill =
                     fill::Options { containers: 10, inflight: vec![1, 4], reps: 1, ports: true };
+                a.overlay_scale =
+                    overlay_scale::Options { per_host: 12, batch: 4, attach_cycles: 2, cycles: 1 };
             }
             "--full" => a.ports.counts = vec![10, 300, 1000, 2000],
             "--iterations" => a.iterations = num(it.next(), "--iterations")?,
@@ -147,6 +160,9 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--fill-ports" => a.fill.ports = true,
+            "--per-host" => a.overlay_scale.per_host = num(it.next(), "--per-host")?.max(1),
+            "--batch" => a.overlay_scale.batch = num(it.next(), "--batch")?.max(1),
+            "--cycles" => a.overlay_scale.cycles = num(it.next(), "--cycles")?.max(1),
             "--counts" => a.ports.counts = list(it.next(), "--counts")?,
             "--peer-counts" => a.peer_counts = list(it.next(), "--peer-counts")?,
             "--peer-iterations" => a.peer_iterations = num(it.next(), "--peer-iterations")?.max(1),
@@ -182,6 +198,17 @@ impl Results {
         println!("{section}");
         self.markdown.push_str(&section);
         self.json.push((file, json));
+    }
+
+    /// Write the JSON files and `report.md` into `dir`, if given.
+    fn write(&self, dir: Option<&Path>) -> Result<()> {
+        let Some(dir) = dir else { return Ok(()) };
+        std::fs::create_dir_all(dir)?;
+        for (file, json) in &self.json {
+            std::fs::write(dir.join(file), serde_json::to_string_pretty(json)?)?;
+        }
+        std::fs::write(dir.join("report.md"), &self.markdown)?;
+        Ok(())
     }
 }
 
@@ -242,6 +269,13 @@ async fn run(a: &Args, d: &Daemon, root: &Path, r: &mut Results) -> Result<()> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = parse_args()?;
+    if args.which == "overlay-scale" {
+        let cove = std::fs::canonicalize(&args.cove).context("--cove")?;
+        let o = overlay_scale::run(&cove, &args.overlay_scale)?;
+        let mut results = Results::default();
+        results.add("Overlay at scale", "overlay-scale.json", o.markdown, o.json);
+        return results.write(args.out.as_deref());
+    }
     if args.which == "overlay" {
         let o = overlay::Options {
             reps: args.throughput.reps,
@@ -253,14 +287,7 @@ async fn main() -> Result<()> {
         let o = overlay::run(&cove, &o)?;
         let mut results = Results::default();
         results.add("Overlay across two hosts", "overlay.json", o.markdown, o.json);
-        if let Some(dir) = &args.out {
-            std::fs::create_dir_all(dir)?;
-            for (file, json) in &results.json {
-                std::fs::write(dir.join(file), serde_json::to_string_pretty(json)?)?;
-            }
-            std::fs::write(dir.join("report.md"), &results.markdown)?;
-        }
-        return Ok(());
+        return results.write(args.out.as_deref());
     }
     let root = std::env::temp_dir().join(format!("cove-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
@@ -292,12 +319,5 @@ async fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&root);
     outcome?;
     cleanup?;
-    if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir)?;
-        for (file, json) in &results.json {
-            std::fs::write(dir.join(file), serde_json::to_string_pretty(json)?)?;
-        }
-        std::fs::write(dir.join("report.md"), &results.markdown)?;
-    }
-    Ok(())
+    results.write(args.out.as_deref())
 }

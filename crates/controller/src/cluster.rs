@@ -541,28 +541,17 @@ impl Controller {
             for (id, p) in &peers {
                 if st.peers.get(id) != Some(p) {
                     local.put(Table::Peers, id, p);
-                    st.mark_used(&p.endpoint.endpoint);
                     self.dns_peer_added(st, p);
                 }
             }
             for id in st.peers.keys().filter(|id| !peers.contains_key(*id)) {
                 local.delete(Table::Peers, id);
-                let ep = &st.peers[id].endpoint.endpoint;
-                self.dns_endpoint_removed(ep);
-                // Both families: the peer's addresses become free for this host too.
-                let addrs =
-                    [ep.ipv4.map(|a| IpAddr::V4(a.addr())), ep.ipv6.map(|a| IpAddr::V6(a.addr()))];
-                for addr in addrs.into_iter().flatten() {
-                    if let Some(pool) =
-                        st.pools.get_mut(&(ep.network_id.to_string(), addr.is_ipv6()))
-                    {
-                        pool.release(addr);
-                    }
-                }
+                self.dns_endpoint_removed(&st.peers[id].endpoint.endpoint);
             }
             st.peers = peers;
             changed = true;
         }
+        self.sync_global_pools(st);
         self.store.commit(local)?;
 
         // This host's endpoints.
@@ -594,6 +583,38 @@ impl Controller {
             }));
         }
         Ok((changed, writes))
+    }
+
+    /// Make the pools of global networks hold exactly the addresses of this host's
+    /// endpoints and its peers, as a restart would ([`State::load`]). An address marked
+    /// used because another host's reservation won (or this host's own, not yet withdrawn)
+    /// is free again once nobody holds it, also when this host never saw its holder as a
+    /// peer; a peer's address handed on to a new peer stays used.
+    fn sync_global_pools(&self, st: &mut State) {
+        let mut held: HashMap<(String, bool), BTreeSet<IpAddr>> = HashMap::new();
+        let peers = st.peers.values().map(|p| &p.endpoint.endpoint);
+        for ep in st.endpoints.values().chain(peers) {
+            let v4 = ep.ipv4.map(|a| (false, IpAddr::V4(a.addr())));
+            let v6 = ep.ipv6.map(|a| (true, IpAddr::V6(a.addr())));
+            for (v6, a) in v4.into_iter().chain(v6) {
+                held.entry((ep.network_id.to_string(), v6)).or_default().insert(a);
+            }
+        }
+        let empty = BTreeSet::new();
+        for ((net, v6), pool) in st.pools.iter_mut() {
+            if !st.networks.get(net.as_str()).is_some_and(|n| self.is_global(n)) {
+                continue;
+            }
+            let want = held.get(&(net.clone(), *v6)).unwrap_or(&empty);
+            let stale: Vec<IpAddr> = pool.allocated().filter(|a| !want.contains(a)).collect();
+            for a in stale {
+                debug!(network = %net, address = %a, "address free again in the cluster");
+                pool.release(a);
+            }
+            for a in want {
+                pool.restore(*a);
+            }
+        }
     }
 
     /// Write what [`Controller::cluster_apply`] found this host's endpoints need: a write

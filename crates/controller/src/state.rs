@@ -57,12 +57,6 @@ impl State {
         Ok(s)
     }
 
-    /// Mark an endpoint's addresses used in its network's pools (another host's
-    /// endpoint): they are never handed out here.
-    pub(crate) fn mark_used(&mut self, ep: &EndpointRecord) {
-        mark_used(&mut self.pools, ep);
-    }
-
     /// Resolve a network reference (name, id, unique id prefix).
     pub(crate) fn network_id(&self, reference: &str) -> Result<NetworkId> {
         let id = cove_model::resolve(

@@ -688,37 +688,39 @@ fn start_many(h: &FakeHost, prefix: &str, n: usize, network: &str) -> Vec<String
     })
 }
 
-/// Two hosts starting 20 containers each at once on one overlay network get 40 distinct
-/// addresses, each reserved once in etcd; removed, every reservation goes.
+/// Two hosts starting 100 containers each at once on one overlay network (a /24) get 200
+/// distinct addresses, each reserved once in etcd; removed, every reservation goes.
 #[test]
 fn multihost_global_ipam_under_contention() {
     require_root();
     require_etcd!();
+    // The size: 200 of the /24's 253 addresses, all asked for at once.
+    const PER_HOST: usize = 100;
     let lab = Lab::started("multihost_ipam_race", 2);
     let id = lab.overlay("h1", "ov1", "10.0.10.0/24");
     let (h1, h2) = (lab.host("h1"), lab.host("h2"));
     let t0 = Instant::now();
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| start_many(h1, "a", 20, "ov1"));
-        let b = s.spawn(|| start_many(h2, "b", 20, "ov1"));
+        let a = s.spawn(|| start_many(h1, "a", PER_HOST, "ov1"));
+        let b = s.spawn(|| start_many(h2, "b", PER_HOST, "ov1"));
         (a.join().unwrap(), b.join().unwrap())
     });
-    eprintln!("40 containers on two hosts in {:?}", t0.elapsed());
+    eprintln!("{} containers on two hosts in {:?}", 2 * PER_HOST, t0.elapsed());
     let all: std::collections::BTreeSet<&String> = a.iter().chain(&b).collect();
-    assert_eq!(all.len(), 40, "addresses given twice: h1 {a:?}, h2 {b:?}");
+    assert_eq!(all.len(), 2 * PER_HOST, "addresses given twice: h1 {a:?}, h2 {b:?}");
     assert!(all.iter().all(|ip| ip.starts_with("10.0.10.")), "{all:?}");
     // One reservation per address (the anycast gateway is the network's, not a key).
     let keys = lab.keys(&format!("ipam/{id}/"));
     let reserved: std::collections::BTreeSet<String> =
         keys.iter().map(|k| k.rsplit('/').next().unwrap().to_string()).collect();
-    assert_eq!(keys.len(), 40, "{keys:?}");
+    assert_eq!(keys.len(), 2 * PER_HOST, "{keys:?}");
     assert_eq!(reserved, all.iter().map(|s| s.to_string()).collect(), "{keys:?}");
-    assert_eq!(lab.keys("endpoints/").len(), 40);
+    assert_eq!(lab.keys("endpoints/").len(), 2 * PER_HOST);
 
     std::thread::scope(|s| {
         for (h, p) in [(h1, "a"), (h2, "b")] {
             s.spawn(move || {
-                let names: Vec<String> = (0..20).map(|i| format!("{p}{i}")).collect();
+                let names: Vec<String> = (0..PER_HOST).map(|i| format!("{p}{i}")).collect();
                 let mut args = vec!["rm", "-f"];
                 args.extend(names.iter().map(String::as_str));
                 h.cove(&args).ok();

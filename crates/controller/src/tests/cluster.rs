@@ -316,3 +316,23 @@ async fn a_removed_node_that_comes_back_cannot_take_back_addresses_given_away() 
     assert!(eps.iter().all(|(_, e)| e.endpoint.id != ep2.id), "h2's endpoint published: {eps:?}");
     assert!(h2.ctl.container_get("c2").await.unwrap().networks[0].1.is_some(), "c2 still runs");
 }
+
+#[tokio::test]
+async fn an_address_another_host_took_first_is_free_again_once_it_lets_go() {
+    let (_cluster, h1, h2) = two_hosts().await;
+    h1.ctl.network_create(overlay("ov1", "10.0.9.0/29")).await.unwrap();
+    round(&h2).await;
+    // h2 takes .2 before h1 has seen anything of it: h1's try at .2 collides in the
+    // cluster, and h1 gets .3.
+    super::run(&h2, ctr("c2", "ov1")).await;
+    super::run(&h1, ctr("c1", "ov1")).await;
+    assert_eq!(mac_of(&h2, "c2").await.1, "10.0.9.2");
+    assert_eq!(mac_of(&h1, "c1").await.1, "10.0.9.3");
+    // h2 lets it go, and h1 hears of the cluster only afterwards (it never saw c2 as a
+    // peer): .2 is free for h1 again, as for everyone.
+    h2.ctl.container_remove("c2", true).await.unwrap();
+    round(&h2).await;
+    round(&h1).await;
+    super::run(&h1, ctr("c3", "ov1")).await;
+    assert_eq!(mac_of(&h1, "c3").await.1, "10.0.9.2", "h1 kept .2 taken after the collision");
+}

@@ -3,6 +3,7 @@
 //! records that follow. No root, no kernel: they run in milliseconds.
 
 mod cluster;
+mod cluster_ipam;
 mod containers;
 mod dns_links;
 mod endpoints;
