@@ -1,5 +1,6 @@
-//! rtnetlink handles: one socket for the daemon's own netns (and a second one there for
-//! forwarding and neighbour entries in bulk, `crate::entries`), and one per sandbox netns,
+//! rtnetlink handles: one socket for the daemon's own netns (a second one there for
+//! forwarding and neighbour entries in bulk, `crate::entries`, and a third for large dumps,
+//! `crate::dumper`), and one per sandbox netns,
 //! opened on a throwaway thread that entered the netns, then cached by path.
 //!
 //! The sandbox cache is bounded (least recently used out): each socket is a file descriptor
@@ -26,6 +27,7 @@ pub(crate) struct Handles {
     netns: Mutex<Cache>,
     reaper: std::sync::Arc<crate::reaper::Reaper>,
     entries: crate::entries::Entries,
+    dumper: crate::dumper::Dumper,
 }
 
 /// How many sandbox sockets stay open at most.
@@ -96,7 +98,19 @@ impl Handles {
         let host = connect(&rt)?;
         let reaper = crate::reaper::Reaper::spawn(&rt, host.clone());
         let entries = crate::entries::Entries::connect(&rt)?;
-        Ok(Self { rt, host, nsfs_dev, netns: Mutex::new(Cache::default()), reaper, entries })
+        let dumper = {
+            let _enter = rt.enter();
+            crate::dumper::Dumper::open()?
+        };
+        Ok(Self {
+            rt,
+            host,
+            nsfs_dev,
+            netns: Mutex::new(Cache::default()),
+            reaper,
+            entries,
+            dumper,
+        })
     }
 
     /// The runtime the connections run on.
@@ -117,6 +131,12 @@ impl Handles {
     /// The daemon's netns socket for forwarding and neighbour entries in bulk.
     pub(crate) fn entries(&self) -> &crate::entries::Entries {
         &self.entries
+    }
+
+    /// The daemon's netns socket for the large dumps (every link, address, route), read
+    /// one datagram at a time (`crate::dumper`).
+    pub(crate) fn dumper(&self) -> &crate::dumper::Dumper {
+        &self.dumper
     }
 
     /// The daemon's own netns handle.

@@ -11,6 +11,7 @@
 //! lets the kernel reap their links asynchronously.
 #![warn(missing_docs)]
 
+mod dumper;
 mod entries;
 mod error;
 mod events;
@@ -254,14 +255,18 @@ impl Kernel {
         &self,
         sysctl_keys: &[String],
     ) -> Result<cove_plan::HostState, KernelError> {
-        observe::host_state(self.inner.host(), self.inner.entries(), sysctl_keys)
+        observe::host_state(self.inner.dumper(), self.inner.entries(), sysctl_keys)
             .await
             .map_err(|c| KernelError::new("read the host's network objects", c))
     }
 
     /// Links in the daemon's netns.
     pub async fn links(&self) -> Result<Vec<LinkInfo>, KernelError> {
-        nl::links(self.inner.host()).await.map_err(|c| KernelError::new("list links", c))
+        self.inner
+            .dumper()
+            .link_dump(nl::link_info)
+            .await
+            .map_err(|c| KernelError::new("list links", c))
     }
 
     /// Destination prefixes of the routes in the daemon's netns main table (IPv4 and IPv6),

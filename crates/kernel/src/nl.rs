@@ -22,7 +22,7 @@ use crate::error::Cause;
 use crate::LinkInfo;
 
 /// How often a dump interrupted by concurrent changes is restarted before giving up.
-const DUMP_ATTEMPTS: usize = 8;
+pub(crate) const DUMP_ATTEMPTS: usize = 8;
 /// How often a dump refused because another dump runs on the same socket (`EBUSY`) is
 /// tried again (waiting up to 10 ms between tries: a dump of thousands of links takes
 /// tens of milliseconds).
@@ -149,22 +149,9 @@ pub(crate) async fn link_index(h: &Handle, name: &str) -> Result<u32, Cause> {
     }
 }
 
-/// Every link of the handle's namespace.
-pub(crate) async fn links(h: &Handle) -> Result<Vec<LinkInfo>, Cause> {
-    link_dump(h, link_info).await
-}
-
-/// Every link of the handle's namespace, as `keep` sums each up while the dump arrives
-/// (with its kind's and its bridge port's attributes).
-pub(crate) async fn link_dump<T>(
-    h: &Handle,
-    mut keep: impl FnMut(&LinkMessage) -> T,
-) -> Result<Vec<T>, Cause> {
-    dump_map(h, RouteNetlinkMessage::GetLink(link_request()), |m| match m {
-        RouteNetlinkMessage::NewLink(l) => Some(keep(&l)),
-        _ => None,
-    })
-    .await
+/// The request of a dump of every link, without statistics.
+pub(crate) fn link_dump_request() -> RouteNetlinkMessage {
+    RouteNetlinkMessage::GetLink(link_request())
 }
 
 /// A link's group (`IFLA_GROUP`; 0 when absent).

@@ -14,11 +14,11 @@ use netlink_packet_route::neighbour::{
 };
 use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::Handle;
 
 use cove_model::MacAddr;
 use cove_plan::{HostState, Link, LinkKind, OWNED_LINK_GROUP};
 
+use crate::dumper::Dumper;
 use crate::entries::Entries;
 use crate::error::Cause;
 use crate::{nl, vxlan};
@@ -28,15 +28,14 @@ use crate::{nl, vxlan};
 /// for Cove's VXLAN devices (one dump each, filtered by the kernel); sysctls only for
 /// `sysctl_keys` (a `/proc/sys` read each).
 pub(crate) async fn host_state(
-    h: &Handle,
+    h: &Dumper,
     entries: &Entries,
     sysctl_keys: &[String],
 ) -> Result<HostState, Cause> {
     let mut s = HostState::default();
-    let links = nl::link_dump(h, |msg| {
-        (nl::link_info(msg), vxlan::vxlan_of(msg), vxlan::port_flags_of(msg))
-    })
-    .await?;
+    let links = h
+        .link_dump(|msg| (nl::link_info(msg), vxlan::vxlan_of(msg), vxlan::port_flags_of(msg)))
+        .await?;
     let names: HashMap<u32, &str> =
         links.iter().map(|(l, _, _)| (l.index, l.name.as_str())).collect();
     let mut ours: HashMap<u32, &str> = HashMap::new();
@@ -75,7 +74,7 @@ pub(crate) async fn host_state(
             fdb_entry(&mut s, name, &n);
         }
     }
-    for msg in nl::dump(h, RouteNetlinkMessage::GetAddress(AddressMessage::default())).await? {
+    for msg in h.dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()), Some).await? {
         let RouteNetlinkMessage::NewAddress(a) = msg else { continue };
         let Some(link) = ours.get(&a.header.index) else { continue };
         let addr = a.attributes.iter().find_map(|at| match at {
@@ -92,7 +91,7 @@ pub(crate) async fn host_state(
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut req = NeighbourMessage::default();
         req.header.family = family;
-        for msg in nl::dump(h, RouteNetlinkMessage::GetNeighbour(req)).await? {
+        for msg in h.dump(RouteNetlinkMessage::GetNeighbour(req), Some).await? {
             let RouteNetlinkMessage::NewNeighbour(n) = msg else { continue };
             if n.header.state != NeighbourState::Permanent {
                 continue;
@@ -107,7 +106,7 @@ pub(crate) async fn host_state(
     let mut req = RouteMessage::default();
     req.header.address_family = AddressFamily::Inet6;
     req.header.table = 255; // RT_TABLE_LOCAL
-    for msg in nl::dump(h, RouteNetlinkMessage::GetRoute(req)).await? {
+    for msg in h.dump(RouteNetlinkMessage::GetRoute(req), Some).await? {
         let RouteNetlinkMessage::NewRoute(r) = msg else { continue };
         if r.header.kind != RouteType::Local || r.header.destination_prefix_length != 128 {
             continue;

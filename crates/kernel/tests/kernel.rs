@@ -597,3 +597,29 @@ fn concurrent_dumps_on_one_connection_all_succeed() {
         }
     });
 }
+
+#[test]
+fn a_dump_given_up_half_way_does_not_spoil_the_next() {
+    in_fresh_netns(|_dir| async {
+        let k = Kernel::new().await.unwrap();
+        // Enough links that a dump of them spans many datagrams.
+        let ops: Vec<Op> = (0..150)
+            .map(|i| Op::CreateBridge {
+                name: format!("cove-d{i}"),
+                group: cove_drivers::plan::OWNED_LINK_GROUP,
+                mtu: 1400,
+                mac: MacAddr([2, 0x42, 1, 2, 3, i as u8]),
+            })
+            .collect();
+        k.apply(&ops).await.unwrap();
+        let all = k.links().await.unwrap();
+        assert_eq!(all.len(), 151, "lo and the bridges");
+        // Give up on dumps at different points (before any reply, half-way), then dump in
+        // full: the abandoned replies are drained, not taken for the new dump's.
+        for micros in [0, 20, 100, 500, 2000] {
+            let _ = tokio::time::timeout(Duration::from_micros(micros), k.links()).await;
+            assert_eq!(k.links().await.unwrap(), all, "after giving up at {micros} µs");
+            assert_eq!(k.observe_host(&[]).await.unwrap().links.len(), 151);
+        }
+    });
+}

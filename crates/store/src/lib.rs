@@ -6,8 +6,10 @@
 //!   the local one without changing callers. Calls are synchronous and may block briefly
 //!   (`docs/adr/0008-store-trait.md`).
 //! - [`RedbStore`]: the local backend, one redb file; [`MemStore`]: the same in memory, for
-//!   tests. Both share one in-memory core (index, history ring, watchers). The etcd backend
-//!   is the crate `cove-etcd`.
+//!   tests. Both share one in-memory core (an index of each key's revisions and version,
+//!   history ring, watchers); redb keeps the values on disk and serves reads from there,
+//!   the memory backend keeps them beside the index. The etcd backend is the crate
+//!   `cove-etcd`.
 //! - [`Leases`] (module `lease`): etcd's leases (grant, keep-alive, revoke; keys put with
 //!   [`TxnOp::PutWithLease`] vanish with their lease), on `MemStore` with a clock tests
 //!   drive, and [`KeepAlive`] to keep one alive in the background. `RedbStore` has none.

@@ -1,11 +1,11 @@
 //! `MemStore`: the store's semantics in memory, for tests and as a fake, with leases on a
 //! clock tests can drive.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, Limits, INITIAL_REVISION};
+use crate::engine::{Engine, Limits, Values, INITIAL_REVISION};
 use crate::kv::{KeyValue, Range, Store, StoreError, Txn, TxnResponse, Watch};
 use crate::lease::{Lease, LeaseId, Leases};
 
@@ -32,7 +32,13 @@ impl MemStore {
     /// An empty store keeping `limits.history` changes for watches.
     pub fn with_limits(limits: Limits) -> Self {
         Self {
-            engine: Engine::new(BTreeMap::new(), INITIAL_REVISION, 0, limits),
+            engine: Engine::new(
+                BTreeMap::new(),
+                Values::InMemory(HashMap::new()),
+                INITIAL_REVISION,
+                0,
+                limits,
+            ),
             start: Instant::now(),
             skew: Mutex::new(Duration::ZERO),
         }
@@ -71,7 +77,7 @@ impl Store for MemStore {
     }
     fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
         self.expire();
-        self.engine.txn(&txn, |_, _| Ok(()))
+        self.engine.txn(&txn, |_| Ok(None), |_, _| Ok(()))
     }
     fn watch(&self, prefix: &str, start_revision: i64) -> Result<Watch, StoreError> {
         self.expire();

@@ -2,10 +2,11 @@
 //!
 //! Two tables: `kv` maps each key to an envelope (format byte, create revision, mod
 //! revision and version as little-endian `i64`, then the value), and `meta` holds the
-//! current revision under `revision`, written in the same transaction as the keys. Every
-//! key is also held in memory (the shared engine), which serves reads and watches; redb is
-//! the persistence under it. History is not persisted: after an open, watches from before
-//! the open's revision get `Compacted`.
+//! current revision under `revision`, written in the same transaction as the keys. The
+//! shared engine holds every key's bookkeeping (not its value) for transactions, and the
+//! recent changes for watches; reads are served by a redb read transaction, a snapshot of
+//! the keys and the revision together. History is not persisted: after an open, watches
+//! from before the open's revision get `Compacted`.
 //!
 //! A file written before the `Store` trait (tables `networks`, `endpoints`, `containers`,
 //! `ipam` of JSON records) is migrated at open, in one write transaction, to keys
@@ -13,12 +14,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction,
+};
 
-use crate::engine::{Change, Engine, Limits, INITIAL_REVISION};
+use crate::engine::{Change, Engine, Limits, Meta, Values, INITIAL_REVISION};
 use crate::kv::{KeyValue, Range, Store, StoreError, Txn, TxnResponse, Watch};
 use crate::lease::{Lease, LeaseId, Leases};
 
@@ -95,8 +99,13 @@ impl RedbStore {
         txn.commit().map_err(StoreError::unavailable)?;
         // The changes up to this revision were not kept; a store never written has none.
         let compact = if revision > INITIAL_REVISION { revision } else { 0 };
-        let engine = Engine::new(index, revision, compact, limits);
+        let engine = Engine::new(index, Values::Backend, revision, compact, limits);
         Ok(Self { db, path: path.to_path_buf(), engine })
+    }
+
+    /// The value of `key` as last committed.
+    fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get(key)?.map(|kv| kv.value))
     }
 
     fn persist(&self, changes: &[Change], revision: i64) -> Result<(), StoreError> {
@@ -121,8 +130,9 @@ impl RedbStore {
     }
 }
 
-/// Create the tables, migrate legacy ones, and read every key and the revision.
-fn load(txn: &WriteTransaction) -> Result<(BTreeMap<String, KeyValue>, i64), StoreError> {
+/// Create the tables, migrate legacy ones, and read every key's bookkeeping and the
+/// revision.
+fn load(txn: &WriteTransaction) -> Result<(BTreeMap<String, Meta>, i64), StoreError> {
     let mut kv = txn.open_table(KV).map_err(StoreError::unavailable)?;
     let mut meta = txn.open_table(META).map_err(StoreError::unavailable)?;
     let mut revision = match meta.get(REVISION).map_err(StoreError::unavailable)? {
@@ -174,23 +184,49 @@ fn load(txn: &WriteTransaction) -> Result<(BTreeMap<String, KeyValue>, i64), Sto
     for item in kv.iter().map_err(StoreError::unavailable)? {
         let (k, v) = item.map_err(StoreError::unavailable)?;
         let entry = decode(k.value(), v.value())?;
-        index.insert(entry.key.clone(), entry);
+        index.insert(entry.key.clone(), Meta::of(&entry));
     }
     Ok((index, revision))
 }
 
 impl Store for RedbStore {
     fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        Ok(self.engine.get(key))
+        let txn = self.db.begin_read().map_err(StoreError::unavailable)?;
+        let kv = txn.open_table(KV).map_err(StoreError::unavailable)?;
+        match kv.get(key).map_err(StoreError::unavailable)? {
+            Some(v) => Ok(Some(decode(key, v.value())?)),
+            None => Ok(None),
+        }
     }
     fn range(&self, prefix: &str) -> Result<Range, StoreError> {
-        Ok(self.engine.range(prefix))
+        // One read transaction: the keys and the revision are of the same commit.
+        let txn = self.db.begin_read().map_err(StoreError::unavailable)?;
+        let meta = txn.open_table(META).map_err(StoreError::unavailable)?;
+        let revision = match meta.get(REVISION).map_err(StoreError::unavailable)? {
+            Some(r) => r.value(),
+            None => INITIAL_REVISION,
+        };
+        let kv = txn.open_table(KV).map_err(StoreError::unavailable)?;
+        let bounds: (Bound<&str>, Bound<&str>) = (Bound::Included(prefix), Bound::Unbounded);
+        let mut kvs = Vec::new();
+        for item in kv.range::<&str>(bounds).map_err(StoreError::unavailable)? {
+            let (k, v) = item.map_err(StoreError::unavailable)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            kvs.push(decode(k.value(), v.value())?);
+        }
+        Ok(Range { kvs, revision })
     }
     fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
         if txn.leases().next().is_some() {
             return Err(unsupported());
         }
-        self.engine.txn(&txn, |changes, revision| self.persist(changes, revision))
+        self.engine.txn(
+            &txn,
+            |key| self.value(key),
+            |changes, revision| self.persist(changes, revision),
+        )
     }
     fn watch(&self, prefix: &str, start_revision: i64) -> Result<Watch, StoreError> {
         self.engine.watch(prefix, start_revision)
