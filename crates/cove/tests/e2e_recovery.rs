@@ -208,8 +208,11 @@ fn kill9_leaves_containers_running_and_restart_adopts_them() {
     // The daemon is dead; the containers, their links and their traffic are not.
     assert!(alive(srv_pid) && alive(cli_pid), "containers died with the daemon");
     assert!(host_probe(&h, "10.76.1.10").contains("alive"), "host -> srv while daemon dead");
-    let out = probe_from_pid(&h, cli_pid, "10.76.1.10");
-    assert!(out.contains("alive"), "cli -> srv while the daemon is dead: {out:?}");
+    // srv's loop starts a new `nc -l` after each connection: a probe right after the last
+    // one can find nobody listening yet, so it is tried again within a few seconds.
+    wait_until("cli -> srv while the daemon is dead", Duration::from_secs(5), || {
+        probe_from_pid(&h, cli_pid, "10.76.1.10").contains("alive")
+    });
     assert_same_as(&h, &running, "while the daemon is dead");
 
     h.start_daemon(&[]);

@@ -197,9 +197,11 @@ fn run(
         };
         let lost = LeaseLost { id: lease.id, reason };
         tracing::warn!(%lost, "lease lost");
-        lock.lock().unwrap_or_else(PoisonError::into_inner).lost = Some(lost.clone());
+        // Subscribers first: whoever learns of the loss from `lost()` or `wait_lost` must
+        // find the channel already changed.
+        let _ = lost_tx.send(Some(lost.clone()));
+        lock.lock().unwrap_or_else(PoisonError::into_inner).lost = Some(lost);
         cv.notify_all();
-        let _ = lost_tx.send(Some(lost));
         return;
     }
 }
