@@ -56,6 +56,26 @@ pub struct LinkInfo {
     pub group: u32,
 }
 
+/// A link's traffic counters (`IFLA_STATS64`), as the link sees it: `rx` is what arrived on
+/// it, `tx` what left through it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Interface name.
+    pub name: String,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Packets dropped on the way out.
+    pub tx_dropped: u64,
+}
+
 /// The kernel executor: rtnetlink connections of the daemon's netns and of sandbox netns.
 /// Cheap to clone (shared inside).
 #[derive(Clone, Debug)]
@@ -262,6 +282,13 @@ impl Kernel {
     /// Links in the daemon's netns.
     pub async fn links(&self) -> Result<Vec<LinkInfo>, KernelError> {
         nl::links(self.inner.host()).await.map_err(|c| KernelError::new("list links", c))
+    }
+
+    /// Traffic counters of every link in the daemon's netns (one link dump).
+    pub async fn link_stats(&self) -> Result<Vec<LinkStats>, KernelError> {
+        nl::link_dump(self.inner.host(), nl::link_stats)
+            .await
+            .map_err(|c| KernelError::new("read link statistics", c))
     }
 
     /// Destination prefixes of the routes in the daemon's netns main table (IPv4 and IPv6),

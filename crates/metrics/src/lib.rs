@@ -194,6 +194,12 @@ impl Metrics {
         self.network_actions.get_or_create(&ActionLabels { action }).observe(secs(took));
     }
 
+    /// Times a network operation until the returned guard is dropped (see
+    /// [`Metrics::network_action`]).
+    pub fn network_action_timer(&self, action: &'static str) -> ActionTimer<'_> {
+        ActionTimer { metrics: self, action, started: std::time::Instant::now() }
+    }
+
     /// A firewall write that went to the kernel (failed or not).
     pub fn firewall_sync(&self, write: FirewallWrite, took: Duration, ok: bool) {
         let write = match write {
@@ -315,6 +321,20 @@ impl Metrics {
                 self.cluster_watch_resyncs.clone(),
             );
         }
+    }
+}
+
+/// Records a network operation's duration when dropped.
+#[derive(Debug)]
+pub struct ActionTimer<'a> {
+    metrics: &'a Metrics,
+    action: &'static str,
+    started: std::time::Instant,
+}
+
+impl Drop for ActionTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.network_action(self.action, self.started.elapsed());
     }
 }
 
