@@ -523,10 +523,12 @@ impl Kernel for FakeKernel {
         let m = self.model();
         Ok(m.links
             .keys()
-            .map(|name| m.link_stats.get(name).cloned().unwrap_or_else(|| LinkStats {
-                name: name.clone(),
-                ..LinkStats::default()
-            }))
+            .map(|name| {
+                m.link_stats
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| LinkStats { name: name.clone(), ..LinkStats::default() })
+            })
             .collect())
     }
 

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use cove_drivers::Registry;
-use cove_metrics::{FirewallWrite, RestoreCause};
 use cove_firewall::{
     ElementDelta, EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort, VxlanGuard,
 };
+use cove_metrics::{FirewallWrite, RestoreCause};
 use cove_model::{Error, NetworkMode, Result, Status};
 
 use crate::state::State;

@@ -184,7 +184,9 @@ impl Metrics {
     pub fn api_request(&self, method: &str, route: &str, code: u16, took: Duration) {
         let method = labels::method(method);
         let route = route.to_string();
-        self.api_requests.get_or_create(&RequestLabels { method, route: route.clone(), code }).inc();
+        self.api_requests
+            .get_or_create(&RequestLabels { method, route: route.clone(), code })
+            .inc();
         self.api_seconds.get_or_create(&RouteLabels { method, route }).observe(secs(took));
     }
 
@@ -370,11 +372,7 @@ pub struct DnsMetrics {
 
 impl Default for DnsMetrics {
     fn default() -> Self {
-        DnsMetrics {
-            queries: Family::default(),
-            forwarded: Family::default(),
-            upstream: latency(),
-        }
+        DnsMetrics { queries: Family::default(), forwarded: Family::default(), upstream: latency() }
     }
 }
 

@@ -57,7 +57,10 @@ fn live_and_scrape_time_values_are_rendered_with_bounded_labels() {
     m.dns().upstream(Duration::from_millis(30));
     let text = m.render(&sample());
     let v = |s| value(&text, s).unwrap_or_else(|| panic!("no {s} in\n{text}"));
-    assert_eq!(v(r#"cove_api_requests_total{method="GET",route="/networks/{id}",code="200"}"#), 1.0);
+    assert_eq!(
+        v(r#"cove_api_requests_total{method="GET",route="/networks/{id}",code="200"}"#),
+        1.0
+    );
     assert_eq!(v(r#"cove_api_requests_total{method="other",route="unmatched",code="501"}"#), 1.0);
     assert_eq!(v(r#"cove_api_request_seconds_count{method="GET",route="/networks/{id}"}"#), 1.0);
     assert_eq!(v(r#"cove_network_actions_seconds_count{action="create"}"#), 1.0);

@@ -26,10 +26,7 @@ async fn a_scrape_reads_objects_traffic_and_drops() {
             ..Default::default()
         },
     );
-    h.firewall
-        .log()
-        .counters
-        .insert(("inet cove".into(), "drop_isolation".into()), (7, 420));
+    h.firewall.log().counters.insert(("inet cove".into(), "drop_isolation".into()), (7, 420));
 
     let snap = h.ctl.metrics_snapshot().await;
     let app = snap.networks.iter().find(|n| n.name == "app").expect("app sampled");

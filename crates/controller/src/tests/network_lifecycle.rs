@@ -215,10 +215,8 @@ async fn create_refuses_bad_subnets() {
     let h = host().await;
     // Syntax ("banana", "10.1.0.0") is refused at the edge, where the text is parsed
     // (`PoolRequest::parse`); what reaches the controller is a prefix.
-    let cases = [
-        ("10.1.0.1/24", "it should be 10.1.0.0/24"),
-        ("10.1.0.0/31", "prefix length of at most"),
-    ];
+    let cases =
+        [("10.1.0.1/24", "it should be 10.1.0.0/24"), ("10.1.0.0/31", "prefix length of at most")];
     for (subnet, why) in cases {
         let e = refused(&h, net("x", Some(subnet))).await;
         assert_eq!(e.kind, ErrorKind::InvalidInput, "{subnet}: {e}");
