@@ -48,6 +48,8 @@ const READ_TRIES: usize = 3;
 struct ClusterView {
     networks: BTreeMap<String, NetworkRecord>,
     nodes: HashMap<String, NodeRecord>,
+    /// The nodes whose liveness key is there (their daemons keep their leases alive).
+    live: BTreeSet<String>,
     endpoints: Vec<ClusterEndpoint>,
 }
 
@@ -447,11 +449,16 @@ impl Controller {
         let started = std::time::Instant::now();
         let view = Self::cluster_list(c);
         self.metrics.cluster_request("list", started.elapsed(), answered(&view));
+        if let Ok(v) = &view {
+            let ready = v.nodes.keys().filter(|id| v.live.contains(*id)).count();
+            self.metrics.cluster_nodes(ready as u64, (v.nodes.len() - ready) as u64);
+        }
         view
     }
 
     fn cluster_list(c: &ClusterSeam) -> Result<ClusterView> {
         Ok(ClusterView {
+            live: c.store.list::<NodeRecord>(Table::Nodes)?.into_iter().map(|(id, _)| id).collect(),
             networks: c.store.list::<NetworkRecord>(Table::Networks)?.into_iter().collect(),
             // Every node that joined, up or not: a node cut from etcd keeps its containers
             // and their addresses, so the data plane to them stays (until `node rm`).
@@ -488,7 +495,7 @@ impl Controller {
         c: &ClusterSeam,
         view: ClusterView,
     ) -> Result<(bool, Vec<ClusterWrite>)> {
-        let ClusterView { networks, nodes, endpoints } = view;
+        let ClusterView { networks, nodes, endpoints, .. } = view;
         let mut changed = false;
         let mut local = Batch::new();
         let addrs: BTreeSet<IpAddr> = nodes.values().map(|n| n.advertise).collect();

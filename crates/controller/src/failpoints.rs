@@ -300,12 +300,8 @@ impl Firewall for StepFirewall {
         step("firewall.delta");
         self.0.apply_delta(delta).await
     }
-    async fn counters(
-        &self,
-        family: &str,
-        table: &str,
-    ) -> std::result::Result<Vec<NamedCounter>, KernelError> {
-        self.0.counters(family, table).await
+    async fn counters(&self, table: &str) -> std::result::Result<Vec<NamedCounter>, KernelError> {
+        self.0.counters(table).await
     }
     fn watch_foreign_changes(
         &self,

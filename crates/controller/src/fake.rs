@@ -695,16 +695,12 @@ impl Firewall for FakeFirewall {
         Ok(())
     }
 
-    async fn counters(
-        &self,
-        family: &str,
-        table: &str,
-    ) -> std::result::Result<Vec<NamedCounter>, KernelError> {
+    async fn counters(&self, table: &str) -> std::result::Result<Vec<NamedCounter>, KernelError> {
         let l = self.log();
         let Some(last) = l.rulesets.last() else {
             return Err(KernelError::new("nft list counters", refused()));
         };
-        let header = format!("table {family} {table} {{");
+        let header = format!("table {table} {{");
         let mut out = Vec::new();
         let mut inside = false;
         for line in last.lines() {
@@ -713,7 +709,7 @@ impl Firewall for FakeFirewall {
                 inside = t == header;
             } else if let (true, Some(name)) = (inside, t.strip_prefix("counter ")) {
                 let name = name.trim_end_matches(" {}").trim_end_matches(" {").to_string();
-                let key = (format!("{family} {table}"), name.clone());
+                let key = (table.to_string(), name.clone());
                 let (packets, bytes) = l.counters.get(&key).copied().unwrap_or_default();
                 out.push(NamedCounter { name, packets, bytes });
             }

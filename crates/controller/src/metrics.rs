@@ -112,11 +112,12 @@ impl Controller {
     /// cove`).
     async fn drop_samples(&self) -> Vec<DropSample> {
         let mut out = Vec::new();
-        for table in [
-            ("inet", cove_firewall::names::INET_TABLE),
-            ("bridge", cove_firewall::names::BRIDGE_TABLE),
-        ] {
-            match self.firewall.counters(table.0, table.1).await {
+        let tables = [
+            format!("inet {}", cove_firewall::names::INET_TABLE),
+            format!("bridge {}", cove_firewall::names::BRIDGE_TABLE),
+        ];
+        for table in &tables {
+            match self.firewall.counters(table).await {
                 Ok(counters) => out.extend(counters.into_iter().filter_map(|c| {
                     let reason = c.name.strip_prefix("drop_")?.to_string();
                     Some(DropSample { reason, packets: c.packets, bytes: c.bytes })

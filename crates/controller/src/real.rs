@@ -54,12 +54,9 @@ impl Firewall for RealFirewall {
         result
     }
 
-    async fn counters(
-        &self,
-        family: &str,
-        table: &str,
-    ) -> std::result::Result<Vec<NamedCounter>, KernelError> {
-        let text = cove_kernel::nft::list_counters(family, table).await?;
+    async fn counters(&self, table: &str) -> std::result::Result<Vec<NamedCounter>, KernelError> {
+        let (family, name) = table.split_once(' ').unwrap_or(("inet", table));
+        let text = cove_kernel::nft::list_counters(family, name).await?;
         Ok(cove_firewall::parse_counters(&text))
     }
 

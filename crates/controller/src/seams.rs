@@ -79,12 +79,8 @@ pub trait Firewall: Send + Sync + fmt::Debug {
     async fn apply_ruleset(&self, ruleset: &str) -> std::result::Result<(), KernelError>;
     /// Apply element changes on top of what the kernel holds, in one transaction.
     async fn apply_delta(&self, delta: &ElementDelta) -> std::result::Result<(), KernelError>;
-    /// The named counters of the table `family name` (for the metrics).
-    async fn counters(
-        &self,
-        family: &str,
-        table: &str,
-    ) -> std::result::Result<Vec<NamedCounter>, KernelError>;
+    /// The named counters of `table` (`family name`), for the metrics.
+    async fn counters(&self, table: &str) -> std::result::Result<Vec<NamedCounter>, KernelError>;
     /// A message each time another process changes one of `tables` (`family name`).
     fn watch_foreign_changes(
         &self,

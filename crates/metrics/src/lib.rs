@@ -81,6 +81,11 @@ struct OpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
 }
@@ -137,6 +142,7 @@ pub struct Metrics {
     cluster_store_up: Gauge,
     cluster_requests: Latencies<OpLabels>,
     cluster_watch_resyncs: Counter,
+    nodes: Family<NodeLabels, Gauge>,
     reconcile_fixes: Family<KindLabels, Counter>,
     scrape_errors: Family<SourceLabels, Counter>,
     dns: Arc<DnsMetrics>,
@@ -163,6 +169,7 @@ impl Metrics {
             cluster_store_up: Gauge::default(),
             cluster_requests: latencies(),
             cluster_watch_resyncs: Counter::default(),
+            nodes: Family::default(),
             reconcile_fixes: Family::default(),
             scrape_errors: Family::default(),
             dns: Arc::new(DnsMetrics::default()),
@@ -233,6 +240,16 @@ impl Metrics {
     pub fn cluster_request(&self, op: &'static str, took: Duration, ok: bool) {
         self.cluster_requests.get_or_create(&OpLabels { op }).observe(secs(took));
         self.cluster_store_up.set(i64::from(ok));
+    }
+
+    /// The cluster's nodes as last listed: `ready` ones (their daemons keep their leases
+    /// alive) and `down` ones.
+    pub fn cluster_nodes(&self, ready: u64, down: u64) {
+        for (state, n) in [("ready", ready), ("down", down)] {
+            self.nodes
+                .get_or_create(&NodeLabels { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// The cluster store's watch was started again (lagged, compacted or broken): the
@@ -321,6 +338,11 @@ impl Metrics {
                 "cluster_watch_resyncs",
                 "Times the cluster store's watch was started again",
                 self.cluster_watch_resyncs.clone(),
+            );
+            reg.register(
+                "nodes",
+                "Nodes of the cluster as last listed, by state (ready, down)",
+                self.nodes.clone(),
             );
         }
     }

@@ -107,7 +107,10 @@ fn cluster_series_follow_the_store() {
     assert_eq!(value(&text, "cove_cluster_store_up"), Some(1.0), "{text}");
     m.cluster_request("list", Duration::from_secs(5), false);
     m.cluster_watch_resync();
+    m.cluster_nodes(2, 1);
     let text = m.render(&Snapshot::default());
+    assert_eq!(value(&text, r#"cove_nodes{state="ready"}"#), Some(2.0), "{text}");
+    assert_eq!(value(&text, r#"cove_nodes{state="down"}"#), Some(1.0), "{text}");
     assert_eq!(value(&text, "cove_cluster_store_up"), Some(0.0), "{text}");
     assert_eq!(value(&text, "cove_cluster_watch_resyncs_total"), Some(1.0), "{text}");
     assert_eq!(
