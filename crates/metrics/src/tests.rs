@@ -159,3 +159,29 @@ fn promtool_accepts_the_exposition() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Acceptance check 7's budget, counted: 2,000 containers on one network give six series
+/// each plus a fixed part; without per-endpoint series, a few hundred at most.
+#[test]
+fn series_stay_within_the_cardinality_budget() {
+    let mut snap = sample();
+    snap.endpoints = (0..2000)
+        .map(|i| EndpointTraffic {
+            container: format!("c{i}"),
+            network: "bridge".into(),
+            ..Default::default()
+        })
+        .collect();
+    let m = Metrics::default();
+    m.api_request("GET", "/containers/json", 200, Duration::from_millis(1));
+    m.dns().query(0, 1);
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    let off = Metrics::new(Options { per_endpoint: false });
+    off.api_request("GET", "/containers/json", 200, Duration::from_millis(1));
+    off.dns().query(0, 1);
+    let fixed = series(&off.render(&snap));
+    assert!(fixed <= 300, "{fixed} series without per-endpoint ones");
+    let all = series(&m.render(&snap));
+    assert!(all <= 2000 * 6 + fixed, "{all} series for 2,000 endpoints");
+    assert!(all >= 2000 * 6, "{all}: every endpoint has its six series");
+}
