@@ -132,6 +132,15 @@ fn metrics_follow_objects_drops_and_traffic() {
     assert!(tx1 - tx0 >= 10_000_000.0, "c1 sent {} bytes", tx1 - tx0);
     assert!(rx1 - rx0 >= 10_000_000.0, "s1 received {} bytes", rx1 - rx0);
 
+    // Someone deletes Cove's table: the daemon restores it, and counts why.
+    let restores = r#"cove_firewall_restores_total{cause="outside_change"}"#;
+    let before = value(&scrape(&h), restores).unwrap_or(0.0);
+    h.sh_ok("nft delete table inet cove");
+    wait_until("the restore counted", 10, || {
+        value(&scrape(&h), restores).is_some_and(|v| v > before)
+    });
+    wait_until("the table back", 10, || h.sh("nft list table inet cove").status.success());
+
     // The same exposition on the API socket.
     let (status, body) = h.api("GET", "/metrics", None);
     assert_eq!(status, 200);
