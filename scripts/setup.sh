@@ -25,6 +25,9 @@ command -v docker >/dev/null 2>&1 || service_pkg+=(docker.io)
 # The multi-host tests' cluster store (cove_testkit::Etcd) and its CLI (ETCDCTL_API=3).
 [ -x /usr/bin/etcd ] || service_pkg+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || service_pkg+=(etcd-client)
+# The metrics tests: promtool checks the exposition, and a real Prometheus server (run only
+# inside a fake host) scrapes the daemon.
+command -v promtool >/dev/null 2>&1 || service_pkg+=(prometheus)
 if [ ${#need[@]} -gt 0 ] || [ ${#service_pkg[@]} -gt 0 ]; then
     echo "==> installing Debian packages: ${need[*]} ${service_pkg[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -40,14 +43,16 @@ if [ ${#need[@]} -gt 0 ] || [ ${#service_pkg[@]} -gt 0 ]; then
         [ $had_policy = 1 ] || rm -f "$policy"
     fi
 fi
-# An etcd on the real host would listen on the host's addresses: none may run there. Only the
-# host's network namespace is checked; etcds in test namespaces are the tests' own.
+# An etcd or a Prometheus on the real host would listen on the host's addresses: none may run
+# there. Only the host's network namespace is checked; those in test namespaces are the tests'.
 host_net=$(readlink /proc/self/ns/net)
-for pid in $(pgrep -x etcd || true); do
-    if [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$host_net" ]; then
-        echo "==> WARNING: an etcd (pid $pid) runs in the host's network namespace; killing it" >&2
-        kill -9 "$pid" 2>/dev/null || true
-    fi
+for name in etcd prometheus; do
+    for pid in $(pgrep -x "$name" || true); do
+        if [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$host_net" ]; then
+            echo "==> WARNING: $name (pid $pid) runs in the host's network namespace; killing it" >&2
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+    done
 done
 venv=${COVE_VENV:-/opt/cove-venv}
 if ! "$venv/bin/python" -c 'import docker' >/dev/null 2>&1; then

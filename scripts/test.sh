@@ -13,6 +13,8 @@ fi
 export COVE_PRIVILEGED_TESTS=1
 # setup.sh installed etcd: its tests must run, not skip (cove_testkit::Etcd).
 export COVE_REQUIRE_ETCD=1
+# ... and Prometheus (promtool and a server for the metrics tests).
+export COVE_REQUIRE_PROMETHEUS=1
 cargo fmt --all --check
 cargo deny check licenses bans sources
 cargo clippy --locked --workspace --all-targets -- -D warnings

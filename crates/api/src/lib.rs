@@ -21,6 +21,7 @@ mod filters;
 mod hijack;
 mod images;
 mod json;
+mod metrics;
 mod networks;
 mod nodes;
 mod prefix;
@@ -32,6 +33,7 @@ mod testutil;
 mod top;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
@@ -44,6 +46,7 @@ use cove_controller::SharedController;
 use cove_model::ErrorKind;
 use tower::Layer;
 
+pub use metrics::serve_metrics;
 pub use prefix::strip_version;
 
 /// The API version Cove speaks (the newest whose shapes it follows).
@@ -165,13 +168,17 @@ pub async fn serve(
 }
 
 fn build(state: AppState) -> Router {
-    wrap(route_table().with_state(state))
+    let metrics = Some(state.ctl.metrics().clone());
+    wrap(route_table().with_state(state), metrics)
 }
 
-/// Strip the version prefix before `inner` routes; log and add headers around it all.
-fn wrap(inner: Router) -> Router {
+/// Strip the version prefix before `inner` routes; log, count (into `metrics`) and add
+/// headers around it all.
+fn wrap(inner: Router, metrics: Option<Arc<cove_metrics::Metrics>>) -> Router {
     let stripped = tower::util::MapRequestLayer::new(strip_version).layer(inner);
-    Router::new().fallback_service(stripped).layer(axum::middleware::from_fn(log_and_headers))
+    Router::new()
+        .fallback_service(stripped)
+        .layer(axum::middleware::from_fn_with_state(metrics, log_and_headers))
 }
 
 fn route_table() -> Router<AppState> {
@@ -211,7 +218,9 @@ fn route_table() -> Router<AppState> {
         .route("/images/load", post(images::load))
         .route("/images/{*rest}", get(images::get_rest).delete(images::remove))
         .route("/session", head(unsupported).post(unsupported))
+        .route("/metrics", get(metrics::metrics))
         .route_layer(axum::middleware::from_fn(failpoint_scope))
+        .route_layer(axum::middleware::from_fn(note_route))
         .fallback(unsupported)
         .method_not_allowed_fallback(unsupported)
 }
@@ -228,6 +237,25 @@ async fn failpoint_scope(
     }
     let route = matched.as_ref().map_or("", |m| m.as_str());
     cove_controller::failpoints::scope(operation_name(req.method(), route), next.run(req)).await
+}
+
+/// The template of the route a request matched, for the metrics' `route` label.
+#[derive(Debug, Clone)]
+struct RouteNote(String);
+
+/// Note the matched route's template (`/networks/{id}`, never the raw path, so the label
+/// takes as many values as there are routes) on the response.
+async fn note_route(
+    matched: Option<axum::extract::MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = matched.map(|m| m.as_str().to_string());
+    let mut resp = next.run(req).await;
+    if let Some(route) = route {
+        resp.extensions_mut().insert(RouteNote(route));
+    }
+    resp
 }
 
 /// `post-networks-connect` for `POST` and `/networks/{id}/connect`.
@@ -248,8 +276,13 @@ async fn unsupported(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 /// One log line per request, dockerd's check of the requested API version (400 outside
-/// 1.41..=1.50), and `Api-Version` (plus Docker's `Server`) on every response.
-async fn log_and_headers(req: Request, next: Next) -> Response {
+/// 1.41..=1.50), `Api-Version` (plus Docker's `Server`) on every response, and the request
+/// counted by route template and status (`unmatched` when no route took it).
+async fn log_and_headers(
+    axum::extract::State(metrics): axum::extract::State<Option<Arc<cove_metrics::Metrics>>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -264,8 +297,13 @@ async fn log_and_headers(req: Request, next: Next) -> Response {
         env!("CARGO_PKG_VERSION"),
         " (linux)"
     )));
-    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let took = started.elapsed();
+    let ms = took.as_secs_f64() * 1e3;
     let status = resp.status().as_u16();
+    if let Some(m) = &metrics {
+        let route = resp.extensions().get::<RouteNote>().map_or("unmatched", |r| r.0.as_str());
+        m.api_request(method.as_str(), route, status, took);
+    }
     match resp.extensions_mut().remove::<ErrorNote>() {
         Some(ErrorNote(error)) => tracing::info!(
             method = %method,
@@ -367,7 +405,7 @@ mod tests {
             )
             .fallback(unsupported)
             .method_not_allowed_fallback(unsupported);
-        let app = wrap(inner);
+        let app = wrap(inner, None);
         let (st, h, body) = call(&app, "GET", "/v1.50/networks?filters=x").await;
         assert_eq!(st, StatusCode::OK);
         assert_eq!(body, "/networks?filters=x");

@@ -48,6 +48,8 @@ const READ_TRIES: usize = 3;
 struct ClusterView {
     networks: BTreeMap<String, NetworkRecord>,
     nodes: HashMap<String, NodeRecord>,
+    /// The nodes whose liveness key is there (their daemons keep their leases alive).
+    live: BTreeSet<String>,
     endpoints: Vec<ClusterEndpoint>,
 }
 
@@ -91,6 +93,11 @@ pub struct NodeView {
     pub up: bool,
     /// It is this host.
     pub this: bool,
+}
+
+/// Whether the cluster store answered (a refusal, such as an address taken, is an answer).
+fn answered<T>(r: &Result<T>) -> bool {
+    !matches!(r, Err(e) if e.kind == ErrorKind::Unavailable)
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -439,7 +446,19 @@ impl Controller {
     /// Read what a sync works from. Takes no lock: with the store slow or down, local
     /// requests must not wait for it.
     fn cluster_read(&self, c: &ClusterSeam) -> Result<ClusterView> {
+        let started = std::time::Instant::now();
+        let view = Self::cluster_list(c);
+        self.metrics.cluster_request("list", started.elapsed(), answered(&view));
+        if let Ok(v) = &view {
+            let ready = v.nodes.keys().filter(|id| v.live.contains(*id)).count();
+            self.metrics.cluster_nodes(ready as u64, (v.nodes.len() - ready) as u64);
+        }
+        view
+    }
+
+    fn cluster_list(c: &ClusterSeam) -> Result<ClusterView> {
         Ok(ClusterView {
+            live: c.store.list::<NodeRecord>(Table::Nodes)?.into_iter().map(|(id, _)| id).collect(),
             networks: c.store.list::<NetworkRecord>(Table::Networks)?.into_iter().collect(),
             // Every node that joined, up or not: a node cut from etcd keeps its containers
             // and their addresses, so the data plane to them stays (until `node rm`).
@@ -476,7 +495,7 @@ impl Controller {
         c: &ClusterSeam,
         view: ClusterView,
     ) -> Result<(bool, Vec<ClusterWrite>)> {
-        let ClusterView { networks, nodes, endpoints } = view;
+        let ClusterView { networks, nodes, endpoints, .. } = view;
         let mut changed = false;
         let mut local = Batch::new();
         let addrs: BTreeSet<IpAddr> = nodes.values().map(|n| n.advertise).collect();
@@ -621,10 +640,12 @@ impl Controller {
     /// that fails is retried by a later sync, which finds the same difference.
     fn cluster_write(&self, c: &ClusterSeam, writes: Vec<ClusterWrite>) {
         for w in writes {
+            let started = std::time::Instant::now();
             let done = match w {
                 ClusterWrite::Withdraw(b) => c.store.commit(b).map(drop),
                 ClusterWrite::Publish(record) => self.cluster_publish(c, &record),
             };
+            self.metrics.cluster_request("write", started.elapsed(), answered(&done));
             if let Err(err) = done {
                 warn!(error = %err, "could not bring this host's endpoints in line with the cluster");
             }
@@ -729,7 +750,12 @@ impl Controller {
                 tokio::select! {
                     ev = async { match watch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
                         match ev {
-                            Some(cove_store::WatchEvent::Lagged) | None => watch = None,
+                            Some(cove_store::WatchEvent::Lagged) | None => {
+                                watch = None;
+                                if let Some(ctl) = weak.upgrade() {
+                                    ctl.metrics.cluster_watch_resync();
+                                }
+                            }
                             Some(_) => {}
                         }
                         tokio::time::sleep(SETTLE).await;

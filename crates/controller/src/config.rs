@@ -33,4 +33,6 @@ pub struct ControllerConfig {
     /// How often the host's network objects are compared with what Cove wants and
     /// repaired (zero: only at start).
     pub reconcile_interval: std::time::Duration,
+    /// What the metrics expose (`--metrics-per-endpoint`).
+    pub metrics: cove_metrics::Options,
 }

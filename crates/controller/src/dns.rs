@@ -33,8 +33,11 @@ pub(crate) struct Dns {
 
 impl Dns {
     /// A resolver with Docker's defaults and nothing served.
-    pub(crate) fn new() -> Self {
-        Dns { resolver: Resolver::new(cove_dns::Config::default()), serving: Default::default() }
+    pub(crate) fn new(metrics: Arc<cove_metrics::DnsMetrics>) -> Self {
+        Dns {
+            resolver: Resolver::with_metrics(cove_dns::Config::default(), metrics),
+            serving: Default::default(),
+        }
     }
 
     fn serving(&self) -> std::sync::MutexGuard<'_, HashMap<String, ServeHandle>> {

@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 
 use cove_drivers::plan::Op;
-use cove_firewall::ElementDelta;
-use cove_kernel::{KernelError, LinkInfo};
+use cove_firewall::{ElementDelta, NamedCounter};
+use cove_kernel::{KernelError, LinkInfo, LinkStats};
 use cove_model::{Error, PortBinding, Result};
 use cove_runtime::{BundleSpec, ExecSpec, ImageInfo, LogEntry, RunState};
 use cove_store::{KeyValue, Range, Store, StoreError, Txn, TxnResponse, Watch};
@@ -242,6 +242,9 @@ impl Kernel for StepKernel {
     async fn links(&self) -> std::result::Result<Vec<LinkInfo>, KernelError> {
         self.0.links().await
     }
+    async fn link_stats(&self) -> std::result::Result<Vec<LinkStats>, KernelError> {
+        self.0.link_stats().await
+    }
     async fn observe_host(
         &self,
         sysctl_keys: &[String],
@@ -296,6 +299,9 @@ impl Firewall for StepFirewall {
     async fn apply_delta(&self, delta: &ElementDelta) -> std::result::Result<(), KernelError> {
         step("firewall.delta");
         self.0.apply_delta(delta).await
+    }
+    async fn counters(&self, table: &str) -> std::result::Result<Vec<NamedCounter>, KernelError> {
+        self.0.counters(table).await
     }
     fn watch_foreign_changes(
         &self,

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 
 use cove_drivers::plan::{Netns, Op, OWNED_LINK_GROUP, RETIRED_LINK_GROUP};
-use cove_firewall::ElementDelta;
-use cove_kernel::{Cause, KernelError, LinkInfo};
+use cove_firewall::{ElementDelta, NamedCounter};
+use cove_kernel::{Cause, KernelError, LinkInfo, LinkStats};
 use cove_model::{Error, PortBinding, Result};
 use cove_runtime::{BundleSpec, ExecSpec, ImageInfo, LogEntry, RunState};
 
@@ -57,6 +57,8 @@ pub struct KernelModel {
     pub journal: Vec<String>,
     /// Links of the host's namespace by name.
     pub links: BTreeMap<String, FakeLink>,
+    /// Traffic counters of host links, by name (links not here count nothing).
+    pub link_stats: BTreeMap<String, LinkStats>,
     /// Addresses of host links: `(link, address)`.
     pub addresses: BTreeSet<(String, IpNet)>,
     /// Permanent neighbours by `(netns, link, address)`; a sandbox's go with the sandbox
@@ -517,6 +519,19 @@ impl Kernel for FakeKernel {
             .collect())
     }
 
+    async fn link_stats(&self) -> std::result::Result<Vec<LinkStats>, KernelError> {
+        let m = self.model();
+        Ok(m.links
+            .keys()
+            .map(|name| {
+                m.link_stats
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| LinkStats { name: name.clone(), ..LinkStats::default() })
+            })
+            .collect())
+    }
+
     async fn observe_host(
         &self,
         sysctl_keys: &[String],
@@ -642,6 +657,9 @@ pub struct FirewallModelLog {
     pub deltas: Vec<String>,
     /// Fail every write while set.
     pub fail: bool,
+    /// Named counters by (`family table`, name): (packets, bytes). Every counter of a
+    /// written ruleset reads zero unless a test set it here.
+    pub counters: BTreeMap<(String, String), (u64, u64)>,
 }
 
 /// A firewall that records what it is told to write.
@@ -675,6 +693,28 @@ impl Firewall for FakeFirewall {
         }
         l.deltas.push(delta.render_text());
         Ok(())
+    }
+
+    async fn counters(&self, table: &str) -> std::result::Result<Vec<NamedCounter>, KernelError> {
+        let l = self.log();
+        let Some(last) = l.rulesets.last() else {
+            return Err(KernelError::new("nft list counters", refused()));
+        };
+        let header = format!("table {table} {{");
+        let mut out = Vec::new();
+        let mut inside = false;
+        for line in last.lines() {
+            let t = line.trim();
+            if t.starts_with("table ") {
+                inside = t == header;
+            } else if let (true, Some(name)) = (inside, t.strip_prefix("counter ")) {
+                let name = name.trim_end_matches(" {}").trim_end_matches(" {").to_string();
+                let key = (table.to_string(), name.clone());
+                let (packets, bytes) = l.counters.get(&key).copied().unwrap_or_default();
+                out.push(NamedCounter { name, packets, bytes });
+            }
+        }
+        Ok(out)
     }
 
     fn watch_foreign_changes(
@@ -946,6 +986,7 @@ pub fn config(dir: &Path) -> ControllerConfig {
         cgroup_parent: "/cove-test".into(),
         icc: true,
         reconcile_interval: std::time::Duration::ZERO,
+        metrics: cove_metrics::Options::default(),
     }
 }
 

@@ -15,6 +15,7 @@ use cove_drivers::Registry;
 use cove_firewall::{
     ElementDelta, EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort, VxlanGuard,
 };
+use cove_metrics::{FirewallWrite, RestoreCause};
 use cove_model::{Error, NetworkMode, Result, Status};
 
 use crate::state::State;
@@ -306,16 +307,22 @@ impl Controller {
         let mut fw = self.fw.lock().await;
         let Some(write) = self.take_pending(fw.known) else { return Ok(()) };
         let full = matches!(write, Write::Full(_));
+        let started = std::time::Instant::now();
         let mut applied = match &write {
             Write::Full(text) => self.firewall.apply_ruleset(text).await,
             Write::Elements(delta) => self.firewall.apply_delta(delta).await,
         };
+        let kind = if full { FirewallWrite::Full } else { FirewallWrite::Elements };
+        self.metrics.firewall_sync(kind, started.elapsed(), applied.is_ok());
         if let (Err(e), false) = (&applied, full) {
             warn!(error = %e, "firewall delta refused; applying the whole ruleset");
+            self.metrics.firewall_restore(RestoreCause::DeltaRefused);
             let Some(Write::Full(text)) = self.take_pending(false) else {
                 unreachable!("a full write is always there")
             };
+            let started = std::time::Instant::now();
             applied = self.firewall.apply_ruleset(&text).await;
+            self.metrics.firewall_sync(FirewallWrite::Full, started.elapsed(), applied.is_ok());
         }
         match applied {
             Ok(()) => {
@@ -406,6 +413,7 @@ impl Controller {
                 while changes.try_recv().is_ok() {}
                 let Some(ctl) = weak.upgrade() else { return };
                 warn!("the firewall was changed from outside; restoring it");
+                ctl.metrics.firewall_restore(RestoreCause::OutsideChange);
                 ctl.restore_firewall().await;
             }
         });

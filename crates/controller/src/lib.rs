@@ -17,6 +17,7 @@ pub mod fake;
 mod firewall;
 mod images;
 mod links;
+mod metrics;
 mod networks;
 mod real;
 mod reconcile;
@@ -87,6 +88,8 @@ pub struct Controller {
     dns: dns::Dns,
     /// Docker's event stream (`GET /events`).
     events: events::EventBus,
+    /// Prometheus metrics (`cove daemon --metrics-addr`).
+    metrics: Arc<cove_metrics::Metrics>,
 }
 
 /// Shared handle to the controller.
@@ -139,6 +142,10 @@ impl Controller {
         let store = seams.store;
         let cluster = seams.cluster;
         let state = state::State::load(&store)?;
+        let metrics = Arc::new(cove_metrics::Metrics::new(cfg.metrics));
+        if cluster.is_some() {
+            metrics.set_in_cluster();
+        }
         let ctl = Arc::new(Controller {
             cfg,
             drivers: cove_drivers::Registry::builtin(),
@@ -161,8 +168,9 @@ impl Controller {
             cluster_writes: std::sync::atomic::AtomicU64::new(0),
             cluster_conflicts: std::sync::Mutex::default(),
             exits: tokio::sync::broadcast::channel(1024).0,
-            dns: dns::Dns::new(),
+            dns: dns::Dns::new(metrics.dns().clone()),
             events: events::EventBus::default(),
+            metrics,
         });
         let _ = ctl.me.set(Arc::downgrade(&ctl));
         // Before anything of the cluster: a copied data root must not join as its origin.

@@ -251,6 +251,7 @@ impl Controller {
     /// Create a network; returns its id.
     #[tracing::instrument(name = "network.create", skip_all, fields(name = %req.name))]
     pub async fn network_create(&self, req: NetworkCreate) -> Result<NetworkId> {
+        let _timer = self.metrics.network_action_timer("create");
         if self
             .drivers
             .get(&req.driver)
@@ -375,6 +376,7 @@ impl Controller {
     /// Remove a network (refused for built-ins and networks with active endpoints).
     #[tracing::instrument(name = "network.remove", skip(self))]
     pub async fn network_remove(&self, reference: &str) -> Result<()> {
+        let _timer = self.metrics.network_action_timer("remove");
         let global = {
             let st = self.state.lock().await;
             st.network(reference).ok().filter(|n| self.is_global(n)).map(|n| n.name.clone())
@@ -443,6 +445,7 @@ impl Controller {
         container: &str,
         settings: EndpointSettings,
     ) -> Result<()> {
+        let _timer = self.metrics.network_action_timer("connect");
         let id = self.endpoint_change_target(network, container, "connect", "to").await?;
         let _own = self.container_lock(&id).lock_owned().await;
         let mut st = self.state.lock().await;
@@ -494,6 +497,7 @@ impl Controller {
         force: bool,
     ) -> Result<()> {
         let _ = force;
+        let _timer = self.metrics.network_action_timer("disconnect");
         let id = self.endpoint_change_target(network, container, "disconnect", "from").await?;
         let _own = self.container_lock(&id).lock_owned().await;
         let mut st = self.state.lock().await;

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 
 use cove_drivers::plan::Op;
-use cove_firewall::ElementDelta;
-use cove_kernel::{KernelError, LinkInfo, PortReservations};
+use cove_firewall::{ElementDelta, NamedCounter};
+use cove_kernel::{KernelError, LinkInfo, LinkStats, PortReservations};
 use cove_model::{PortBinding, Result};
 use cove_runtime::{BundleSpec, ExecSpec, ImageInfo, LogEntry, LogFollower, RunState};
 
@@ -54,6 +54,12 @@ impl Firewall for RealFirewall {
         result
     }
 
+    async fn counters(&self, table: &str) -> std::result::Result<Vec<NamedCounter>, KernelError> {
+        let (family, name) = table.split_once(' ').unwrap_or(("inet", table));
+        let text = cove_kernel::nft::list_counters(family, name).await?;
+        Ok(cove_firewall::parse_counters(&text))
+    }
+
     fn watch_foreign_changes(
         &self,
         tables: &[&str],
@@ -95,6 +101,9 @@ impl Kernel for RealKernel {
     }
     async fn links(&self) -> std::result::Result<Vec<LinkInfo>, KernelError> {
         self.kernel.links().await
+    }
+    async fn link_stats(&self) -> std::result::Result<Vec<LinkStats>, KernelError> {
+        self.kernel.link_stats().await
     }
     async fn observe_host(
         &self,

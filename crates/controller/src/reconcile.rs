@@ -212,6 +212,7 @@ impl Controller {
         let ops = cove_plan::diff(desired, observed);
         for op in &ops {
             warn!(op = %op, "the host differs from the records; repairing");
+            self.metrics.reconcile_fix(cove_metrics::labels::variant(&format!("{op:?}")));
         }
         for e in self.kernel.teardown(&ops).await {
             warn!(error = %e, "could not repair the host");

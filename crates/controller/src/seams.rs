@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 
 use cove_drivers::plan::Op;
-use cove_firewall::ElementDelta;
-use cove_kernel::{KernelError, LinkInfo};
+use cove_firewall::{ElementDelta, NamedCounter};
+use cove_kernel::{KernelError, LinkInfo, LinkStats};
 use cove_model::{PortBinding, Result};
 use cove_runtime::{BundleSpec, ExecSpec, ImageInfo, LogEntry, RunState};
 
@@ -35,6 +35,8 @@ pub trait Kernel: Send + Sync + fmt::Debug {
     async fn link_exists(&self, name: &str) -> std::result::Result<bool, KernelError>;
     /// Links of the daemon's namespace.
     async fn links(&self) -> std::result::Result<Vec<LinkInfo>, KernelError>;
+    /// Traffic counters of the daemon's namespace's links (for the metrics).
+    async fn link_stats(&self) -> std::result::Result<Vec<LinkStats>, KernelError>;
     /// The host namespace's objects as the kernel has them (Cove's links' addresses,
     /// neighbours and routes; the sysctls in `sysctl_keys`), for the diff.
     async fn observe_host(
@@ -77,6 +79,8 @@ pub trait Firewall: Send + Sync + fmt::Debug {
     async fn apply_ruleset(&self, ruleset: &str) -> std::result::Result<(), KernelError>;
     /// Apply element changes on top of what the kernel holds, in one transaction.
     async fn apply_delta(&self, delta: &ElementDelta) -> std::result::Result<(), KernelError>;
+    /// The named counters of `table` (`family name`), for the metrics.
+    async fn counters(&self, table: &str) -> std::result::Result<Vec<NamedCounter>, KernelError>;
     /// A message each time another process changes one of `tables` (`family name`).
     fn watch_foreign_changes(
         &self,

@@ -57,6 +57,18 @@ pub struct DaemonArgs {
     /// Log level: error, warn, info, debug, trace.
     #[arg(short = 'l', long)]
     pub log_level: Option<String>,
+    /// Serve Prometheus metrics at `http://ADDR:PORT/metrics` (dockerd's flag; its port is
+    /// 9323). Off unless given; loopback addresses only, unless --metrics-allow-remote.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<String>,
+    /// Let --metrics-addr be an address other hosts can reach (the metrics have no
+    /// authentication).
+    #[arg(long)]
+    pub metrics_allow_remote: bool,
+    /// Per-endpoint traffic series (one per container and network);
+    /// `--metrics-per-endpoint=false` leaves them out to bound the number of series.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub metrics_per_endpoint: Option<bool>,
     /// TOML configuration file with the same keys as the flags (flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -88,6 +100,9 @@ struct FileConfig {
     icc: Option<bool>,
     cgroup_parent: Option<String>,
     reconcile_interval: Option<u64>,
+    metrics_addr: Option<String>,
+    metrics_allow_remote: Option<bool>,
+    metrics_per_endpoint: Option<bool>,
 }
 
 /// Fully resolved daemon settings.
@@ -95,6 +110,8 @@ struct FileConfig {
 struct Settings {
     socket: PathBuf,
     log_level: String,
+    /// Where the metrics are served, if anywhere.
+    metrics_addr: Option<std::net::SocketAddr>,
     controller: ControllerConfig,
 }
 
@@ -107,6 +124,21 @@ pub fn unix_path(host: &str) -> anyhow::Result<PathBuf> {
             "invalid host {host}: only unix:// sockets are supported (no TCP, no abstract sockets)"
         ),
     }
+}
+
+/// `--metrics-addr`: an IP address and a port; loopback only unless `allow_remote`.
+fn parse_metrics_addr(v: &str, allow_remote: bool) -> anyhow::Result<std::net::SocketAddr> {
+    let addr: std::net::SocketAddr = v.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "invalid --metrics-addr {v:?}: expected an IP address and a port, such as 127.0.0.1:9323 or [::1]:9323"
+        )
+    })?;
+    if !addr.ip().is_loopback() && !allow_remote {
+        bail!(
+            "--metrics-addr {addr} is not a loopback address: the metrics have no authentication, so other hosts may read them only with --metrics-allow-remote"
+        );
+    }
+    Ok(addr)
 }
 
 fn parse_cidr(flag: &str, v: &str) -> anyhow::Result<IpNet> {
@@ -148,9 +180,18 @@ fn resolve(args: DaemonArgs) -> anyhow::Result<Settings> {
     if !(68..=65535).contains(&mtu) {
         bail!("invalid --mtu {mtu}: must be between 68 and 65535");
     }
+    let allow_remote = args.metrics_allow_remote || file.metrics_allow_remote.unwrap_or(false);
+    let metrics_addr = args
+        .metrics_addr
+        .or(file.metrics_addr)
+        .filter(|a| !a.is_empty())
+        .map(|a| parse_metrics_addr(&a, allow_remote))
+        .transpose()?;
+    let per_endpoint = args.metrics_per_endpoint.or(file.metrics_per_endpoint).unwrap_or(true);
     Ok(Settings {
         socket: unix_path(&host)?,
         log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+        metrics_addr,
         controller: ControllerConfig {
             data_root: args.data_root.or(file.data_root).unwrap_or_else(|| "/var/lib/cove".into()),
             exec_root: args.exec_root.or(file.exec_root).unwrap_or_else(|| "/run/cove".into()),
@@ -169,6 +210,7 @@ fn resolve(args: DaemonArgs) -> anyhow::Result<Settings> {
                 .cgroup_parent
                 .or(file.cgroup_parent)
                 .unwrap_or_else(|| cove_runtime::DEFAULT_CGROUP_PARENT.into()),
+            metrics: cove_metrics::Options { per_endpoint },
         },
     })
 }
@@ -242,6 +284,14 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     // it does not own, which would wreck another daemon's networks.
     let _netns_lock = lock_netns()?;
     let listener = bind_socket(&settings.socket)?;
+    let metrics_listener = match settings.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen on --metrics-addr {addr}"))?,
+        ),
+        None => None,
+    };
     let cluster = crate::cluster::seam(&cluster_args, &settings.controller.data_root)?;
     if let Some(spec) = &failpoints {
         let spec: cove_controller::failpoints::FailpointSpec =
@@ -252,6 +302,17 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let ctl = Controller::start_in_cluster(settings.controller, cluster)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let metrics_server = metrics_listener.map(|l| {
+        if let Some(addr) = settings.metrics_addr {
+            info!(%addr, "serving metrics at http://{addr}/metrics");
+        }
+        let ctl = ctl.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cove_api::serve_metrics(l, ctl, std::future::pending()).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        })
+    });
     info!(socket = %settings.socket.display(), "cove daemon ready");
     let shutdown = async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -264,6 +325,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         info!("shutting down");
     };
     cove_api::serve(listener, ctl.clone(), shutdown).await.context("serve API")?;
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     ctl.shutdown().await;
     let _ = std::fs::remove_file(&settings.socket);
     Ok(())
@@ -309,5 +373,53 @@ mod tests {
         ] {
             assert!(resolve(args).is_err());
         }
+    }
+
+    #[test]
+    fn metrics_flags_are_checked() {
+        let metrics = |addr: &str, allow_remote: bool| {
+            resolve(DaemonArgs {
+                metrics_addr: Some(addr.into()),
+                metrics_allow_remote: allow_remote,
+                ..Default::default()
+            })
+            .map(|s| s.metrics_addr)
+            .map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(metrics("127.0.0.1:9323", false), Ok(Some("127.0.0.1:9323".parse().unwrap())));
+        assert_eq!(metrics("[::1]:9323", false), Ok(Some("[::1]:9323".parse().unwrap())));
+        let e = metrics("0.0.0.0:9323", false).unwrap_err();
+        assert!(
+            e.contains("not a loopback address") && e.contains("--metrics-allow-remote"),
+            "{e}"
+        );
+        let e = metrics("192.0.2.1:9323", false).unwrap_err();
+        assert!(e.contains("not a loopback address"), "{e}");
+        assert_eq!(metrics("0.0.0.0:9323", true), Ok(Some("0.0.0.0:9323".parse().unwrap())));
+        for bad in ["9323", "localhost:9323", "127.0.0.1", "127.0.0.1:port", "[::1]"] {
+            let e = metrics(bad, false).unwrap_err();
+            assert!(
+                e.contains("invalid --metrics-addr") && e.contains("127.0.0.1:9323"),
+                "{bad}: {e}"
+            );
+        }
+        let s = resolve(DaemonArgs::default()).unwrap();
+        assert_eq!(s.metrics_addr, None);
+        assert!(s.controller.metrics.per_endpoint);
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cove.toml");
+        std::fs::write(&f, "metrics-addr = \"127.0.0.1:9400\"\nmetrics-per-endpoint = false\n")
+            .unwrap();
+        let s = resolve(DaemonArgs { config: Some(f.clone()), ..Default::default() }).unwrap();
+        assert_eq!(s.metrics_addr, Some("127.0.0.1:9400".parse().unwrap()));
+        assert!(!s.controller.metrics.per_endpoint);
+        let s = resolve(DaemonArgs {
+            config: Some(f),
+            metrics_per_endpoint: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(s.controller.metrics.per_endpoint, "the flag wins over the file");
     }
 }

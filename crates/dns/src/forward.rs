@@ -175,12 +175,14 @@ async fn exchange_tcp(up: SocketAddr, msg: &[u8], q: &ParsedQuery, id: u16) -> i
 }
 
 /// Tries the plan's upstreams in turn; see [`crate::Resolver::forward`].
+/// Returns the reply and whether an upstream's answer is in it (else it is SERVFAIL).
 pub(crate) async fn forward(
     cfg: &Config,
+    metrics: &cove_metrics::DnsMetrics,
     plan: &ForwardPlan,
     query: &[u8],
     transport: Transport,
-) -> Vec<u8> {
+) -> (Vec<u8>, bool) {
     let q = &plan.query;
     // The client's message is passed on as is (its OPT record included), under a new id.
     let mut msg = query.to_vec();
@@ -193,7 +195,10 @@ pub(crate) async fn forward(
                 Transport::Tcp => exchange_tcp(up, &msg, q, id).await.map(UdpReply::Fits),
             }
         };
-        let reply = match tokio::time::timeout(cfg.upstream_timeout, attempt).await {
+        let started = std::time::Instant::now();
+        let reply = tokio::time::timeout(cfg.upstream_timeout, attempt).await;
+        metrics.upstream(started.elapsed());
+        let reply = match reply {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::debug!(upstream = %up, error = %e, "upstream failed");
@@ -215,19 +220,19 @@ pub(crate) async fn forward(
         match reply {
             UdpReply::Fits(mut r) => {
                 r[..2].copy_from_slice(&q.id.to_be_bytes());
-                return r;
+                return (r, true);
             }
             UdpReply::TooBig(rc) => {
                 // Too big for the client: an empty TC reply makes it retry over TCP.
                 let mut out = Vec::new();
                 wire::write_rcode(&mut out, q, query, rc as u16, true);
-                return out;
+                return (out, true);
             }
         }
     }
     let mut out = Vec::new();
     wire::write_rcode(&mut out, q, query, rcode::SERVFAIL as u16, false);
-    out
+    (out, false)
 }
 
 #[cfg(test)]

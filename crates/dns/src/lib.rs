@@ -70,6 +70,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use cove_metrics::{DnsMetrics, Forwarded};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -193,16 +194,24 @@ pub struct Resolver {
     /// 127.0.0.11:53, each in its own namespace).
     own_addrs: RwLock<HashMap<SocketAddr, usize>>,
     stats: Stats,
+    /// Replies by rcode and type, forwarding outcomes, upstream latency (Prometheus).
+    metrics: Arc<DnsMetrics>,
 }
 
 impl Resolver {
     /// A resolver with an empty table.
     pub fn new(config: Config) -> Arc<Self> {
+        Self::with_metrics(config, Arc::default())
+    }
+
+    /// A resolver with an empty table that records into `metrics`.
+    pub fn with_metrics(config: Config, metrics: Arc<DnsMetrics>) -> Arc<Self> {
         Arc::new(Resolver {
             table: RwLock::new(NameTable::new()),
             config,
             own_addrs: RwLock::new(HashMap::new()),
             stats: Stats::default(),
+            metrics,
         })
     }
 
@@ -296,16 +305,19 @@ impl Resolver {
             }
             Err(QueryError::FormErr { id, opcode }) => {
                 wire::write_header_error(out, id, opcode, rcode::FORMERR);
+                self.metrics.query(rcode::FORMERR.into(), 0);
                 return Outcome::Reply;
             }
             Err(QueryError::NotImp { id, opcode }) => {
                 wire::write_header_error(out, id, opcode, rcode::NOTIMP);
+                self.metrics.query(rcode::NOTIMP.into(), 0);
                 return Outcome::Reply;
             }
         };
         if q.edns.is_some_and(|e| e.version != 0) {
             // RFC 6891 §6.1.3: BADVERS (extended rcode 16).
             wire::write_rcode(out, &q, query, 16, false);
+            self.metrics.query(16, q.qtype);
             return Outcome::Reply;
         }
         let max = match transport {
@@ -317,6 +329,7 @@ impl Resolver {
             // Unknown context: answer nothing, forward nothing.
             drop(table);
             wire::write_rcode(out, &q, query, rcode::SERVFAIL as u16, false);
+            self.metrics.query(rcode::SERVFAIL.into(), q.qtype);
             return Outcome::Reply;
         };
         let key = q.key.as_bytes();
@@ -325,6 +338,7 @@ impl Resolver {
                 if let Some((a, b)) = wire::ptr_to_ip(key).and_then(|ip| table.lookup_ptr(sb, ip)) {
                     let rec = std::iter::once(Rdata::Ptr(a, b));
                     wire::write_answer(out, &q, query, self.config.ttl, max, rec);
+                    self.metrics.query(rcode::NOERROR.into(), q.qtype);
                     return Outcome::Reply;
                 }
             } else if let Some(hit) = table.lookup(sb, key) {
@@ -348,6 +362,7 @@ impl Resolver {
                     ),
                     _ => wire::write_rcode(out, &q, query, 0, false),
                 }
+                self.metrics.query(rcode::NOERROR.into(), q.qtype);
                 return Outcome::Reply;
             }
         }
@@ -362,6 +377,7 @@ impl Resolver {
             .collect();
         if usable.is_empty() {
             wire::write_rcode(out, &q, query, rcode::SERVFAIL as u16, false);
+            self.metrics.query(rcode::SERVFAIL.into(), q.qtype);
             return Outcome::Reply;
         }
         Outcome::Forward(Box::new(ForwardPlan { upstreams: usable, query: q }))
@@ -372,12 +388,18 @@ impl Resolver {
     /// client's limit for UDP, or SERVFAIL if no upstream gave a usable answer.
     pub async fn forward(&self, plan: &ForwardPlan, query: &[u8], transport: Transport) -> Vec<u8> {
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-        forward::forward(&self.config, plan, query, transport).await
+        let (reply, answered) =
+            forward::forward(&self.config, &self.metrics, plan, query, transport).await;
+        self.metrics.forwarded(if answered { Forwarded::Answered } else { Forwarded::Failed });
+        self.metrics.query(reply.get(3).map_or(0, |b| u16::from(b & 0x0F)), plan.query.qtype);
+        reply
     }
 
     fn refused(&self, plan: &ForwardPlan, query: &[u8], out: &mut Vec<u8>) {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
         wire::write_rcode(out, &plan.query, query, rcode::REFUSED as u16, false);
+        self.metrics.forwarded(Forwarded::Refused);
+        self.metrics.query(rcode::REFUSED.into(), plan.query.qtype);
     }
 
     /// Serves a sandbox's already-bound sockets (normally 127.0.0.11:53 created inside the

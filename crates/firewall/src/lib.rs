@@ -74,6 +74,7 @@
 //!   policy DROP, a user's firewall) still wins.
 #![warn(missing_docs)]
 
+mod counters;
 mod delta;
 mod elements;
 mod model;
@@ -81,6 +82,7 @@ pub mod names;
 pub mod netlink;
 mod ruleset;
 
+pub use counters::{parse_counters, NamedCounter};
 pub use cove_model::{MacAddr, Proto};
 pub use delta::{ElementDelta, SetChange};
 pub use elements::{FieldValue, SetElement};

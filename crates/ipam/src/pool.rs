@@ -218,6 +218,23 @@ impl PoolState {
         self.allocated.len()
     }
 
+    /// Addresses still free for dynamic allocation: those of the ip-range (or the subnet)
+    /// that are neither allocated nor reserved (Docker's `DynamicIPsAvailable`), saturating
+    /// at `u128::MAX` for a /0.
+    pub fn free_count(&self) -> u128 {
+        let range = self.ip_range.unwrap_or(self.subnet);
+        let (lo, hi) = bounds(&range);
+        let size = (hi - lo).saturating_add(1);
+        let mut reserved: BTreeSet<IpAddr> = [self.subnet.network(), self.subnet.broadcast()]
+            .into_iter()
+            .chain(self.gateway)
+            .chain(self.aux_addresses.values().copied())
+            .collect();
+        reserved.retain(|a| range.contains(a) && self.is_reserved(*a) && !self.is_allocated(*a));
+        let allocated = self.allocated.iter().filter(|a| range.contains(*a)).count();
+        size.saturating_sub(reserved.len() as u128).saturating_sub(allocated as u128)
+    }
+
     /// Mark `addr` allocated without any check (rebuilding state from endpoint records on
     /// restart). Returns false if it was already allocated.
     pub fn restore(&mut self, addr: IpAddr) -> bool {
@@ -267,6 +284,25 @@ mod tests {
         // Lowest free first: a released address is reused.
         s.release(ip("10.0.0.4"));
         assert_eq!(s.request(None).unwrap(), ip("10.0.0.4"));
+    }
+
+    #[test]
+    fn free_count_is_the_dynamic_range_less_reserved_and_allocated() {
+        // 256 less network, broadcast, gateway and the printer.
+        let mut s = state("10.0.0.0/24", None, None, &[("printer", "10.0.0.3")]);
+        assert_eq!(s.free_count(), 252);
+        take(&mut s, 3);
+        assert_eq!(s.free_count(), 249);
+        // A range: only its addresses count; a static address outside it takes none.
+        let mut s = state("10.1.0.0/16", Some("10.1.1.0/24"), Some("10.1.0.1"), &[]);
+        assert_eq!(s.free_count(), 256);
+        s.request(Some(ip("10.1.7.7"))).unwrap();
+        assert_eq!(s.free_count(), 256);
+        s.request(None).unwrap();
+        assert_eq!(s.free_count(), 255);
+        // IPv6 /64: 2^64 less the network address (subnet-router anycast) and the gateway.
+        let s = state("fd00:1::/64", None, None, &[]);
+        assert_eq!(s.free_count(), (1u128 << 64) - 2);
     }
 
     #[test]

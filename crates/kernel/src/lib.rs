@@ -57,6 +57,26 @@ pub struct LinkInfo {
     pub group: u32,
 }
 
+/// A link's traffic counters (`IFLA_STATS64`), as the link sees it: `rx` is what arrived on
+/// it, `tx` what left through it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Interface name.
+    pub name: String,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Packets dropped on the way out.
+    pub tx_dropped: u64,
+}
+
 /// The kernel executor: rtnetlink connections of the daemon's netns and of sandbox netns.
 /// Cheap to clone (shared inside).
 #[derive(Clone, Debug)]
@@ -267,6 +287,15 @@ impl Kernel {
             .link_dump(nl::link_info)
             .await
             .map_err(|c| KernelError::new("list links", c))
+    }
+
+    /// Traffic counters of every link in the daemon's netns (one link dump).
+    pub async fn link_stats(&self) -> Result<Vec<LinkStats>, KernelError> {
+        self.inner
+            .dumper()
+            .link_dump(nl::link_stats)
+            .await
+            .map_err(|c| KernelError::new("read link statistics", c))
     }
 
     /// Destination prefixes of the routes in the daemon's netns main table (IPv4 and IPv6),

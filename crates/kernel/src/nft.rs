@@ -68,6 +68,25 @@ pub async fn apply(text: &str) -> Result<(), KernelError> {
     Ok(())
 }
 
+/// The named counters of a table, as `nft list counters table FAMILY NAME` prints them
+/// (parse with `cove_firewall::parse_counters`). Reading makes no transaction, so
+/// `nft monitor` sees nothing of it.
+pub async fn list_counters(family: &str, name: &str) -> Result<String, KernelError> {
+    let ctx = format!("read the counters of nftables table {family} {name}");
+    let out = Command::new("nft")
+        .args(["list", "counters", "table", family, name])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| KernelError::new(ctx.clone(), Cause::from(e)))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(KernelError::new(ctx, Cause::Protocol(format!("nft: {}", err.trim()))));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Whether a table exists (`nft list table FAMILY NAME` succeeds).
 pub async fn table_exists(family: &str, name: &str) -> bool {
     Command::new("nft")

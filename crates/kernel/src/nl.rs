@@ -165,6 +165,26 @@ pub(crate) fn link_group(l: &LinkMessage) -> u32 {
         .unwrap_or(0)
 }
 
+/// A link's name and traffic counters (zero when the kernel gave none).
+pub(crate) fn link_stats(l: &LinkMessage) -> crate::LinkStats {
+    let mut out = crate::LinkStats::default();
+    for a in &l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => out.name = n.clone(),
+            LinkAttribute::Stats64(s) => {
+                out.rx_bytes = s.rx_bytes;
+                out.rx_packets = s.rx_packets;
+                out.rx_dropped = s.rx_dropped;
+                out.tx_bytes = s.tx_bytes;
+                out.tx_packets = s.tx_packets;
+                out.tx_dropped = s.tx_dropped;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 pub(crate) fn link_info(l: &LinkMessage) -> LinkInfo {
     let mut info = LinkInfo {
         index: l.header.index,

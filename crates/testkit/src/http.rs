@@ -1,4 +1,4 @@
-//! A hand-written HTTP/1.1 client over a unix socket (one request per connection).
+//! A hand-written HTTP/1.1 client over a unix socket or TCP (one request per connection).
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -17,6 +17,27 @@ pub(crate) fn request(
     let mut s = UnixStream::connect(sock)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    exchange(&mut s, method, path, body)
+}
+
+/// `GET path` from the TCP server at `addr` (in the calling thread's network namespace).
+pub(crate) fn get_tcp(
+    addr: std::net::SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> io::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    exchange(&mut s, "GET", path, None)
+}
+
+fn exchange(
+    s: &mut (impl Read + Write),
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> io::Result<(u16, String)> {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: cove\r\nConnection: close\r\n");
     if let Some(b) = body {
         req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));

@@ -38,6 +38,8 @@ mod image;
 mod neighbour;
 mod netlab;
 mod procs;
+mod prometheus;
+pub use prometheus::{promtool_check_metrics, Prometheus};
 mod run;
 mod snapshot;
 mod strays;

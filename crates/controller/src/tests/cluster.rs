@@ -336,3 +336,21 @@ async fn an_address_another_host_took_first_is_free_again_once_it_lets_go() {
     super::run(&h1, ctr("c3", "ov1")).await;
     assert_eq!(mac_of(&h1, "c3").await.1, "10.0.9.2", "h1 kept .2 taken after the collision");
 }
+
+#[tokio::test]
+async fn a_host_in_a_cluster_exposes_the_store_nodes_and_overlay_entries() {
+    let (_cluster, h1, h2) = two_hosts().await;
+    h1.ctl.network_create(overlay("ov1", "10.0.9.0/24")).await.unwrap();
+    round(&h2).await;
+    super::run(&h1, ctr("c1", "ov1")).await;
+    super::run(&h2, ctr("c2", "ov1")).await;
+    round(&h1).await;
+    let text = h1.ctl.metrics_text().await;
+    let has = |s: &str| text.lines().any(|l| l == s);
+    assert!(has("cove_cluster_store_up 1"), "{text}");
+    assert!(has(r#"cove_nodes{state="ready"} 2"#), "{text}");
+    assert!(has(r#"cove_networks{driver="overlay",scope="global"} 1"#), "{text}");
+    // h2's endpoint is h1's one forwarding entry on ov1.
+    assert!(has(r#"cove_overlay_fdb_entries{network="ov1"} 1"#), "{text}");
+    assert!(text.contains(r#"cove_cluster_store_request_seconds_count{op="list"}"#), "{text}");
+}

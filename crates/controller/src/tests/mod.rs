@@ -8,6 +8,7 @@ mod containers;
 mod dns_links;
 mod endpoints;
 mod images_exec_events;
+mod metrics;
 mod network_lifecycle;
 mod networks;
 mod parallel;

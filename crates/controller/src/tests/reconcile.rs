@@ -103,10 +103,16 @@ async fn restart_recreates_a_missing_bridge_with_its_address() {
         j.iter().any(|l| l.starts_with(&format!("teardown create bridge {b} mtu 1500"))),
         "{j:?}"
     );
-    let k = h2.kernel.model();
-    assert!(k.links[&b].up);
-    assert_eq!(k.links[&b].group, OWNED_LINK_GROUP);
-    assert!(k.addresses.contains(&(b.clone(), "10.1.0.1/24".parse().unwrap())));
+    {
+        let k = h2.kernel.model();
+        assert!(k.links[&b].up);
+        assert_eq!(k.links[&b].group, OWNED_LINK_GROUP);
+        assert!(k.addresses.contains(&(b.clone(), "10.1.0.1/24".parse().unwrap())));
+    }
+    // The repairs are counted by kind.
+    let text = h2.ctl.metrics_text().await;
+    assert!(text.contains("cove_reconcile_fixes_total{kind=\"create_bridge\"} 1\n"), "{text}");
+    assert!(text.contains("cove_reconcile_fixes_total{kind=\"add_address\"} 1\n"), "{text}");
 }
 
 #[tokio::test]
