@@ -36,16 +36,7 @@ fn must(text: &str, series: &str) -> f64 {
 /// Packets counted by one of Cove's own named counters (`nft list counter FAMILY cove NAME`).
 #[track_caller]
 fn nft_counter(h: &FakeHost, family: &str, name: &str) -> u64 {
-    let out = h.sh_ok(&format!("nft list counter {family} cove {name}"));
-    let mut words = out.split_whitespace();
-    while let Some(w) = words.next() {
-        if w == "packets" {
-            if let Some(n) = words.next().and_then(|n| n.parse().ok()) {
-                return n;
-            }
-        }
-    }
-    panic!("no packet count in {out}")
+    common::nft_packets(h, &format!("{family} cove"), name)
 }
 
 /// Send `n` UDP datagrams of `size` bytes from inside `container` to `to`.

@@ -175,9 +175,7 @@ fn vxlan_datagram(vni: u32, dst_mac: &str) -> Vec<u8> {
 }
 
 fn counter(h: &FakeHost, name: &str) -> u64 {
-    let out = h.sh_ok(&format!("nft list counter inet cove {name}"));
-    let packets = out.split_whitespace().skip_while(|w| *w != "packets").nth(1);
-    packets.and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{out}"))
+    common::nft_packets(h, "inet cove", name)
 }
 
 fn rx_packets(h: &FakeHost, link: &str) -> u64 {

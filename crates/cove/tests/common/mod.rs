@@ -126,7 +126,13 @@ pub fn add_bridge_counter(h: &FakeHost, name: &str, matches: &[&str]) {
 /// Packets counted so far by the bridge counter `name` (see [`add_bridge_counter`]).
 #[track_caller]
 pub fn bridge_counter(h: &FakeHost, name: &str) -> u64 {
-    let out = h.sh_ok(&format!("nft list counter bridge cove_test_probe {name}"));
+    nft_packets(h, "bridge cove_test_probe", name)
+}
+
+/// Packets counted so far by the named nft counter `name` of `table` (`FAMILY NAME`).
+#[track_caller]
+pub fn nft_packets(h: &FakeHost, table: &str, name: &str) -> u64 {
+    let out = h.sh_ok(&format!("nft list counter {table} {name}"));
     let mut words = out.split_whitespace();
     while let Some(w) = words.next() {
         if w == "packets" {
