@@ -14,13 +14,12 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use cove_model::{ClusterEndpoint, NodeRecord};
+use cove_model::ClusterEndpoint;
 use cove_store::{MemStore, Records, Table};
 
 use super::{cfg, ctr, net};
 use crate::fake::FakeHost;
-use crate::{ClusterSeam, NetworkCreate};
-use cove_drivers::Underlay;
+use crate::NetworkCreate;
 
 const SUBNET: &str = "10.0.9.0/29";
 /// Containers per host, each running on a local network and connected to the overlay
@@ -45,22 +44,6 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (c.clone(), c).prop_map(|(a, b)| Step::ConnectBoth(a, b)),
         2 => h.prop_map(Step::Round),
     ]
-}
-
-fn seam(store: &Records, mem: &Arc<MemStore>, n: u8) -> ClusterSeam {
-    let advertise = format!("203.0.113.1{n}").parse().unwrap();
-    ClusterSeam {
-        store: store.clone(),
-        url: "etcd://203.0.113.2:2379".into(),
-        leases: Some(mem.clone()),
-        node: NodeRecord {
-            id: format!("node{n}"),
-            hostname: format!("h{n}"),
-            advertise,
-            lease: None,
-        },
-        underlay: Underlay { advertise, mtu: 1500, port: 4789 },
-    }
 }
 
 fn name(h: usize, c: usize) -> String {
@@ -146,7 +129,14 @@ async fn scenario(steps: Vec<Step>) {
     let cluster = Records::new(mem.clone());
     let mut hosts = vec![];
     for n in 1..=2 {
-        hosts.push(FakeHost::start_in_cluster(cfg(), seam(&cluster, &mem, n)).await.unwrap());
+        hosts.push(
+            FakeHost::start_in_cluster(
+                cfg(),
+                super::cluster::seam(&(cluster.clone(), mem.clone()), n),
+            )
+            .await
+            .unwrap(),
+        );
     }
     let ov = NetworkCreate { driver: "overlay".into(), ..net("ov", Some(SUBNET)) };
     let id = hosts[0].ctl.network_create(ov).await.unwrap().to_string();
