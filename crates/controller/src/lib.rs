@@ -23,6 +23,7 @@ mod real;
 mod reconcile;
 mod sandbox;
 pub mod seams;
+mod services;
 mod state;
 mod tracked;
 mod views;

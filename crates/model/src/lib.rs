@@ -10,6 +10,7 @@ pub mod error;
 pub mod id;
 pub mod network;
 pub mod port;
+pub mod service;
 
 pub use cluster::{ClusterEndpoint, NodeRecord, PeerRecord};
 pub use container::*;
@@ -17,3 +18,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use id::*;
 pub use network::*;
 pub use port::{ParsePortSpecError, ParseProtoError, PortSpec, Proto};
+pub use service::{
+    new_object_id, Constraint, ConstraintKey, EndpointMode, NodeFacts, PublishMode, ServiceMode,
+    ServiceNetwork, ServicePlan, ServicePort, ServiceRecord, ServiceVip, TaskRecord, TaskState,
+    TaskTemplate,
+};

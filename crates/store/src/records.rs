@@ -38,6 +38,16 @@ pub enum Table {
     /// the local one so the data plane is rebuilt after a restart without the cluster:
     /// `peers/<endpoint id>`.
     Peers,
+    /// Services (cluster store): `services/<service id>`.
+    Services,
+    /// Cluster-wide service names: `service-names/<name>` = the service's id, created
+    /// only if absent.
+    ServiceNames,
+    /// Tasks of services (cluster store): `tasks/<task id>`.
+    Tasks,
+    /// The orchestrator's leadership (cluster store): `leader/<role>` = the node id,
+    /// bound to the leader's lease.
+    Leader,
 }
 
 impl Table {
@@ -54,6 +64,10 @@ impl Table {
             Table::Segments => "vni",
             Table::Pools => "pools",
             Table::Peers => "peers",
+            Table::Services => "services",
+            Table::ServiceNames => "service-names",
+            Table::Tasks => "tasks",
+            Table::Leader => "leader",
         }
     }
     /// The prefix of every key of the table (`networks/`).
