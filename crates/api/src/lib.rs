@@ -23,10 +23,10 @@ mod images;
 mod json;
 mod metrics;
 mod networks;
-mod nodes;
 mod prefix;
 mod signal;
 mod stream;
+mod swarm;
 mod system;
 #[cfg(test)]
 mod testutil;
@@ -36,7 +36,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -99,6 +99,10 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
+    /// A 501: something Cove does not do.
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, message)
+    }
 }
 
 impl From<cove_model::Error> for ApiError {
@@ -117,6 +121,12 @@ impl IntoResponse for ApiError {
         r.extensions_mut().insert(ErrorNote(self.message));
         r
     }
+}
+
+/// `DELETE /nodes/{id}`: forget a node that is down.
+async fn node_remove(State(st): State<AppState>, json::Id(id): json::Id) -> ApiResult {
+    st.ctl.node_remove(&id).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// Handler result.
@@ -187,8 +197,21 @@ fn route_table() -> Router<AppState> {
         .route("/version", get(system::version))
         .route("/info", get(system::info))
         .route("/events", get(events::events))
-        .route("/nodes", get(nodes::list))
-        .route("/nodes/{id}", delete(nodes::remove))
+        .route("/nodes", get(swarm::nodes))
+        .route("/nodes/{id}", get(swarm::node).delete(node_remove))
+        .route("/swarm", get(swarm::swarm))
+        .route("/swarm/{action}", post(swarm::membership))
+        .route("/services", get(swarm::list))
+        .route("/services/create", post(swarm::create))
+        .route("/services/{id}", get(swarm::inspect).delete(swarm::remove))
+        .route("/services/{id}/update", post(swarm::update))
+        .route("/tasks", get(swarm::tasks))
+        .route("/tasks/{id}", get(swarm::task))
+        .route("/secrets", get(swarm::empty_list))
+        .route("/secrets/create", post(swarm::unsupported_swarm))
+        .route("/configs", get(swarm::empty_list))
+        .route("/configs/create", post(swarm::unsupported_swarm))
+        .route("/distribution/{*name}", get(swarm::distribution))
         .route("/networks", get(networks::list))
         .route("/networks/", get(networks::list))
         .route("/networks/create", post(networks::create))
@@ -394,8 +417,9 @@ mod tests {
         async fn path(uri: axum::http::Uri) -> String {
             uri.to_string()
         }
+        let ping = || async { system::ping_response("inactive") };
         let inner = Router::new()
-            .route("/_ping", get(system::ping).head(system::ping))
+            .route("/_ping", get(ping).head(ping))
             .route("/networks", get(path))
             .route("/images/json", get(|| async { "list" }))
             .route("/images/create", post(|| async { "create" }))

@@ -55,14 +55,16 @@ fn list_filter(f: &Filters) -> Result<impl Fn(&NetworkView) -> bool + '_, ApiErr
     })
 }
 
-/// `GET /networks/{id}?verbose=&scope=`: every Cove network is `local`, so another scope
-/// finds nothing (404, as dockerd answers for a local network asked in the swarm scope);
-/// `verbose` adds only swarm details, which Cove has none of.
+/// `GET /networks/{id}?verbose=&scope=`: a network of another scope finds nothing (404,
+/// as dockerd answers for a local network asked in the swarm scope). Cove's cluster-wide
+/// networks are `global` (the classic overlay's scope) and also answer to `swarm`, the
+/// scope Docker's CLI asks for when it resolves a service's networks.
 pub(crate) async fn inspect(State(st): State<AppState>, Id(id): Id, q: Params) -> ApiResult {
     let v = st.ctl.network_get(&id).await?;
     match q.get("scope").map(str::trim) {
         None | Some("") => {}
         Some(s) if s == v.scope => {}
+        Some("swarm") if v.scope == "global" => {}
         Some(_) => return Err(ApiError::not_found(format!("network {id} not found"))),
     }
     Ok(ok(&network::inspect(&v)))

@@ -8,13 +8,21 @@ use sha2::{Digest, Sha256};
 use crate::json::ok;
 use crate::{AppState, API_VERSION, MIN_API_VERSION, VERSION};
 
-/// `GET|HEAD /_ping`.
-pub(crate) async fn ping() -> Response {
+/// `GET|HEAD /_ping`. `Swarm: active/manager` when this host is a node of a cluster (of
+/// one, without a cluster store): Docker's CLI shows its `service`, `node` and `stack`
+/// commands only then.
+pub(crate) async fn ping(State(st): State<AppState>) -> Response {
+    let swarm = if st.ctl.in_cluster() { "active/manager" } else { "inactive" };
+    ping_response(swarm)
+}
+
+pub(crate) fn ping_response(swarm: &'static str) -> Response {
     (
         [
             ("api-version", API_VERSION),
             ("ostype", "linux"),
             ("docker-experimental", "false"),
+            ("swarm", swarm),
             ("cache-control", "no-cache, no-store, must-revalidate"),
             ("pragma", "no-cache"),
             ("content-type", "text/plain; charset=utf-8"),
@@ -106,9 +114,10 @@ pub(crate) async fn info(State(st): State<AppState>) -> Response {
     let networks = st.ctl.network_list().await;
     let (cluster_store, cluster_advertise) = st.ctl.cluster_info().unwrap_or_default();
     let mut plugins = vec!["bridge", "host", "null"];
-    if !cluster_store.is_empty() {
+    if st.ctl.in_cluster() {
         plugins.push("overlay");
     }
+    let swarm = crate::swarm::swarm_info(st.ctl.swarm_view().ok().flatten().as_ref());
     ok(&json!({
         "ID": id,
         "Containers": containers.len(),
@@ -136,7 +145,7 @@ pub(crate) async fn info(State(st): State<AppState>) -> Response {
         "ServerVersion": VERSION,
         "Runtimes": { "runc": { "path": "runc" } },
         "DefaultRuntime": "runc",
-        "Swarm": { "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null },
+        "Swarm": swarm,
         "LiveRestoreEnabled": true,
         "Isolation": "",
         "SecurityOptions": [],
@@ -153,7 +162,7 @@ mod tests {
 
     #[tokio::test]
     async fn ping_headers() {
-        let r = ping().await;
+        let r = ping_response("inactive");
         assert_eq!(r.status(), 200);
         let h = r.headers();
         assert_eq!(h["api-version"], API_VERSION);
@@ -161,6 +170,7 @@ mod tests {
         assert_eq!(h["docker-experimental"], "false");
         assert_eq!(h["cache-control"], "no-cache, no-store, must-revalidate");
         assert_eq!(h["pragma"], "no-cache");
+        assert_eq!(h["swarm"], "inactive");
     }
 
     #[test]

@@ -173,7 +173,7 @@ async fn versions_and_unknown_routes_are_refused() {
     let a = api().await;
     a.refused("GET", "/v1.40/version", None, 400, "is too old").await;
     a.refused("GET", "/v1.51/version", None, 400, "is too new").await;
-    a.refused("GET", "/v1.50/swarm", None, 501, "route GET /swarm is not supported").await;
+    a.refused("GET", "/v1.50/swarm", None, 503, "not a swarm manager").await;
     a.refused("PUT", "/v1.50/networks", None, 501, "route PUT /networks").await;
     a.refused("DELETE", "/v1.50/images/json", None, 501, "route DELETE /images/json").await;
     a.refused("POST", "/session", None, 501, "route POST /session").await;

@@ -75,6 +75,7 @@ pub struct ClusterSeam {
     /// The cluster store's records (keys relative to the cluster's prefix).
     pub store: Records,
     /// The store as the flags named it (`etcd://203.0.113.2:2379`), for `GET /info`.
+    /// Empty for a single host's own cluster of one ([`ClusterSeam::is_local`]).
     pub url: String,
     /// The cluster store's leases (node liveness), where it has them.
     pub leases: Option<Arc<dyn Leases>>,
@@ -82,6 +83,14 @@ pub struct ClusterSeam {
     pub node: NodeRecord,
     /// How this host reaches the others.
     pub underlay: Underlay,
+}
+
+impl ClusterSeam {
+    /// Whether this is a single host's own cluster of one: no cluster store, the host's
+    /// own records (services and attachable overlay networks work, as on a one-node swarm).
+    pub fn is_local(&self) -> bool {
+        self.url.is_empty()
+    }
 }
 
 /// A node of the cluster, as `node ls` shows it.
@@ -110,10 +119,17 @@ impl Controller {
         self.cluster.as_ref()
     }
 
+    /// Whether this host is a node of a cluster (of one, without a cluster store).
+    pub fn in_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
     /// The cluster store and this node's address, as `GET /info` reports them
     /// (`ClusterStore`, `ClusterAdvertise`).
     pub fn cluster_info(&self) -> Option<(String, String)> {
-        self.cluster().map(|c| (c.url.clone(), c.node.advertise.to_string()))
+        self.cluster()
+            .filter(|c| !c.is_local())
+            .map(|c| (c.url.clone(), c.node.advertise.to_string()))
     }
 
     /// Whether `net` lives in the cluster store (its driver's scope is global).
@@ -780,6 +796,11 @@ impl Controller {
                 }
             }
         });
+    }
+
+    /// This node's current liveness lease, while it holds one.
+    pub(crate) fn node_lease_id(&self) -> Option<cove_store::LeaseId> {
+        lock(&self.node_lease).as_ref().filter(|k| k.lost().is_none()).map(|k| k.lease().id)
     }
 
     /// A channel that turns `Some` when this node's current lease is lost.

@@ -35,4 +35,15 @@ pub struct ControllerConfig {
     pub reconcile_interval: std::time::Duration,
     /// What the metrics expose (`--metrics-per-endpoint`).
     pub metrics: cove_metrics::Options,
+    /// How long a node may stay down before its tasks are rescheduled elsewhere
+    /// (`--node-down-grace`).
+    pub node_down_grace: std::time::Duration,
+    /// How long a task leaves the load balancers before its container is stopped, so that
+    /// every host stops sending it new connections first (`--task-drain`).
+    pub task_drain: std::time::Duration,
 }
+
+/// The default of [`ControllerConfig::node_down_grace`].
+pub const NODE_DOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The default of [`ControllerConfig::task_drain`].
+pub const TASK_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);

@@ -225,6 +225,40 @@ impl Controller {
     }
 
     /// Removes one endpoint's names (the container left that network).
+    /// Bring the services' virtual-IP names (`<service>` → its VIP on each network) in
+    /// line with `want`: `(network id, service id) → (name, VIP)`. `have` is what the
+    /// last call registered, updated here.
+    pub(crate) fn dns_services(
+        &self,
+        want: &std::collections::BTreeMap<(String, String), (String, IpAddr)>,
+        have: &mut std::collections::BTreeMap<(String, String), (String, IpAddr)>,
+    ) {
+        let r = &self.dns.resolver;
+        let key = |svc: &str| format!("vip/{svc}");
+        for ((net, svc), _) in have.iter().filter(|(k, v)| want.get(*k) != Some(*v)) {
+            r.remove_endpoint(net, &key(svc));
+        }
+        for ((net, svc), (name, vip)) in want.iter().filter(|(k, v)| have.get(*k) != Some(*v)) {
+            let (ipv4, ipv6) = match vip {
+                IpAddr::V4(a) => (Some(*a), None),
+                IpAddr::V6(a) => (None, Some(*a)),
+            };
+            r.set_endpoint(
+                net,
+                EndpointNames {
+                    endpoint_id: key(svc),
+                    container_name: name.clone(),
+                    aliases: vec![],
+                    short_id: None,
+                    hostname: None,
+                    ipv4,
+                    ipv6,
+                },
+            );
+        }
+        *have = want.clone();
+    }
+
     pub(crate) fn dns_endpoint_removed(&self, ep: &EndpointRecord) {
         self.dns.resolver.remove_endpoint(&ep.network_id, &ep.id);
     }

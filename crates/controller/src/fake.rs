@@ -987,6 +987,8 @@ pub fn config(dir: &Path) -> ControllerConfig {
         icc: true,
         reconcile_interval: std::time::Duration::ZERO,
         metrics: cove_metrics::Options::default(),
+        node_down_grace: crate::NODE_DOWN_GRACE,
+        task_drain: std::time::Duration::ZERO,
     }
 }
 

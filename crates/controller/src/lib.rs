@@ -29,11 +29,14 @@ mod tracked;
 mod views;
 
 pub use cluster::{ClusterSeam, NodeView, NODE_TTL};
-pub use config::ControllerConfig;
+pub use config::{ControllerConfig, NODE_DOWN_GRACE, TASK_DRAIN};
 pub use containers::WaitCondition;
 pub use cove_runtime::{ImageInfo, LogEntry, Stream};
 pub use events::{Event, EventType};
 pub use exec::{ExecRequest, ExecView};
+pub use services::leader::SwarmView;
+pub use services::orchestrate::HISTORY as TASK_HISTORY;
+pub use services::ServiceRequest;
 pub use views::{ContainerCreate, ContainerView, IpamConfigRequest, NetworkCreate, NetworkView};
 
 use std::sync::{Arc, OnceLock, Weak};
@@ -76,6 +79,8 @@ pub struct Controller {
     node_lease: std::sync::Mutex<Option<cove_store::KeepAlive>>,
     /// Wakes the cluster loop after a local change the cluster must hear of.
     cluster_nudge: Arc<tokio::sync::Notify>,
+    /// Wakes the orchestrator and the task agent after a change of services.
+    services_wake: Arc<tokio::sync::Notify>,
     /// Counts this host's writes to the cluster's networks and endpoints (see
     /// `Controller::cluster_round`).
     cluster_writes: std::sync::atomic::AtomicU64,
@@ -144,7 +149,7 @@ impl Controller {
         let cluster = seams.cluster;
         let state = state::State::load(&store)?;
         let metrics = Arc::new(cove_metrics::Metrics::new(cfg.metrics));
-        if cluster.is_some() {
+        if cluster.as_ref().is_some_and(|c| !c.is_local()) {
             metrics.set_in_cluster();
         }
         let ctl = Arc::new(Controller {
@@ -166,6 +171,7 @@ impl Controller {
             cluster,
             node_lease: std::sync::Mutex::new(None),
             cluster_nudge: Arc::new(tokio::sync::Notify::new()),
+            services_wake: Arc::new(tokio::sync::Notify::new()),
             cluster_writes: std::sync::atomic::AtomicU64::new(0),
             cluster_conflicts: std::sync::Mutex::default(),
             exits: tokio::sync::broadcast::channel(1024).0,
@@ -198,6 +204,7 @@ impl Controller {
         ctl.spawn_firewall_watch()?;
         ctl.spawn_reconcile_loop()?;
         ctl.spawn_cluster_loop();
+        ctl.spawn_services_loop();
         Ok(ctl)
     }
 

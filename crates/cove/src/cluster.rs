@@ -88,7 +88,7 @@ pub fn seam(args: &ClusterArgs, data_root: &Path) -> anyhow::Result<Option<Clust
         if args.cluster_advertise.is_some() {
             bail!("--cluster-advertise needs --cluster-store");
         }
-        return Ok(None);
+        return local_seam(data_root).map(Some);
     };
     let Some(advertise) = &args.cluster_advertise else {
         bail!(
@@ -112,13 +112,49 @@ pub fn seam(args: &ClusterArgs, data_root: &Path) -> anyhow::Result<Option<Clust
         store: cove_store::Records::new(store.clone()),
         url: store.url().to_string(),
         leases: Some(store),
-        node: NodeRecord { id: node_id(data_root)?, hostname, advertise: addr, lease: None },
+        node: NodeRecord {
+            id: node_id(data_root)?,
+            hostname,
+            advertise: addr,
+            lease: None,
+            labels: Default::default(),
+        },
         underlay: Underlay {
             advertise: addr,
             mtu,
             port: args.data_path_port.unwrap_or(DEFAULT_DATA_PATH_PORT),
         },
     }))
+}
+
+/// A single host's own cluster of one, as a one-node swarm: its records in a store of
+/// its own beside the host's (`<data-root>/cluster.redb`), no leases (the one node is
+/// always up and always the leader), and loopback as the underlay (nothing is ever sent
+/// to another host).
+fn local_seam(data_root: &Path) -> anyhow::Result<ClusterSeam> {
+    std::fs::create_dir_all(data_root)
+        .with_context(|| format!("create {}", data_root.display()))?;
+    let path = data_root.join("cluster.redb");
+    let store = cove_store::Records::open(&path)
+        .map_err(|e| anyhow::anyhow!("open {}: {e}", path.display()))?;
+    let addr: IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    Ok(ClusterSeam {
+        store,
+        url: String::new(),
+        leases: None,
+        node: NodeRecord {
+            id: node_id(data_root)?,
+            hostname,
+            advertise: addr,
+            lease: None,
+            labels: Default::default(),
+        },
+        underlay: Underlay { advertise: addr, mtu: 1500, port: DEFAULT_DATA_PATH_PORT },
+    })
 }
 
 #[cfg(test)]
@@ -128,8 +164,8 @@ mod tests {
     #[test]
     fn flags_must_come_together_and_name_the_problem() {
         let dir = tempfile::tempdir().unwrap();
-        let none = seam(&ClusterArgs::default(), dir.path()).unwrap();
-        assert!(none.is_none());
+        let local = seam(&ClusterArgs::default(), dir.path()).unwrap().unwrap();
+        assert!(local.is_local() && local.leases.is_none());
         let only_store = ClusterArgs {
             cluster_store: Some("etcd://203.0.113.2:2379".into()),
             ..Default::default()

@@ -211,6 +211,8 @@ fn resolve(args: DaemonArgs) -> anyhow::Result<Settings> {
                 .or(file.cgroup_parent)
                 .unwrap_or_else(|| cove_runtime::DEFAULT_CGROUP_PARENT.into()),
             metrics: cove_metrics::Options { per_endpoint },
+            node_down_grace: cove_controller::NODE_DOWN_GRACE,
+            task_drain: cove_controller::TASK_DRAIN,
         },
     })
 }

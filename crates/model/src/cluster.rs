@@ -20,6 +20,9 @@ pub struct NodeRecord {
     /// with the same id can tell whether a daemon still keeps it alive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<i64>,
+    /// The daemon's `--label`s: what `node.labels.<name>` constraints match.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// An endpoint on a global network as the cluster knows it (`endpoints/<endpoint id>`):

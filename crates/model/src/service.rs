@@ -23,6 +23,11 @@ pub struct ServiceRecord {
     pub id: String,
     /// `Version.Index`: bumped by every update; an update must name the current one.
     pub version: u64,
+    /// The version whose task template the tasks must run: bumped only by updates that
+    /// change what a task's container is (a scale is not one), so only those replace
+    /// tasks.
+    #[serde(default)]
+    pub task_version: u64,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.

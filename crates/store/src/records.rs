@@ -48,6 +48,9 @@ pub enum Table {
     /// The orchestrator's leadership (cluster store): `leader/<role>` = the node id,
     /// bound to the leader's lease.
     Leader,
+    /// Facts about the cluster itself (cluster store): `cluster/id` = its id, created by
+    /// the first node that asks.
+    Cluster,
 }
 
 impl Table {
@@ -68,6 +71,7 @@ impl Table {
             Table::ServiceNames => "service-names",
             Table::Tasks => "tasks",
             Table::Leader => "leader",
+            Table::Cluster => "cluster",
         }
     }
     /// The prefix of every key of the table (`networks/`).

@@ -213,7 +213,7 @@ fn new_task(svc: &ServiceRecord, slot: u64, node: Option<String>, now: &str) -> 
         state: TaskState::New,
         message: "created".into(),
         err: None,
-        spec_version: svc.version,
+        spec_version: svc.task_version,
         container_id: None,
         exit_code: None,
         addresses: vec![],
@@ -368,7 +368,7 @@ fn replicated(
                         load.add_ports(&node, svc);
                         out.push(TaskChange::Update(o));
                     }
-                } else if t.spec_version < svc.version && may_replace {
+                } else if t.spec_version < svc.task_version && may_replace {
                     may_replace = false;
                     out.push(TaskChange::Update(shut_down(t, s.now)));
                     out.push(TaskChange::Create(assign(svc, slot, s, load, &BTreeSet::new())));
@@ -430,7 +430,7 @@ fn global(
                 }
                 if t.state.is_terminal() {
                     out.push(TaskChange::Update(shut_down(t, s.now)));
-                } else if t.spec_version < svc.version {
+                } else if t.spec_version < svc.task_version {
                     out.push(TaskChange::Update(shut_down(t, s.now)));
                     let mut nt = new_task(svc, 0, Some(n.id.clone()), s.now);
                     nt.state = TaskState::Assigned;

@@ -22,6 +22,7 @@ fn service(id: &str, mode: ServiceMode) -> ServiceRecord {
     ServiceRecord {
         id: id.into(),
         version: 1,
+        task_version: 1,
         created_at: String::new(),
         updated_at: String::new(),
         spec: serde_json::Value::Null,
@@ -168,7 +169,7 @@ fn unsatisfiable_constraints_leave_the_task_pending_with_the_reason() {
     assert!(t.err.as_deref().unwrap().contains("scheduling constraints not satisfied"), "{t:?}");
     // Once a node fits, the same task is assigned.
     svc.plan.constraints = vec![];
-    let changes = run(&[svc], &[t.clone()], &[node("a")]);
+    let changes = run(&[svc], std::slice::from_ref(&t), &[node("a")]);
     let u = updated(&changes);
     assert_eq!(u.len(), 1);
     assert_eq!((u[0].id.as_str(), u[0].state), (t.id.as_str(), TaskState::Assigned));
@@ -284,6 +285,7 @@ fn a_removed_service_shuts_its_tasks_down_then_forgets_them() {
 fn an_update_replaces_one_task_at_a_time() {
     let mut svc = replicated("web", 3);
     svc.version = 2;
+    svc.task_version = 2;
     let nodes = [node("a"), node("b"), node("c")];
     let mut tasks: Vec<TaskRecord> = ["a", "b", "c"]
         .iter()
@@ -295,6 +297,12 @@ fn an_update_replaces_one_task_at_a_time() {
     assert_eq!(updated(&changes).len(), 1);
     assert_eq!(created(&changes).len(), 1);
     assert_eq!(created(&changes)[0].spec_version, 2);
+    // A version that leaves the task template alone (a scale) replaces nothing.
+    let mut scaled = svcs[0].clone();
+    scaled.version = 3;
+    scaled.task_version = 1;
+    let running: Vec<TaskRecord> = tasks.clone();
+    assert!(run(&[scaled], &running, &nodes).is_empty());
     apply(&mut tasks, &changes);
     // The replacement has not started yet: nothing else is replaced.
     assert!(run(&svcs, &tasks, &nodes).is_empty());

@@ -24,6 +24,7 @@ pub(super) fn seam(cluster: &(Records, Arc<MemStore>), n: u8) -> ClusterSeam {
             hostname: format!("h{n}"),
             advertise,
             lease: None,
+            labels: Default::default(),
         },
         underlay: Underlay { advertise, mtu: 1500, port: 4789 },
     }
