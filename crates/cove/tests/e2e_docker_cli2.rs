@@ -65,8 +65,11 @@ fn docker_cli_network_flags_filters_and_errors() {
         .ok();
     docker(&h, &["network", "create", "--config-only", "co"]).fails().stderr_has("config-only");
     docker(&h, &["network", "create", "--ingress", "ing"]).fails().stderr_has("ingress");
-    // Without a cluster store, overlay networks are refused, naming what is missing.
-    docker(&h, &["network", "create", "-d", "overlay", "ov"]).fails().stderr_has("--cluster-store");
+    // Without a cluster store the host is a cluster of one: overlay networks work there,
+    // scoped to the cluster.
+    docker(&h, &["network", "create", "-d", "overlay", "ov"]).ok();
+    assert_eq!(first(docker(&h, &["network", "inspect", "ov"]).json())["Scope"], "global");
+    docker(&h, &["network", "rm", "ov"]).ok();
 
     // What docker shows is what cove shows, field for field.
     let d = first(docker(&h, &["network", "inspect", "dk2"]).json());

@@ -1,0 +1,298 @@
+//! Services on a single host (a cluster of one, as a one-node swarm), driven by the real
+//! `docker` CLI: `docker info` and `docker node ls` see an active manager; `docker service
+//! create/ls/ps/inspect/scale/update/rm` run tasks as containers with Docker's labels; the
+//! embedded DNS answers the service name (its VIP, or its tasks in dnsrr mode) and
+//! `tasks.<name>`; bad specs are refused naming the problem; and nothing is left behind.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::clients::{docker, first};
+use serde_json::Value;
+
+fn need_docker() -> bool {
+    cove_testkit::have_command("docker") && cove_testkit::have_command("timeout")
+}
+
+/// `docker <args>` output lines.
+fn lines(h: &cove_testkit::FakeHost, args: &[&str]) -> Vec<String> {
+    let r = docker(h, args);
+    r.ok();
+    r.stdout.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+/// The addresses `nslookup <name>` returns in a fresh container on `net` (sorted), or
+/// the empty list when the name does not resolve.
+fn lookup(h: &cove_testkit::FakeHost, net: &str, name: &str) -> Vec<String> {
+    let r =
+        docker(h, &["run", "--rm", "--network", net, "busybox", "nslookup", name, "127.0.0.11"]);
+    let mut out: Vec<String> = r
+        .stdout
+        .split("Name:")
+        .skip(1)
+        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("Address: ")))
+        .map(|a| a.trim().to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The tasks of a service that are meant to run and run, as `docker service ps` JSON.
+fn running_tasks(h: &cove_testkit::FakeHost, svc: &str) -> Vec<Value> {
+    let ids = lines(h, &["service", "ps", "-q", "--filter", "desired-state=running", svc]);
+    if ids.is_empty() {
+        return vec![];
+    }
+    let mut args = vec!["inspect", "--type", "task"];
+    args.extend(ids.iter().map(String::as_str));
+    let r = docker(h, &args);
+    r.ok();
+    r.json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t["Status"]["State"] == "running")
+        .collect()
+}
+
+/// The task addresses (without prefix length) on the service's first network.
+fn task_ips(tasks: &[Value]) -> Vec<String> {
+    let mut ips: Vec<String> = tasks
+        .iter()
+        .filter_map(|t| t["NetworksAttachments"][0]["Addresses"][0].as_str())
+        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+        .collect();
+    ips.sort();
+    ips
+}
+
+fn wait_running(h: &cove_testkit::FakeHost, svc: &str, n: usize) -> Vec<Value> {
+    let mut tasks = vec![];
+    common::wait_until(&format!("{n} running tasks of {svc}"), 60, || {
+        tasks = running_tasks(h, svc);
+        tasks.len() == n && count_containers(h, svc) == n
+    });
+    tasks
+}
+
+fn count_containers(h: &cove_testkit::FakeHost, svc: &str) -> usize {
+    let filter = format!("label=com.docker.swarm.service.name={svc}");
+    lines(h, &["ps", "-q", "--filter", &filter]).len()
+}
+
+#[test]
+fn services_on_a_single_host_with_the_docker_cli() {
+    if !need_docker() {
+        cove_testkit::skip!("the docker CLI is not installed");
+    }
+    let h = common::host("services_on_a_single_host_with_the_docker_cli");
+    let baseline = h.snapshot();
+
+    // A cluster of one: an active manager that leads.
+    let info = docker(&h, &["info", "--format", "{{json .Swarm}}"]).json();
+    assert_eq!(info["LocalNodeState"], "active", "{info}");
+    assert_eq!(info["ControlAvailable"], true, "{info}");
+    assert!(info["Cluster"]["ID"].as_str().is_some_and(|s| !s.is_empty()), "{info}");
+    let text = docker(&h, &["info"]);
+    text.ok();
+    assert!(text.stdout.contains("Swarm: active") && text.stdout.contains("Is Manager: true"));
+    let nodes = lines(
+        &h,
+        &["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}} {{.Self}}"],
+    );
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert!(nodes[0].ends_with("Ready Leader true"), "{nodes:?}");
+
+    docker(&h, &["network", "create", "-d", "overlay", "--attachable", "ov1"]).ok();
+    let ov1 = first(docker(&h, &["network", "inspect", "ov1"]).json());
+    let ov1_id = ov1["Id"].as_str().unwrap().to_string();
+
+    // Three replicas, each serving a page that names it.
+    let page = "echo $HOSTNAME > /www/index.html; exec httpd -f -p 80 -h /www";
+    docker(
+        &h,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--network",
+            "ov1",
+            "--hostname",
+            "{{.Task.Name}}",
+            "--label",
+            "team=web",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("mkdir -p /www; {page}"),
+        ],
+    )
+    .ok();
+    let tasks = wait_running(&h, "web", 3);
+    let ls = lines(&h, &["service", "ls", "--format", "{{.Name}} {{.Mode}} {{.Replicas}}"]);
+    assert_eq!(ls, ["web replicated 3/3"]);
+    let mut slots: Vec<u64> = tasks.iter().filter_map(|t| t["Slot"].as_u64()).collect();
+    slots.sort();
+    assert_eq!(slots, [1, 2, 3]);
+    // Task containers carry Docker's labels and names.
+    let names = lines(
+        &h,
+        &["ps", "--filter", "label=com.docker.swarm.service.name=web", "--format", "{{.Names}}"],
+    );
+    assert_eq!(names.len(), 3);
+    for t in &tasks {
+        let id = t["ID"].as_str().unwrap();
+        let slot = t["Slot"].as_u64().unwrap();
+        assert!(names.contains(&format!("web.{slot}.{id}")), "{names:?} lacks web.{slot}.{id}");
+    }
+    assert_eq!(lines(&h, &["service", "ls", "-q", "--filter", "label=team=web"]).len(), 1);
+
+    // The name resolves to the VIP, `tasks.web` to the tasks.
+    let svc = first(docker(&h, &["service", "inspect", "web"]).json());
+    let vips = svc["Endpoint"]["VirtualIPs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(vips.len(), 1, "{svc}");
+    assert_eq!(vips[0]["NetworkID"], ov1_id.as_str());
+    let vip = vips[0]["Addr"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let ips = task_ips(&tasks);
+    assert!(!ips.contains(&vip), "the VIP {vip} is one of the tasks' addresses {ips:?}");
+    assert_eq!(lookup(&h, "ov1", "web"), [vip.clone()]);
+    assert_eq!(lookup(&h, "ov1", "tasks.web"), ips);
+    // Each task answers with its own name.
+    docker(&h, &["run", "-d", "--name", "client", "--network", "ov1", "busybox", "sleep", "600"])
+        .ok();
+    let mut answers = BTreeSet::new();
+    for ip in &ips {
+        let r = docker(&h, &["exec", "client", "wget", "-q", "-O-", &format!("http://{ip}/")]);
+        r.ok();
+        answers.insert(r.stdout.trim().to_string());
+    }
+    let expected: BTreeSet<String> =
+        tasks.iter().map(|t| format!("web.{}.{}", t["Slot"], t["ID"].as_str().unwrap())).collect();
+    assert_eq!(answers, expected);
+
+    // Scale down: one task left, the others' containers and names gone.
+    docker(&h, &["service", "scale", "-d", "web=1"]).ok();
+    let tasks = wait_running(&h, "web", 1);
+    common::wait_until("tasks.web to name one task", 30, || {
+        lookup(&h, "ov1", "tasks.web") == task_ips(&tasks)
+    });
+    assert_eq!(lines(&h, &["service", "ls", "--format", "{{.Replicas}}"]), ["1/1"]);
+    // A scale is not an update of the tasks: the survivor is the same task.
+    assert_eq!(tasks[0]["Slot"], 1);
+
+    // An update of the template replaces the task; the VIP stays.
+    docker(&h, &["service", "update", "-d", "--env-add", "V=2", "web"]).ok();
+    common::wait_until("the updated task to run", 60, || {
+        let t = running_tasks(&h, "web");
+        t.len() == 1 && t[0]["ID"] != tasks[0]["ID"] && count_containers(&h, "web") == 1
+    });
+    let svc2 = first(docker(&h, &["service", "inspect", "web"]).json());
+    assert_eq!(svc2["Endpoint"]["VirtualIPs"], svc["Endpoint"]["VirtualIPs"]);
+    assert!(svc2["Version"]["Index"].as_u64() > svc["Version"]["Index"].as_u64());
+    assert!(svc2["PreviousSpec"].is_object());
+
+    // Non-detached create waits for convergence, as Docker's does.
+    let r = docker(
+        &h,
+        &[
+            "service",
+            "create",
+            "--name",
+            "dns",
+            "--replicas",
+            "2",
+            "--endpoint-mode",
+            "dnsrr",
+            "--network",
+            "ov1",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    r.ok();
+    assert!(r.stdout.contains("converged") || r.stderr.contains("converged"), "{r:?}");
+    // dnsrr: the name is the tasks, no VIP.
+    let dns = first(docker(&h, &["service", "inspect", "dns"]).json());
+    assert!(dns["Endpoint"]["VirtualIPs"].is_null(), "{dns}");
+    let dns_tasks = wait_running(&h, "dns", 2);
+    assert_eq!(lookup(&h, "ov1", "dns"), task_ips(&dns_tasks));
+
+    docker(&h, &["rm", "-f", "client"]).ok();
+    docker(&h, &["service", "rm", "web", "dns"]).ok();
+    common::wait_until("the tasks' containers to go", 60, || {
+        count_containers(&h, "web") + count_containers(&h, "dns") == 0
+    });
+    assert!(lines(&h, &["service", "ls", "-q"]).is_empty());
+    assert!(lookup(&h, "ov1", "web").is_empty(), "the removed service still resolves");
+    docker(&h, &["network", "rm", "ov1"]).ok();
+    common::assert_same_as(&h, &baseline, "after service rm and network rm");
+}
+
+#[test]
+fn bad_service_specs_are_refused_naming_the_problem() {
+    if !need_docker() {
+        cove_testkit::skip!("the docker CLI is not installed");
+    }
+    let h = common::host("bad_service_specs_are_refused_naming_the_problem");
+    docker(&h, &["network", "create", "-d", "overlay", "ov1"]).ok();
+    docker(&h, &["network", "create", "br1"]).ok();
+    let before = lines(&h, &["service", "ls", "-q"]);
+    let create = |extra: &[&str]| {
+        let mut args = vec!["service", "create", "-d"];
+        args.extend_from_slice(extra);
+        docker(&h, &args)
+    };
+    create(&["--name", "x", "--network", "nosuch", "busybox", "true"]).fails().stderr_has("nosuch");
+    // A local network is not in the cluster's scope, which the CLI asks for (as Docker's).
+    create(&["--name", "x", "--network", "br1", "busybox", "true"])
+        .fails()
+        .stderr_has("network br1 not found");
+    create(&["--name", "x", "--constraint", "node.hostname=h2", "busybox", "true"])
+        .fails()
+        .stderr_has("==, !=");
+    create(&[
+        "--name",
+        "x",
+        "--endpoint-mode",
+        "dnsrr",
+        "-p",
+        "8080:80",
+        "--network",
+        "ov1",
+        "busybox",
+        "true",
+    ])
+    .fails()
+    .stderr_has("port published with ingress mode can't be used with dnsrr mode");
+    create(&["--name", "x", "--mode", "replicated-job", "busybox", "true"])
+        .fails()
+        .stderr_has("job services are not supported");
+    create(&["--name", "bad.name", "busybox", "true"]).fails().stderr_has("DNS name");
+    // Nothing was created by any of them.
+    assert_eq!(lines(&h, &["service", "ls", "-q"]), before);
+
+    create(&["--name", "one", "busybox", "sleep", "600"]).ok();
+    create(&["--name", "one", "busybox", "sleep", "600"]).fails().stderr_has("already exists");
+    docker(&h, &["swarm", "init"]).fails().stderr_has("--cluster-store");
+    docker(&h, &["swarm", "leave"]).fails().stderr_has("--cluster-store");
+
+    // An image the node does not have: the task is rejected with the reason.
+    create(&["--name", "ghost", "nosuchimage:1"]).ok();
+    common::wait_until("the ghost task to be rejected", 30, || {
+        let r = docker(
+            &h,
+            &["service", "ps", "--no-trunc", "--format", "{{.CurrentState}} {{.Error}}", "ghost"],
+        );
+        r.stdout.lines().any(|l| l.starts_with("Rejected") && l.contains("No such image"))
+    });
+    docker(&h, &["service", "rm", "one", "ghost"]).ok();
+    common::wait_until("the tasks' containers to go", 60, || count_containers(&h, "one") == 0);
+}
