@@ -225,36 +225,21 @@ impl Controller {
     }
 
     /// Removes one endpoint's names (the container left that network).
-    /// Bring the services' virtual-IP names (`<service>` → its VIP on each network) in
-    /// line with `want`: `(network id, service id) → (name, VIP)`. `have` is what the
-    /// last call registered, updated here.
+    /// Bring the services' records in line with `want`, keyed by `(network id, record
+    /// id)`: a service's VIP (`vip/<service id>`, answering the service's name), its tasks
+    /// (`task/<task id>`, answering `tasks.<service>`, and the service's name in dnsrr
+    /// mode). `have` is what the last call registered, updated here.
     pub(crate) fn dns_services(
         &self,
-        want: &std::collections::BTreeMap<(String, String), (String, IpAddr)>,
-        have: &mut std::collections::BTreeMap<(String, String), (String, IpAddr)>,
+        want: &std::collections::BTreeMap<(String, String), EndpointNames>,
+        have: &mut std::collections::BTreeMap<(String, String), EndpointNames>,
     ) {
         let r = &self.dns.resolver;
-        let key = |svc: &str| format!("vip/{svc}");
-        for ((net, svc), _) in have.iter().filter(|(k, v)| want.get(*k) != Some(*v)) {
-            r.remove_endpoint(net, &key(svc));
+        for ((net, id), _) in have.iter().filter(|(k, v)| want.get(*k) != Some(*v)) {
+            r.remove_endpoint(net, id);
         }
-        for ((net, svc), (name, vip)) in want.iter().filter(|(k, v)| have.get(*k) != Some(*v)) {
-            let (ipv4, ipv6) = match vip {
-                IpAddr::V4(a) => (Some(*a), None),
-                IpAddr::V6(a) => (None, Some(*a)),
-            };
-            r.set_endpoint(
-                net,
-                EndpointNames {
-                    endpoint_id: key(svc),
-                    container_name: name.clone(),
-                    aliases: vec![],
-                    short_id: None,
-                    hostname: None,
-                    ipv4,
-                    ipv6,
-                },
-            );
+        for ((net, _), names) in want.iter().filter(|(k, v)| have.get(*k) != Some(*v)) {
+            r.set_endpoint(net, names.clone());
         }
         *have = want.clone();
     }

@@ -54,6 +54,17 @@ pub struct DaemonArgs {
     /// (what was deleted or changed by hand is repaired); 0: only at start [default: 15].
     #[arg(long, value_name = "SECONDS")]
     pub reconcile_interval: Option<u64>,
+    /// Seconds a node of the cluster may stay down before its service tasks are
+    /// rescheduled on other nodes [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub node_down_grace: Option<u64>,
+    /// Milliseconds a service task is out of the load balancers and DNS before its
+    /// container is stopped (new connections stop first) [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub task_drain: Option<u64>,
+    /// Node labels (`key=value`), matched by service constraints `node.labels.<key>`.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(short = 'l', long)]
     pub log_level: Option<String>,
@@ -211,8 +222,12 @@ fn resolve(args: DaemonArgs) -> anyhow::Result<Settings> {
                 .or(file.cgroup_parent)
                 .unwrap_or_else(|| cove_runtime::DEFAULT_CGROUP_PARENT.into()),
             metrics: cove_metrics::Options { per_endpoint },
-            node_down_grace: cove_controller::NODE_DOWN_GRACE,
-            task_drain: cove_controller::TASK_DRAIN,
+            node_down_grace: args
+                .node_down_grace
+                .map_or(cove_controller::NODE_DOWN_GRACE, std::time::Duration::from_secs),
+            task_drain: args
+                .task_drain
+                .map_or(cove_controller::TASK_DRAIN, std::time::Duration::from_millis),
         },
     })
 }
@@ -275,11 +290,23 @@ fn lock_netns() -> anyhow::Result<std::os::unix::net::UnixDatagram> {
     })
 }
 
+/// `--label key=value` flags: this node's labels.
+fn node_labels(flags: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    flags
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => anyhow::bail!("--label {l:?}: expected key=value"),
+        })
+        .collect()
+}
+
 /// Run the daemon until SIGTERM/SIGINT. Containers keep running across a daemon restart;
 /// the next start reconciles with them.
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let cluster_args = args.cluster.clone();
     let failpoints = args.failpoints.clone();
+    let labels = node_labels(&args.labels)?;
     let settings = resolve(args)?;
     init_tracing(&settings.log_level)?;
     // Both checks come before the controller starts: its reconcile removes kernel objects
@@ -294,7 +321,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let cluster = crate::cluster::seam(&cluster_args, &settings.controller.data_root)?;
+    let mut cluster = crate::cluster::seam(&cluster_args, &settings.controller.data_root)?;
+    if let Some(c) = cluster.as_mut() {
+        c.node.labels = labels;
+    }
     if let Some(spec) = &failpoints {
         let spec: cove_controller::failpoints::FailpointSpec =
             spec.parse().map_err(|e: cove_model::Error| anyhow::anyhow!("--failpoints: {e}"))?;

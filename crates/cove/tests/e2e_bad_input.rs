@@ -420,7 +420,9 @@ fn malformed_json_is_a_400_never_a_5xx() {
         }
     }
     // An unsupported route: 501 with a JSON message naming it.
-    for (method, path) in [("GET", "/swarm"), ("POST", "/swarm/init"), ("GET", "/volumes")] {
+    for (method, path) in
+        [("POST", "/swarm/init"), ("POST", "/secrets/create"), ("GET", "/volumes")]
+    {
         let c = api("unsupported route", method, path, None).status(&[501]).names(&[path]);
         t.api(&c);
     }

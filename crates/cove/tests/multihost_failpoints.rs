@@ -133,9 +133,7 @@ fn clean(lab: &Lab) {
     }
     let left = || {
         let mut keys = lab.keys("");
-        keys.retain(|k| {
-            !k.starts_with("/cove/v1/nodes/") && !k.starts_with("/cove/v1/node-state/")
-        });
+        keys.retain(|k| !common::multihost::membership_key(k));
         keys
     };
     assert!(eventually(10, || left().is_empty()), "etcd keeps {:?}", left());

@@ -149,14 +149,8 @@ fn multihost_overlay_network_spans_two_hosts() {
     );
     let keys =
         _etcd.etcdctl(&["get", "--prefix", "/cove/v1/", "--keys-only"]).ok().stdout.to_string();
-    let left: Vec<&str> = keys
-        .lines()
-        .filter(|k| {
-            !k.is_empty()
-                && !k.starts_with("/cove/v1/nodes/")
-                && !k.starts_with("/cove/v1/node-state/")
-        })
-        .collect();
+    let left: Vec<&str> =
+        keys.lines().filter(|k| !k.is_empty() && !common::multihost::membership_key(k)).collect();
     assert!(left.is_empty(), "etcd keeps {left:?}");
     h1.assert_no_leaks(&baseline.0);
     h2.assert_no_leaks(&baseline.1);

@@ -17,6 +17,8 @@ pub struct EndpointNames {
     /// Endpoint id, unique within the network; the key for updates and removal.
     pub endpoint_id: String,
     /// Container name (a leading `/`, as Docker stores it, is ignored). Also the PTR target.
+    /// Empty for records that only answer names (a service's tasks, `tasks.<service>`):
+    /// they never take an address's PTR from the container it belongs to.
     pub container_name: String,
     /// Network-scoped aliases (`--network-alias`); several endpoints may share one.
     pub aliases: Vec<String>,
@@ -35,6 +37,7 @@ impl EndpointNames {
     /// hostname.
     pub fn dns_names(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.container_name.trim_start_matches('/'))
+            .filter(|n| !n.is_empty())
             .chain(self.aliases.iter().map(String::as_str))
             .chain(self.short_id.as_deref())
             .chain(self.hostname.as_deref())
@@ -141,7 +144,8 @@ impl NetworkRecords {
                 v.push(Entry { endpoint: id.clone(), v4: ep.ipv4, v6: ep.ipv6 });
             }
         }
-        if let Some(labels) = encode_name(ep.container_name.trim_start_matches('/'), false) {
+        let name = ep.container_name.trim_start_matches('/');
+        if let Some(labels) = encode_name(name, false).filter(|_| !name.is_empty()) {
             let labels = strip_root(labels);
             for ip in [ep.ipv4.map(IpAddr::V4), ep.ipv6.map(IpAddr::V6)].into_iter().flatten() {
                 self.by_ip.insert(ip, (id.clone(), labels.clone()));
@@ -477,5 +481,26 @@ mod tests {
         t.set_endpoint("n1", ep("e7", "bad..name", &[&"x".repeat(64)], "10.1.0.7"));
         assert_eq!(v4(&t, "s-front", "e70000000000").unwrap(), ["10.1.0.7"]);
         assert_eq!(t.resolve_ptr("s-front", "10.1.0.7".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn name_only_records_never_take_the_ptr() {
+        let mut t = table();
+        t.set_endpoint("n1", ep("e8", "/task1", &[], "10.1.0.8"));
+        let mut svc = ep("task/e8", "", &["tasks.web"], "10.1.0.8");
+        svc.short_id = None;
+        t.set_endpoint("n1", svc);
+        assert_eq!(v4(&t, "s-front", "tasks.web").unwrap(), ["10.1.0.8"]);
+        assert_eq!(
+            t.resolve_ptr("s-front", "10.1.0.8".parse().unwrap()).as_deref(),
+            Some("task1.front.")
+        );
+        // Removing the record leaves the container's PTR alone.
+        assert!(t.remove_endpoint("n1", "task/e8"));
+        assert_eq!(v4(&t, "s-front", "tasks.web"), None);
+        assert_eq!(
+            t.resolve_ptr("s-front", "10.1.0.8".parse().unwrap()).as_deref(),
+            Some("task1.front.")
+        );
     }
 }

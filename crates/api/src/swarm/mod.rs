@@ -215,13 +215,19 @@ pub(crate) async fn swarm(State(st): State<AppState>) -> ApiResult {
     }
 }
 
-/// `POST /swarm/init|join|leave|update|unlock`: Cove's cluster is its cluster store.
-pub(crate) async fn membership() -> Response {
-    ApiError::not_implemented(
-        "Cove does not form clusters through the Swarm API: every daemon started with \
-         `cove daemon --cluster-store etcd://ADDR:2379 --cluster-advertise ADDR` is a node \
-         of that cluster (a daemon without a cluster store is a cluster of one)",
-    )
+/// `POST /swarm/init|join|leave|update|unlock`: Cove's cluster is its cluster store. The
+/// body is read first: answering before the client finished sending it breaks its pipe.
+pub(crate) async fn membership(
+    axum::extract::Path(action): axum::extract::Path<String>,
+    body: axum::body::Body,
+) -> Response {
+    let _ = crate::json::read_body(body, 1 << 20).await;
+    ApiError::not_implemented(format!(
+        "POST /swarm/{action} is not supported by Cove: Cove does not form clusters through \
+         the Swarm API; every daemon started with `cove daemon --cluster-store \
+         etcd://ADDR:2379 --cluster-advertise ADDR` is a node of that cluster (a daemon \
+         without a cluster store is a cluster of one)"
+    ))
     .into_response()
 }
 
@@ -230,10 +236,15 @@ pub(crate) async fn empty_list() -> Response {
     ok(&Vec::<Value>::new())
 }
 
-/// Secrets and configs, and the other Swarm routes Cove does not serve.
-pub(crate) async fn unsupported_swarm() -> Response {
-    ApiError::not_implemented("secrets and configs are not supported by Cove's services")
-        .into_response()
+/// `POST /secrets/create`, `/configs/create`: not served (body read first, as above).
+pub(crate) async fn unsupported_swarm(uri: axum::http::Uri, body: axum::body::Body) -> Response {
+    let _ = crate::json::read_body(body, 1 << 20).await;
+    ApiError::not_implemented(format!(
+        "POST {} is not supported by Cove: secrets and configs are not supported by Cove's \
+         services",
+        uri.path()
+    ))
+    .into_response()
 }
 
 /// `GET /distribution/{name}/json`: Cove has no registry to ask (the CLI then records no

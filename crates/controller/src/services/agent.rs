@@ -99,8 +99,8 @@ pub(crate) struct AgentMemory {
     busy: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// When each task was first seen meant to stop (its drain started).
     draining: HashMap<String, Instant>,
-    /// The services' VIP names registered with the resolver.
-    vip_names: BTreeMap<(String, String), (String, std::net::IpAddr)>,
+    /// The services' records registered with the resolver.
+    names: BTreeMap<(String, String), cove_dns::EndpointNames>,
 }
 
 impl Controller {
@@ -108,12 +108,10 @@ impl Controller {
     pub(crate) async fn agent_round(self: &Arc<Self>, mem: &mut AgentMemory) -> Result<()> {
         let Some(c) = self.cluster().cloned() else { return Ok(()) };
         let me = c.node.id.clone();
-        let tasks: Vec<(String, TaskRecord)> = c
-            .store
-            .list::<TaskRecord>(Table::Tasks)?
-            .into_iter()
-            .filter(|(_, t)| t.node_id.as_deref() == Some(me.as_str()))
-            .collect();
+        let all_tasks: Vec<TaskRecord> =
+            c.store.list::<TaskRecord>(Table::Tasks)?.into_iter().map(|(_, t)| t).collect();
+        let tasks: Vec<&TaskRecord> =
+            all_tasks.iter().filter(|t| t.node_id.as_deref() == Some(me.as_str())).collect();
         let services: HashMap<String, ServiceRecord> =
             c.store.list::<ServiceRecord>(Table::Services)?.into_iter().collect();
         let containers: BTreeMap<String, ContainerView> = self
@@ -122,19 +120,12 @@ impl Controller {
             .into_iter()
             .filter_map(|v| v.record.config.labels.get(LABEL_TASK_ID).cloned().map(|t| (t, v)))
             .collect();
-        mem.draining.retain(|id, _| tasks.iter().any(|(_, t)| &t.id == id));
+        mem.draining.retain(|id, _| tasks.iter().any(|t| &t.id == id));
         // Names first: a service resolves before its first task's process starts.
-        let want = services
-            .values()
-            .flat_map(|s| {
-                s.vips.iter().map(move |v| {
-                    ((v.network_id.to_string(), s.id.clone()), (s.plan.name.clone(), v.addr.addr()))
-                })
-            })
-            .collect();
-        self.dns_services(&want, &mut mem.vip_names);
+        let want = service_records(&services, &all_tasks);
+        self.dns_services(&want, &mut mem.names);
 
-        for (_, task) in &tasks {
+        for task in tasks.iter().copied() {
             let container = containers.get(&task.id).cloned();
             let work = match (task.desired, task.state) {
                 (TaskState::Running, s) if s < TaskState::Running => {
@@ -186,7 +177,7 @@ impl Controller {
         }
         // Containers of tasks that are gone, or not this node's.
         for (task_id, v) in &containers {
-            if !tasks.iter().any(|(_, t)| &t.id == task_id) && !lock(&mem.busy).contains(task_id) {
+            if !tasks.iter().any(|t| &t.id == task_id) && !lock(&mem.busy).contains(task_id) {
                 info!(task = %task_id, container = %v.record.name, "removing the container of a task that is gone");
                 self.remove_task_container(&v.record.id).await;
             }
@@ -278,6 +269,55 @@ impl Controller {
     }
 }
 
+/// The DNS records of the services, by `(network id, record id)`: each VIP answers the
+/// service's name; each task that runs and is meant to answers `tasks.<service>` (and the
+/// service's name in dnsrr mode). Derived from the cluster's records, so every host
+/// answers the same, and a task meant to stop leaves the names before its container stops.
+fn service_records(
+    services: &HashMap<String, ServiceRecord>,
+    tasks: &[TaskRecord],
+) -> BTreeMap<(String, String), cove_dns::EndpointNames> {
+    let mut out = BTreeMap::new();
+    let addr = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V4(v4) => (Some(v4), None),
+        std::net::IpAddr::V6(v6) => (None, Some(v6)),
+    };
+    for s in services.values() {
+        for v in &s.vips {
+            let (ipv4, ipv6) = addr(v.addr.addr());
+            let id = format!("vip/{}", s.id);
+            let names = cove_dns::EndpointNames {
+                endpoint_id: id.clone(),
+                container_name: s.plan.name.clone(),
+                ipv4,
+                ipv6,
+                ..Default::default()
+            };
+            out.insert((v.network_id.to_string(), id), names);
+        }
+    }
+    for t in tasks.iter().filter(|t| t.is_serving()) {
+        let Some(s) = services.get(&t.service_id) else { continue };
+        let mut aliases = vec![format!("tasks.{}", s.plan.name)];
+        if s.plan.endpoint_mode == EndpointMode::Dnsrr {
+            aliases.push(s.plan.name.clone());
+        }
+        for (net, a) in &t.addresses {
+            let (ipv4, ipv6) = addr(a.addr());
+            let id = format!("task/{}", t.id);
+            let names = cove_dns::EndpointNames {
+                endpoint_id: id.clone(),
+                aliases: aliases.clone(),
+                ipv4,
+                ipv6,
+                ..Default::default()
+            };
+            out.insert((net.to_string(), id), names);
+        }
+    }
+    out
+}
+
 /// A running task whose container is gone or exited, as it should be reported.
 fn exited(task: &TaskRecord, container: Option<&ContainerView>) -> Option<TaskRecord> {
     let mut t = task.clone();
@@ -323,12 +363,8 @@ fn task_container(c: &ClusterSeam, svc: &ServiceRecord, task: &TaskRecord) -> Co
         .networks
         .iter()
         .map(|n| {
-            let mut aliases = n.aliases.clone();
-            aliases.push(format!("tasks.{name}"));
-            if svc.plan.endpoint_mode == EndpointMode::Dnsrr {
-                aliases.push(name.clone());
-            }
-            (n.network_id.to_string(), EndpointSettings { aliases, ..Default::default() })
+            let settings = EndpointSettings { aliases: n.aliases.clone(), ..Default::default() };
+            (n.network_id.to_string(), settings)
         })
         .collect();
     let network_mode_name =
