@@ -79,6 +79,18 @@ fn open_here(spec: &DeviceSpec) -> Result<Handles, TunnelError> {
     };
     let ifindex = nix::net::if_::if_nametoindex(spec.ifname.as_str())
         .map_err(|e| link_err("look up its index", e.into()))?;
+    if spec.addr.addr().is_ipv4() {
+        // Nothing speaks IPv6 over an IPv4 tunnel; without this the kernel's own IPv6
+        // chatter (router solicitations, MLD reports) is read from the device and dropped
+        // as having no peer. Missing when IPv6 is disabled altogether: fine.
+        let key = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", spec.ifname);
+        match std::fs::write(&key, "1") {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(link_err("disable IPv6 on it", e));
+            }
+            _ => {}
+        }
+    }
     configure_link(ifindex, spec.addr, spec.mtu).map_err(|(what, e)| link_err(what, e))?;
     let udp = UdpSocket::bind(spec.listen)
         .and_then(|s| s.set_nonblocking(true).map(|()| s))

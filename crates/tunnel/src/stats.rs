@@ -29,8 +29,9 @@ pub struct PeerStats {
     pub endpoint: SocketAddr,
     /// The one inner address it may use.
     pub allowed_ip: IpAddr,
-    /// When its current session was established; `None` before the first handshake and
-    /// after the session was dropped (a key change).
+    /// When its current session was established, to within the timer tick (boringtun's
+    /// session clock advances with it); `None` before the first handshake and after the
+    /// sessions were dropped (a key change).
     pub last_handshake: Option<SystemTime>,
     /// Handshakes completed with it (as initiator or responder) since it was configured.
     pub handshakes: u64,
