@@ -307,19 +307,26 @@ pub fn connect_from(ns: &Path, to: SocketAddr) -> std::io::Result<TcpStream> {
     })
 }
 
-/// TCP from `from` to `to` (served by `l`): a message out, its echo back.
+/// TCP from `from` to `to` (served by `l`): a message out, its echo back. The serving end
+/// runs on a thread of its own, so messages larger than the socket buffers work.
 pub fn tcp_round_trip(from: &Path, to: SocketAddr, l: &TcpListener, msg: &[u8]) {
+    let l = l.try_clone().unwrap();
+    let len = msg.len();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = vec![0u8; len];
+        s.read_exact(&mut got).unwrap();
+        s.write_all(&got).unwrap();
+        got
+    });
     let mut c = connect_from(from, to).unwrap_or_else(|e| panic!("connect to {to}: {e}"));
-    let (mut s, _) = l.accept().unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     c.write_all(msg).unwrap();
-    let mut got = vec![0u8; msg.len()];
-    s.read_exact(&mut got).unwrap();
-    assert_eq!(got, msg);
-    s.write_all(&got).unwrap();
-    let mut back = vec![0u8; msg.len()];
+    let mut back = vec![0u8; len];
     c.read_exact(&mut back).unwrap();
-    assert_eq!(back, msg);
+    assert!(server.join().unwrap() == msg, "the server got the message");
+    assert!(back == msg, "the echo came back whole");
 }
 
 /// A UDP socket bound in `ns` (700 ms read timeout).
