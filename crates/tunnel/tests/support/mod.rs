@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod wggo;
+
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -534,4 +536,29 @@ pub fn marker() -> String {
     let k = PrivateKey::generate().unwrap().to_bytes();
     let hex: String = k[..12].iter().map(|b| format!("{b:02x}")).collect();
     format!("COVE-LEAK-{hex}")
+}
+
+/// User + system CPU time in a `/proc/.../stat` line (fields 14 and 15, in clock ticks).
+pub fn cpu_of_stat(stat: &str) -> Duration {
+    // The command name (field 2) may hold spaces: count fields after its closing paren.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return Duration::ZERO };
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// CPU time of this process's threads whose name starts with `prefix` (`cvwg-`: Cove's
+/// tunnel threads).
+pub fn threads_cpu(prefix: &str) -> Duration {
+    let mut total = Duration::ZERO;
+    for t in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.starts_with(prefix) {
+            total +=
+                cpu_of_stat(&std::fs::read_to_string(t.path().join("stat")).unwrap_or_default());
+        }
+    }
+    total
 }
