@@ -1,27 +1,45 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Many UDP datagrams per system call: `recvmmsg(2)` and `sendmmsg(2)` over buffers
-//! allocated once per thread.
+//! allocated once per thread, with UDP segmentation offload both ways: consecutive
+//! datagrams to one peer of one size leave as one `UDP_SEGMENT` message (one trip through
+//! the UDP/IP stack, segmented by the device or at the last moment), and the socket takes
+//! coalesced datagrams (`UDP_GRO`), split here by their segment size.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
-/// Datagrams per system call. wireguard-go batches 128 with offloads; without GSO a batch of
-/// 64 already amortises the call and keeps the buffers (64 x 64 KiB) small.
+/// Datagrams per system call. wireguard-go batches 128 with offloads; a batch of 64 already
+/// amortises the call and keeps the buffers (64 x 64 KiB) small.
 pub(crate) const BATCH: usize = 64;
 
-/// Room for one datagram: the largest UDP payload.
+/// Room for one datagram (or one coalesced run of them): the largest UDP payload.
 pub(crate) const DATAGRAM: usize = 65_536;
+
+/// Segments of one `UDP_SEGMENT` message: the kernel's `UDP_MAX_SEGMENTS` (64 before 6.8).
+const MAX_SEGMENTS: usize = 64;
+
+/// Payload bytes of one `UDP_SEGMENT` message: an IPv6 datagram's limit less its headers.
+const MAX_GSO_BYTES: usize = 65_535 - 40 - 8;
+
+/// Room for one control message with a small payload (`CMSG_SPACE(4)` is 24 here).
+type Ctrl = [u64; 4];
 
 /// `BATCH` datagram buffers with their addresses, for either direction.
 pub(crate) struct Batch {
     bufs: Vec<Box<[u8]>>,
     lens: [usize; BATCH],
+    dests: [Option<SocketAddr>; BATCH],
     addrs: [libc::sockaddr_storage; BATCH],
     iovs: [libc::iovec; BATCH],
     hdrs: [libc::mmsghdr; BATCH],
-    /// Datagrams filled (send) or received (receive).
+    ctrl: [Ctrl; BATCH],
+    /// Segment size of each received buffer (its whole length when not coalesced).
+    seg: [usize; BATCH],
+    /// Whether to send with `UDP_SEGMENT`; turned off for good when the kernel refuses it.
+    pub(crate) gso: bool,
+    /// Datagrams filled (send) or buffers received (receive).
     pub(crate) len: usize,
 }
 
@@ -33,9 +51,13 @@ impl Batch {
         Box::new(Batch {
             bufs: (0..BATCH).map(|_| vec![0u8; DATAGRAM].into_boxed_slice()).collect(),
             lens: [0; BATCH],
+            dests: [None; BATCH],
             addrs,
             iovs,
             hdrs,
+            ctrl: [[0; 4]; BATCH],
+            seg: [0; BATCH],
+            gso: true,
             len: 0,
         })
     }
@@ -53,56 +75,75 @@ impl Batch {
     /// Queue the first `len` bytes of the buffer from [`Batch::next_buf`] for `to`.
     pub(crate) fn push(&mut self, len: usize, to: SocketAddr) {
         self.lens[self.len] = len;
+        self.dests[self.len] = Some(to);
         self.addrs[self.len] = sockaddr(to);
         self.len += 1;
     }
 
-    /// Datagram `i` of a received batch and its source.
-    pub(crate) fn received(&mut self, i: usize) -> (&mut [u8], Option<SocketAddr>) {
+    /// Buffer `i` of a received batch: its datagrams (more than one when the kernel
+    /// coalesced them) and their source.
+    pub(crate) fn received(&self, i: usize) -> (std::slice::Chunks<'_, u8>, Option<SocketAddr>) {
         let from = to_socket_addr(&self.addrs[i]);
-        (&mut self.bufs[i][..self.lens[i]], from)
+        (self.bufs[i][..self.lens[i]].chunks(self.seg[i].max(1)), from)
     }
 
-    /// Send the queued datagrams on `fd`, as few calls as the kernel allows. A datagram
-    /// the kernel refuses is skipped; returns how many were refused. Empties the batch.
+    /// Send the queued datagrams on `fd`, as few calls and stack traversals as the kernel
+    /// allows. A datagram the kernel refuses is skipped; returns how many were refused.
+    /// Empties the batch.
     pub(crate) fn send(&mut self, fd: RawFd) -> usize {
         let n = self.len;
-        for i in 0..n {
-            self.iovs[i] =
-                libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.lens[i] };
-            self.hdrs[i].msg_hdr = libc::msghdr {
-                msg_name: (&raw mut self.addrs[i]).cast(),
-                msg_namelen: addr_len(&self.addrs[i]),
-                msg_iov: &raw mut self.iovs[i],
-                msg_iovlen: 1,
-                msg_control: std::ptr::null_mut(),
-                msg_controllen: 0,
-                msg_flags: 0,
-            };
-        }
-        let (mut at, mut failed) = (0, 0);
-        while at < n {
-            // SAFETY: headers at..n point at iovecs, buffers and addresses owned by `self`,
-            // which outlive the call; the count matches the slice.
-            let rc = unsafe {
-                libc::sendmmsg(fd, self.hdrs[at..].as_mut_ptr(), (n - at) as libc::c_uint, 0)
-            };
+        let mut failed = 0;
+        let mut first = 0; // first datagram not yet sent
+        while first < n {
+            // Messages from `first` on: runs of one destination and one size (the last of a
+            // run may be shorter) become one message with a segment size.
+            let (mut m, mut i) = (0, first);
+            let mut starts = [0usize; BATCH + 1];
+            while i < n {
+                let (size, to) = (self.lens[i], self.dests[i]);
+                let mut j = i + 1;
+                let mut total = size;
+                while self.gso
+                    && j < n
+                    && j - i < MAX_SEGMENTS
+                    && self.dests[j] == to
+                    && self.lens[j] <= size
+                    && total + self.lens[j] <= MAX_GSO_BYTES
+                {
+                    total += self.lens[j];
+                    j += 1;
+                    if self.lens[j - 1] < size {
+                        break; // a shorter one ends the run
+                    }
+                }
+                self.message(m, i, j);
+                starts[m] = i;
+                m += 1;
+                i = j;
+            }
+            starts[m] = n;
+            // SAFETY: headers 0..m point at iovecs, buffers, addresses and control space
+            // owned by `self`, which outlive the call; the count matches.
+            let rc = unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), m as libc::c_uint, 0) };
             if rc > 0 {
-                at += rc as usize;
+                first = starts[rc as usize];
                 continue;
             }
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) => {
-                    // The socket buffer is full: wait for room rather than drop.
-                    wait_writable(fd);
-                    continue;
+                Some(libc::EINTR) => {}
+                Some(libc::EAGAIN) => wait_writable(fd), // full socket buffer: wait for room
+                Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP)
+                    if self.gso && starts[1] - first > 1 =>
+                {
+                    // The route's device cannot take segmentation offload: plain datagrams.
+                    tracing::debug!("UDP GSO refused ({e}); sending datagrams one by one");
+                    self.gso = false;
                 }
                 _ => {
                     tracing::trace!("sendmmsg: {e}");
-                    failed += 1;
-                    at += 1;
+                    failed += starts[1] - first;
+                    first = starts[1];
                 }
             }
         }
@@ -110,8 +151,40 @@ impl Batch {
         failed
     }
 
-    /// Receive up to `BATCH` datagrams from the non-blocking `fd`. Returns how many
-    /// (0 when none is waiting).
+    /// Header `m`: datagrams `i..j` to one destination, with a segment size when several.
+    fn message(&mut self, m: usize, i: usize, j: usize) {
+        for k in i..j {
+            self.iovs[k] =
+                libc::iovec { iov_base: self.bufs[k].as_mut_ptr().cast(), iov_len: self.lens[k] };
+        }
+        let mut h = libc::msghdr {
+            msg_name: (&raw mut self.addrs[i]).cast(),
+            msg_namelen: addr_len(&self.addrs[i]),
+            msg_iov: &raw mut self.iovs[i],
+            msg_iovlen: j - i,
+            msg_control: std::ptr::null_mut(),
+            msg_controllen: 0,
+            msg_flags: 0,
+        };
+        if j - i > 1 {
+            h.msg_control = self.ctrl[m].as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE is a size computation.
+            h.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+            // SAFETY: the control buffer is 32 bytes, aligned for cmsghdr, and larger than
+            // CMSG_SPACE(2); CMSG_FIRSTHDR and CMSG_DATA point inside it.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&h);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = libc::UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+                libc::CMSG_DATA(c).cast::<u16>().write_unaligned(self.lens[i] as u16);
+            }
+        }
+        self.hdrs[m].msg_hdr = h;
+    }
+
+    /// Receive up to `BATCH` buffers from the non-blocking `fd`. Returns how many (0 when
+    /// none is waiting).
     pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         for i in 0..BATCH {
             self.iovs[i] =
@@ -121,8 +194,8 @@ impl Batch {
                 msg_namelen: size_of::<libc::sockaddr_storage>() as libc::socklen_t,
                 msg_iov: &raw mut self.iovs[i],
                 msg_iovlen: 1,
-                msg_control: std::ptr::null_mut(),
-                msg_controllen: 0,
+                msg_control: self.ctrl[i].as_mut_ptr().cast(),
+                msg_controllen: size_of::<Ctrl>(),
                 msg_flags: 0,
             };
             self.hdrs[i].msg_len = 0;
@@ -142,6 +215,7 @@ impl Batch {
                 let n = rc as usize;
                 for i in 0..n {
                     self.lens[i] = self.hdrs[i].msg_len as usize;
+                    self.seg[i] = gro_size(&self.hdrs[i].msg_hdr).unwrap_or(self.lens[i]);
                 }
                 self.len = n;
                 return Ok(n);
@@ -157,6 +231,33 @@ impl Batch {
             }
         }
     }
+}
+
+/// Ask the kernel to coalesce datagrams of one flow on `fd` (`UDP_GRO`). Best effort: an
+/// older kernel just hands them over one by one.
+pub(crate) fn enable_gro(fd: RawFd) {
+    let on: libc::c_int = 1;
+    // SAFETY: an int option of the right size on a valid socket.
+    unsafe {
+        libc::setsockopt(fd, libc::SOL_UDP, libc::UDP_GRO, (&raw const on).cast(), 4);
+    }
+}
+
+/// The segment size of a coalesced receive (the `UDP_GRO` control message), if any.
+fn gro_size(h: &libc::msghdr) -> Option<usize> {
+    // SAFETY: the control buffer and its length are as the kernel left them; CMSG_FIRSTHDR
+    // and CMSG_NXTHDR stay inside it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                let size = libc::CMSG_DATA(c).cast::<libc::c_int>().read_unaligned();
+                return usize::try_from(size).ok().filter(|s| *s > 0);
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
 }
 
 fn wait_writable(fd: RawFd) {
@@ -252,35 +353,59 @@ mod tests {
         assert_eq!(canonical(mapped), "203.0.113.7:1".parse().unwrap());
     }
 
+    /// Datagrams of mixed sizes and destinations, with and without segmentation offload,
+    /// arrive whole and in order over loopback (which the kernel coalesces with `UDP_GRO`).
     #[test]
     fn a_batch_goes_out_and_comes_back_over_loopback() {
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_nonblocking(true).unwrap();
-        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = rx.local_addr().unwrap();
-        let mut out = Batch::new();
-        for i in 0..5u8 {
-            let b = out.next_buf();
-            b[..3].copy_from_slice(&[i, i, i]);
-            out.push(3, to);
-        }
         use std::os::fd::AsRawFd;
-        assert_eq!(out.send(tx.as_raw_fd()), 0);
-        assert_eq!(out.len, 0);
-        let mut inb = Batch::new();
-        let mut got = Vec::new();
-        for _ in 0..100 {
-            let n = inb.recv(rx.as_raw_fd()).unwrap();
-            for i in 0..n {
-                let (d, from) = inb.received(i);
-                assert_eq!(from, Some(tx.local_addr().unwrap()));
-                got.push(d.to_vec());
+        for gso in [true, false] {
+            let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let rx2 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            for r in [&rx, &rx2] {
+                r.set_nonblocking(true).unwrap();
+                enable_gro(r.as_raw_fd());
             }
-            if got.len() == 5 {
-                break;
+            let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let sizes = [1200, 1200, 1200, 700, 1200, 1200, 90, 1200];
+            let mut out = Batch::new();
+            out.gso = gso;
+            let mut want = (Vec::new(), Vec::new());
+            for (i, &size) in sizes.iter().enumerate() {
+                let d: Vec<u8> = (0..size).map(|k| (k + i) as u8).collect();
+                out.next_buf()[..size].copy_from_slice(&d);
+                // Two datagrams to the second socket break the run in the middle.
+                if i == 4 || i == 5 {
+                    out.push(size, rx2.local_addr().unwrap());
+                    want.1.push(d);
+                } else {
+                    out.push(size, rx.local_addr().unwrap());
+                    want.0.push(d);
+                }
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            assert_eq!(out.send(tx.as_raw_fd()), 0);
+            assert_eq!(out.len, 0);
+            assert_eq!(out.gso, gso, "loopback takes UDP_SEGMENT");
+            for (sock, want) in [(&rx, &want.0), (&rx2, &want.1)] {
+                let mut inb = Batch::new();
+                let mut got = Vec::new();
+                for _ in 0..100 {
+                    let n = inb.recv(sock.as_raw_fd()).unwrap();
+                    for i in 0..n {
+                        let (ds, from) = inb.received(i);
+                        assert_eq!(from, Some(tx.local_addr().unwrap()));
+                        got.extend(ds.map(|d| d.to_vec()));
+                    }
+                    if got.len() >= want.len() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                assert!(&got == want, "gso {gso}: {:?} vs {:?}", lens(&got), lens(want));
+            }
         }
-        assert_eq!(got, (0..5u8).map(|i| vec![i, i, i]).collect::<Vec<_>>());
+    }
+
+    fn lens(v: &[Vec<u8>]) -> Vec<usize> {
+        v.iter().map(Vec::len).collect()
     }
 }

@@ -181,9 +181,11 @@ pub(crate) fn inbound(sh: &Shared) {
             };
             let (table, id) = (sh.table(), sh.identity());
             for i in 0..n {
-                let (datagram, from) = inb.received(i);
+                let (datagrams, from) = inb.received(i);
                 let Some(from) = from.map(canonical) else { continue };
-                receive(sh, &table, &id, datagram, from, &mut dst);
+                for datagram in datagrams {
+                    receive(sh, &table, &id, datagram, from, &mut dst);
+                }
             }
         }
     }

@@ -95,6 +95,7 @@ fn open_here(spec: &DeviceSpec) -> Result<Handles, TunnelError> {
     let udp = UdpSocket::bind(spec.listen)
         .and_then(|s| s.set_nonblocking(true).map(|()| s))
         .map_err(|source| TunnelError::Bind { addr: spec.listen, source })?;
+    crate::batch::enable_gro(udp.as_raw_fd());
     Ok(Handles { tun, udp, ifindex })
 }
 
