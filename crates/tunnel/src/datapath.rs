@@ -144,7 +144,7 @@ pub(crate) fn outbound(sh: &Shared) {
                 }
                 TunnResult::Err(e) => {
                     tracing::trace!("encapsulate for {}: {e:?}", peer.state.public_key);
-                    bump(&sh.drops.invalid);
+                    sh.drops.refused(&e);
                 }
                 // Queued until the handshake completes.
                 _ => {}
@@ -251,7 +251,7 @@ fn receive(
         TunnResult::Done => {}
         TunnResult::Err(e) => {
             tracing::trace!("from {from} ({}): {e:?}", state.public_key);
-            bump(&sh.drops.invalid);
+            sh.drops.refused(&e);
         }
         TunnResult::WriteToNetwork(p) => {
             if is_handshake {

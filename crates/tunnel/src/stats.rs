@@ -62,9 +62,14 @@ pub struct Drops {
     /// A decrypted inner packet whose source is not the sending peer's allowed IP
     /// (cryptokey routing, inbound): not written to the TUN device.
     pub spoofed_source: u64,
-    /// A datagram that is no WireGuard message, fails its MAC, or is refused by the
-    /// protocol (failed decryption, replay, expired session, ...).
+    /// A datagram that is no WireGuard message, fails its MAC or its decryption: garbage or
+    /// forgery.
     pub invalid: u64,
+    /// An authentic-looking datagram the session state refuses: a replayed or too-old
+    /// counter or handshake timestamp, an answer to a handshake no longer in progress (both
+    /// sides initiating at once), data for a session not yet or no longer there. A few are
+    /// normal around handshakes; many mean replays.
+    pub stale: u64,
     /// A datagram the UDP socket refused to send.
     pub send_failed: u64,
     /// An inner packet the TUN device refused.
@@ -80,6 +85,7 @@ pub(crate) struct DropCounters {
     pub(crate) unknown_session: AtomicU64,
     pub(crate) spoofed_source: AtomicU64,
     pub(crate) invalid: AtomicU64,
+    pub(crate) stale: AtomicU64,
     pub(crate) send_failed: AtomicU64,
     pub(crate) tun_write_failed: AtomicU64,
 }
@@ -93,6 +99,7 @@ impl DropCounters {
             unknown_session: self.unknown_session.load(Relaxed),
             spoofed_source: self.spoofed_source.load(Relaxed),
             invalid: self.invalid.load(Relaxed),
+            stale: self.stale.load(Relaxed),
             send_failed: self.send_failed.load(Relaxed),
             tun_write_failed: self.tun_write_failed.load(Relaxed),
         }
@@ -107,6 +114,25 @@ pub(crate) struct PeerCounters {
     pub(crate) rx_packets: AtomicU64,
     pub(crate) tx_bytes: AtomicU64,
     pub(crate) tx_packets: AtomicU64,
+}
+
+impl DropCounters {
+    /// Count a datagram boringtun refused, by why.
+    pub(crate) fn refused(&self, e: &boringtun::noise::errors::WireGuardError) {
+        use boringtun::noise::errors::WireGuardError as E;
+        match e {
+            E::UnexpectedPacket
+            | E::WrongIndex
+            | E::InvalidTai64nTimestamp
+            | E::WrongTai64nTimestamp
+            | E::InvalidCounter
+            | E::DuplicateCounter
+            | E::NoCurrentSession
+            | E::ConnectionExpired
+            | E::UnderLoad => bump(&self.stale),
+            _ => bump(&self.invalid),
+        }
+    }
 }
 
 /// Add one to a counter.

@@ -19,8 +19,9 @@ const SECURE: u32 = 42;
 const PLAIN: u32 = 43;
 
 /// No drop that a healthy pair of tunnels should see. (`unknown_peer_key` may count the
-/// first side's eager handshake, sent before the other side knew it; `no_peer_...` is
-/// what the kernel sends into the device for addresses no peer owns.)
+/// first side's eager handshake, sent before the other side knew it; `stale` an answer to
+/// a handshake crossed by the other side's; `no_peer_...` is what the kernel sends into the
+/// device for addresses no peer owns.)
 fn assert_clean(s: &cove_tunnel::TunnelStats) {
     let d = &s.drops;
     let bad = (
