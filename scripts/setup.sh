@@ -18,6 +18,12 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 # The TLS etcd of the mutual-TLS tests gets its certificates from the openssl CLI.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The encrypted overlay's interop tests and bench: an independent WireGuard implementation
+# (wireguard-go) and `wg`. Without recommends: wireguard-tools recommends a kernel image
+# (for the module this machine kind cannot load).
+lean_pkg=()
+command -v wireguard-go >/dev/null 2>&1 || lean_pkg+=(wireguard-go)
+command -v wg >/dev/null 2>&1 || lean_pkg+=(wireguard-tools)
 # Packages whose scripts would start a service on the real host (dockerd, etcd): installed
 # with services forbidden; tests run their daemons only inside namespaces they make.
 service_pkg=()
@@ -28,11 +34,12 @@ command -v etcdctl >/dev/null 2>&1 || service_pkg+=(etcd-client)
 # The metrics tests: promtool checks the exposition, and a real Prometheus server (run only
 # inside a fake host) scrapes the daemon.
 command -v promtool >/dev/null 2>&1 || service_pkg+=(prometheus)
-if [ ${#need[@]} -gt 0 ] || [ ${#service_pkg[@]} -gt 0 ]; then
-    echo "==> installing Debian packages: ${need[*]} ${service_pkg[*]}"
+if [ ${#need[@]} -gt 0 ] || [ ${#lean_pkg[@]} -gt 0 ] || [ ${#service_pkg[@]} -gt 0 ]; then
+    echo "==> installing Debian packages: ${need[*]} ${lean_pkg[*]} ${service_pkg[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     [ ${#need[@]} -eq 0 ] || apt-get install -y -qq "${need[@]}" >/dev/null
+    [ ${#lean_pkg[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${lean_pkg[@]}" >/dev/null
     if [ ${#service_pkg[@]} -gt 0 ]; then
         # Only the binaries are wanted: forbid starting services while the packages install.
         policy=/usr/sbin/policy-rc.d

@@ -15,6 +15,8 @@ export COVE_PRIVILEGED_TESTS=1
 export COVE_REQUIRE_ETCD=1
 # ... and Prometheus (promtool and a server for the metrics tests).
 export COVE_REQUIRE_PROMETHEUS=1
+# ... and wireguard-go with wg (the encrypted overlay's interop test).
+export COVE_REQUIRE_WIREGUARD_GO=1
 cargo fmt --all --check
 cargo deny check licenses bans sources
 cargo clippy --locked --workspace --all-targets -- -D warnings
