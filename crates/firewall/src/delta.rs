@@ -1,24 +1,35 @@
-//! Element deltas between two models: the hot path (attach a container, publish a port).
+//! Deltas between two models: the hot path (attach a container, publish a port, add or
+//! remove a service backend).
 //!
 //! A delta is a typed value ([`ElementDelta`]) with two renderings: nft text
 //! ([`ElementDelta::render_text`], for `nft`) and netlink data
-//! ([`ElementDelta::to_netlink`](crate::netlink), for the kernel directly).
+//! ([`ElementDelta::to_netlink`](crate::netlink), for the kernel directly, when it holds
+//! only elements).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::Hash;
 
 use crate::elements::{in_text_order, Contents, Elements, SetDecl, SetElement, DECLS};
 use crate::model::FirewallModel;
+use crate::names::INET_TABLE;
 use crate::ruleset;
 
-/// Element changes to apply in one transaction on top of a kernel holding some ruleset:
-/// `delete element` changes (first) and `add element` changes of Cove's named sets and
-/// maps. Made by [`crate::element_delta`]; several are merged by concatenation
-/// ([`ElementDelta::append`], or `collect()`), in order.
+/// Changes to apply in one transaction on top of a kernel holding some ruleset:
+/// `delete element` changes (first), the per-service chains that appear, change or go
+/// ([`ChainEdit`]), then `add element` changes of Cove's named sets and maps. Made by
+/// [`crate::element_delta`]; several are merged by concatenation ([`ElementDelta::append`],
+/// or `collect()`), in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ElementDelta {
-    pub(crate) changes: Vec<SetChange>,
+    pub(crate) steps: Vec<Step>,
+}
+
+/// One step of a delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    Set(SetChange),
+    Chains(ChainEdit),
 }
 
 /// The elements one set or map gains or loses: one `add element` or `delete element`
@@ -31,6 +42,71 @@ pub struct SetChange {
     pub(crate) delete: bool,
     /// The elements, in nft text order; deleted map elements carry no value.
     pub(crate) elements: Vec<SetElement>,
+}
+
+/// Per-service chains of `inet cove` that appear, change or go (services only: every
+/// other chain is static). Rendered, in this order: `add chain` for the new ones;
+/// `flush chain` (existing ones) and `add rule` for the new and changed ones; `flush chain`
+/// of every stale one, then `delete chain` of each, once nothing refers to them any more
+/// (their map elements went in the delta's `delete element` step before; a service chain
+/// that referred to a stale backend chain was flushed or rewritten just before).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainEdit {
+    /// Chains that appear, with their rules.
+    pub(crate) created: Vec<(String, Vec<String>)>,
+    /// Existing chains whose rules are replaced.
+    pub(crate) rewritten: Vec<(String, Vec<String>)>,
+    /// Chains that go.
+    pub(crate) deleted: Vec<String>,
+}
+
+impl ChainEdit {
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.rewritten.is_empty() && self.deleted.is_empty()
+    }
+
+    /// Names of the chains that appear.
+    pub fn created(&self) -> impl Iterator<Item = &str> {
+        self.created.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Names of the existing chains whose rules are replaced.
+    pub fn rewritten(&self) -> impl Iterator<Item = &str> {
+        self.rewritten.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Names of the chains that go.
+    pub fn deleted(&self) -> impl Iterator<Item = &str> {
+        self.deleted.iter().map(String::as_str)
+    }
+
+    /// One command per line (`add chain`, `flush chain`, `add rule`, `delete chain`), each
+    /// a complete nft command, so the text works with `nft -f -` and `nft -i` alike.
+    fn render_text(&self, out: &mut String) {
+        let t = format!("inet {INET_TABLE}");
+        for (name, _) in &self.created {
+            let _ = writeln!(out, "add chain {t} {name}");
+        }
+        let rules = |out: &mut String, name: &str, rules: &[String]| {
+            for r in rules.iter().filter(|r| !r.starts_with('#')) {
+                let _ = writeln!(out, "add rule {t} {name} {r}");
+            }
+        };
+        for (name, r) in &self.created {
+            rules(out, name, r);
+        }
+        for (name, r) in &self.rewritten {
+            let _ = writeln!(out, "flush chain {t} {name}");
+            rules(out, name, r);
+        }
+        for name in &self.deleted {
+            let _ = writeln!(out, "flush chain {t} {name}");
+        }
+        for name in &self.deleted {
+            let _ = writeln!(out, "delete chain {t} {name}");
+        }
+    }
 }
 
 impl SetChange {
@@ -73,27 +149,54 @@ impl SetChange {
 }
 
 impl ElementDelta {
-    /// Nothing changes.
-    pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+    /// A delta of element changes only.
+    #[cfg(test)]
+    pub(crate) fn from_set_changes(changes: Vec<SetChange>) -> ElementDelta {
+        ElementDelta { steps: changes.into_iter().map(Step::Set).collect() }
     }
 
-    /// The changes, in the order they apply.
-    pub fn changes(&self) -> &[SetChange] {
-        &self.changes
+    /// Nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// The element changes, in the order they apply.
+    pub fn set_changes(&self) -> impl Iterator<Item = &SetChange> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Set(c) => Some(c),
+            Step::Chains(_) => None,
+        })
+    }
+
+    /// The chain changes (services), in the order they apply.
+    pub fn chain_edits(&self) -> impl Iterator<Item = &ChainEdit> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Chains(c) => Some(c),
+            Step::Set(_) => None,
+        })
+    }
+
+    /// Whether a chain appears, changes or goes: the delta then has no netlink form
+    /// ([`ElementDelta::to_netlink`] is `None`) and goes through `nft` as one transaction.
+    pub fn has_chain_edits(&self) -> bool {
+        self.chain_edits().next().is_some()
     }
 
     /// Appends `other`'s changes after this one's (both in one transaction, in order).
     pub fn append(&mut self, mut other: ElementDelta) {
-        self.changes.append(&mut other.changes);
+        self.steps.append(&mut other.steps);
     }
 
-    /// The delta as `nft` text: one `delete element` / `add element` line per change, for
-    /// one `nft -f -` transaction (or one `nft -i` session transaction). `""` when empty.
+    /// The delta as `nft` text: one command per line (`delete element`, chain commands,
+    /// `add element`), for one `nft -f -` transaction (or one `nft -i` session
+    /// transaction). `""` when empty.
     pub fn render_text(&self) -> String {
         let mut out = String::new();
-        for c in &self.changes {
-            c.render_text(&mut out);
+        for s in &self.steps {
+            match s {
+                Step::Set(c) => c.render_text(&mut out),
+                Step::Chains(c) => c.render_text(&mut out),
+            }
         }
         out
     }
@@ -115,21 +218,22 @@ fn missing<'a, T: Eq + Hash>(a: &'a [T], b: &[T]) -> Vec<&'a T> {
     a.iter().filter(|x| !b.contains(x)).collect()
 }
 
-/// The part of `m` an element delta depends on when only endpoints and published ports
-/// changed: its networks, and the given endpoints and ports.
-fn partial(
-    m: &FirewallModel,
-    endpoints: Vec<&crate::model::EndpointRules>,
-    published: Vec<&crate::model::PublishedPort>,
-    links: Vec<&crate::model::LinkRule>,
-) -> FirewallModel {
+/// The part of `m` that `other` lacks, for a delta when only endpoints, published ports,
+/// links and services changed: its networks and flags, and the entries of `m` that are
+/// not (identically) in `other`.
+fn partial(m: &FirewallModel, other: &FirewallModel) -> FirewallModel {
+    fn own<T: Eq + Hash + Clone>(a: &[T], b: &[T]) -> Vec<T> {
+        missing(a, b).into_iter().cloned().collect()
+    }
     FirewallModel {
         networks: m.networks.clone(),
-        endpoints: endpoints.into_iter().cloned().collect(),
-        published: published.into_iter().cloned().collect(),
-        links: links.into_iter().cloned().collect(),
+        endpoints: own(&m.endpoints, &other.endpoints),
+        published: own(&m.published, &other.published),
+        links: own(&m.links, &other.links),
         drop_foreign_forwarding: m.drop_foreign_forwarding,
         vxlan: m.vxlan.clone(),
+        service_lb: m.service_lb,
+        services: own(&m.services, &other.services),
     }
 }
 
@@ -150,6 +254,7 @@ fn added(from: &Elements, to: &Elements) -> Vec<SetElement> {
 fn rules_differ(before: &FirewallModel, after: &FirewallModel) -> bool {
     before.drop_foreign_forwarding != after.drop_foreign_forwarding
         || before.vxlan != after.vxlan
+        || before.service_lb != after.service_lb
         || ruleset::lo6_bridges(before) != ruleset::lo6_bridges(after)
 }
 
@@ -159,29 +264,18 @@ pub(crate) fn render_delta(before: &FirewallModel, after: &FirewallModel) -> Str
         // A rule changes: only the full ruleset can say that.
         return ruleset::render(after);
     }
-    let (b, a) = if before.networks == after.networks {
-        // The hot path (attach, detach, publish): only endpoints or ports changed. Every
-        // element they contribute is keyed by something of their own (the port's interface
-        // name, the host port the controller reserved for it), so the delta is the
-        // difference of what the changed ones contribute: its cost does not grow with the
-        // number of containers on the host.
-        let gone = partial(
-            before,
-            missing(&before.endpoints, &after.endpoints),
-            missing(&before.published, &after.published),
-            missing(&before.links, &after.links),
-        );
-        let new = partial(
-            after,
-            missing(&after.endpoints, &before.endpoints),
-            missing(&after.published, &before.published),
-            missing(&after.links, &before.links),
-        );
-        (Contents::build(&gone), Contents::build(&new))
+    if before.networks == after.networks {
+        // The hot path (attach, detach, publish, a service's backends): only endpoints,
+        // ports or services changed. Every element they contribute is keyed by something of
+        // their own (the port's interface name, the host port the controller reserved for
+        // it, the service's VIP and id), so the delta is the difference of what the changed
+        // ones contribute: its cost does not grow with the number of containers or
+        // services on the host.
+        let (gone, new) = (partial(before, after), partial(after, before));
+        delta_of(&gone, &new).render_text()
     } else {
-        (Contents::build(before), Contents::build(after))
-    };
-    diff(&b, &a).render_text()
+        delta_of(before, after).render_text()
+    }
 }
 
 /// See [`crate::element_delta`].
@@ -192,11 +286,43 @@ pub(crate) fn element_delta_of(
     if rules_differ(before, after) {
         return None;
     }
-    Some(diff(&Contents::build(before), &Contents::build(after)))
+    Some(delta_of(before, after))
+}
+
+/// Element and chain changes from `before` to `after` (same rules).
+fn delta_of(before: &FirewallModel, after: &FirewallModel) -> ElementDelta {
+    let chains = chain_edit(&ruleset::service_chains(before), &ruleset::service_chains(after));
+    diff_with_chains(&Contents::build(before), &Contents::build(after), chains)
+}
+
+/// The per-service chains that appear, change or go from `before` to `after` (each sorted
+/// by name).
+fn chain_edit(before: &[ruleset::Chain], after: &[ruleset::Chain]) -> ChainEdit {
+    let old: BTreeMap<&str, &Vec<String>> =
+        before.iter().map(|c| (c.name.as_str(), &c.rules)).collect();
+    let new: BTreeMap<&str, &Vec<String>> =
+        after.iter().map(|c| (c.name.as_str(), &c.rules)).collect();
+    let mut edit = ChainEdit::default();
+    for (&name, &rules) in &new {
+        match old.get(name) {
+            None => edit.created.push((name.to_string(), rules.clone())),
+            Some(&was) if was != rules => edit.rewritten.push((name.to_string(), rules.clone())),
+            Some(_) => {}
+        }
+    }
+    edit.deleted = old.keys().filter(|n| !new.contains_key(*n)).map(|n| n.to_string()).collect();
+    edit
 }
 
 /// The element changes that turn contents `b` into `a`.
+#[cfg(test)]
 pub(crate) fn diff(b: &Contents, a: &Contents) -> ElementDelta {
+    diff_with_chains(b, a, ChainEdit::default())
+}
+
+/// The element changes that turn contents `b` into `a`, with `chains` between the deletions
+/// and the additions.
+fn diff_with_chains(b: &Contents, a: &Contents, chains: ChainEdit) -> ElementDelta {
     let (mut deletes, mut adds) = (Vec::new(), Vec::new());
     for (set, (from, to)) in b.sets.iter().zip(&a.sets).enumerate() {
         let gone = removed(from, to);
@@ -209,9 +335,15 @@ pub(crate) fn diff(b: &Contents, a: &Contents) -> ElementDelta {
         }
     }
     // Deletions first: a key whose value changes, or an interval handed from a removed
-    // network to a new one, must be gone before it is added again. One transaction.
-    deletes.append(&mut adds);
-    ElementDelta { changes: deletes }
+    // network to a new one, must be gone before it is added again; a chain that goes must
+    // no longer be named by a map element. Chains next: a new chain must exist before an
+    // element names it. One transaction.
+    let mut steps: Vec<Step> = deletes.into_iter().map(Step::Set).collect();
+    if !chains.is_empty() {
+        steps.push(Step::Chains(chains));
+    }
+    steps.extend(adds.into_iter().map(Step::Set));
+    ElementDelta { steps }
 }
 
 #[cfg(test)]
@@ -235,6 +367,8 @@ mod tests {
             links: vec![],
             drop_foreign_forwarding: false,
             vxlan: None,
+            service_lb: false,
+            services: vec![],
         }
     }
 

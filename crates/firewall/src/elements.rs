@@ -35,6 +35,10 @@ pub enum FieldValue {
     /// `@th,64,128`: 128 raw bits of the transport header (a neighbour advertisement's
     /// target address, as an integer).
     Raw128(u128),
+    /// `inet_service` of an interval set: a range of ports, both ends included.
+    ServiceRange(u16, u16),
+    /// `verdict` of a verdict map: `goto <chain>`.
+    Goto(String),
 }
 
 impl fmt::Display for FieldValue {
@@ -50,6 +54,8 @@ impl fmt::Display for FieldValue {
             FieldValue::Proto(p) => p.fmt(f),
             FieldValue::Service(port) => port.fmt(f),
             FieldValue::Raw128(raw) => write!(f, "0x{raw:032x}"),
+            FieldValue::ServiceRange(from, to) => write!(f, "{from}-{to}"),
+            FieldValue::Goto(chain) => write!(f, "goto {chain}"),
         }
     }
 }
@@ -114,6 +120,9 @@ pub(crate) struct SetDecl {
     pub map: bool,
     /// Declaration statements (`type ...`, `flags interval`), one per line.
     pub spec: &'static [&'static str],
+    /// Part of the service load balancing: declared only with
+    /// [`FirewallModel::service_lb`].
+    pub service: bool,
 }
 
 impl SetDecl {
@@ -125,11 +134,19 @@ impl SetDecl {
 }
 
 const fn decl(family: Family, name: &'static str, spec: &'static [&'static str]) -> SetDecl {
-    SetDecl { family, name, map: false, spec }
+    SetDecl { family, name, map: false, spec, service: false }
 }
 
 const fn map(name: &'static str, spec: &'static [&'static str]) -> SetDecl {
-    SetDecl { family: Family::Inet, name, map: true, spec }
+    SetDecl { family: Family::Inet, name, map: true, spec, service: false }
+}
+
+const fn svc_set(name: &'static str, spec: &'static [&'static str]) -> SetDecl {
+    SetDecl { family: Family::Inet, name, map: false, spec, service: true }
+}
+
+const fn svc_map(name: &'static str, spec: &'static [&'static str]) -> SetDecl {
+    SetDecl { family: Family::Inet, name, map: true, spec, service: true }
 }
 
 const INTERVAL: &str = "flags interval";
@@ -147,6 +164,15 @@ pub(crate) const DECLS: &[SetDecl] = &[
     map(MAP_DNAT4_ADDR, &["type inet_proto . ipv4_addr . inet_service : ipv4_addr . inet_service"]),
     map(MAP_DNAT6_ANY, &["type inet_proto . inet_service : ipv6_addr . inet_service"]),
     map(MAP_DNAT6_ADDR, &["type inet_proto . ipv6_addr . inet_service : ipv6_addr . inet_service"]),
+    svc_map(MAP_SVC4, &["type ipv4_addr . inet_proto . inet_service : verdict", INTERVAL]),
+    svc_map(MAP_SVC6, &["type ipv6_addr . inet_proto . inet_service : verdict", INTERVAL]),
+    svc_set(SET_VIPS4, &["type ipv4_addr"]),
+    svc_set(SET_VIPS6, &["type ipv6_addr"]),
+    svc_set(SET_SVC_NOEP4, &["type ipv4_addr . inet_proto . inet_service", INTERVAL]),
+    svc_set(SET_SVC_NOEP6, &["type ipv6_addr . inet_proto . inet_service", INTERVAL]),
+    svc_map(MAP_INGRESS4, &["type inet_proto . inet_service : verdict"]),
+    svc_set(SET_INGRESS_NOEP4, &["type inet_proto . inet_service"]),
+    svc_map(MAP_INGRESS_SNAT4, &["type ipv4_addr : ipv4_addr"]),
     decl(Family::Bridge, SET_GUARDED, &["type ifname"]),
     decl(Family::Bridge, SET_PORT_MAC, &["type ifname . ether_addr"]),
     decl(Family::Bridge, SET_PORT_IP4, &["type ifname . ether_addr . ipv4_addr"]),
@@ -208,13 +234,13 @@ impl Contents {
         &mut self.sets[i]
     }
 
-    fn add(&mut self, family: Family, name: &str, key: Vec<FieldValue>) {
+    pub(crate) fn add(&mut self, family: Family, name: &str, key: Vec<FieldValue>) {
         self.slot(family, name).insert(key, None);
     }
 
     /// Adds a map element; refuses a key that is already mapped to another value (and says
     /// which).
-    fn add_mapping(
+    pub(crate) fn add_mapping(
         &mut self,
         name: &str,
         key: Vec<FieldValue>,
@@ -244,6 +270,14 @@ impl Contents {
         c.endpoints(model, &networks);
         c.published(model, &networks);
         c.links(model);
+        if model.service_lb {
+            crate::services::add_elements(&mut c, &crate::services::Plan::of(model));
+        } else if !model.services.is_empty() {
+            c.problems.push(format!(
+                "{} service(s) left out: service load balancing (service_lb) is off",
+                model.services.len()
+            ));
+        }
         c
     }
 
@@ -507,6 +541,8 @@ mod tests {
             links: vec![],
             drop_foreign_forwarding: false,
             vxlan: None,
+            service_lb: false,
+            services: vec![],
         };
         let problems = m.problems();
         assert_eq!(problems.len(), 9, "{problems:#?}");
@@ -554,6 +590,8 @@ mod tests {
     fn every_declared_name_is_in_the_name_lists() {
         for d in DECLS {
             let list: &[&str] = match (d.family, d.map) {
+                (Family::Inet, false) if d.service => SERVICE_SETS,
+                (Family::Inet, true) if d.service => SERVICE_MAPS,
                 (Family::Inet, false) => INET_SETS,
                 (Family::Inet, true) => INET_MAPS,
                 (Family::Bridge, _) => BRIDGE_SETS,
@@ -561,6 +599,7 @@ mod tests {
             };
             assert!(list.contains(&d.name), "{}", d.name);
         }
-        assert_eq!(DECLS.len(), INET_SETS.len() + INET_MAPS.len() + BRIDGE_SETS.len());
+        let services = SERVICE_SETS.len() + SERVICE_MAPS.len();
+        assert_eq!(DECLS.len(), INET_SETS.len() + INET_MAPS.len() + BRIDGE_SETS.len() + services);
     }
 }

@@ -40,6 +40,12 @@
 //! * `forward` (filter): frames between two ports of icc=false networks (`icc_off`) are
 //!   dropped, whatever their protocol (raw Ethernet included).
 //!
+//! With `service_lb`, `inet cove` also balances services' virtual IPs over their backends
+//! and publishes routing-mesh ports (kube-proxy's nftables model; see the `services`
+//! module and ADR 0020): verdict maps keyed by VIP, protocol and port lead to one chain
+//! per service (`numgen random`) and one per backend (DNAT); filter chains refuse a service
+//! without backends and drop anything else sent to a VIP.
+//!
 //! Every drop has a named counter ([`names`]`::COUNTER_*`), so a test can prove where a
 //! probe died.
 //!
@@ -81,15 +87,17 @@ mod model;
 pub mod names;
 pub mod netlink;
 mod ruleset;
+mod services;
 
 pub use counters::{parse_counters, NamedCounter};
 pub use cove_model::{MacAddr, Proto};
-pub use delta::{ElementDelta, SetChange};
+pub use delta::{ChainEdit, ElementDelta, SetChange};
 pub use elements::{FieldValue, SetElement};
 pub use model::{
     valid_ifname, EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort, VxlanGuard,
     MAX_IFNAME_LEN,
 };
+pub use services::{Backend, IngressPort, ServiceLb, ServicePort};
 
 /// The complete ruleset: tables `inet cove` and `bridge cove` with all chains, counters,
 /// named sets and maps and their elements. Fed to `nft -f -` it replaces any previous
@@ -102,9 +110,10 @@ pub fn render(model: &FirewallModel) -> String {
     ruleset::render(model)
 }
 
-/// Only the element changes from `before` to `after`: `delete element` lines (first) and
-/// `add element` lines for the named sets and maps, to apply in one `nft -f -` transaction
-/// on top of a kernel holding `before`. Returns `""` when nothing changed.
+/// Only the element changes from `before` to `after`: `delete element` lines (first),
+/// the per-service chains that appear, change or go (see [`ChainEdit`]), and `add element`
+/// lines for the named sets and maps, to apply in one `nft -f -` transaction on top of a
+/// kernel holding `before`. Returns `""` when nothing changed.
 ///
 /// When a rule changes too (`drop_foreign_forwarding` differs), there is no element delta:
 /// it returns the full [`render`] of `after`, which is just as valid to apply.
@@ -116,10 +125,12 @@ pub fn render_delta(before: &FirewallModel, after: &FirewallModel) -> String {
 /// contributes into what `after` contributes, for *partial* models: the same networks (or
 /// the networks before and after a change) and only the endpoints and ports that changed.
 /// Elements of unchanged networks cancel out, so the cost follows the size of the change,
-/// not of the host. A typed value: [`ElementDelta::render_text`] gives the nft text,
-/// [`ElementDelta::to_netlink`] the kernel's bytes. `None` when a rule must change (a
-/// chain appears or goes, or `drop_foreign_forwarding` differs): then only the full
-/// [`render`] can say it.
+/// not of the host. A service whose backends change is a rewrite of that service's chains
+/// (`svc-<id>`, its backend chains) plus a few elements, whatever the number of services.
+/// A typed value: [`ElementDelta::render_text`] gives the nft text,
+/// [`ElementDelta::to_netlink`] the kernel's bytes (element changes only). `None` when a
+/// static rule must change (an IPv6 bridge's chain appears or goes, `drop_foreign_forwarding`,
+/// the VXLAN guard or `service_lb` differs): then only the full [`render`] can say it.
 pub fn element_delta(before: &FirewallModel, after: &FirewallModel) -> Option<ElementDelta> {
     delta::element_delta_of(before, after)
 }

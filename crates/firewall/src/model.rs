@@ -5,6 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use cove_model::MacAddr;
 pub use cove_model::Proto;
+
+pub use crate::services::ServiceLb;
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +34,18 @@ pub struct FirewallModel {
     /// The host is in a cluster: VXLAN datagrams are accepted from its nodes only.
     #[serde(default)]
     pub vxlan: Option<VxlanGuard>,
+    /// Service load balancing is on: the VIP maps and sets, the `svc_input` /
+    /// `svc_forward` / `svc_reject` chains, the rules that consult them and the counter
+    /// `drop_vip_other` exist, with or without services. Off, the ruleset is exactly what
+    /// it was before services existed, and `services` are left out (a problem). Like
+    /// `drop_foreign_forwarding`, a flip is a rule change (a full render), so partial models
+    /// given to [`crate::element_delta`] must carry the host's value.
+    #[serde(default)]
+    pub service_lb: bool,
+    /// Services balanced by this host (one entry per service and network; see
+    /// [`ServiceLb`]).
+    #[serde(default)]
+    pub services: Vec<ServiceLb>,
 }
 
 /// Who may send this host VXLAN datagrams: the nodes of its cluster, on the data-path

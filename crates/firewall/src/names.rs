@@ -70,6 +70,67 @@ pub const MAP_DNAT6_ANY: &str = "dnat6_any";
 /// on one IPv6 address of the host.
 pub const MAP_DNAT6_ADDR: &str = "dnat6_addr";
 
+// ---- inet cove: services (only with `FirewallModel::service_lb`; see `services`) ----
+
+/// The mark bit a service backend chain sets when the client is the backend itself
+/// (hairpin); `nat_postrouting` masquerades such packets, so the backend's reply comes back
+/// through the host to be un-NATed. Cleared again there.
+pub const MARK_SVC_MASQ: u32 = 0x0020_0000;
+/// The mark bit an ingress (routing mesh) backend chain sets for a backend on another host;
+/// `nat_postrouting` SNATs such packets to the service's `ingress_snat` address
+/// ([`MAP_INGRESS_SNAT4`]), so the reply returns to the host that did the DNAT. Cleared
+/// again there.
+pub const MARK_SVC_SNAT: u32 = 0x0040_0000;
+
+/// Interval map `ipv4_addr . inet_proto . inet_service : verdict`: a service's IPv4 VIP,
+/// protocol and port (or every port, `0-65535`, for a service without ports) to `goto` its
+/// chain (`svc-<id>`). Looked up in `nat_prerouting` and `nat_output`.
+pub const MAP_SVC4: &str = "svc4";
+/// The IPv6 twin of [`MAP_SVC4`] (`ipv6_addr . ...`, to `svc6-<id>`).
+pub const MAP_SVC6: &str = "svc6";
+/// Set of `ipv4_addr`: every IPv4 VIP. Anything to a VIP that is not a service port is
+/// dropped ([`COUNTER_DROP_VIP_OTHER`]): the VIP is a local address of the host, and must
+/// not expose the host's own services.
+pub const SET_VIPS4: &str = "vips4";
+/// Set of `ipv6_addr`: every IPv6 VIP.
+pub const SET_VIPS6: &str = "vips6";
+/// Interval set `ipv4_addr . inet_proto . inet_service`: the [`MAP_SVC4`] keys of services
+/// with no backend; `svc_input`/`svc_forward` reject them (TCP reset, ICMP port
+/// unreachable) rather than letting the client time out.
+pub const SET_SVC_NOEP4: &str = "svc_noep4";
+/// The IPv6 twin of [`SET_SVC_NOEP4`].
+pub const SET_SVC_NOEP6: &str = "svc_noep6";
+/// Map `inet_proto . inet_service : verdict`: routing-mesh ports (published on every local
+/// IPv4 address of the host) to `goto` the service's ingress chain (`ing-<id>`).
+pub const MAP_INGRESS4: &str = "ingress4";
+/// Set `inet_proto . inet_service`: routing-mesh ports with no backend to send to (none at
+/// all, or none on this host with `local_only`); rejected in `svc_input`.
+pub const SET_INGRESS_NOEP4: &str = "ingress_noep4";
+/// Map `ipv4_addr : ipv4_addr`: a remote backend of routing-mesh traffic to the source
+/// address it sees (the service's `ingress_snat`, this host's node address on the
+/// service's network).
+pub const MAP_INGRESS_SNAT4: &str = "ingress_snat4";
+
+/// `inet` base chain, filter hook input, priority -10: rejects connections to a service
+/// with no backend, drops everything else addressed to a VIP.
+pub const CHAIN_SVC_INPUT: &str = "svc_input";
+/// `inet` base chain, filter hook forward, priority -10: the same for VIP traffic that is
+/// routed through the host, and VIP traffic between two bridges (isolation).
+pub const CHAIN_SVC_FORWARD: &str = "svc_forward";
+/// `inet` regular chain: `reject` (TCP reset for TCP, ICMP port unreachable otherwise).
+pub const CHAIN_SVC_REJECT: &str = "svc_reject";
+/// Prefix of a service's IPv4 chain (`svc-<id>`): `numgen random mod N` over its backends.
+pub const CHAIN_SVC4_PREFIX: &str = "svc-";
+/// Prefix of a service's IPv6 chain (`svc6-<id>`).
+pub const CHAIN_SVC6_PREFIX: &str = "svc6-";
+/// Prefix of a backend chain (`be-<id>-<backend address in hex>`): hairpin mark, DNAT.
+pub const CHAIN_BACKEND_PREFIX: &str = "be-";
+/// Prefix of a service's routing-mesh chain (`ing-<id>`).
+pub const CHAIN_INGRESS_PREFIX: &str = "ing-";
+/// Prefix of a routing-mesh backend chain (`ib-<id>-<backend address in hex>`): SNAT mark
+/// for a remote backend, DNAT with the port translated.
+pub const CHAIN_INGRESS_BACKEND_PREFIX: &str = "ib-";
+
 // ---- inet cove: counters (one per kind of drop, so tests can prove where a probe died) ----
 
 /// Packets to 127.0.0.0/8 or ::1 that arrived on an interface other than `lo`.
@@ -85,6 +146,10 @@ pub const COUNTER_DROP_DIRECT: &str = "drop_direct";
 pub const COUNTER_DROP_FOREIGN: &str = "drop_foreign";
 /// VXLAN datagrams from an address that is no node of the cluster.
 pub const COUNTER_DROP_VXLAN_FOREIGN: &str = "drop_vxlan_foreign";
+
+/// Packets to a VIP that are not for one of its service ports (dropped in `svc_input` and
+/// `svc_forward`).
+pub const COUNTER_DROP_VIP_OTHER: &str = "drop_vip_other";
 
 // ---- bridge cove: chains ----
 
@@ -183,3 +248,13 @@ pub const BRIDGE_COUNTERS: &[&str] = &[
     COUNTER_DROP_ROUTER,
     COUNTER_DROP_ICC,
 ];
+/// The static chains of `inet cove` that exist with `service_lb` (the per-service chains
+/// come and go with the services: [`CHAIN_SVC4_PREFIX`] and the other prefixes).
+pub const SERVICE_CHAINS: &[&str] = &[CHAIN_SVC_INPUT, CHAIN_SVC_FORWARD, CHAIN_SVC_REJECT];
+/// The named sets of `inet cove` that exist with `service_lb`.
+pub const SERVICE_SETS: &[&str] =
+    &[SET_VIPS4, SET_VIPS6, SET_SVC_NOEP4, SET_SVC_NOEP6, SET_INGRESS_NOEP4];
+/// The named maps of `inet cove` that exist with `service_lb`.
+pub const SERVICE_MAPS: &[&str] = &[MAP_SVC4, MAP_SVC6, MAP_INGRESS4, MAP_INGRESS_SNAT4];
+/// The named counters of `inet cove` that exist with `service_lb`.
+pub const SERVICE_COUNTERS: &[&str] = &[COUNTER_DROP_VIP_OTHER];

@@ -47,9 +47,43 @@ fn in_netns(what: &str, script: &str, args: &[&Path]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// `nft list` output with every `elements = { ... }` list sorted, so two listings of the
-/// same contents compare equal whatever order the kernel keeps them in.
+/// `nft list` output with every `elements = { ... }` list sorted and the blocks of each
+/// table (chains, sets, maps, counters) in name order, so two listings of the same contents
+/// compare equal whatever order the kernel keeps them in (a chain a delta creates is listed
+/// after the others).
 fn normalized(listing: &str) -> String {
+    sorted_blocks(&sorted_elements(listing))
+}
+
+/// The listing with each table's top-level blocks (`\t<kind> <name> {` to `\t}`) sorted.
+fn sorted_blocks(listing: &str) -> String {
+    let mut out = String::new();
+    let mut blocks: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    for line in listing.lines() {
+        if let Some(block) = current.as_mut() {
+            block.push_str(line);
+            block.push('\n');
+            if line == "\t}" {
+                blocks.push(current.take().unwrap());
+            }
+        } else if line.starts_with('\t') && line.ends_with('{') && !line.starts_with("\t\t") {
+            current = Some(format!("{line}\n"));
+        } else if line.is_empty() {
+            // Blank lines between blocks say nothing.
+        } else {
+            if line == "}" {
+                blocks.sort();
+                out.extend(blocks.drain(..));
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn sorted_elements(listing: &str) -> String {
     let mut out = String::new();
     let mut rest = listing;
     while let Some(start) = rest.find("elements = {") {
@@ -143,4 +177,13 @@ fn normalized_sorts_element_lists() {
     let a = "set s {\n\t\telements = { b, a,\n\t\t\t     c }\n\t}\n";
     let b = "set s {\n\t\telements = { c, b, a }\n\t}\n";
     assert_eq!(normalized(a), normalized(b));
+}
+
+#[test]
+fn normalized_sorts_the_blocks_of_a_table() {
+    let a = "table inet t {\n\tchain b {\n\t\tdrop\n\t}\n\n\tchain a {\n\t}\n}\n";
+    let b = "table inet t {\n\tchain a {\n\t}\n\n\tchain b {\n\t\tdrop\n\t}\n}\n";
+    assert_eq!(normalized(a), normalized(b));
+    let c = "table inet t {\n\tchain a {\n\t}\n\n\tchain b {\n\t\taccept\n\t}\n}\n";
+    assert_ne!(normalized(a), normalized(c));
 }

@@ -11,6 +11,7 @@
 //! lets the kernel reap their links asynchronously.
 #![warn(missing_docs)]
 
+pub mod conntrack;
 mod dumper;
 mod entries;
 mod error;

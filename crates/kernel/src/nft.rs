@@ -68,6 +68,43 @@ pub async fn apply(text: &str) -> Result<(), KernelError> {
     Ok(())
 }
 
+/// Whether the kernel and nft accept `text` (`nft -c -f -`: the transaction is checked by
+/// the kernel, then aborted; nothing changes). A feature probe: for example whether the
+/// kernel has the `numgen` expression that service load balancing needs
+/// ([`NUMGEN_PROBE`]).
+pub async fn check(text: &str) -> Result<(), KernelError> {
+    let ctx = "check nftables transaction";
+    let mut child = Command::new("nft")
+        .args(["-c", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| KernelError::new(format!("{ctx}: run nft"), Cause::from(e)))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin.write_all(text.as_bytes()).await.map_err(|e| KernelError::new(ctx, Cause::from(e)))?;
+    drop(stdin);
+    let out = child.wait_with_output().await.map_err(|e| KernelError::new(ctx, Cause::from(e)))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(KernelError::new(ctx, Cause::Protocol(format!("nft: {}", err.trim()))));
+    }
+    Ok(())
+}
+
+/// A transaction that needs every kernel feature service load balancing uses: `numgen`,
+/// verdict maps with concatenated interval keys, `fib`, `reject` and NAT. For [`check`].
+pub const NUMGEN_PROBE: &str = "table inet cove_probe {
+\tmap m { type ipv4_addr . inet_proto . inet_service : verdict; flags interval; }
+\tchain a { }
+\tchain b { numgen random mod 2 vmap { 0 : goto a, 1 : goto a }; }
+\tchain n { type nat hook prerouting priority dstnat; fib daddr type local ip daddr . meta l4proto . th dport vmap @m; }
+\tchain r { meta l4proto tcp reject with tcp reset; }
+\tchain i { type filter hook input priority -10; goto r; }
+}
+";
+
 /// The named counters of a table, as `nft list counters table FAMILY NAME` prints them
 /// (parse with `cove_firewall::parse_counters`). Reading makes no transaction, so
 /// `nft monitor` sees nothing of it.

@@ -4,7 +4,10 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use cove_firewall::{EndpointRules, FirewallModel, MacAddr, NetworkRules, Proto, PublishedPort};
+use cove_firewall::{
+    EndpointRules, FirewallModel, IngressPort, MacAddr, NetworkRules, Proto, PublishedPort,
+    ServiceLb, ServicePort,
+};
 
 pub fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -68,6 +71,8 @@ pub fn one_network() -> FirewallModel {
         links: vec![],
         drop_foreign_forwarding: false,
         vxlan: None,
+        service_lb: false,
+        services: vec![],
     }
 }
 
@@ -129,6 +134,8 @@ pub fn full() -> FirewallModel {
             port: 4789,
             peers: vec!["203.0.113.11".parse().unwrap(), "203.0.113.12".parse().unwrap()],
         }),
+        service_lb: false,
+        services: vec![],
     }
 }
 
@@ -144,6 +151,8 @@ pub fn goldens() -> Vec<(&'static str, FirewallModel)> {
         ("one_network", one_network()),
         ("full", full()),
         ("drop_foreign", drop_foreign()),
+        ("services_empty", services_empty()),
+        ("services", services()),
     ]
 }
 
@@ -191,5 +200,103 @@ pub fn delta_pairs() -> Vec<(&'static str, FirewallModel, FirewallModel)> {
         ("to_empty", full(), empty()),
         ("reshuffle", full(), full_reshuffled()),
         ("unchanged", full(), full()),
+    ]
+    .into_iter()
+    .chain(service_delta_pairs())
+    .collect()
+}
+
+pub fn backend(ip: &str, local: bool) -> cove_firewall::Backend {
+    cove_firewall::Backend { ip: ip.parse().unwrap(), local }
+}
+
+pub fn service(
+    id: &str,
+    vips: &[&str],
+    ports: &[(Proto, u16)],
+    backends: &[(&str, bool)],
+) -> ServiceLb {
+    ServiceLb {
+        id: id.into(),
+        vips: vips.iter().map(|v| v.parse().unwrap()).collect(),
+        ports: ports.iter().map(|&(proto, port)| ServicePort { proto, port }).collect(),
+        backends: backends.iter().map(|&(ip, local)| backend(ip, local)).collect(),
+        ingress: vec![],
+        ingress_snat: None,
+        local_only: false,
+    }
+}
+
+/// Service load balancing on, no service: the static part only.
+pub fn services_empty() -> FirewallModel {
+    FirewallModel { service_lb: true, ..one_network() }
+}
+
+/// `full` with services of every kind: dual-stack with ports and a routing-mesh port
+/// (local and remote backends), port-less, without backends, and routing mesh with
+/// ingress-policy=local and no local backend.
+pub fn services() -> FirewallModel {
+    let mut web = service(
+        "0123456789ab",
+        &["10.88.1.100", "fd00:88:1::100"],
+        &[(Proto::Tcp, 80), (Proto::Udp, 53)],
+        &[
+            ("10.88.1.2", true),
+            ("10.88.1.3", true),
+            ("10.88.1.50", false),
+            ("fd00:88:1::2", true),
+            ("fd00:88:1::3", true),
+        ],
+    );
+    web.ingress = vec![IngressPort { proto: Proto::Tcp, published: 9080, target: 80 }];
+    web.ingress_snat = Some("10.88.1.254".parse().unwrap());
+    let portless = service("bbbbbbbbbbbb", &["10.88.2.100"], &[], &[("10.88.2.2", true)]);
+    let mut empty = service("cccccccccccc", &["10.88.1.101"], &[(Proto::Tcp, 443)], &[]);
+    empty.ingress = vec![IngressPort { proto: Proto::Tcp, published: 9443, target: 443 }];
+    let mut local =
+        service("dddddddddddd", &["10.88.2.101"], &[(Proto::Tcp, 80)], &[("10.88.2.50", false)]);
+    local.ingress = vec![IngressPort { proto: Proto::Tcp, published: 9090, target: 80 }];
+    local.ingress_snat = Some("10.88.2.254".parse().unwrap());
+    local.local_only = true;
+    FirewallModel { service_lb: true, services: vec![web, portless, empty, local], ..full() }
+}
+
+/// `services` with one change to the service `id`.
+pub fn services_with(id: &str, change: impl FnOnce(&mut ServiceLb)) -> FirewallModel {
+    let mut m = services();
+    change(m.services.iter_mut().find(|s| s.id == id).expect("service"));
+    m
+}
+
+/// (name, before, after) pairs of service changes; their deltas are golden files too.
+pub fn service_delta_pairs() -> Vec<(&'static str, FirewallModel, FirewallModel)> {
+    let web = "0123456789ab";
+    let added = services_with(web, |s| s.backends.push(backend("10.88.1.4", true)));
+    let zero = services_with(web, |s| s.backends.clear());
+    let mut without_portless = services();
+    without_portless.services.retain(|s| s.id != "bbbbbbbbbbbb");
+    let mut without_web = services();
+    without_web.services.retain(|s| s.id != web);
+    let ingress = services_with("bbbbbbbbbbbb", |s| {
+        s.ingress = vec![
+            IngressPort { proto: Proto::Tcp, published: 9444, target: 443 },
+            IngressPort { proto: Proto::Udp, published: 5300, target: 53 },
+        ];
+    });
+    let local_only = services_with(web, |s| s.local_only = true);
+    let local_backend =
+        services_with("dddddddddddd", |s| s.backends.push(backend("10.88.2.3", true)));
+    vec![
+        ("svc_add_backend", services(), added.clone()),
+        ("svc_remove_backend", added, services()),
+        ("svc_zero_backends", services(), zero.clone()),
+        ("svc_first_backend", zero, services()),
+        ("svc_add_portless", without_portless.clone(), services()),
+        ("svc_remove_portless", services(), without_portless),
+        ("svc_remove_service", services(), without_web),
+        ("svc_add_ingress", services(), ingress),
+        ("svc_local_only", services(), local_only),
+        ("svc_local_only_gets_a_local_backend", services(), local_backend),
+        ("svc_enable", one_network(), services_empty()),
     ]
 }
