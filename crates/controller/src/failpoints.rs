@@ -257,6 +257,12 @@ impl Kernel for StepKernel {
     async fn reap_condemned(&self) -> std::result::Result<(), KernelError> {
         self.0.reap_condemned().await
     }
+    async fn forget_flows_to(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> std::result::Result<usize, KernelError> {
+        self.0.forget_flows_to(ip).await
+    }
     fn owned_link_removals(
         &self,
     ) -> std::result::Result<tokio::sync::mpsc::Receiver<()>, KernelError> {

@@ -569,6 +569,14 @@ impl Kernel for FakeKernel {
         Ok(())
     }
 
+    async fn forget_flows_to(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> std::result::Result<usize, KernelError> {
+        self.model().journal.push(format!("forget flows to {ip}"));
+        Ok(0)
+    }
+
     fn read_sysctl(&self, key: &str) -> std::result::Result<String, KernelError> {
         Ok(self.model().sysctls.get(key).cloned().unwrap_or_else(|| "0".into()))
     }

@@ -13,7 +13,8 @@ use tracing::{info, warn};
 
 use cove_drivers::Registry;
 use cove_firewall::{
-    ElementDelta, EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort, VxlanGuard,
+    ElementDelta, EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort, ServiceLb,
+    VxlanGuard,
 };
 use cove_metrics::{FirewallWrite, RestoreCause};
 use cove_model::{Error, NetworkMode, Result, Status};
@@ -61,6 +62,10 @@ pub(crate) struct FirewallPlan {
     drop_foreign_forwarding: bool,
     vxlan: Option<VxlanGuard>,
     shares: HashMap<String, Share>,
+    /// The host is in a cluster: the services' scaffolding exists.
+    service_lb: bool,
+    /// The services' load balancing ([`crate::services::dataplane`]).
+    services: Vec<ServiceLb>,
     pending: Vec<ElementDelta>,
     /// A rule changed or the kernel's state is unknown: write the whole ruleset next.
     full: bool,
@@ -75,6 +80,8 @@ impl FirewallPlan {
             networks: self.networks.clone(),
             drop_foreign_forwarding: self.drop_foreign_forwarding,
             vxlan: self.vxlan.clone(),
+            service_lb: self.service_lb,
+            services: self.services.clone(),
             ..FirewallModel::default()
         };
         for id in ids {
@@ -190,6 +197,7 @@ impl Controller {
             plan.shares = all_shares(st, &self.drivers, v6);
             plan.drop_foreign_forwarding = own_forwarding;
             plan.vxlan = self.vxlan_guard(st);
+            plan.service_lb = self.cluster().is_some();
             plan.built = true;
             plan.full = true;
             plan.pending.clear();
@@ -202,12 +210,14 @@ impl Controller {
             networks: plan.networks.clone(),
             drop_foreign_forwarding: plan.drop_foreign_forwarding,
             vxlan: plan.vxlan.clone(),
+            service_lb: plan.service_lb,
             ..FirewallModel::default()
         };
         let mut after = FirewallModel {
             networks: new_networks.clone(),
             drop_foreign_forwarding: own_forwarding,
             vxlan: vxlan.clone(),
+            service_lb: plan.service_lb,
             ..FirewallModel::default()
         };
         // A container's links name another container's bridge port: when that one starts or
@@ -241,6 +251,8 @@ impl Controller {
                 drop_foreign_forwarding: own_forwarding,
                 vxlan,
                 shares: all_shares(st, &self.drivers, v6),
+                service_lb: plan.service_lb,
+                services: plan.services.clone(),
                 ..FirewallPlan::default()
             };
             assert_eq!(
@@ -258,6 +270,39 @@ impl Controller {
             }
         }
         true
+    }
+
+    /// Queue the change of the services' load balancing from `old` to `new` (only the
+    /// entries that differ go into the delta: a task start costs its service's chains and
+    /// elements, whatever the number of services). Written by the next
+    /// [`Controller::apply_pending`].
+    pub(crate) fn plan_services(&self, old: &[ServiceLb], new: &[ServiceLb]) {
+        if !self.cfg.firewall {
+            return;
+        }
+        let mut plan = self.fw_plan.lock().expect("firewall plan lock");
+        plan.services = new.to_vec();
+        if !plan.built {
+            return;
+        }
+        let before = FirewallModel {
+            service_lb: plan.service_lb,
+            services: old.iter().filter(|o| !new.contains(o)).cloned().collect(),
+            ..FirewallModel::default()
+        };
+        let after = FirewallModel {
+            service_lb: plan.service_lb,
+            services: new.iter().filter(|n| !old.contains(n)).cloned().collect(),
+            ..FirewallModel::default()
+        };
+        match cove_firewall::element_delta(&before, &after) {
+            Some(d) if d.is_empty() => {}
+            Some(d) => plan.pending.push(d),
+            None => {
+                plan.full = true;
+                plan.pending.clear();
+            }
+        }
     }
 
     /// Bring the firewall in line with the state now (for changes that add access or
@@ -303,7 +348,7 @@ impl Controller {
     /// Write what the plan queued. Whoever gets here first writes every change queued so
     /// far, in order; a refused delta falls back to the whole ruleset.
     #[tracing::instrument(level = "debug", name = "firewall.apply", skip_all)]
-    async fn apply_pending(&self) -> Result<()> {
+    pub(crate) async fn apply_pending(&self) -> Result<()> {
         let mut fw = self.fw.lock().await;
         let Some(write) = self.take_pending(fw.known) else { return Ok(()) };
         let full = matches!(write, Write::Full(_));

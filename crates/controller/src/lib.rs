@@ -81,6 +81,8 @@ pub struct Controller {
     cluster_nudge: Arc<tokio::sync::Notify>,
     /// Wakes the orchestrator and the task agent after a change of services.
     services_wake: Arc<tokio::sync::Notify>,
+    /// What this host programs for services (load balancing, VIP addresses).
+    service_plane: std::sync::Mutex<services::dataplane::ServicePlane>,
     /// Counts this host's writes to the cluster's networks and endpoints (see
     /// `Controller::cluster_round`).
     cluster_writes: std::sync::atomic::AtomicU64,
@@ -172,6 +174,7 @@ impl Controller {
             node_lease: std::sync::Mutex::new(None),
             cluster_nudge: Arc::new(tokio::sync::Notify::new()),
             services_wake: Arc::new(tokio::sync::Notify::new()),
+            service_plane: Default::default(),
             cluster_writes: std::sync::atomic::AtomicU64::new(0),
             cluster_conflicts: std::sync::Mutex::default(),
             exits: tokio::sync::broadcast::channel(1024).0,

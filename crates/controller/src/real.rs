@@ -117,6 +117,20 @@ impl Kernel for RealKernel {
     async fn reap_condemned(&self) -> std::result::Result<(), KernelError> {
         self.kernel.reap_condemned().await
     }
+    async fn forget_flows_to(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> std::result::Result<usize, KernelError> {
+        // A netlink dump and deletes: off the runtime's threads. The daemon's thread
+        // pool runs in the host's namespace, where the flows are tracked.
+        tokio::task::spawn_blocking(move || {
+            cove_kernel::conntrack::delete_by_reply_source(ip, None)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(KernelError::new("forget flows", std::io::Error::other(e.to_string())))
+        })
+    }
     fn owned_link_removals(
         &self,
     ) -> std::result::Result<tokio::sync::mpsc::Receiver<()>, KernelError> {

@@ -184,6 +184,12 @@ impl Controller {
                 s.add(&op);
             }
         }
+        // Services' VIPs on the bridges of their networks.
+        let plane = self.service_plane.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for op in plane.address_ops() {
+            s.add(&op);
+        }
+        drop(plane);
         keep_bridge_sysctls(&mut s);
         Ok((s, held))
     }

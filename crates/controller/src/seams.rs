@@ -47,6 +47,12 @@ pub trait Kernel: Send + Sync + fmt::Debug {
     async fn route_prefixes(&self) -> std::result::Result<Vec<IpNet>, KernelError>;
     /// Delete the condemned links now.
     async fn reap_condemned(&self) -> std::result::Result<(), KernelError>;
+    /// Forget the host's tracked flows whose replies come from `ip` (a service backend
+    /// that left), so their next packets pick a live backend; how many went.
+    async fn forget_flows_to(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> std::result::Result<usize, KernelError>;
     /// A signal whenever a link of Cove's group vanishes without Cove deleting it (an
     /// admin's `ip link del`, a sandbox namespace torn down): the host may differ from the
     /// records.

@@ -177,6 +177,32 @@ fn services_on_a_single_host_with_the_docker_cli() {
         tasks.iter().map(|t| format!("web.{}.{}", t["Slot"], t["ID"].as_str().unwrap())).collect();
     assert_eq!(answers, expected);
 
+    // Through the VIP: 300 new connections spread over the three tasks. For p = 1/3 each
+    // task answers 100 +- 8.2 (sd) times; 59..=141 is five sd either way.
+    let r = docker(
+        &h,
+        &["exec", "client", "sh", "-c", "for i in $(seq 300); do wget -q -O- http://web/; done"],
+    );
+    r.ok();
+    let mut per_task = std::collections::BTreeMap::<String, usize>::new();
+    for l in r.stdout.lines().filter(|l| !l.is_empty()) {
+        *per_task.entry(l.trim().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_task.values().sum::<usize>(), 300, "{per_task:?}");
+    assert_eq!(per_task.keys().cloned().collect::<BTreeSet<_>>(), expected, "{per_task:?}");
+    assert!(per_task.values().all(|n| (59..=141).contains(n)), "{per_task:?}");
+
+    // The routing mesh: a published port answers on the host's own addresses, from the
+    // tasks. Publishing is not a change of the tasks: none is replaced.
+    docker(&h, &["service", "update", "-d", "--publish-add", "8080:80", "web"]).ok();
+    common::wait_until("the routing mesh to answer", 30, || {
+        h.sh("timeout 3 wget -q -O- http://127.0.0.1:8080/").status.success()
+    });
+    let served =
+        h.sh_ok("for i in $(seq 12); do timeout 3 wget -q -O- http://127.0.0.1:8080/; done");
+    assert!(served.lines().all(|l| expected.contains(l.trim())), "{served}");
+    assert_eq!(task_ips(&running_tasks(&h, "web")), ips, "publishing replaced tasks");
+
     // Scale down: one task left, the others' containers and names gone.
     docker(&h, &["service", "scale", "-d", "web=1"]).ok();
     let tasks = wait_running(&h, "web", 1);
@@ -197,6 +223,22 @@ fn services_on_a_single_host_with_the_docker_cli() {
     assert_eq!(svc2["Endpoint"]["VirtualIPs"], svc["Endpoint"]["VirtualIPs"]);
     assert!(svc2["Version"]["Index"].as_u64() > svc["Version"]["Index"].as_u64());
     assert!(svc2["PreviousSpec"].is_object());
+
+    // No task at all: the VIP refuses at once (a reset, not a timeout); a port it does
+    // not serve is dropped and counted, never handed to the host.
+    docker(&h, &["service", "scale", "-d", "web=0"]).ok();
+    wait_running(&h, "web", 0);
+    let r = docker(
+        &h,
+        &["exec", "client", "sh", "-c", "timeout 20 wget -q -O- http://web/ 2>&1; echo rc=$?"],
+    );
+    assert!(r.stdout.contains("Connection refused"), "{r:?}");
+    let dropped = common::nft_packets(&h, "inet cove", "drop_vip_other");
+    let r = docker(&h, &["exec", "client", "sh", "-c", "nc -w 1 web 22 </dev/null; echo rc=$?"]);
+    assert!(r.stdout.contains("rc=1"), "{r:?}");
+    assert!(common::nft_packets(&h, "inet cove", "drop_vip_other") > dropped);
+    docker(&h, &["service", "scale", "-d", "web=1"]).ok();
+    wait_running(&h, "web", 1);
 
     // Non-detached create waits for convergence, as Docker's does.
     let r = docker(

@@ -121,7 +121,17 @@ impl Controller {
             .filter_map(|v| v.record.config.labels.get(LABEL_TASK_ID).cloned().map(|t| (t, v)))
             .collect();
         mem.draining.retain(|id, _| tasks.iter().any(|t| &t.id == id));
-        // Names first: a service resolves before its first task's process starts.
+        // The load balancers, then the names: a task is reachable through the VIP before
+        // its name appears, and the service resolves before its first task's process
+        // starts.
+        let bridges = {
+            let st = self.state.lock().await;
+            self.service_bridges(&st)
+        };
+        let plane = super::dataplane::plan(&services, &all_tasks, &bridges, &me);
+        if let Err(e) = self.apply_service_plane(plane).await {
+            warn!(error = %e, "could not program the services' load balancing");
+        }
         let want = service_records(&services, &all_tasks);
         self.dns_services(&want, &mut mem.names);
 

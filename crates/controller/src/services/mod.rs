@@ -8,6 +8,7 @@
 //! and DNS records from the same records.
 
 pub(crate) mod agent;
+pub(crate) mod dataplane;
 pub mod leader;
 pub(crate) mod orchestrate;
 
