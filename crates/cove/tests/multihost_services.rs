@@ -159,6 +159,21 @@ fn multihost_services_spread_fail_over_and_leave_nothing() {
         assert!(r.stdout.trim().starts_with("web."), "{r:?}");
     }
 
+    // The VIP balances across hosts: from h2, new connections reach all three tasks, the
+    // remote ones over the overlay (each answers 30 +- 4.7 times of 90).
+    let r = docker(
+        h2,
+        &["exec", "client", "sh", "-c", "for i in $(seq 90); do wget -q -O- http://web/; done"],
+    );
+    r.ok();
+    let mut per_task = BTreeMap::<String, usize>::new();
+    for l in r.stdout.lines().filter(|l| !l.is_empty()) {
+        *per_task.entry(l.trim().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_task.len(), 3, "{per_task:?}");
+    assert_eq!(per_task.values().sum::<usize>(), 90, "{per_task:?}");
+    assert!(per_task.values().all(|n| (9..=51).contains(n)), "{per_task:?}");
+
     // Constraints and global mode.
     docker(
         h1,
