@@ -383,6 +383,7 @@ impl Controller {
         };
         if let Some(name) = global {
             self.cluster_reachable(&format!("remove network {name}"))?;
+            self.network_free_of_services(&name).await?;
         }
         let mut st = self.state.lock().await;
         let id = st.network_id(reference)?;

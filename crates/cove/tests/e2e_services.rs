@@ -321,7 +321,9 @@ fn bad_service_specs_are_refused_naming_the_problem() {
     // Nothing was created by any of them.
     assert_eq!(lines(&h, &["service", "ls", "-q"]), before);
 
-    create(&["--name", "one", "busybox", "sleep", "600"]).ok();
+    create(&["--name", "one", "--network", "ov1", "busybox", "sleep", "600"]).ok();
+    // A network a service uses stays.
+    docker(&h, &["network", "rm", "ov1"]).fails().stderr_has("in use by service one");
     create(&["--name", "one", "busybox", "sleep", "600"]).fails().stderr_has("already exists");
     docker(&h, &["swarm", "init"]).fails().stderr_has("--cluster-store");
     docker(&h, &["swarm", "leave"]).fails().stderr_has("--cluster-store");
@@ -337,4 +339,51 @@ fn bad_service_specs_are_refused_naming_the_problem() {
     });
     docker(&h, &["service", "rm", "one", "ghost"]).ok();
     common::wait_until("the tasks' containers to go", 60, || count_containers(&h, "one") == 0);
+}
+
+#[test]
+fn docker_stack_and_docker_py_drive_services() {
+    if !need_docker() {
+        cove_testkit::skip!("the docker CLI is not installed");
+    }
+    let Some(py) = common::clients::venv_python() else {
+        cove_testkit::skip!("no venv with the Python docker SDK (scripts/setup.sh makes it)");
+    };
+    let h = common::host("docker_stack_and_docker_py_drive_services");
+    let baseline = h.snapshot();
+    let clients = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let stack = clients.join("stack/stack.yml");
+    let stack = stack.to_str().unwrap();
+
+    docker(&h, &["stack", "deploy", "-c", stack, "--resolve-image", "never", "st"]).ok();
+    let ls = lines(&h, &["stack", "services", "--format", "{{.Name}} {{.Mode}}", "st"]);
+    assert_eq!(ls, ["st_cache replicated", "st_web replicated"]);
+    let net = first(docker(&h, &["network", "inspect", "st_default"]).json());
+    assert_eq!(net["Driver"], "overlay");
+    assert_eq!(net["Labels"]["com.docker.stack.namespace"], "st");
+    let web = wait_running(&h, "st_web", 2);
+    wait_running(&h, "st_cache", 1);
+    // The stack's routing-mesh port answers from the tasks.
+    let names: BTreeSet<String> =
+        web.iter().map(|t| format!("st_web.{}.{}", t["Slot"], t["ID"].as_str().unwrap())).collect();
+    common::wait_until("the stack's published port", 30, || {
+        h.sh("timeout 3 wget -q -O- http://127.0.0.1:8081/").status.success()
+    });
+    let got = h.sh_ok("timeout 3 wget -q -O- http://127.0.0.1:8081/");
+    assert!(names.contains(got.trim()), "{got} is not one of {names:?}");
+    // Task containers carry the stack's label.
+    let filter = "label=com.docker.stack.namespace=st";
+    assert_eq!(lines(&h, &["ps", "-q", "--filter", filter]).len(), 3);
+
+    // `stack rm` removes the services, then the network once their tasks are gone.
+    docker(&h, &["stack", "rm", "st"]).ok();
+    common::wait_until("the stack's containers to go", 60, || {
+        lines(&h, &["ps", "-aq", "--filter", filter]).is_empty()
+    });
+    assert!(lines(&h, &["network", "ls", "-q", "--filter", "name=st_default"]).is_empty());
+
+    // docker-py's services and nodes.
+    let script = clients.join("services.py");
+    common::clients::python(&h, &py, &script, &[]).ok().stdout_has("services ok");
+    common::assert_same_as(&h, &baseline, "after stack rm and the SDK's round trip");
 }

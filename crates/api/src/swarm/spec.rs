@@ -18,6 +18,19 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request(msg.into())
 }
 
+/// A struct field of Docker's JSON: Go's decoder matches field names case-insensitively
+/// (docker-py sends `"replicated"` for `Replicated`), so the exact name first, then any
+/// case.
+fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    let o = v.as_object()?;
+    o.get(name).or_else(|| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+}
+
+/// [`field`] on an optional value.
+fn sub<'a>(v: Option<&'a Value>, name: &str) -> Option<&'a Value> {
+    v.and_then(|v| field(v, name))
+}
+
 fn strings(v: Option<&Value>, field: &str) -> Result<Vec<String>, ApiError> {
     match v {
         None | Some(Value::Null) => Ok(vec![]),
@@ -65,71 +78,72 @@ const UNSUPPORTED_CONTAINER: &[(&str, &str)] = &[
     ("Privileges", "privileges"),
 ];
 
+/// Whether a value asks for something: not null, empty, false, zero or made only of those
+/// (`docker stack deploy` sends `"Privileges": {"CredentialSpec": null, ...}`).
 fn non_empty(v: Option<&Value>) -> bool {
     match v {
-        None | Some(Value::Null) => false,
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
-        Some(_) => true,
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Array(a)) => a.iter().any(|x| non_empty(Some(x))),
+        Some(Value::Object(o)) => o.values().any(|x| non_empty(Some(x))),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+        Some(Value::Bool(true)) => true,
     }
 }
 
 /// Parse a service spec. Network targets stay as the client named them (the controller
 /// resolves them); the returned spec has them replaced by the controller afterwards.
 pub(crate) fn parse(spec: Value) -> Result<ServiceRequest, ApiError> {
-    let Value::Object(obj) = &spec else {
+    if !spec.is_object() {
         return Err(bad("service spec: expected a JSON object"));
-    };
-    let name = string(obj.get("Name"), "Name")?;
+    }
+    let obj = &spec;
+    let name = string(field(obj, "Name"), "Name")?;
     if name.is_empty() {
         return Err(bad("service spec: Name must be set"));
     }
-    let tt = obj.get("TaskTemplate").and_then(Value::as_object);
-    let cs = tt.and_then(|t| t.get("ContainerSpec")).and_then(Value::as_object);
-    let Some(cs) = cs else {
+    let tt = field(obj, "TaskTemplate").filter(|t| t.is_object());
+    let Some(cs) = sub(tt, "ContainerSpec").filter(|c| c.is_object()) else {
         return Err(bad("TaskTemplate.ContainerSpec: a container spec is required"));
     };
-    if tt.and_then(|t| t.get("PluginSpec")).is_some_and(|p| !p.is_null()) {
+    if non_empty(sub(tt, "PluginSpec")) {
         return Err(ApiError::not_implemented("plugin services are not supported by Cove"));
     }
-    for (field, what) in UNSUPPORTED_CONTAINER {
-        if non_empty(cs.get(*field)) {
+    for (key, what) in UNSUPPORTED_CONTAINER {
+        if non_empty(field(cs, key)) {
             return Err(ApiError::not_implemented(format!(
-                "TaskTemplate.ContainerSpec.{field}: {what} are not supported by Cove's services"
+                "TaskTemplate.ContainerSpec.{key}: {what} are not supported by Cove's services"
             )));
         }
     }
     let task = TaskTemplate {
-        image: string(cs.get("Image"), "ContainerSpec.Image")?,
-        command: strings(cs.get("Command"), "ContainerSpec.Command")?,
-        args: strings(cs.get("Args"), "ContainerSpec.Args")?,
-        env: strings(cs.get("Env"), "ContainerSpec.Env")?,
-        labels: labels(cs.get("Labels"), "ContainerSpec.Labels")?,
-        hostname: string(cs.get("Hostname"), "ContainerSpec.Hostname")?,
-        dir: string(cs.get("Dir"), "ContainerSpec.Dir")?,
+        image: string(field(cs, "Image"), "ContainerSpec.Image")?,
+        command: strings(field(cs, "Command"), "ContainerSpec.Command")?,
+        args: strings(field(cs, "Args"), "ContainerSpec.Args")?,
+        env: strings(field(cs, "Env"), "ContainerSpec.Env")?,
+        labels: labels(field(cs, "Labels"), "ContainerSpec.Labels")?,
+        hostname: string(field(cs, "Hostname"), "ContainerSpec.Hostname")?,
+        dir: string(field(cs, "Dir"), "ContainerSpec.Dir")?,
     };
     if task.image.is_empty() {
         return Err(bad("ContainerSpec: image reference must be provided"));
     }
-    let mode = parse_mode(obj.get("Mode"))?;
+    let mode = parse_mode(field(obj, "Mode"))?;
     // Networks: the task template's, or the deprecated top-level field.
-    let nets = tt
-        .and_then(|t| t.get("Networks"))
-        .filter(|v| non_empty(Some(v)))
-        .or_else(|| obj.get("Networks"));
+    let nets =
+        sub(tt, "Networks").filter(|v| non_empty(Some(v))).or_else(|| field(obj, "Networks"));
     let networks = parse_networks(nets)?;
-    let constraints = tt
-        .and_then(|t| t.get("Placement"))
-        .map(|p| strings(p.get("Constraints"), "Placement.Constraints"))
+    let constraints = sub(tt, "Placement")
+        .map(|p| strings(field(p, "Constraints"), "Placement.Constraints"))
         .transpose()?
         .unwrap_or_default()
         .iter()
         .map(|c| c.parse::<Constraint>().map_err(|e| bad(e.0)))
         .collect::<Result<Vec<_>, _>>()?;
-    let (endpoint_mode, ports) = parse_endpoint(obj.get("EndpointSpec"))?;
+    let (endpoint_mode, ports) = parse_endpoint(field(obj, "EndpointSpec"))?;
     let plan = ServicePlan {
         name,
-        labels: labels(obj.get("Labels"), "Labels")?,
+        labels: labels(field(obj, "Labels"), "Labels")?,
         task,
         mode,
         networks: vec![],
@@ -137,18 +151,38 @@ pub(crate) fn parse(spec: Value) -> Result<ServiceRequest, ApiError> {
         ports,
         constraints,
     };
+    let spec = with_canonical_mode(spec, plan.mode);
     Ok(ServiceRequest { spec, plan, networks })
 }
 
+/// The spec with its `Mode` spelled as Docker returns it (`{"Replicated": {"Replicas":
+/// N}}` or `{"Global": {}}`), whatever case the client used: clients read it back by
+/// those names.
+fn with_canonical_mode(mut spec: Value, mode: ServiceMode) -> Value {
+    if let Some(o) = spec.as_object_mut() {
+        o.retain(|k, _| !k.eq_ignore_ascii_case("Mode"));
+        let m = match mode {
+            ServiceMode::Replicated { replicas } => {
+                serde_json::json!({ "Replicated": { "Replicas": replicas } })
+            }
+            ServiceMode::Global => serde_json::json!({ "Global": {} }),
+        };
+        o.insert("Mode".into(), m);
+    }
+    spec
+}
+
 fn parse_mode(v: Option<&Value>) -> Result<ServiceMode, ApiError> {
-    let Some(Value::Object(m)) = v else { return Ok(ServiceMode::Replicated { replicas: 1 }) };
-    if m.contains_key("Global") {
+    let Some(m) = v.filter(|m| m.is_object()) else {
+        return Ok(ServiceMode::Replicated { replicas: 1 });
+    };
+    if field(m, "Global").is_some() {
         return Ok(ServiceMode::Global);
     }
-    if m.contains_key("ReplicatedJob") || m.contains_key("GlobalJob") {
+    if field(m, "ReplicatedJob").is_some() || field(m, "GlobalJob").is_some() {
         return Err(ApiError::not_implemented("job services are not supported by Cove"));
     }
-    let replicas = match m.get("Replicated").and_then(|r| r.get("Replicas")) {
+    let replicas = match sub(field(m, "Replicated"), "Replicas") {
         None | Some(Value::Null) => 1,
         Some(n) => n.as_u64().ok_or_else(|| bad("Mode.Replicated.Replicas: expected a count"))?,
     };
@@ -160,18 +194,18 @@ fn parse_networks(v: Option<&Value>) -> Result<Vec<(String, Vec<String>)>, ApiEr
     a.iter()
         .enumerate()
         .map(|(i, n)| {
-            let target = string(n.get("Target"), &format!("Networks[{i}].Target"))?;
+            let target = string(field(n, "Target"), &format!("Networks[{i}].Target"))?;
             if target.is_empty() {
                 return Err(bad(format!("Networks[{i}]: Target must be set")));
             }
-            Ok((target, strings(n.get("Aliases"), &format!("Networks[{i}].Aliases"))?))
+            Ok((target, strings(field(n, "Aliases"), &format!("Networks[{i}].Aliases"))?))
         })
         .collect()
 }
 
 fn parse_endpoint(v: Option<&Value>) -> Result<(EndpointMode, Vec<ServicePort>), ApiError> {
-    let Some(Value::Object(e)) = v else { return Ok((EndpointMode::Vip, vec![])) };
-    let mode = match e.get("Mode").and_then(Value::as_str).unwrap_or("") {
+    let Some(e) = v.filter(|e| e.is_object()) else { return Ok((EndpointMode::Vip, vec![])) };
+    let mode = match field(e, "Mode").and_then(Value::as_str).unwrap_or("") {
         "" | "vip" => EndpointMode::Vip,
         "dnsrr" => EndpointMode::Dnsrr,
         other => {
@@ -179,31 +213,31 @@ fn parse_endpoint(v: Option<&Value>) -> Result<(EndpointMode, Vec<ServicePort>),
         }
     };
     let mut ports = Vec::new();
-    if let Some(Value::Array(a)) = e.get("Ports") {
+    if let Some(Value::Array(a)) = field(e, "Ports") {
         for (i, p) in a.iter().enumerate() {
-            let field = format!("EndpointSpec.Ports[{i}]");
-            let proto = match p.get("Protocol").and_then(Value::as_str).unwrap_or("tcp") {
+            let at = format!("EndpointSpec.Ports[{i}]");
+            let proto = match field(p, "Protocol").and_then(Value::as_str).unwrap_or("tcp") {
                 "" => Proto::Tcp,
-                s => s.parse::<Proto>().map_err(|e| bad(format!("{field}.Protocol: {e}")))?,
+                s => s.parse::<Proto>().map_err(|e| bad(format!("{at}.Protocol: {e}")))?,
             };
             let port = |key: &str| -> Result<Option<u16>, ApiError> {
-                match p.get(key) {
+                match field(p, key) {
                     None | Some(Value::Null) => Ok(None),
                     Some(n) => match n.as_u64() {
                         Some(0) => Ok(None),
                         Some(n) if n <= 65535 => Ok(Some(n as u16)),
-                        _ => Err(bad(format!("{field}.{key}: invalid port {n}"))),
+                        _ => Err(bad(format!("{at}.{key}: invalid port {n}"))),
                     },
                 }
             };
-            let target = port("TargetPort")?
-                .ok_or_else(|| bad(format!("{field}: TargetPort must be set")))?;
-            let mode = match p.get("PublishMode").and_then(Value::as_str).unwrap_or("") {
+            let target =
+                port("TargetPort")?.ok_or_else(|| bad(format!("{at}: TargetPort must be set")))?;
+            let mode = match field(p, "PublishMode").and_then(Value::as_str).unwrap_or("") {
                 "" | "ingress" => PublishMode::Ingress,
                 "host" => PublishMode::Host,
                 other => {
                     return Err(bad(format!(
-                        "{field}.PublishMode: unknown mode {other:?} (ingress, host)"
+                        "{at}.PublishMode: unknown mode {other:?} (ingress, host)"
                     )))
                 }
             };
@@ -217,8 +251,8 @@ fn parse_endpoint(v: Option<&Value>) -> Result<(EndpointMode, Vec<ServicePort>),
 /// swarmkit stores them), in the task template, where current clients put them.
 pub(crate) fn with_network_ids(mut spec: Value, ids: &[String]) -> Value {
     let nets: Vec<Value> = {
-        let tt = spec.get("TaskTemplate").and_then(|t| t.get("Networks"));
-        let src = tt.filter(|v| non_empty(Some(v))).or_else(|| spec.get("Networks"));
+        let tt = sub(field(&spec, "TaskTemplate"), "Networks");
+        let src = tt.filter(|v| non_empty(Some(v))).or_else(|| field(&spec, "Networks"));
         match src {
             Some(Value::Array(a)) => a
                 .iter()
@@ -318,6 +352,18 @@ mod tests {
         assert_eq!(parse(s).unwrap_err().status, 501);
         assert!(parse(json!({ "Name": "x" })).unwrap_err().message.contains("ContainerSpec"));
         assert!(parse(json!([])).is_err());
+    }
+
+    #[test]
+    fn field_names_match_in_any_case_and_the_mode_is_stored_canonical() {
+        // docker-py's ServiceMode('replicated', replicas=2).
+        let mut s = docker_cli_spec();
+        s["Mode"] = json!({ "replicated": { "Replicas": 2 } });
+        s["TaskTemplate"]["ContainerSpec"]["Privileges"] =
+            json!({ "CredentialSpec": null, "SELinuxContext": null });
+        let r = parse(s).unwrap();
+        assert_eq!(r.plan.mode, ServiceMode::Replicated { replicas: 2 });
+        assert_eq!(r.spec["Mode"], json!({ "Replicated": { "Replicas": 2 } }));
     }
 
     #[test]

@@ -27,6 +27,9 @@ use crate::Controller;
 
 /// How many times a VIP is tried again when another host took the address first.
 const VIP_TRIES: usize = 64;
+/// How long a network removal waits for the tasks leaving it: their stop timeout, the
+/// drain before it, and some slack.
+const LEAVING_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 /// Where swarmkit picks published ports that were not given.
 const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
@@ -337,6 +340,40 @@ impl Controller {
             out.push(ServiceVip { network_id: net.id.clone(), addr });
         }
         Ok(out)
+    }
+
+    /// Before a cluster network goes: refuse while a service uses it (409, naming the
+    /// service, as swarmkit does), and wait for the tasks that are leaving it (a service
+    /// just removed, `docker stack rm`) to be gone, up to their stop timeout, so that
+    /// removing a stack's services and then its network works.
+    pub(crate) async fn network_free_of_services(&self, network: &str) -> Result<()> {
+        let Some(c) = self.cluster().cloned() else { return Ok(()) };
+        let id = {
+            let st = self.state.lock().await;
+            st.network(network)?.id.clone()
+        };
+        if let Some(s) = self
+            .service_list()?
+            .into_iter()
+            .find(|s| s.plan.networks.iter().any(|n| n.network_id == id))
+        {
+            return Err(Error::conflict(format!(
+                "network {network} is in use by service {} ({})",
+                s.plan.name, s.id
+            )));
+        }
+        let leaving = || -> Result<bool> {
+            Ok(c.store
+                .list::<TaskRecord>(Table::Tasks)?
+                .iter()
+                .any(|(_, t)| !t.state.is_terminal() && t.addresses.iter().any(|(n, _)| *n == id)))
+        };
+        let deadline = std::time::Instant::now() + LEAVING_WAIT;
+        while leaving()? && std::time::Instant::now() < deadline {
+            self.services_nudge();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
 
     /// Wake the orchestrator and this node's agent.
