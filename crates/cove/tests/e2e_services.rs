@@ -387,3 +387,50 @@ fn docker_stack_and_docker_py_drive_services() {
     common::clients::python(&h, &py, &script, &[]).ok().stdout_has("services ok");
     common::assert_same_as(&h, &baseline, "after stack rm and the SDK's round trip");
 }
+
+#[test]
+fn cove_service_verbs_call_the_same_routes() {
+    let h = common::host("cove_service_verbs_call_the_same_routes");
+    let nodes = h.cove(&["node", "ls"]).ok().stdout.clone();
+    assert!(nodes.contains(" *") && nodes.contains("Leader") && nodes.contains("Ready"), "{nodes}");
+    h.cove(&["network", "create", "-d", "overlay", "ovc"]).ok();
+    h.cove(&[
+        "service",
+        "create",
+        "--name",
+        "cs",
+        "--replicas",
+        "2",
+        "--network",
+        "ovc",
+        "-p",
+        "8082:80",
+        "busybox",
+        "sleep",
+        "600",
+    ])
+    .ok();
+    common::wait_until("cs to run 2/2", 60, || {
+        h.cove(&["service", "ls"]).stdout.lines().any(|l| l.contains(" cs ") && l.contains("2/2"))
+    });
+    let ls = h.cove(&["service", "ls"]).ok().stdout.clone();
+    assert!(ls.contains("*:8082->80/tcp"), "{ls}");
+    let ps = h.cove(&["service", "ps", "cs"]).ok().stdout.clone();
+    assert_eq!(
+        ps.lines().filter(|l| l.contains("cs.") && l.contains("running")).count(),
+        2,
+        "{ps}"
+    );
+    let inspect = h.cove(&["service", "inspect", "cs"]).ok().json();
+    assert_eq!(inspect[0]["Spec"]["Mode"]["Replicated"]["Replicas"], 2);
+    h.cove(&["service", "scale", "cs=1"]).ok().stdout_has("cs scaled to 1");
+    common::wait_until("cs to run 1/1", 60, || {
+        h.cove(&["service", "ls"]).stdout.lines().any(|l| l.contains(" cs ") && l.contains("1/1"))
+    });
+    h.cove(&["service", "scale", "cs=x"]).fails().stderr_has("invalid replicas value");
+    h.cove(&["service", "rm", "cs"]).ok();
+    h.cove(&["service", "inspect", "cs"]).fails().stderr_has("not found");
+    common::wait_until("cs's containers to go", 60, || {
+        h.cove(&["ps", "-aq"]).stdout.trim().is_empty()
+    });
+}

@@ -11,6 +11,7 @@ mod network;
 mod node;
 mod ports;
 mod run;
+mod service;
 mod template;
 mod tmpl_exec;
 mod value;
@@ -31,6 +32,8 @@ pub enum Command {
     /// Manage the hosts of the cluster
     #[command(subcommand)]
     Node(node::NodeCmd),
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCmd),
@@ -127,6 +130,7 @@ async fn dispatch(client: &Client, cmd: Command) -> anyhow::Result<i32> {
     match cmd {
         Command::Network(n) => network::run(client, n).await,
         Command::Node(n) => node::run(client, n).await,
+        Command::Service(s) => service::run(client, s).await,
         Command::Container(cc) => match cc {
             ContainerCmd::Run(a) => run::run(client, *a).await,
             ContainerCmd::Create(a) => run::create(client, *a).await,

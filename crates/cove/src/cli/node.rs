@@ -30,6 +30,9 @@ pub async fn run(client: &Client, cmd: NodeCmd) -> anyhow::Result<i32> {
     match cmd {
         NodeCmd::Ls => {
             let list = client.get_val("/nodes").await?;
+            let info = client.get_val("/info").await?;
+            let me =
+                info.path(&["Swarm", "NodeID"]).and_then(Val::as_str).unwrap_or("").to_string();
             let s = |n: &Val, path: &[&str]| {
                 let mut v = n;
                 for p in path {
@@ -40,19 +43,30 @@ pub async fn run(client: &Client, cmd: NodeCmd) -> anyhow::Result<i32> {
                 }
                 v.as_str().unwrap_or("").to_string()
             };
-            println!("{:<14}{:<20}{:<8}ADDRESS", "ID", "HOSTNAME", "STATUS");
+            println!(
+                "{:<14}{:<20}{:<8}{:<16}MANAGER STATUS",
+                "ID", "HOSTNAME", "STATUS", "ADDRESS"
+            );
             for n in list.as_arr() {
                 let id = s(n, &["ID"]);
-                let me = if n.get("Self").is_some_and(Val::as_bool) { " *" } else { "" };
+                let this = if id == me { " *" } else { "" };
+                let leader = n.path(&["ManagerStatus", "Leader"]).is_some_and(Val::as_bool);
                 println!(
-                    "{:<14}{:<20}{:<8}{}",
-                    format!("{}{me}", &id[..id.len().min(12)]),
+                    "{:<14}{:<20}{:<8}{:<16}{}",
+                    format!("{}{this}", &id[..id.len().min(12)]),
                     s(n, &["Description", "Hostname"]),
                     match s(n, &["Status", "State"]).as_str() {
                         "ready" => "Ready",
                         _ => "Down",
                     },
-                    s(n, &["Status", "Addr"])
+                    s(n, &["Status", "Addr"]),
+                    if leader {
+                        "Leader".to_string()
+                    } else {
+                        let r = s(n, &["ManagerStatus", "Reachability"]);
+                        let mut c = r.chars();
+                        c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+                    }
                 );
             }
             Ok(0)
