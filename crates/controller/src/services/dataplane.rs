@@ -203,6 +203,11 @@ mod tests {
         ServicePort as Port, ServiceVip, TaskState, TaskTemplate,
     };
 
+    /// A network id from a short name (`n1` → `aaa…a1`).
+    fn nid(n: &str) -> NetworkId {
+        NetworkId::parse(&format!("{:a>64}", &n[1..])).unwrap()
+    }
+
     fn svc(id: &str, net: &str, vip: Option<&str>) -> ServiceRecord {
         ServiceRecord {
             id: id.into(),
@@ -216,20 +221,12 @@ mod tests {
                 name: id.into(),
                 task: TaskTemplate { image: "bb".into(), ..Default::default() },
                 mode: ServiceMode::Replicated { replicas: 2 },
-                networks: vec![ServiceNetwork {
-                    network_id: NetworkId::from(net.to_string()),
-                    aliases: vec![],
-                }],
+                networks: vec![ServiceNetwork { network_id: nid(net), aliases: vec![] }],
                 endpoint_mode: if vip.is_some() { EndpointMode::Vip } else { EndpointMode::Dnsrr },
                 ..Default::default()
             },
             vips: vip
-                .map(|v| {
-                    vec![ServiceVip {
-                        network_id: NetworkId::from(net.to_string()),
-                        addr: v.parse().unwrap(),
-                    }]
-                })
+                .map(|v| vec![ServiceVip { network_id: nid(net), addr: v.parse().unwrap() }])
                 .unwrap_or_default(),
         }
     }
@@ -247,7 +244,7 @@ mod tests {
             spec_version: 1,
             container_id: None,
             exit_code: None,
-            addresses: vec![(NetworkId::from(net.to_string()), ip.parse().unwrap())],
+            addresses: vec![(nid(net), ip.parse().unwrap())],
             created_at: String::new(),
             updated_at: String::new(),
         }
@@ -262,7 +259,8 @@ mod tests {
             task("t2", "web", "b", "n1", "10.0.9.7/24", TaskState::Running),
             task("t3", "web", "b", "n1", "10.0.9.8/24", TaskState::Starting),
         ];
-        let bridges: BTreeMap<String, String> = [("n1".to_string(), "ov-n1".to_string())].into();
+        let bridges: BTreeMap<String, String> =
+            [(nid("n1").to_string(), "ov-n1".to_string())].into();
         let p = plan(&services, &tasks, &bridges, "a");
         assert_eq!(p.lbs.len(), 1);
         let lb = &p.lbs[0];
@@ -296,7 +294,8 @@ mod tests {
             Port { proto: Proto::Tcp, target: 81, published: Some(8081), mode: PublishMode::Host },
         ];
         let services: HashMap<String, ServiceRecord> = [("web".to_string(), s)].into();
-        let bridges: BTreeMap<String, String> = [("n1".to_string(), "ov-n1".to_string())].into();
+        let bridges: BTreeMap<String, String> =
+            [(nid("n1").to_string(), "ov-n1".to_string())].into();
         let lb = &plan(&services, &[], &bridges, "a").lbs[0];
         assert_eq!(
             lb.ports,
