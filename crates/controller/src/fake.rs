@@ -215,6 +215,25 @@ impl KernelModel {
                 }
                 self.forget_link(name);
             }
+            Op::CreateMacvlan { name, group, parent, mtu, .. } => {
+                if !self.links.contains_key(parent) {
+                    return Err(Cause::NoSuchLink(parent.clone()));
+                }
+                if self.links.contains_key(name) {
+                    return Err(Cause::Os(std::io::Error::from_raw_os_error(libc::EEXIST)));
+                }
+                self.links.insert(
+                    name.clone(),
+                    FakeLink {
+                        kind: "macvlan",
+                        group: *group,
+                        master: None,
+                        peer_netns: None,
+                        up: false,
+                    },
+                );
+                self.mtus.insert(name.clone(), *mtu);
+            }
             Op::CreateVxlan { name, group, vni, local, port, mtu, master } => {
                 if !self.links.contains_key(master) {
                     return Err(Cause::NoSuchLink(master.clone()));
@@ -359,6 +378,7 @@ impl FakeKernel {
                 ("bridge", _) => cove_plan::LinkKind::Bridge { mac: cove_model::MacAddr([0; 6]) },
                 ("veth", _) => cove_plan::LinkKind::Veth,
                 ("vxlan", Some(v)) => cove_plan::LinkKind::Vxlan(*v),
+                ("macvlan", _) => cove_plan::LinkKind::Macvlan(None),
                 (other, _) => cove_plan::LinkKind::Other(Some(other.to_string())),
             };
             s.links.insert(

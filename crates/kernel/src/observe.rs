@@ -46,6 +46,7 @@ pub(crate) async fn host_state(
             (Some("bridge"), _) => LinkKind::Bridge { mac: MacAddr([0; 6]) },
             (Some("veth"), _) => LinkKind::Veth,
             (Some("vxlan"), Some(v)) => LinkKind::Vxlan(v),
+            (Some("macvlan"), _) => LinkKind::Macvlan(None),
             (other, _) => LinkKind::Other(other.map(str::to_string)),
         };
         if l.group == OWNED_LINK_GROUP {

@@ -211,6 +211,19 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
             };
             nl::ack(hs.host(), RouteNetlinkMessage::NewLink(req.message()), CREATE).await?;
         }
+        Op::CreateMacvlan { name, group, parent, mac, mtu } => {
+            let parent = nl::link_index(hs.host(), parent).await?;
+            let mut msg = rtnetlink::LinkMacVlan::new(
+                name,
+                parent,
+                netlink_packet_route::link::MacVlanMode::Bridge,
+            )
+            .mtu(*mtu)
+            .address(mac.0.to_vec())
+            .build();
+            msg.attributes.push(netlink_packet_route::link::LinkAttribute::Group(*group));
+            nl::ack(hs.host(), RouteNetlinkMessage::NewLink(msg), CREATE).await?;
+        }
         Op::SetPortFlags { link, flags } => {
             let index = nl::link_index(hs.host(), link).await?;
             let msg = port_flags_message(index, flags);

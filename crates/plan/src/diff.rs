@@ -70,6 +70,20 @@ pub fn diff(desired: &HostState, observed: &HostState) -> Vec<Op> {
                     ups.push(Op::SetUp { netns: host(), link: name.clone() });
                 }
             }
+            (None, LinkKind::Macvlan(Some((parent, mac)))) => {
+                // After the bridges: it sits on one.
+                create_vxlan.push(Op::CreateMacvlan {
+                    name: name.clone(),
+                    group: d.group,
+                    parent: parent.clone(),
+                    mac: *mac,
+                    mtu: d.mtu,
+                });
+                fresh.insert(name.clone());
+                if d.up {
+                    ups.push(Op::SetUp { netns: host(), link: name.clone() });
+                }
+            }
             (None, _) => {}
             (Some(o), _) => {
                 if o.mtu != d.mtu {

@@ -29,6 +29,10 @@ pub enum LinkKind {
     Veth,
     /// A VXLAN device (an overlay network's tunnel end point).
     Vxlan(Vxlan),
+    /// A macvlan device on a bridge (a node address on a service network). Desired ones
+    /// carry their parent and MAC; observed ones do not (an existing one is never
+    /// re-created, and it goes with its parent).
+    Macvlan(Option<(String, MacAddr)>),
     /// Anything else the kernel reports (`None`: a physical device or `lo`).
     Other(Option<String>),
 }
@@ -173,6 +177,19 @@ impl HostState {
                         mtu: *mtu,
                         up: false,
                         master: Some(master.clone()),
+                        group: *group,
+                        hairpin: false,
+                    },
+                );
+            }
+            Op::CreateMacvlan { name, group, parent, mac, mtu } => {
+                self.links.insert(
+                    name.clone(),
+                    Link {
+                        kind: LinkKind::Macvlan(Some((parent.clone(), *mac))),
+                        mtu: *mtu,
+                        up: false,
+                        master: None,
                         group: *group,
                         hairpin: false,
                     },

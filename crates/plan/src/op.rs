@@ -222,6 +222,22 @@ pub enum Op {
         /// Bridge to enslave it to (created in the same request).
         master: String,
     },
+    /// Create a macvlan device in bridge mode on `parent` (a bridge) in the host namespace,
+    /// with a fixed MAC, left down: a host address with a MAC of its own on that bridge's
+    /// L2 (a service network's node address, which other hosts reach over the overlay,
+    /// while the bridge's own MAC is the anycast gateway's). Goes with its parent.
+    CreateMacvlan {
+        /// Device name.
+        name: String,
+        /// Link group (see [`Op::CreateBridge`]).
+        group: u32,
+        /// The bridge it sits on.
+        parent: String,
+        /// Its MAC.
+        mac: MacAddr,
+        /// MTU.
+        mtu: u32,
+    },
     /// Set the bridge-port flags of a host link that is a bridge port (`bridge link set`).
     /// The flags are the port's and go with it: a port enslaved again starts from the
     /// kernel's defaults (every flag on), so this follows every [`Op::SetMaster`].
@@ -331,6 +347,7 @@ impl Op {
             Op::CreateBridge { name, .. } => Some(name),
             Op::CreateVeth { host_name, .. } => Some(host_name),
             Op::CreateVxlan { name, .. } => Some(name),
+            Op::CreateMacvlan { name, .. } => Some(name),
             _ => None,
         }
     }
@@ -351,7 +368,7 @@ impl Op {
             Op::Neighbor { netns, link, addr, .. } => {
                 Some(Op::DelNeighbor { netns: netns.clone(), link: link.clone(), addr: *addr })
             }
-            Op::CreateVxlan { name, .. } => {
+            Op::CreateVxlan { name, .. } | Op::CreateMacvlan { name, .. } => {
                 Some(Op::DeleteLink { netns: Netns::Host, name: name.clone() })
             }
             Op::VxlanFdb { link, mac, .. } => {
@@ -406,6 +423,9 @@ impl fmt::Display for Op {
                 "create vxlan {name} id {vni} local {local} dstport {port} nolearning proxy \
                  mtu {mtu} master {master}"
             ),
+            Op::CreateMacvlan { name, parent, mac, mtu, .. } => {
+                write!(f, "create macvlan {name} link {parent} mode bridge mac {mac} mtu {mtu}")
+            }
             Op::SetPortFlags { link, flags } => write!(f, "set bridge port {link} {flags}"),
             Op::VxlanFdb { link, mac, dst } => {
                 write!(f, "replace fdb {mac} dev {link} dst {dst} self permanent")
