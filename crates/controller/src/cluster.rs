@@ -635,6 +635,9 @@ impl Controller {
                 held.entry((ep.network_id.to_string(), v6)).or_default().insert(a);
             }
         }
+        for (net, a) in lock(&self.cluster_reserved).iter() {
+            held.entry((net.clone(), a.is_ipv6())).or_default().insert(*a);
+        }
         let empty = BTreeSet::new();
         for ((net, v6), pool) in st.pools.iter_mut() {
             if !st.networks.get(net.as_str()).is_some_and(|n| self.is_global(n)) {

@@ -81,6 +81,9 @@ pub struct Controller {
     cluster_nudge: Arc<tokio::sync::Notify>,
     /// Wakes the orchestrator and the task agent after a change of services.
     services_wake: Arc<tokio::sync::Notify>,
+    /// Addresses of global networks the cluster holds besides endpoints (services' VIPs,
+    /// nodes' addresses): kept used in the local pools, `(network id, address)`.
+    cluster_reserved: std::sync::Mutex<std::collections::BTreeSet<(String, std::net::IpAddr)>>,
     /// What this host programs for services (load balancing, VIP addresses).
     service_plane: std::sync::Mutex<services::dataplane::ServicePlane>,
     /// Counts this host's writes to the cluster's networks and endpoints (see
@@ -175,6 +178,7 @@ impl Controller {
             cluster_nudge: Arc::new(tokio::sync::Notify::new()),
             services_wake: Arc::new(tokio::sync::Notify::new()),
             service_plane: Default::default(),
+            cluster_reserved: Default::default(),
             cluster_writes: std::sync::atomic::AtomicU64::new(0),
             cluster_conflicts: std::sync::Mutex::default(),
             exits: tokio::sync::broadcast::channel(1024).0,
@@ -198,6 +202,7 @@ impl Controller {
             if let Err(e) = ctl.cluster_register().and_then(|()| ctl.cluster_sync(&mut st)) {
                 tracing::warn!(error = %e, "could not sync with the cluster at start");
             }
+            ctl.restore_service_plane(&st);
             ctl.reconcile(&mut st).await?;
             ctl.ensure_builtins(&mut st).await?;
             ctl.sync_firewall(&st).await?;

@@ -184,9 +184,9 @@ impl Controller {
                 s.add(&op);
             }
         }
-        // Services' VIPs on the bridges of their networks.
+        // Services' VIPs on the bridges of their networks, node addresses.
         let plane = self.service_plane.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for op in plane.address_ops() {
+        for op in plane.kernel_ops() {
             s.add(&op);
         }
         drop(plane);

@@ -99,11 +99,14 @@ fn multihost_services_spread_fail_over_and_leave_nothing() {
     let ids = node_ids(h1);
     assert!(eventually(10, || leader(h1).is_some() && leader(h1) == leader(h2)));
 
-    docker(
+    let ov1_id = docker(
         h1,
         &["network", "create", "-d", "overlay", "--attachable", "--subnet", "10.0.9.0/24", "ov1"],
     )
-    .ok();
+    .ok()
+    .stdout
+    .trim()
+    .to_string();
     let page = "mkdir -p /www; echo $HOSTNAME > /www/index.html; exec httpd -f -p 80 -h /www";
     docker(
         h1,
@@ -206,6 +209,49 @@ fn multihost_services_spread_fail_over_and_leave_nothing() {
         .collect();
     assert_eq!(agent_nodes.len(), 3);
 
+    // The routing mesh: a port published by tasks that all run on h3 answers on h2 too,
+    // which SNATs to its own address on the network so the replies come back to it.
+    docker(
+        h1,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "mesh",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.labels.host==h3",
+            "--network",
+            "ov1",
+            "-p",
+            "8090:80",
+            "--hostname",
+            "{{.Task.Name}}",
+            "bb",
+            "sh",
+            "-c",
+            page,
+        ],
+    )
+    .ok();
+    assert!(eventually(60, || running(h1, "mesh").len() == 2));
+    let fetch = "for i in $(seq 10); do timeout 5 wget -q -O- http://203.0.113.12:8090/; done";
+    assert!(
+        eventually(20, || h1
+            .sh(fetch)
+            .stdout
+            .split(|b| *b == b'\n')
+            .filter(|l| l.starts_with(b"mesh."))
+            .count()
+            == 10),
+        "h2 did not answer the mesh port from h3's tasks: {}",
+        String::from_utf8_lossy(&h1.sh(fetch).stdout)
+    );
+    let lb = h2.sh_ok(&format!("ip -4 -o addr show dev lb{}", &ov1_id[..12]));
+    assert!(lb.contains("10.0.9."), "h2 has no node address on ov1: {lb}");
+
     // h3's daemon dies: after its lease and the grace period, its web task runs elsewhere
     // and leaves the names; pinned tasks wait, global mode does not move.
     let h3_web = tasks.iter().find(|t| t["NodeID"] == ids["h3"].as_str()).map(ip_of_task).unwrap();
@@ -281,7 +327,7 @@ fn multihost_services_spread_fail_over_and_leave_nothing() {
     docker(h1, &["rm", "-f", "client"]).ok();
     let h2 = lab.host("h2");
     docker(h2, &["rm", "-f", "client"]).ok();
-    docker(h1, &["service", "rm", "web", "pin", "agent"]).ok();
+    docker(h1, &["service", "rm", "web", "pin", "agent", "mesh"]).ok();
     for h in HOSTS {
         let host = lab.host(h);
         assert!(

@@ -19,7 +19,7 @@ pub use id::*;
 pub use network::*;
 pub use port::{ParsePortSpecError, ParseProtoError, PortSpec, Proto};
 pub use service::{
-    new_object_id, Constraint, ConstraintKey, EndpointMode, NodeFacts, PublishMode, ServiceMode,
-    ServiceNetwork, ServicePlan, ServicePort, ServiceRecord, ServiceVip, TaskRecord, TaskState,
-    TaskTemplate,
+    new_object_id, Constraint, ConstraintKey, EndpointMode, NodeAddress, NodeFacts, PublishMode,
+    ServiceMode, ServiceNetwork, ServicePlan, ServicePort, ServiceRecord, ServiceVip, TaskRecord,
+    TaskState, TaskTemplate,
 };

@@ -298,6 +298,24 @@ pub struct ServiceVip {
     pub addr: IpNet,
 }
 
+/// A node's own address on a network that carries routing-mesh traffic
+/// (`node-addresses/<network id>/<node id>` in the cluster store, its address reserved
+/// with the network's other addresses): the source address remote tasks see for mesh
+/// traffic this node forwards to them, so their replies come back to it. It has a MAC of
+/// its own (the network's bridge has the anycast gateway's), which the other nodes
+/// program like an endpoint of this node's (Docker's per-node `lb-<network>` endpoint).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeAddress {
+    /// The network.
+    pub network_id: NetworkId,
+    /// The node.
+    pub node: String,
+    /// The address, with the network's prefix length.
+    pub addr: IpNet,
+    /// Its MAC.
+    pub mac: crate::MacAddr,
+}
+
 /// A task's state, in swarmkit's order: a task only ever moves forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -51,6 +51,9 @@ pub enum Table {
     /// Facts about the cluster itself (cluster store): `cluster/id` = its id, created by
     /// the first node that asks.
     Cluster,
+    /// Nodes' own addresses on routing-mesh networks (cluster store):
+    /// `node-addresses/<network id>/<node id>`.
+    NodeAddresses,
 }
 
 impl Table {
@@ -72,6 +75,7 @@ impl Table {
             Table::Tasks => "tasks",
             Table::Leader => "leader",
             Table::Cluster => "cluster",
+            Table::NodeAddresses => "node-addresses",
         }
     }
     /// The prefix of every key of the table (`networks/`).

@@ -124,11 +124,39 @@ impl Controller {
         // The load balancers, then the names: a task is reachable through the VIP before
         // its name appears, and the service resolves before its first task's process
         // starts.
-        let bridges = {
-            let st = self.state.lock().await;
-            self.service_bridges(&st)
+        let mesh = super::nodeaddr::mesh_networks(services.values());
+        let addrs = match self.sync_node_addresses(&c, &mesh).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "could not take this node's routing-mesh addresses");
+                c.store
+                    .list::<cove_model::NodeAddress>(Table::NodeAddresses)?
+                    .into_iter()
+                    .map(|(_, a)| a)
+                    .collect()
+            }
         };
-        let plane = super::dataplane::plan(&services, &all_tasks, &bridges, &me);
+        // VIPs and node addresses stay used in the local pools (see `sync_global_pools`).
+        let reserved = services
+            .values()
+            .flat_map(|s| s.vips.iter().map(|v| (v.network_id.to_string(), v.addr.addr())))
+            .chain(addrs.iter().map(|a| (a.network_id.to_string(), a.addr.addr())))
+            .collect();
+        *lock(&self.cluster_reserved) = reserved;
+        let nodes: BTreeMap<String, cove_model::NodeRecord> =
+            c.store.list(Table::NodeStates)?.into_iter().collect();
+        let snat: BTreeMap<String, std::net::IpAddr> = addrs
+            .iter()
+            .filter(|a| a.node == me)
+            .map(|a| (a.network_id.to_string(), a.addr.addr()))
+            .collect();
+        let (bridges, node_ops) = {
+            let st = self.state.lock().await;
+            (self.service_bridges(&st), self.node_address_ops(&st, &addrs, &nodes, &me))
+        };
+        let host = super::dataplane::HostView { me: &me, bridges: &bridges, snat: &snat };
+        let mut plane = super::dataplane::plan(&services, &all_tasks, &host);
+        plane.node_ops = node_ops;
         if let Err(e) = self.apply_service_plane(plane).await {
             warn!(error = %e, "could not program the services' load balancing");
         }

@@ -28,6 +28,9 @@ pub(crate) struct ServicePlane {
     pub(crate) lbs: Vec<ServiceLb>,
     /// VIP addresses by (bridge, address/32 or /128).
     pub(crate) vips: BTreeSet<(String, IpNet)>,
+    /// The node addresses' kernel objects ([`super::nodeaddr`]): this node's macvlans,
+    /// the other nodes' forwarding and neighbour entries.
+    pub(crate) node_ops: Vec<Op>,
 }
 
 impl ServicePlane {
@@ -36,9 +39,10 @@ impl ServicePlane {
         self.lbs.iter().flat_map(|l| l.backends.iter().map(|b| b.ip)).collect()
     }
 
-    /// The VIP addresses as kernel ops (what the reconcile loop also wants).
-    pub(crate) fn address_ops(&self) -> Vec<Op> {
-        self.vips.iter().map(|(link, addr)| add_vip(link, *addr)).collect()
+    /// The plane's kernel objects as ops (what the reconcile loop also wants).
+    pub(crate) fn kernel_ops(&self) -> Vec<Op> {
+        let vips = self.vips.iter().map(|(link, addr)| add_vip(link, *addr));
+        self.node_ops.iter().cloned().chain(vips).collect()
     }
 }
 
@@ -56,14 +60,29 @@ fn entry_id(service: &str, network: &str) -> String {
     format!("{:012x}", h & 0xffff_ffff_ffff)
 }
 
-/// The plane for this host (`me`), from the cluster's services and tasks and the bridges
-/// of the networks the host has (`bridges`: network id → bridge). Pure.
+/// The label that keeps a service's routing mesh to the receiving node's own tasks (the
+/// client's address is always kept; a node without one refuses), as Kubernetes'
+/// `externalTrafficPolicy: Local`.
+pub const INGRESS_POLICY_LABEL: &str = "com.cove.service.ingress-policy";
+
+/// The plan's inputs besides the records: the bridges of the networks this host has
+/// (network id → bridge) and this node's addresses on mesh networks.
+pub(crate) struct HostView<'a> {
+    /// This node's id.
+    pub(crate) me: &'a str,
+    /// Network id → bridge.
+    pub(crate) bridges: &'a BTreeMap<String, String>,
+    /// Network id → this node's address there (SNAT source of mesh traffic).
+    pub(crate) snat: &'a BTreeMap<String, IpAddr>,
+}
+
+/// The plane for this host, from the cluster's services and tasks. Pure.
 pub(crate) fn plan(
     services: &HashMap<String, ServiceRecord>,
     tasks: &[TaskRecord],
-    bridges: &BTreeMap<String, String>,
-    me: &str,
+    host: &HostView<'_>,
 ) -> ServicePlane {
+    let (bridges, me) = (host.bridges, host.me);
     let mut out = ServicePlane::default();
     let mut ids: Vec<&String> = services.keys().collect();
     ids.sort();
@@ -122,16 +141,19 @@ pub(crate) fn plan(
                 let len = if vip.is_ipv4() { 32 } else { 128 };
                 out.vips.insert((bridge.clone(), IpNet::new(*vip, len).expect("host prefix")));
             }
+            // Without this node's address on the network (not taken yet), the mesh sends
+            // to this node's own tasks only.
+            let snat = host.snat.get(&net_id).copied().filter(|a| a.is_ipv4());
+            let local_policy =
+                svc.plan.labels.get(INGRESS_POLICY_LABEL).is_some_and(|v| v == "local");
             out.lbs.push(ServiceLb {
                 id: entry_id(&svc.id, &net_id),
                 vips,
                 ports: ports.clone(),
                 backends,
+                ingress_snat: snat.filter(|_| !ingress.is_empty()),
+                local_only: local_policy || snat.is_none(),
                 ingress,
-                // No node address on the network yet: the routing mesh sends to this
-                // host's own tasks only (the client's address is kept).
-                ingress_snat: None,
-                local_only: true,
             });
         }
     }
@@ -151,6 +173,60 @@ impl Controller {
             .collect()
     }
 
+    /// At start, before the first reconcile and firewall write: the plane as the cluster's
+    /// records have it, so a restarted daemon keeps its VIPs, node addresses and load
+    /// balancers instead of removing them until its first agent round. Best effort: with
+    /// the cluster store down, the plane comes with the first round that reaches it.
+    pub(crate) fn restore_service_plane(&self, st: &State) {
+        let Some(c) = self.cluster() else { return };
+        let read = || -> Result<ServicePlane> {
+            let services: HashMap<String, ServiceRecord> =
+                c.store.list::<ServiceRecord>(cove_store::Table::Services)?.into_iter().collect();
+            let tasks: Vec<TaskRecord> = c
+                .store
+                .list::<TaskRecord>(cove_store::Table::Tasks)?
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect();
+            let addrs: Vec<cove_model::NodeAddress> = c
+                .store
+                .list(cove_store::Table::NodeAddresses)?
+                .into_iter()
+                .map(|(_, a)| a)
+                .collect();
+            let nodes: BTreeMap<String, cove_model::NodeRecord> =
+                c.store.list(cove_store::Table::NodeStates)?.into_iter().collect();
+            let me = c.node.id.as_str();
+            let snat: BTreeMap<String, IpAddr> = addrs
+                .iter()
+                .filter(|a| a.node == me)
+                .map(|a| (a.network_id.to_string(), a.addr.addr()))
+                .collect();
+            let bridges = self.service_bridges(st);
+            let mut p = plan(&services, &tasks, &HostView { me, bridges: &bridges, snat: &snat });
+            p.node_ops = self.node_address_ops(st, &addrs, &nodes, me);
+            Ok(p)
+        };
+        match read() {
+            Ok(p) => {
+                self.plan_services(&[], &p.lbs);
+                *self.service_plane.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = p;
+            }
+            Err(e) => warn!(error = %e, "services' data plane not restored at start"),
+        }
+    }
+
+    /// Add kernel objects one by one, best effort: one that exists already (a daemon that
+    /// restarted finds its objects) is what was wanted; a failure is logged and the
+    /// reconcile loop tries again.
+    async fn add_objects(&self, ops: &[Op], what: &str) {
+        for e in self.kernel.teardown(ops).await {
+            if e.kind() != cove_model::ErrorKind::Conflict {
+                warn!(error = %e, "could not add {what}");
+            }
+        }
+    }
+
     /// Bring this host's service plane in line with `want`: firewall elements, VIP
     /// addresses, stale UDP flows.
     pub(crate) async fn apply_service_plane(&self, want: ServicePlane) -> Result<()> {
@@ -159,6 +235,15 @@ impl Controller {
         if had == want {
             return Ok(());
         }
+        let new_nodes: Vec<Op> =
+            want.node_ops.iter().filter(|o| !had.node_ops.contains(o)).cloned().collect();
+        let gone_nodes: Vec<Op> = had
+            .node_ops
+            .iter()
+            .rev()
+            .filter(|o| !want.node_ops.contains(o))
+            .filter_map(Op::inverse)
+            .collect();
         let gone_vips: Vec<Op> = had
             .vips
             .difference(&want.vips)
@@ -173,12 +258,15 @@ impl Controller {
         for e in self.kernel.teardown(&gone_vips).await {
             warn!(error = %e, "could not remove a service's virtual IP");
         }
+        // A node address first: the firewall SNATs to it.
+        self.add_objects(&new_nodes, "a node address").await;
         *self.service_plane.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             want.clone();
         self.plan_services(&had.lbs, &want.lbs);
         self.apply_pending().await?;
-        if !new_vips.is_empty() {
-            self.kernel.apply(&new_vips).await.map_err(cove_model::Error::from)?;
+        self.add_objects(&new_vips, "a service's virtual IP").await;
+        for e in self.kernel.teardown(&gone_nodes).await {
+            warn!(error = %e, "could not remove a node address's objects");
         }
         for ip in had.backends().difference(&want.backends()) {
             match self.kernel.forget_flows_to(*ip).await {
@@ -261,7 +349,9 @@ mod tests {
         ];
         let bridges: BTreeMap<String, String> =
             [(nid("n1").to_string(), "ov-n1".to_string())].into();
-        let p = plan(&services, &tasks, &bridges, "a");
+        let none = BTreeMap::new();
+        let host = |me| HostView { me, bridges: &bridges, snat: &none };
+        let p = plan(&services, &tasks, &host("a"));
         assert_eq!(p.lbs.len(), 1);
         let lb = &p.lbs[0];
         assert_eq!(lb.vips, ["10.0.9.5".parse::<IpAddr>().unwrap()]);
@@ -276,9 +366,11 @@ mod tests {
         assert_eq!(p.vips, [("ov-n1".to_string(), "10.0.9.5/32".parse().unwrap())].into());
         assert_eq!(lb.id.len(), 12);
         // A network this host lacks gets nothing; a dnsrr service without ports neither.
-        assert!(plan(&services, &tasks, &BTreeMap::new(), "a").lbs.is_empty());
+        let nobridge = BTreeMap::new();
+        let away = HostView { me: "a", bridges: &nobridge, snat: &none };
+        assert!(plan(&services, &tasks, &away).lbs.is_empty());
         let rr: HashMap<String, ServiceRecord> = [("rr".to_string(), svc("rr", "n1", None))].into();
-        assert!(plan(&rr, &[], &bridges, "a").lbs.is_empty());
+        assert!(plan(&rr, &[], &host("a")).lbs.is_empty());
     }
 
     #[test]
@@ -296,7 +388,9 @@ mod tests {
         let services: HashMap<String, ServiceRecord> = [("web".to_string(), s)].into();
         let bridges: BTreeMap<String, String> =
             [(nid("n1").to_string(), "ov-n1".to_string())].into();
-        let lb = &plan(&services, &[], &bridges, "a").lbs[0];
+        let none = BTreeMap::new();
+        let lb =
+            &plan(&services, &[], &HostView { me: "a", bridges: &bridges, snat: &none }).lbs[0];
         assert_eq!(
             lb.ports,
             [
@@ -305,6 +399,13 @@ mod tests {
             ]
         );
         assert_eq!(lb.ingress, [IngressPort { proto: Proto::Tcp, published: 8080, target: 80 }]);
-        assert!(lb.local_only);
+        assert!(lb.local_only, "no node address yet: local tasks only");
+        // With this node's address, remote tasks too, SNAT'ed to it.
+        let snat: BTreeMap<String, IpAddr> =
+            [(nid("n1").to_string(), "10.0.9.200".parse().unwrap())].into();
+        let lb =
+            &plan(&services, &[], &HostView { me: "a", bridges: &bridges, snat: &snat }).lbs[0];
+        assert!(!lb.local_only);
+        assert_eq!(lb.ingress_snat, Some("10.0.9.200".parse().unwrap()));
     }
 }

@@ -10,6 +10,7 @@
 pub(crate) mod agent;
 pub(crate) mod dataplane;
 pub mod leader;
+pub(crate) mod nodeaddr;
 pub(crate) mod orchestrate;
 
 use std::collections::BTreeSet;
@@ -138,6 +139,9 @@ impl Controller {
             vips: vec![],
         };
         for _ in 0..VIP_TRIES {
+            // A VIP another host took stays marked used in the pool: the next try gets
+            // another address.
+            svc.vips = vec![];
             svc.vips = self.allocate_vips(&svc).await?;
             let mut b = Batch::new();
             b.require_absent(Table::ServiceNames, &name);
@@ -228,6 +232,7 @@ impl Controller {
             .collect();
         svc.vips = keep.clone();
         for _ in 0..VIP_TRIES {
+            svc.vips = keep.clone();
             let mut fresh = self.allocate_vips(&svc).await?;
             fresh.retain(|v| !keep.iter().any(|k| k.network_id == v.network_id));
             svc.vips = keep.iter().cloned().chain(fresh.iter().cloned()).collect();
