@@ -203,9 +203,30 @@ fn services_on_a_single_host_with_the_docker_cli() {
     assert!(served.lines().all(|l| expected.contains(l.trim())), "{served}");
     assert_eq!(task_ips(&running_tasks(&h, "web")), ips, "publishing replaced tasks");
 
-    // Scale down: one task left, the others' containers and names gone.
+    // Scale down under load: the tasks that go leave the VIP before they are stopped,
+    // so no new connection fails meanwhile.
+    let load = "rm -f /tmp/stop /tmp/load; n=0; while [ ! -f /tmp/stop ] && [ $n -lt 3000 ]; do \
+                n=$((n+1)); if wget -q -O- http://web/ >/dev/null 2>&1; then echo ok; else echo FAIL; fi; \
+                done > /tmp/load; echo done >> /tmp/load";
+    docker(&h, &["exec", "-d", "client", "sh", "-c", load]).ok();
+    common::wait_until("the load to start", 20, || {
+        docker(&h, &["exec", "client", "cat", "/tmp/load"]).stdout.lines().count() > 20
+    });
     docker(&h, &["service", "scale", "-d", "web=1"]).ok();
     let tasks = wait_running(&h, "web", 1);
+    docker(&h, &["exec", "client", "touch", "/tmp/stop"]).ok();
+    let mut result = String::new();
+    common::wait_until("the load to end", 60, || {
+        result = docker(&h, &["exec", "client", "cat", "/tmp/load"]).stdout.clone();
+        result.contains("done")
+    });
+    let ok = result.lines().filter(|l| *l == "ok").count();
+    assert!(ok > 20, "{ok} connections during the scale-down");
+    assert!(
+        !result.contains("FAIL"),
+        "connections failed during the scale-down: {ok} ok, {} failed",
+        result.matches("FAIL").count()
+    );
     common::wait_until("tasks.web to name one task", 30, || {
         lookup(&h, "ov1", "tasks.web") == task_ips(&tasks)
     });
@@ -239,6 +260,32 @@ fn services_on_a_single_host_with_the_docker_cli() {
     assert!(common::nft_packets(&h, "inet cove", "drop_vip_other") > dropped);
     docker(&h, &["service", "scale", "-d", "web=1"]).ok();
     wait_running(&h, "web", 1);
+
+    // A service's name resolves before its first task's process starts: 20 tasks whose
+    // first command looks it up all run (a failed lookup would end the task).
+    docker(
+        &h,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "probe",
+            "--replicas",
+            "20",
+            "--network",
+            "ov1",
+            "busybox",
+            "sh",
+            "-c",
+            "nslookup probe 127.0.0.11 >/dev/null && exec sleep 600",
+        ],
+    )
+    .ok();
+    wait_running(&h, "probe", 20);
+    let failed = lines(&h, &["service", "ps", "--filter", "desired-state=shutdown", "-q", "probe"]);
+    assert!(failed.is_empty(), "probe tasks failed their first lookup: {failed:?}");
+    docker(&h, &["service", "rm", "probe"]).ok();
 
     // Non-detached create waits for convergence, as Docker's does.
     let r = docker(
