@@ -481,3 +481,62 @@ fn cove_service_verbs_call_the_same_routes() {
         h.cove(&["ps", "-aq"]).stdout.trim().is_empty()
     });
 }
+
+#[test]
+fn compose_compatibility_maps_replicas_to_containers_behind_one_name() {
+    if !cove_testkit::have_command("docker-compose") || !need_docker() {
+        cove_testkit::skip!("docker-compose or docker is not installed (scripts/setup.sh)");
+    }
+    let h = common::host("compose_compatibility_maps_replicas_to_containers_behind_one_name");
+    let baseline = h.snapshot();
+    let dir = h.dir().join("compose");
+    std::fs::create_dir_all(&dir).expect("compose dir");
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients/compose-replicas/docker-compose.yml");
+    std::fs::copy(&file, dir.join("docker-compose.yml")).expect("copy the compose file");
+    let dc = |args: &[&str]| {
+        let mut a = vec!["--compatibility", "-p", "rep"];
+        a.extend_from_slice(args);
+        common::clients::compose(&h, &dir, &a)
+    };
+    dc(&["up", "-d"]).ok();
+    let names = lines(
+        &h,
+        &["ps", "--filter", "label=com.docker.compose.service=web", "--format", "{{.Names}}"],
+    );
+    assert_eq!(names.len(), 3, "{names:?}");
+    for n in &names {
+        common::wait_listening(&h, n, 80);
+    }
+    let ips: Vec<String> = {
+        let mut v: Vec<String> =
+            names.iter().map(|n| common::ip_of(&h, n, "rep_default")).collect();
+        v.sort();
+        v
+    };
+    let r = docker(&h, &["exec", "rep_client_1", "nslookup", "web", "127.0.0.11"]);
+    let mut got: Vec<String> = r
+        .stdout
+        .split("Name:")
+        .skip(1)
+        .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("Address: ")))
+        .map(|a| a.trim().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, ips);
+    let r = docker(
+        &h,
+        &[
+            "exec",
+            "rep_client_1",
+            "sh",
+            "-c",
+            "for i in $(seq 9); do timeout 3 wget -q -O- http://web/; done",
+        ],
+    );
+    r.ok();
+    let answered: BTreeSet<&str> = r.stdout.lines().map(str::trim).collect();
+    assert_eq!(answered.len(), 3, "round robin reached {answered:?}");
+    dc(&["down"]).ok();
+    common::assert_same_as(&h, &baseline, "after compose down");
+}
