@@ -29,6 +29,8 @@ use crate::Controller;
 pub(crate) struct Dns {
     resolver: Arc<Resolver>,
     serving: Mutex<HashMap<String, ServeHandle>>,
+    /// The services' records registered with the resolver, by (network id, record id).
+    services: Mutex<std::collections::BTreeMap<(String, String), EndpointNames>>,
 }
 
 impl Dns {
@@ -37,6 +39,7 @@ impl Dns {
         Dns {
             resolver: Resolver::with_metrics(cove_dns::Config::default(), metrics),
             serving: Default::default(),
+            services: Default::default(),
         }
     }
 
@@ -228,12 +231,12 @@ impl Controller {
     /// Bring the services' records in line with `want`, keyed by `(network id, record
     /// id)`: a service's VIP (`vip/<service id>`, answering the service's name), its tasks
     /// (`task/<task id>`, answering `tasks.<service>`, and the service's name in dnsrr
-    /// mode). `have` is what the last call registered, updated here.
+    /// mode).
     pub(crate) fn dns_services(
         &self,
         want: &std::collections::BTreeMap<(String, String), EndpointNames>,
-        have: &mut std::collections::BTreeMap<(String, String), EndpointNames>,
     ) {
+        let mut have = self.dns.services.lock().unwrap_or_else(PoisonError::into_inner);
         let r = &self.dns.resolver;
         for ((net, id), _) in have.iter().filter(|(k, v)| want.get(*k) != Some(*v)) {
             r.remove_endpoint(net, id);

@@ -540,3 +540,79 @@ fn compose_compatibility_maps_replicas_to_containers_behind_one_name() {
     dc(&["down"]).ok();
     common::assert_same_as(&h, &baseline, "after compose down");
 }
+
+#[test]
+fn a_killed_daemon_leaves_services_serving_and_readopts_their_tasks() {
+    if !need_docker() {
+        cove_testkit::skip!("the docker CLI is not installed");
+    }
+    let mut h = common::host("a_killed_daemon_leaves_services_serving_and_readopts_their_tasks");
+    docker(&h, &["network", "create", "-d", "overlay", "--attachable", "ovk"]).ok();
+    let page = "mkdir -p /www; echo $HOSTNAME > /www/index.html; exec httpd -f -p 80 -h /www";
+    docker(
+        &h,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "kw",
+            "--replicas",
+            "2",
+            "--network",
+            "ovk",
+            "--hostname",
+            "{{.Task.Name}}",
+            "busybox",
+            "sh",
+            "-c",
+            page,
+        ],
+    )
+    .ok();
+    let before = wait_running(&h, "kw", 2);
+    docker(&h, &["run", "-d", "--name", "kc", "--network", "ovk", "busybox", "sleep", "600"]).ok();
+    let fetch = |h: &cove_testkit::FakeHost| {
+        docker(
+            h,
+            &[
+                "exec",
+                "kc",
+                "sh",
+                "-c",
+                "for i in $(seq 6); do timeout 3 wget -q -O- http://kw/; done",
+            ],
+        )
+    };
+    fetch(&h).ok();
+    let vip =
+        first(docker(&h, &["service", "inspect", "kw"]).json())["Endpoint"]["VirtualIPs"].clone();
+
+    // Without its daemon, the host keeps serving: the VIP is the kernel's.
+    let pid = common::container_pid(&h, "kc");
+    h.kill_daemon();
+    let addr = vip[0]["Addr"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "sh", "-c"])
+        .arg(format!("for i in $(seq 6); do timeout 3 wget -q -O- http://{addr}/; done"))
+        .output()
+        .expect("nsenter");
+    let served = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(served.lines().filter(|l| l.starts_with("kw.")).count(), 6, "{served}");
+
+    // Restarted, it adopts the same tasks: no new one, the same VIP.
+    h.start_daemon(&[]);
+    let after = wait_running(&h, "kw", 2);
+    let ids = |t: &[Value]| t.iter().map(|t| t["ID"].to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(ids(&after), ids(&before));
+    assert_eq!(lines(&h, &["service", "ps", "-q", "kw"]).len(), 2, "the restart made new tasks");
+    let vip2 =
+        first(docker(&h, &["service", "inspect", "kw"]).json())["Endpoint"]["VirtualIPs"].clone();
+    assert_eq!(vip, vip2);
+    let r = fetch(&h);
+    r.ok();
+    assert_eq!(r.stdout.lines().filter(|l| l.starts_with("kw.")).count(), 6);
+    docker(&h, &["rm", "-f", "kc"]).ok();
+    docker(&h, &["service", "rm", "kw"]).ok();
+    common::wait_until("kw's containers to go", 60, || count_containers(&h, "kw") == 0);
+}

@@ -99,8 +99,6 @@ pub(crate) struct AgentMemory {
     busy: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// When each task was first seen meant to stop (its drain started).
     draining: HashMap<String, Instant>,
-    /// The services' records registered with the resolver.
-    names: BTreeMap<(String, String), cove_dns::EndpointNames>,
 }
 
 impl Controller {
@@ -161,7 +159,7 @@ impl Controller {
             warn!(error = %e, "could not program the services' load balancing");
         }
         let want = service_records(&services, &all_tasks);
-        self.dns_services(&want, &mut mem.names);
+        self.dns_services(&want);
 
         for task in tasks.iter().copied() {
             let container = containers.get(&task.id).cloned();
@@ -311,7 +309,7 @@ impl Controller {
 /// service's name; each task that runs and is meant to answers `tasks.<service>` (and the
 /// service's name in dnsrr mode). Derived from the cluster's records, so every host
 /// answers the same, and a task meant to stop leaves the names before its container stops.
-fn service_records(
+pub(crate) fn service_records(
     services: &HashMap<String, ServiceRecord>,
     tasks: &[TaskRecord],
 ) -> BTreeMap<(String, String), cove_dns::EndpointNames> {

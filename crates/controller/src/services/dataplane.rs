@@ -173,13 +173,15 @@ impl Controller {
             .collect()
     }
 
-    /// At start, before the first reconcile and firewall write: the plane as the cluster's
-    /// records have it, so a restarted daemon keeps its VIPs, node addresses and load
-    /// balancers instead of removing them until its first agent round. Best effort: with
+    /// At start, before the first reconcile and firewall write: the plane and the DNS
+    /// records as the cluster's records have them, so a restarted daemon keeps its VIPs,
+    /// node addresses, load balancers and service names instead of dropping them until
+    /// its first agent round. Best effort: with
     /// the cluster store down, the plane comes with the first round that reaches it.
     pub(crate) fn restore_service_plane(&self, st: &State) {
         let Some(c) = self.cluster() else { return };
-        let read = || -> Result<ServicePlane> {
+        type Names = BTreeMap<(String, String), cove_dns::EndpointNames>;
+        let read = || -> Result<(ServicePlane, Names)> {
             let services: HashMap<String, ServiceRecord> =
                 c.store.list::<ServiceRecord>(cove_store::Table::Services)?.into_iter().collect();
             let tasks: Vec<TaskRecord> = c
@@ -205,12 +207,13 @@ impl Controller {
             let bridges = self.service_bridges(st);
             let mut p = plan(&services, &tasks, &HostView { me, bridges: &bridges, snat: &snat });
             p.node_ops = self.node_address_ops(st, &addrs, &nodes, me);
-            Ok(p)
+            Ok((p, super::agent::service_records(&services, &tasks)))
         };
         match read() {
-            Ok(p) => {
+            Ok((p, names)) => {
                 self.plan_services(&[], &p.lbs);
                 *self.service_plane.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = p;
+                self.dns_services(&names);
             }
             Err(e) => warn!(error = %e, "services' data plane not restored at start"),
         }

@@ -138,6 +138,8 @@ impl Controller {
             let mut mem = LeaderMemory::default();
             let mut agent = super::agent::AgentMemory::default();
             let mut watch = None;
+            // The first round at once: a restarted daemon catches up without waiting.
+            wake.notify_one();
             loop {
                 if watch.is_none() {
                     watch = c
