@@ -159,17 +159,22 @@ impl Host {
         Peer { public_key: key.public_key(), endpoint: self.listen(), allowed_ip: self.tunnel_ip }
     }
 
-    /// Start a Cove tunnel (`cvwg0`, MTU 1420) in this host.
-    pub fn tunnel(&self, key: &PrivateKey) -> Tunnel {
-        Tunnel::start(TunnelConfig {
+    /// The configuration of this host's Cove tunnel (`cvwg0`, MTU 1420).
+    pub fn tunnel_config(&self, key: &PrivateKey) -> TunnelConfig {
+        TunnelConfig {
             netns: Some(self.ns.clone()),
             ifname: "cvwg0".into(),
             tunnel_addr: ipnet::IpNet::new(self.tunnel_ip, 16).unwrap(),
             mtu: 1420,
             listen: self.listen(),
             key: key.clone(),
-        })
-        .unwrap_or_else(|e| panic!("start the tunnel in h{}: {e:?}", self.n))
+        }
+    }
+
+    /// Start a Cove tunnel (`cvwg0`, MTU 1420) in this host.
+    pub fn tunnel(&self, key: &PrivateKey) -> Tunnel {
+        Tunnel::start(self.tunnel_config(key))
+            .unwrap_or_else(|e| panic!("start the tunnel in h{}: {e:?}", self.n))
     }
 }
 
