@@ -6,7 +6,8 @@
 //! cargo test --release -p cove-tunnel --test bench -- --ignored --nocapture
 //! ```
 //!
-//! iperf3, one TCP stream, `COVE_TUNNEL_BENCH_SECONDS` (default 5) per path, between two
+//! iperf3, one TCP stream, `COVE_TUNNEL_BENCH_SECONDS` (default 5) per path (only the paths
+//! whose name contains `COVE_TUNNEL_BENCH_ONLY`, when set, e.g. to profile one), between two
 //! host namespaces (or their containers):
 //! * the underlay itself (veth - bridge - veth);
 //! * plain VXLAN over the underlay (container to container, MTU 1450);
@@ -98,6 +99,7 @@ fn iperf(client_ns: &Path, server_ns: &Path, server: &str, seconds: u32) -> (f64
 fn bench_tunnel_throughput() {
     let seconds: u32 =
         std::env::var("COVE_TUNNEL_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let only = std::env::var("COVE_TUNNEL_BENCH_ONLY").ok();
     in_fresh_netns(move |dir| async move {
         let hs = hosts(&dir, 2).await;
         let (h1, h2) = (&hs[0], &hs[1]);
@@ -121,6 +123,9 @@ fn bench_tunnel_throughput() {
                        to: String,
                        cpu: &dyn Fn() -> Option<Duration>,
                        tunnels: Option<(&Tunnel, &Tunnel)>| {
+            if only.as_deref().is_some_and(|o| !path.contains(o)) {
+                return;
+            }
             let (c0, t0) = (cpu(), Instant::now());
             let k0 = tunnels.map(|(a, b)| calls(a, b));
             let (gbits, iperf_cpu) = iperf(from, to_ns, &to, seconds);
