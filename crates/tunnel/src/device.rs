@@ -116,6 +116,7 @@ fn open_here(spec: &DeviceSpec) -> Result<Handles, TunnelError> {
         .and_then(|s| s.set_nonblocking(true).map(|()| s))
         .map_err(|source| TunnelError::Bind { addr: spec.listen, source })?;
     crate::batch::enable_gro(udp.as_raw_fd());
+    crate::batch::grow_buffers(udp.as_raw_fd());
     Ok(Handles { tun, udp, ifindex, offloads })
 }
 

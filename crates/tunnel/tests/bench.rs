@@ -7,8 +7,9 @@
 //! ```
 //!
 //! iperf3, one TCP stream, `COVE_TUNNEL_BENCH_SECONDS` (default 5) per path (only the paths
-//! whose name contains `COVE_TUNNEL_BENCH_ONLY`, when set, e.g. to profile one), between two
-//! host namespaces (or their containers):
+//! whose name contains `COVE_TUNNEL_BENCH_ONLY`, when set, e.g. to profile one; with
+//! `COVE_TUNNEL_BENCH_DROPS` set, the loss counters after the encrypted overlay's run),
+//! between two host namespaces (or their containers):
 //! * the underlay itself (veth - bridge - veth);
 //! * plain VXLAN over the underlay (container to container, MTU 1450);
 //! * Cove's tunnel (tunnel address to tunnel address, MTU 1420);
@@ -78,7 +79,8 @@ fn iperf_server(ns: &Path, bind: &str) -> Server {
     Server(child)
 }
 
-/// One iperf3 run from `client_ns` to `server`; Gbit/s received and the CPU line.
+/// One iperf3 run from `client_ns` to `server`; Gbit/s received and a line of CPU use and
+/// TCP retransmissions.
 fn iperf(client_ns: &Path, server_ns: &Path, server: &str, seconds: u32) -> (f64, String) {
     let _srv = iperf_server(server_ns, server);
     let args = ["iperf3", "-c", server, "-p", "5201", "-t", &seconds.to_string(), "-J"];
@@ -87,9 +89,10 @@ fn iperf(client_ns: &Path, server_ns: &Path, server: &str, seconds: u32) -> (f64
     let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
     let cpu = &v["end"]["cpu_utilization_percent"];
     let line = format!(
-        "client {:.0}% / server {:.0}%",
+        "client {:.0}% / server {:.0}%, {} retransmits",
         cpu["host_total"].as_f64().unwrap_or(0.0),
-        cpu["remote_total"].as_f64().unwrap_or(0.0)
+        cpu["remote_total"].as_f64().unwrap_or(0.0),
+        v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0)
     );
     (bps / 1e9, line)
 }
@@ -144,6 +147,9 @@ fn bench_tunnel_throughput() {
         let pair = Some((&t1, &t2));
         run("Cove tunnel", &h1.ns, &h2.ns, tunnel_ip.clone(), &cove, pair);
         run("VXLAN over Cove tunnel", &c1, &c2, c.clone(), &cove, pair);
+        if std::env::var("COVE_TUNNEL_BENCH_DROPS").is_ok() {
+            print_drops(&[h1, h2], &c2);
+        }
         // The same without offloads: new devices, the VXLAN devices find their local
         // address again on them.
         drop((t1, t2));
@@ -240,4 +246,16 @@ fn bench_tunnel_throughput() {
 
 fn container_ip_str(h: &Host) -> String {
     h.container_ip.to_string()
+}
+
+/// Where packets were lost on the encrypted overlay: UDP receive buffer overflows and link
+/// drops on both hosts, IP and TCP counters of the receiving container.
+fn print_drops(hosts: &[&Host], receiver: &Path) {
+    let sh_out = |ns: &Path, script: &str| run_in(ns, &["sh", "-c", script]);
+    for h in hosts {
+        let udp = "grep -E '^Udp:' /proc/net/snmp; ip -s link show cvwg0; ip -s link show ul0";
+        println!("h{}: {}", h.n, sh_out(&h.ns, udp));
+    }
+    let tcp = "grep -E '^(Tcp|Ip):' /proc/net/snmp; ip -s link show eth0";
+    println!("receiving container: {}", sh_out(receiver, tcp));
 }
