@@ -88,11 +88,14 @@ fn iperf(client_ns: &Path, server_ns: &Path, server: &str, seconds: u32) -> (f64
     let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 -J");
     let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0);
     let cpu = &v["end"]["cpu_utilization_percent"];
+    let sender = &v["end"]["streams"][0]["sender"];
     let line = format!(
-        "client {:.0}% / server {:.0}%, {} retransmits",
+        "client {:.0}% / server {:.0}%, {} retransmits, RTT {:.1} ms, cwnd {} KiB",
         cpu["host_total"].as_f64().unwrap_or(0.0),
         cpu["remote_total"].as_f64().unwrap_or(0.0),
-        v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0)
+        v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+        sender["mean_rtt"].as_f64().unwrap_or(0.0) / 1000.0,
+        sender["max_snd_cwnd"].as_u64().unwrap_or(0) / 1024,
     );
     (bps / 1e9, line)
 }
