@@ -16,7 +16,8 @@
 //! With TUN offloads (the device opened with a virtio header), a read can return a
 //! super-packet, which `outbound` segments ([`crate::offload`]) and encrypts segment by
 //! segment into the same batch; `inbound` decrypts a whole `recvmmsg` batch into
-//! [`Gro`], which coalesces the segments of each TCP flow, and writes each result once.
+//! [`Gro`], which coalesces the packets of each TCP or UDP flow, and writes each result
+//! once.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

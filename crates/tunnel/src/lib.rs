@@ -9,6 +9,10 @@
 //! for the peer that owns the destination and sends them over the underlay, and writes what
 //! it decrypts back into the TUN device (see docs/adr/0019-userspace-wireguard-tunnel.md).
 //!
+//! Where the kernel offers them, the TUN device runs with offloads (`IFF_VNET_HDR`): reads
+//! return super-packets of up to 64 KiB, segmented here before encryption, and decrypted
+//! packets of one flow are coalesced into one write ([`Tunnel::offloads`]).
+//!
 //! Security properties this crate keeps:
 //! * cryptokey routing both ways: an inner packet goes only to the peer owning its
 //!   destination, and is accepted from a peer only if its source is that peer's address;
