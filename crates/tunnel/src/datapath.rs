@@ -12,6 +12,12 @@
 //!
 //! A peer's session state is behind a mutex that `outbound`, `inbound` and `timers` take for
 //! one packet at a time.
+//!
+//! With TUN offloads (the device opened with a virtio header), a read can return a
+//! super-packet, which `outbound` segments ([`crate::offload`]) and encrypts segment by
+//! segment into the same batch; `inbound` decrypts a whole `recvmmsg` batch into
+//! [`Gro`], which coalesces the packets of each TCP or UDP flow, and writes each result
+//! once.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -23,8 +29,11 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 
 use crate::batch::{canonical, Batch, DATAGRAM};
+use crate::gro::Gro;
+use crate::offload::{segment, VnetHdr, VNET_HDR_LEN};
 use crate::peers::{Entry, Identity, PeerTable};
 use crate::stats::{bump, DropCounters};
+use crate::Offloads;
 
 /// How often session timers run. WireGuard's timers have a resolution of seconds (rekey
 /// after 120 s, retry after 5 s, keepalive after 10 s); boringtun's device ticks every
@@ -41,7 +50,13 @@ pub(crate) struct Shared {
     pub(crate) table: RwLock<Arc<PeerTable>>,
     pub(crate) identity: RwLock<Arc<Identity>>,
     pub(crate) drops: DropCounters,
+    /// Inner packets written to the TUN device.
     pub(crate) tun_writes: AtomicU64,
+    /// Inner packets read from the TUN device.
+    pub(crate) tun_reads: AtomicU64,
+    pub(crate) tun_read_calls: AtomicU64,
+    pub(crate) tun_write_calls: AtomicU64,
+    pub(crate) offloads: Offloads,
 }
 
 impl Shared {
@@ -81,19 +96,23 @@ impl Shared {
         !self.stopping.load(Relaxed)
     }
 
-    fn write_tun(&self, packet: &[u8]) -> bool {
+    /// One `write` to the TUN device carrying `packets` inner packets.
+    fn write_tun(&self, buf: &[u8], packets: usize) -> bool {
+        // Counted before the call, as the peer's `rx_packets` are: a receiver woken by the
+        // write may read the stats before this thread returns from it.
+        self.tun_writes.fetch_add(packets as u64, Relaxed);
+        bump(&self.tun_write_calls);
         loop {
-            // SAFETY: the pointer and length describe `packet`; the fd lives as long as self.
-            let rc =
-                unsafe { libc::write(self.tun.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+            // SAFETY: the pointer and length describe `buf`; the fd lives as long as self.
+            let rc = unsafe { libc::write(self.tun.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
             if rc >= 0 {
-                bump(&self.tun_writes);
                 return true;
             }
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {
                 tracing::trace!("write to the TUN device: {e}");
-                bump(&self.drops.tun_write_failed);
+                self.tun_writes.fetch_sub(packets as u64, Relaxed);
+                self.drops.tun_write_failed.fetch_add(packets as u64, Relaxed);
                 return false;
             }
         }
@@ -103,12 +122,15 @@ impl Shared {
 /// TUN device -> peers.
 pub(crate) fn outbound(sh: &Shared) {
     let mut out = Batch::new();
-    let mut packet = vec![0u8; DATAGRAM];
+    // Room for the virtio header and the largest super-packet.
+    let mut packet = vec![0u8; VNET_HDR_LEN + DATAGRAM];
+    let mut scratch = vec![0u8; DATAGRAM];
     let tun = sh.tun.as_raw_fd();
+    let vnet = sh.offloads.vnet_hdr;
     'run: while sh.wait(tun, Duration::from_secs(3600)) {
         let table = sh.table();
         loop {
-            // SAFETY: reading into `packet`, which is DATAGRAM bytes long.
+            // SAFETY: reading into `packet`, which is that many bytes long.
             let rc = unsafe { libc::read(tun, packet.as_mut_ptr().cast(), packet.len()) };
             if rc < 0 {
                 let e = std::io::Error::last_os_error();
@@ -124,36 +146,61 @@ pub(crate) fn outbound(sh: &Shared) {
                     }
                 }
             }
-            let inner = &packet[..rc as usize];
-            let Some(dst) = Tunn::dst_address(inner) else {
-                bump(&sh.drops.not_ip);
+            bump(&sh.tun_read_calls);
+            let read = &mut packet[..rc as usize];
+            if !vnet {
+                bump(&sh.tun_reads);
+                encrypt(sh, &table, read, &mut out);
                 continue;
-            };
-            let Some(peer) = table.by_ip(dst) else {
-                bump(&sh.drops.no_peer_for_destination);
-                continue;
-            };
-            let c = &peer.state.counters;
-            c.tx_packets.fetch_add(1, Relaxed);
-            c.tx_bytes.fetch_add(inner.len() as u64, Relaxed);
-            let res = peer.state.tunn().encapsulate(inner, out.next_buf());
-            match res {
-                TunnResult::WriteToNetwork(p) => {
-                    let len = p.len();
-                    out.push(len, peer.endpoint);
-                }
-                TunnResult::Err(e) => {
-                    tracing::trace!("encapsulate for {}: {e:?}", peer.state.public_key);
-                    sh.drops.refused(&e);
-                }
-                // Queued until the handshake completes.
-                _ => {}
             }
-            if out.is_full() {
-                count_send(sh, &mut out);
+            if read.len() < VNET_HDR_LEN {
+                bump(&sh.drops.bad_super_packet);
+                continue;
+            }
+            let (hdr, inner) = read.split_at_mut(VNET_HDR_LEN);
+            let hdr = VnetHdr::parse(hdr);
+            let res = segment(inner, &hdr, &mut scratch, |seg| {
+                bump(&sh.tun_reads);
+                encrypt(sh, &table, seg, &mut out);
+            });
+            if let Err(e) = res {
+                tracing::debug!("super-packet from the TUN device ({hdr:?}): {e}");
+                bump(&sh.drops.bad_super_packet);
             }
         }
         count_send(sh, &mut out);
+    }
+}
+
+/// Encrypt one inner packet for the peer owning its destination into `out`, sending the
+/// batch when it is full.
+fn encrypt(sh: &Shared, table: &PeerTable, inner: &[u8], out: &mut Batch) {
+    let Some(dst) = Tunn::dst_address(inner) else {
+        bump(&sh.drops.not_ip);
+        return;
+    };
+    let Some(peer) = table.by_ip(dst) else {
+        bump(&sh.drops.no_peer_for_destination);
+        return;
+    };
+    let c = &peer.state.counters;
+    c.tx_packets.fetch_add(1, Relaxed);
+    c.tx_bytes.fetch_add(inner.len() as u64, Relaxed);
+    let res = peer.state.tunn().encapsulate(inner, out.next_buf());
+    match res {
+        TunnResult::WriteToNetwork(p) => {
+            let len = p.len();
+            out.push(len, peer.endpoint);
+        }
+        TunnResult::Err(e) => {
+            tracing::trace!("encapsulate for {}: {e:?}", peer.state.public_key);
+            sh.drops.refused(&e);
+        }
+        // Queued until the handshake completes.
+        _ => {}
+    }
+    if out.is_full() {
+        count_send(sh, out);
     }
 }
 
@@ -167,7 +214,10 @@ fn count_send(sh: &Shared, out: &mut Batch) {
 /// Peers -> TUN device.
 pub(crate) fn inbound(sh: &Shared) {
     let mut inb = Batch::new();
-    let mut dst = vec![0u8; DATAGRAM];
+    let mut sink = Sink {
+        gro: sh.offloads.vnet_hdr.then(|| Gro::new(sh.offloads.uso)),
+        plain: vec![0u8; DATAGRAM],
+    };
     let udp = sh.udp.as_raw_fd();
     while sh.wait(udp, Duration::from_secs(3600)) {
         loop {
@@ -184,9 +234,48 @@ pub(crate) fn inbound(sh: &Shared) {
                 let (datagrams, from) = inb.received(i);
                 let Some(from) = from.map(canonical) else { continue };
                 for datagram in datagrams {
-                    receive(sh, &table, &id, datagram, from, &mut dst);
+                    receive(sh, &table, &id, datagram, from, &mut sink);
                 }
             }
+            sink.flush(sh);
+        }
+    }
+}
+
+/// Where decrypted packets go: coalesced, then written ([`Gro`]), or written one by one.
+struct Sink {
+    gro: Option<Gro>,
+    plain: Vec<u8>,
+}
+
+impl Sink {
+    /// The buffer to decrypt into.
+    fn buf(&mut self, sh: &Shared) -> &mut [u8] {
+        match &mut self.gro {
+            Some(g) => {
+                if g.is_full() {
+                    g.flush(|(b, n)| sh.write_tun(b, n));
+                }
+                g.slot()
+            }
+            None => &mut self.plain,
+        }
+    }
+
+    /// Deliver the first `len` bytes of [`Sink::buf`].
+    fn deliver(&mut self, sh: &Shared, len: usize) -> bool {
+        match &mut self.gro {
+            Some(g) => {
+                g.commit(len);
+                true
+            }
+            None => sh.write_tun(&self.plain[..len], 1),
+        }
+    }
+
+    fn flush(&mut self, sh: &Shared) {
+        if let Some(g) = self.gro.as_mut().filter(|g| !g.is_empty()) {
+            g.flush(|(b, n)| sh.write_tun(b, n));
         }
     }
 }
@@ -198,8 +287,9 @@ fn receive(
     id: &Identity,
     datagram: &[u8],
     from: SocketAddr,
-    dst: &mut [u8],
+    sink: &mut Sink,
 ) {
+    let dst = sink.buf(sh);
     let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
         bump(&sh.drops.invalid);
         return;
@@ -266,27 +356,32 @@ fn receive(
         TunnResult::WriteToTunnelV4(p, src) => {
             let len = p.len();
             drop(tunn);
-            deliver(sh, peer, IpAddr::V4(src), &dst[..len]);
+            deliver(sh, peer, IpAddr::V4(src), len, sink);
         }
         TunnResult::WriteToTunnelV6(p, src) => {
             let len = p.len();
             drop(tunn);
-            deliver(sh, peer, IpAddr::V6(src), &dst[..len]);
+            deliver(sh, peer, IpAddr::V6(src), len, sink);
         }
     }
 }
 
-/// Cryptokey routing, inbound: only the peer's own address may appear as the source.
-fn deliver(sh: &Shared, peer: &Entry, src: IpAddr, inner: &[u8]) {
+/// Cryptokey routing, inbound: only the peer's own address may appear as the source. The
+/// packet is the first `len` bytes of the sink's buffer.
+fn deliver(sh: &Shared, peer: &Entry, src: IpAddr, len: usize, sink: &mut Sink) {
     if src != peer.state.allowed_ip {
         tracing::debug!("{} sent a packet from {src}: dropped", peer.state.public_key);
         bump(&sh.drops.spoofed_source);
         return;
     }
-    if sh.write_tun(inner) {
-        let c = &peer.state.counters;
-        c.rx_packets.fetch_add(1, Relaxed);
-        c.rx_bytes.fetch_add(inner.len() as u64, Relaxed);
+    // Counted before the write (which a coalescing sink defers to the end of the batch);
+    // a write that fails takes its packets back out of `tun_writes`, not out of these.
+    let c = &peer.state.counters;
+    c.rx_packets.fetch_add(1, Relaxed);
+    c.rx_bytes.fetch_add(len as u64, Relaxed);
+    if !sink.deliver(sh, len) {
+        c.rx_packets.fetch_sub(1, Relaxed);
+        c.rx_bytes.fetch_sub(len as u64, Relaxed);
     }
 }
 

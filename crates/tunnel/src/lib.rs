@@ -9,6 +9,10 @@
 //! for the peer that owns the destination and sends them over the underlay, and writes what
 //! it decrypts back into the TUN device (see docs/adr/0019-userspace-wireguard-tunnel.md).
 //!
+//! Where the kernel offers them, the TUN device runs with offloads (`IFF_VNET_HDR`): reads
+//! return super-packets of up to 64 KiB, segmented here before encryption, and decrypted
+//! packets of one flow are coalesced into one write ([`Tunnel::offloads`]).
+//!
 //! Security properties this crate keeps:
 //! * cryptokey routing both ways: an inner packet goes only to the peer owning its
 //!   destination, and is accepted from a peer only if its source is that peer's address;
@@ -22,7 +26,9 @@ mod batch;
 mod datapath;
 mod device;
 mod error;
+mod gro;
 mod keys;
+mod offload;
 mod peers;
 mod stats;
 
@@ -53,6 +59,24 @@ pub const DEFAULT_PORT: u16 = 51820;
 /// Bytes WireGuard adds to an inner packet on an IPv6 underlay (40 IP + 8 UDP + 32
 /// WireGuard): the TUN device's MTU is the underlay's minus this (1420 on 1500).
 pub const OVERHEAD: u32 = 80;
+
+/// Which TUN offloads a tunnel runs with (see docs/adr/0019-userspace-wireguard-tunnel.md).
+/// With none, every inner packet costs one `read` or `write` on the TUN device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Offloads {
+    /// The device carries a `virtio_net_hdr` (`IFF_VNET_HDR`): the kernel hands over
+    /// super-packets and takes coalesced ones.
+    pub vnet_hdr: bool,
+    /// TCP segmentation offload (`TUN_F_TSO4/6`): TCP super-packets of up to 64 KiB.
+    pub tso: bool,
+    /// UDP segmentation offload (`TUN_F_USO4/6`, Linux 6.2+).
+    pub uso: bool,
+    /// Segmentation offload inside UDP tunnels (`TUN_F_UDP_TUNNEL_GSO`, Linux 6.17+): the
+    /// encrypted overlay's VXLAN arrives as super-packets. (It leaves towards the kernel as
+    /// UDP super-packets: the kernel refuses tunnel ones on a layer-3 TUN device.)
+    pub udp_tunnel: bool,
+}
 
 /// How to build a tunnel.
 #[derive(Debug, Clone)]
@@ -100,7 +124,20 @@ impl Tunnel {
     /// Create the TUN device and the UDP socket in the configured namespace and start the
     /// datapath threads, with no peers yet (every outbound packet is dropped as having no
     /// peer until [`Tunnel::set_peers`]).
+    ///
+    /// The TUN device takes every offload the kernel offers ([`Tunnel::offloads`]), and
+    /// falls back to one packet per system call where it offers none.
     pub fn start(config: TunnelConfig) -> Result<Tunnel, TunnelError> {
+        Tunnel::start_with(config, true)
+    }
+
+    /// [`Tunnel::start`] without TUN offloads: one inner packet per `read` and `write` of
+    /// the TUN device, the path a kernel without offloads gets (for tests and comparison).
+    pub fn start_without_offloads(config: TunnelConfig) -> Result<Tunnel, TunnelError> {
+        Tunnel::start_with(config, false)
+    }
+
+    fn start_with(config: TunnelConfig, offload: bool) -> Result<Tunnel, TunnelError> {
         if config.mtu < 1280 || config.mtu > 65_535 - OVERHEAD {
             return Err(TunnelError::Config(format!(
                 "MTU {} is outside 1280..={}",
@@ -114,6 +151,7 @@ impl Tunnel {
             addr: config.tunnel_addr,
             mtu: config.mtu,
             listen: config.listen,
+            offload,
         };
         let handles = device::open(&spec)?;
         // SAFETY: eventfd(2) with valid flags; a non-negative result is a new fd we own.
@@ -135,6 +173,10 @@ impl Tunnel {
             identity: RwLock::new(Arc::new(Identity::new(config.key))),
             drops: Default::default(),
             tun_writes: AtomicU64::new(0),
+            tun_reads: AtomicU64::new(0),
+            tun_read_calls: AtomicU64::new(0),
+            tun_write_calls: AtomicU64::new(0),
+            offloads: handles.offloads,
         });
         let mut tunnel = Tunnel {
             shared,
@@ -159,11 +201,12 @@ impl Tunnel {
             tunnel.threads.push(t);
         }
         tracing::info!(
-            "tunnel {} up: {} on {}, key {}",
+            "tunnel {} up: {} on {}, key {}, offloads {:?}",
             tunnel.ifname,
             config.tunnel_addr,
             config.listen,
-            tunnel.public_key()
+            tunnel.public_key(),
+            handles.offloads,
         );
         Ok(tunnel)
     }
@@ -200,6 +243,11 @@ impl Tunnel {
             self.shared.initiate(e, &mut buf);
         }
         tracing::info!("tunnel {}: new key {}", self.ifname, self.public_key());
+    }
+
+    /// The TUN offloads in use.
+    pub fn offloads(&self) -> Offloads {
+        self.shared.offloads
     }
 
     /// This node's current public key.
@@ -247,6 +295,9 @@ impl Tunnel {
             peers,
             drops: self.shared.drops.snapshot(),
             tun_writes: self.shared.tun_writes.load(Relaxed),
+            tun_reads: self.shared.tun_reads.load(Relaxed),
+            tun_read_calls: self.shared.tun_read_calls.load(Relaxed),
+            tun_write_calls: self.shared.tun_write_calls.load(Relaxed),
         }
     }
 }

@@ -18,6 +18,15 @@ pub struct TunnelStats {
     pub drops: Drops,
     /// Inner packets written to the TUN device (all peers).
     pub tun_writes: u64,
+    /// Inner packets read from the TUN device (segments of super-packets counted one by
+    /// one).
+    pub tun_reads: u64,
+    /// `read` calls on the TUN device that returned a packet: below [`Self::tun_reads`]
+    /// when the kernel hands over super-packets.
+    pub tun_read_calls: u64,
+    /// `write` calls on the TUN device: below [`Self::tun_writes`] when decrypted segments
+    /// are coalesced.
+    pub tun_write_calls: u64,
 }
 
 /// One peer's counters. Bytes are inner (IP packet) bytes, not UDP payload.
@@ -74,6 +83,9 @@ pub struct Drops {
     pub send_failed: u64,
     /// An inner packet the TUN device refused.
     pub tun_write_failed: u64,
+    /// A super-packet read from the TUN device that could not be segmented (a virtio
+    /// header this crate does not understand).
+    pub bad_super_packet: u64,
 }
 
 /// The live counters behind [`Drops`].
@@ -88,6 +100,7 @@ pub(crate) struct DropCounters {
     pub(crate) stale: AtomicU64,
     pub(crate) send_failed: AtomicU64,
     pub(crate) tun_write_failed: AtomicU64,
+    pub(crate) bad_super_packet: AtomicU64,
 }
 
 impl DropCounters {
@@ -102,6 +115,7 @@ impl DropCounters {
             stale: self.stale.load(Relaxed),
             send_failed: self.send_failed.load(Relaxed),
             tun_write_failed: self.tun_write_failed.load(Relaxed),
+            bad_super_packet: self.bad_super_packet.load(Relaxed),
         }
     }
 }

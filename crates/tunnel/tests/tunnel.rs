@@ -137,27 +137,7 @@ fn vxlan_over_the_tunnel_carries_containers_and_a_large_transfer() {
         // 16 MiB in full-size segments: a wrong MTU anywhere on the path would stall it
         // (the inner 1370 + 50 of VXLAN fits the tunnel's 1420, whose 1420 + 60 fit 1500).
         const TOTAL: usize = 16 << 20;
-        let reader = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-            let (mut got, mut buf, mut bad) = (0usize, vec![0u8; 1 << 16], 0usize);
-            loop {
-                let n = s.read(&mut buf).unwrap();
-                if n == 0 {
-                    return (got, bad);
-                }
-                bad += buf[..n].iter().enumerate().filter(|(i, b)| **b != pattern(got + i)).count();
-                got += n;
-            }
-        });
-        let mut c = connect_from(&c1, to).unwrap();
-        let chunk: Vec<u8> = (0..1 << 16).map(pattern).collect();
-        for _ in 0..TOTAL / chunk.len() {
-            c.write_all(&chunk).unwrap();
-        }
-        drop(c);
-        let (got, bad) = reader.join().unwrap();
-        assert_eq!((got, bad), (TOTAL, 0));
+        large_transfer(&c1, l, to, TOTAL);
 
         // It went through the tunnels: VXLAN datagrams were written to h2's TUN device.
         let (s1, s2) = (t1.stats(), t2.stats());
@@ -166,12 +146,6 @@ fn vxlan_over_the_tunnel_carries_containers_and_a_large_transfer() {
         assert_clean(&s1);
         assert_clean(&s2);
     });
-}
-
-/// Byte `i` of a test stream: period 16 KiB, so chunks of any multiple of it line up.
-fn pattern(i: usize) -> u8 {
-    let j = i % (1 << 14);
-    (j.wrapping_mul(31) ^ (j >> 7)) as u8
 }
 
 #[test]

@@ -159,17 +159,22 @@ impl Host {
         Peer { public_key: key.public_key(), endpoint: self.listen(), allowed_ip: self.tunnel_ip }
     }
 
-    /// Start a Cove tunnel (`cvwg0`, MTU 1420) in this host.
-    pub fn tunnel(&self, key: &PrivateKey) -> Tunnel {
-        Tunnel::start(TunnelConfig {
+    /// The configuration of this host's Cove tunnel (`cvwg0`, MTU 1420).
+    pub fn tunnel_config(&self, key: &PrivateKey) -> TunnelConfig {
+        TunnelConfig {
             netns: Some(self.ns.clone()),
             ifname: "cvwg0".into(),
             tunnel_addr: ipnet::IpNet::new(self.tunnel_ip, 16).unwrap(),
             mtu: 1420,
             listen: self.listen(),
             key: key.clone(),
-        })
-        .unwrap_or_else(|e| panic!("start the tunnel in h{}: {e:?}", self.n))
+        }
+    }
+
+    /// Start a Cove tunnel (`cvwg0`, MTU 1420) in this host.
+    pub fn tunnel(&self, key: &PrivateKey) -> Tunnel {
+        Tunnel::start(self.tunnel_config(key))
+            .unwrap_or_else(|e| panic!("start the tunnel in h{}: {e:?}", self.n))
     }
 }
 
@@ -561,4 +566,36 @@ pub fn threads_cpu(prefix: &str) -> Duration {
         }
     }
     total
+}
+
+/// Byte `i` of a test stream: period 16 KiB, so chunks of any multiple of it line up.
+pub fn pattern(i: usize) -> u8 {
+    let j = i % (1 << 14);
+    (j.wrapping_mul(31) ^ (j >> 7)) as u8
+}
+
+/// Send `total` bytes of [`pattern`] from `from` to `to` (served by `l`) over one TCP
+/// connection and assert that every byte arrived, in order.
+pub fn large_transfer(from: &Path, l: TcpListener, to: SocketAddr, total: usize) {
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let (mut got, mut buf, mut bad) = (0usize, vec![0u8; 1 << 16], 0usize);
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                return (got, bad);
+            }
+            bad += buf[..n].iter().enumerate().filter(|(i, b)| **b != pattern(got + i)).count();
+            got += n;
+        }
+    });
+    let mut c = connect_from(from, to).unwrap_or_else(|e| panic!("connect to {to}: {e}"));
+    let chunk: Vec<u8> = (0..1 << 16).map(pattern).collect();
+    for _ in 0..total / chunk.len() {
+        c.write_all(&chunk).unwrap();
+    }
+    drop(c);
+    let (got, bad) = reader.join().unwrap();
+    assert_eq!((got, bad), (total, 0), "bytes received, bytes wrong");
 }
