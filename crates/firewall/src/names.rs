@@ -82,24 +82,34 @@ pub const MARK_SVC_MASQ: u32 = 0x0020_0000;
 /// again there.
 pub const MARK_SVC_SNAT: u32 = 0x0040_0000;
 
-/// Interval map `ipv4_addr . inet_proto . inet_service : verdict`: a service's IPv4 VIP,
-/// protocol and port (or every port, `0-65535`, for a service without ports) to `goto` its
-/// chain (`svc-<id>`). Looked up in `nat_prerouting` and `nat_output`.
+/// Map `ipv4_addr . inet_proto . inet_service : verdict`: a service's IPv4 VIP, protocol
+/// and port to `goto` its chain (`svc-<id>`). Looked up in `nat_prerouting` and
+/// `nat_output`. No intervals: nft 1.0.6's `monitor` crashes printing a range inside a
+/// concatenation, and Cove's firewall watch is an `nft monitor`.
 pub const MAP_SVC4: &str = "svc4";
 /// The IPv6 twin of [`MAP_SVC4`] (`ipv6_addr . ...`, to `svc6-<id>`).
 pub const MAP_SVC6: &str = "svc6";
+/// Map `ipv4_addr . inet_proto : verdict`: a service without ports (every TCP and UDP
+/// port, Docker's VIP semantics) to its chain; looked up after [`MAP_SVC4`].
+pub const MAP_SVC4_ANY: &str = "svc4_any";
+/// The IPv6 twin of [`MAP_SVC4_ANY`].
+pub const MAP_SVC6_ANY: &str = "svc6_any";
 /// Set of `ipv4_addr`: every IPv4 VIP. Anything to a VIP that is not a service port is
 /// dropped ([`COUNTER_DROP_VIP_OTHER`]): the VIP is a local address of the host, and must
 /// not expose the host's own services.
 pub const SET_VIPS4: &str = "vips4";
 /// Set of `ipv6_addr`: every IPv6 VIP.
 pub const SET_VIPS6: &str = "vips6";
-/// Interval set `ipv4_addr . inet_proto . inet_service`: the [`MAP_SVC4`] keys of services
-/// with no backend; `svc_input`/`svc_forward` reject them (TCP reset, ICMP port
-/// unreachable) rather than letting the client time out.
+/// Set `ipv4_addr . inet_proto . inet_service`: the [`MAP_SVC4`] keys of services with no
+/// backend; `svc_input`/`svc_forward` reject them (TCP reset, ICMP port unreachable)
+/// rather than letting the client time out.
 pub const SET_SVC_NOEP4: &str = "svc_noep4";
 /// The IPv6 twin of [`SET_SVC_NOEP4`].
 pub const SET_SVC_NOEP6: &str = "svc_noep6";
+/// Set `ipv4_addr . inet_proto`: the [`MAP_SVC4_ANY`] keys of services with no backend.
+pub const SET_SVC_NOEP4_ANY: &str = "svc_noep4_any";
+/// The IPv6 twin of [`SET_SVC_NOEP4_ANY`].
+pub const SET_SVC_NOEP6_ANY: &str = "svc_noep6_any";
 /// Map `inet_proto . inet_service : verdict`: routing-mesh ports (published on every local
 /// IPv4 address of the host) to `goto` the service's ingress chain (`ing-<id>`).
 pub const MAP_INGRESS4: &str = "ingress4";
@@ -252,9 +262,17 @@ pub const BRIDGE_COUNTERS: &[&str] = &[
 /// come and go with the services: [`CHAIN_SVC4_PREFIX`] and the other prefixes).
 pub const SERVICE_CHAINS: &[&str] = &[CHAIN_SVC_INPUT, CHAIN_SVC_FORWARD, CHAIN_SVC_REJECT];
 /// The named sets of `inet cove` that exist with `service_lb`.
-pub const SERVICE_SETS: &[&str] =
-    &[SET_VIPS4, SET_VIPS6, SET_SVC_NOEP4, SET_SVC_NOEP6, SET_INGRESS_NOEP4];
+pub const SERVICE_SETS: &[&str] = &[
+    SET_VIPS4,
+    SET_VIPS6,
+    SET_SVC_NOEP4,
+    SET_SVC_NOEP6,
+    SET_SVC_NOEP4_ANY,
+    SET_SVC_NOEP6_ANY,
+    SET_INGRESS_NOEP4,
+];
 /// The named maps of `inet cove` that exist with `service_lb`.
-pub const SERVICE_MAPS: &[&str] = &[MAP_SVC4, MAP_SVC6, MAP_INGRESS4, MAP_INGRESS_SNAT4];
+pub const SERVICE_MAPS: &[&str] =
+    &[MAP_SVC4, MAP_SVC6, MAP_SVC4_ANY, MAP_SVC6_ANY, MAP_INGRESS4, MAP_INGRESS_SNAT4];
 /// The named counters of `inet cove` that exist with `service_lb`.
 pub const SERVICE_COUNTERS: &[&str] = &[COUNTER_DROP_VIP_OTHER];

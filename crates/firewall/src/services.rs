@@ -156,8 +156,8 @@ struct FamPlan {
     v6: bool,
     /// Sorted, deduplicated.
     vips: Vec<IpAddr>,
-    /// Protocol and port (or port range) of each map key, after the VIP.
-    keys: Vec<(Proto, FieldValue)>,
+    /// Protocol and port of each map key, after the VIP (`None`: every port).
+    keys: Vec<(Proto, Option<u16>)>,
     /// Sorted, deduplicated.
     backends: Vec<IpAddr>,
 }
@@ -242,11 +242,10 @@ impl Plan {
             self.problems.push(format!("service {id}: no valid port, left out"));
             return None;
         }
-        let keys: Vec<(Proto, FieldValue)> = if ports.is_empty() {
-            let all = FieldValue::ServiceRange(0, u16::MAX);
-            vec![(Proto::Tcp, all.clone()), (Proto::Udp, all)]
+        let keys: Vec<(Proto, Option<u16>)> = if ports.is_empty() {
+            vec![(Proto::Tcp, None), (Proto::Udp, None)]
         } else {
-            ports.into_iter().map(|(proto, port)| (proto, FieldValue::Service(port))).collect()
+            ports.into_iter().map(|(proto, port)| (proto, Some(port))).collect()
         };
         let mut backends: BTreeMap<IpAddr, bool> = BTreeMap::new();
         for b in &s.backends {
@@ -373,16 +372,23 @@ pub(crate) fn add_elements(c: &mut Contents, plan: &Plan) {
     c.problems.extend(plan.problems.iter().cloned());
     for s in &plan.services {
         for f in &s.fams {
-            let (map, vips, noep) = if f.v6 {
-                (MAP_SVC6, SET_VIPS6, SET_SVC_NOEP6)
+            let (map, map_any, vips, noep, noep_any) = if f.v6 {
+                (MAP_SVC6, MAP_SVC6_ANY, SET_VIPS6, SET_SVC_NOEP6, SET_SVC_NOEP6_ANY)
             } else {
-                (MAP_SVC4, SET_VIPS4, SET_SVC_NOEP4)
+                (MAP_SVC4, MAP_SVC4_ANY, SET_VIPS4, SET_SVC_NOEP4, SET_SVC_NOEP4_ANY)
             };
             let verdict = vec![FieldValue::Goto(svc_chain(&s.id, f.v6))];
             for &vip in &f.vips {
                 c.add(Family::Inet, vips, vec![addr(vip)]);
                 for (proto, port) in &f.keys {
-                    let key = vec![addr(vip), FieldValue::Proto(*proto), port.clone()];
+                    let mut key = vec![addr(vip), FieldValue::Proto(*proto)];
+                    let (map, noep) = match port {
+                        Some(p) => {
+                            key.push(FieldValue::Service(*p));
+                            (map, noep)
+                        }
+                        None => (map_any, noep_any),
+                    };
                     // VIPs are unique (the plan saw to it), so keys cannot collide.
                     let _ = c.add_mapping(map, key.clone(), verdict.clone());
                     if f.backends.is_empty() {
@@ -476,6 +482,8 @@ pub(crate) fn nat_rules() -> Vec<String> {
         "# services: VIP, protocol and port to the service's chain".into(),
         format!("ip daddr . {key} vmap @{MAP_SVC4}"),
         format!("ip6 daddr . {key} vmap @{MAP_SVC6}"),
+        format!("ip daddr . meta l4proto vmap @{MAP_SVC4_ANY}"),
+        format!("ip6 daddr . meta l4proto vmap @{MAP_SVC6_ANY}"),
         "# nothing else to a VIP is NAT'ed (svc_input drops it)".into(),
         format!("ip daddr @{SET_VIPS4} accept"),
         format!("ip6 daddr @{SET_VIPS6} accept"),
@@ -510,6 +518,8 @@ pub(crate) fn postrouting_rules() -> Vec<String> {
 pub(crate) fn base_chains() -> Vec<Chain> {
     let key = "meta l4proto . th dport";
     let refuse = |l3: &str, set: &str| format!("{l3} daddr . {key} @{set} goto {CHAIN_SVC_REJECT}");
+    let refuse_any =
+        |l3: &str, set: &str| format!("{l3} daddr . meta l4proto @{set} goto {CHAIN_SVC_REJECT}");
     let drop_other = |l3: &str, set: &str| {
         format!("{l3} daddr @{set} counter name \"{COUNTER_DROP_VIP_OTHER}\" drop")
     };
@@ -519,6 +529,8 @@ pub(crate) fn base_chains() -> Vec<Chain> {
         "# a service without backends refuses; anything else to a VIP is dropped".into(),
         refuse("ip", SET_SVC_NOEP4),
         refuse("ip6", SET_SVC_NOEP6),
+        refuse_any("ip", SET_SVC_NOEP4_ANY),
+        refuse_any("ip6", SET_SVC_NOEP6_ANY),
         drop_other("ip", SET_VIPS4),
         drop_other("ip6", SET_VIPS6),
         "# a routing-mesh port with no backend to send to refuses".into(),
@@ -533,6 +545,8 @@ pub(crate) fn base_chains() -> Vec<Chain> {
     let forward = vec![
         refuse("ip", SET_SVC_NOEP4),
         refuse("ip6", SET_SVC_NOEP6),
+        refuse_any("ip", SET_SVC_NOEP4_ANY),
+        refuse_any("ip6", SET_SVC_NOEP6_ANY),
         drop_other("ip", SET_VIPS4),
         drop_other("ip6", SET_VIPS6),
         "# a VIP leads only into its own network's bridge".into(),

@@ -172,6 +172,48 @@ fn deltas_pass_nft_check_and_reach_the_full_render() {
     }
 }
 
+/// The daemon notices outside changes through `nft monitor`, which prints every object
+/// Cove writes: nft 1.0.6's crashes printing some (a port range inside a concatenation),
+/// and a dead monitor means an outside flush is never restored. Every golden ruleset and
+/// every delta must leave a monitor running; the positive control is the services'
+/// ruleset as it was with port ranges in concatenated interval maps, which kills it (so
+/// the probe can see a crash).
+#[test]
+fn nft_monitor_survives_everything_cove_writes() {
+    preflight();
+    let tmp = tempfile::tempdir().unwrap();
+    let watched = r#"nft monitor > /dev/null 2>&1 & m=$!; sleep 0.3
+        nft -f "$1"; [ -n "$2" ] && nft -f "$2"; sleep 0.3
+        if kill -0 $m 2>/dev/null; then echo alive; kill $m; else echo dead; fi"#;
+    let probe = |what: &str, files: &[&Path]| {
+        let mut args: Vec<&Path> = files.to_vec();
+        let empty = tmp.path().join("empty");
+        fs::write(&empty, "").unwrap();
+        if args.len() == 1 {
+            args.push(&empty);
+        }
+        let script = watched.replace(r#"[ -n "$2" ] && nft -f "$2""#, r#"nft -f "$2""#);
+        in_netns(what, &script, &args).trim().to_string()
+    };
+    let crash = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/monitor_crash.nft");
+    assert_eq!(probe("control", &[&crash]), "dead", "the probe cannot see a monitor crash");
+    for golden in ["full.nft", "services.nft", "services_empty.nft"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(golden);
+        assert_eq!(probe(golden, &[&path]), "alive", "nft monitor died on {golden}");
+    }
+    for (name, before, after) in common::delta_pairs() {
+        let delta = cove_firewall::render_delta(&before, &after);
+        if delta.is_empty() {
+            continue;
+        }
+        let b = tmp.path().join(format!("{name}.before.nft"));
+        let d = tmp.path().join(format!("{name}.delta.nft"));
+        fs::write(&b, cove_firewall::render(&before)).unwrap();
+        fs::write(&d, &delta).unwrap();
+        assert_eq!(probe(&name, &[&b, &d]), "alive", "nft monitor died on delta {name}");
+    }
+}
+
 #[test]
 fn normalized_sorts_element_lists() {
     let a = "set s {\n\t\telements = { b, a,\n\t\t\t     c }\n\t}\n";

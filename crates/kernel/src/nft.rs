@@ -141,11 +141,50 @@ pub async fn table_exists(family: &str, name: &str) -> bool {
 /// them (added, deleted or flushed). `nft monitor` ends every transaction with
 /// `# new generation N by process PID (comm)`; transactions by our own `nft` processes
 /// ([`apply`]) are ignored.
+///
+/// A monitor that ends (nft 1.0.6's crashes printing some objects) is started again a
+/// second later, and its end counts as a foreign change: what happened meanwhile is
+/// unknown, so the ruleset is written again.
 pub fn watch_foreign_changes(tables: &[&str]) -> Result<mpsc::Receiver<()>, KernelError> {
-    let mut events = monitor()?;
+    let first = monitor()?;
     let tables: Vec<String> = tables.iter().map(|t| format!(" {t} ")).collect();
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
+        let mut next = Some(first);
+        loop {
+            let mut events = match next.take() {
+                Some(e) => e,
+                None => match monitor() {
+                    Ok(e) => e,
+                    Err(e) => {
+                        warn!(error = %e, "could not start nft monitor again");
+                        tokio::time::sleep(MONITOR_RESTART).await;
+                        continue;
+                    }
+                },
+            };
+            if !follow(&mut events, &tables, &tx).await {
+                return;
+            }
+            if tx.send(()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(MONITOR_RESTART).await;
+        }
+    });
+    Ok(rx)
+}
+
+/// How long after a monitor ended another one starts.
+const MONITOR_RESTART: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Follow one monitor's events until it ends (true) or the receiver is gone (false).
+async fn follow(
+    events: &mut mpsc::Receiver<String>,
+    tables: &[String],
+    tx: &mpsc::Sender<()>,
+) -> bool {
+    {
         let mut touched = false;
         while let Some(line) = events.recv().await {
             if let Some(rest) = line.strip_prefix("# new generation ") {
@@ -156,7 +195,7 @@ pub fn watch_foreign_changes(tables: &[&str]) -> Result<mpsc::Receiver<()>, Kern
                     .and_then(|p| p.parse::<u32>().ok());
                 let foreign = pid.is_none_or(|p| !is_own(p));
                 if touched && foreign && tx.send(()).await.is_err() {
-                    return;
+                    return false;
                 }
                 touched = false;
             } else if !line.starts_with('#') {
@@ -166,8 +205,8 @@ pub fn watch_foreign_changes(tables: &[&str]) -> Result<mpsc::Receiver<()>, Kern
                 touched |= tables.iter().any(|t| padded.contains(t.as_str()));
             }
         }
-    });
-    Ok(rx)
+    }
+    true
 }
 
 /// An `nft` child that lives as long as the daemon and dies with it, even when the daemon
