@@ -210,7 +210,7 @@ fn nft_monitor_survives_everything_cove_writes() {
         let d = tmp.path().join(format!("{name}.delta.nft"));
         fs::write(&b, cove_firewall::render(&before)).unwrap();
         fs::write(&d, &delta).unwrap();
-        assert_eq!(probe(&name, &[&b, &d]), "alive", "nft monitor died on delta {name}");
+        assert_eq!(probe(name, &[&b, &d]), "alive", "nft monitor died on delta {name}");
     }
 }
 
