@@ -314,6 +314,35 @@ fn services_on_a_single_host_with_the_docker_cli() {
     let dns_tasks = wait_running(&h, "dns", 2);
     assert_eq!(lookup(&h, "ov1", "dns"), task_ips(&dns_tasks));
 
+    // A service that publishes without a network of its own gets Docker's `ingress`.
+    docker(
+        &h,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "pub",
+            "-p",
+            "8083:80",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("mkdir -p /www; {page}"),
+        ],
+    )
+    .ok();
+    wait_running(&h, "pub", 1);
+    let ingress = first(docker(&h, &["network", "inspect", "ingress"]).json());
+    assert_eq!(ingress["Ingress"], true, "{ingress}");
+    assert_eq!(ingress["Driver"], "overlay");
+    common::wait_until("the mesh port of pub", 30, || {
+        h.sh("timeout 3 wget -q -O- http://127.0.0.1:8083/").status.success()
+    });
+    docker(&h, &["service", "rm", "pub"]).ok();
+    // (Docker's CLI asks before removing the ingress network; Cove's does not.)
+    h.cove(&["network", "rm", "ingress"]).ok();
+
     docker(&h, &["rm", "-f", "client"]).ok();
     docker(&h, &["service", "rm", "web", "dns"]).ok();
     common::wait_until("the tasks' containers to go", 60, || {

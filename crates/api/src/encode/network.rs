@@ -130,7 +130,10 @@ pub fn network(
         },
         internal: r.internal,
         attachable: r.attachable,
-        ingress: false,
+        // The network services publishing through the routing mesh get when they name
+        // none (created by the daemon, labelled as swarmkit labels its own).
+        ingress: r.name == "ingress"
+            && r.labels.get("com.docker.swarm.internal").is_some_and(|v| v == "true"),
         config_from: ConfigFrom { network: String::new() },
         config_only: false,
         containers: endpoints

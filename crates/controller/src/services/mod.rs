@@ -125,6 +125,12 @@ impl Controller {
         plan.networks = self.service_networks(&req.networks).await?;
         let others = self.service_list()?;
         check_plan(&plan, &others, None)?;
+        if plan.networks.is_empty() && has_ingress_ports(&plan) {
+            // As Docker's: a service that publishes through the routing mesh without a
+            // network of its own gets the `ingress` network.
+            let id = self.ingress_network().await?;
+            plan.networks.push(cove_model::ServiceNetwork { network_id: id, aliases: vec![] });
+        }
         assign_published_ports(&mut plan, &others);
         let now = crate::now();
         let mut svc = ServiceRecord {
@@ -195,6 +201,10 @@ impl Controller {
             )));
         }
         plan.networks = self.service_networks(&req.networks).await?;
+        if plan.networks.is_empty() && has_ingress_ports(&plan) {
+            let id = self.ingress_network().await?;
+            plan.networks.push(cove_model::ServiceNetwork { network_id: id, aliases: vec![] });
+        }
         let others: Vec<ServiceRecord> =
             self.service_list()?.into_iter().filter(|s| s.id != old.id).collect();
         check_plan(&plan, &others, Some(&old))?;
@@ -381,6 +391,31 @@ impl Controller {
         Ok(())
     }
 
+    /// Docker's `ingress` network (an overlay named `ingress`), created the first time a
+    /// service publishes through the routing mesh without a network of its own.
+    async fn ingress_network(&self) -> Result<cove_model::NetworkId> {
+        if let Ok(v) = self.network_get(INGRESS_NETWORK).await {
+            return Ok(v.record.id.clone());
+        }
+        let req = crate::NetworkCreate {
+            name: INGRESS_NETWORK.into(),
+            driver: "overlay".into(),
+            labels: [("com.docker.swarm.internal".to_string(), "true".to_string())].into(),
+            ..Default::default()
+        };
+        match self.network_create(req).await {
+            Ok(id) => {
+                info!("created the ingress network");
+                Ok(id)
+            }
+            // Another host made it first.
+            Err(e) if e.kind == ErrorKind::Conflict => {
+                Ok(self.network_get(INGRESS_NETWORK).await?.record.id.clone())
+            }
+            Err(e) => Err(e.context("create the ingress network")),
+        }
+    }
+
     /// Wake the orchestrator and this node's agent.
     pub(crate) fn services_nudge(&self) {
         self.services_wake.notify_one();
@@ -459,6 +494,13 @@ fn assign_published_ports(plan: &mut ServicePlan, others: &[ServiceRecord]) {
             p.published = Some(n);
         }
     }
+}
+
+/// The name of Docker's routing-mesh network.
+pub const INGRESS_NETWORK: &str = "ingress";
+
+fn has_ingress_ports(plan: &ServicePlan) -> bool {
+    plan.ports.iter().any(|p| p.mode == PublishMode::Ingress)
 }
 
 fn host_mode_ports(plan: &ServicePlan) -> Vec<cove_model::ServicePort> {
