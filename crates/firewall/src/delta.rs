@@ -130,6 +130,7 @@ fn partial(
         links: links.into_iter().cloned().collect(),
         drop_foreign_forwarding: m.drop_foreign_forwarding,
         vxlan: m.vxlan.clone(),
+        encryption: m.encryption.clone(),
     }
 }
 
@@ -150,6 +151,7 @@ fn added(from: &Elements, to: &Elements) -> Vec<SetElement> {
 fn rules_differ(before: &FirewallModel, after: &FirewallModel) -> bool {
     before.drop_foreign_forwarding != after.drop_foreign_forwarding
         || before.vxlan != after.vxlan
+        || before.encryption != after.encryption
         || ruleset::lo6_bridges(before) != ruleset::lo6_bridges(after)
 }
 
@@ -235,6 +237,7 @@ mod tests {
             links: vec![],
             drop_foreign_forwarding: false,
             vxlan: None,
+            encryption: None,
         }
     }
 

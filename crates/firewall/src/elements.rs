@@ -507,6 +507,7 @@ mod tests {
             links: vec![],
             drop_foreign_forwarding: false,
             vxlan: None,
+            encryption: None,
         };
         let problems = m.problems();
         assert_eq!(problems.len(), 9, "{problems:#?}");

@@ -32,6 +32,10 @@ pub struct FirewallModel {
     /// The host is in a cluster: VXLAN datagrams are accepted from its nodes only.
     #[serde(default)]
     pub vxlan: Option<VxlanGuard>,
+    /// The host has an encrypted tunnel: the guards of encrypted overlay networks
+    /// ([`crate::encryption`]).
+    #[serde(default)]
+    pub encryption: Option<crate::EncryptionGuard>,
 }
 
 /// Who may send this host VXLAN datagrams: the nodes of its cluster, on the data-path

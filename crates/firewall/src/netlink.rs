@@ -441,6 +441,7 @@ mod tests {
             }],
             drop_foreign_forwarding: false,
             vxlan: None,
+            encryption: None,
         }
     }
 

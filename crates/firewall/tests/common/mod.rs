@@ -68,6 +68,7 @@ pub fn one_network() -> FirewallModel {
         links: vec![],
         drop_foreign_forwarding: false,
         vxlan: None,
+        encryption: None,
     }
 }
 
@@ -128,6 +129,11 @@ pub fn full() -> FirewallModel {
         vxlan: Some(cove_firewall::VxlanGuard {
             port: 4789,
             peers: vec!["203.0.113.11".parse().unwrap(), "203.0.113.12".parse().unwrap()],
+        }),
+        encryption: Some(cove_firewall::EncryptionGuard {
+            device: "cvwg0".into(),
+            port: 4789,
+            vnis: vec![4097, 4096],
         }),
     }
 }
