@@ -82,6 +82,8 @@ pub struct KernelModel {
     pub netns: BTreeSet<PathBuf>,
     /// Routes of the host (for IPAM).
     pub routes: Vec<IpNet>,
+    /// Blackhole routes of the host (the encryption's route guard), with their metric.
+    pub blackholes: BTreeMap<IpNet, u32>,
     /// Sysctls of the host by key.
     pub sysctls: BTreeMap<String, String>,
     /// Port reservations by owner.
@@ -266,6 +268,9 @@ impl KernelModel {
             }
             Op::SetMtu { netns: Netns::Host, link, mtu } if self.mtus.contains_key(link) => {
                 self.mtus.insert(link.clone(), *mtu);
+            }
+            Op::BlackholeRoute { dst, metric } => {
+                self.blackholes.insert(*dst, *metric);
             }
             // Inside sandboxes and host details the model does not keep: journaled only.
             _ => {}

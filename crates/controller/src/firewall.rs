@@ -60,6 +60,7 @@ pub(crate) struct FirewallPlan {
     networks: Vec<NetworkRules>,
     drop_foreign_forwarding: bool,
     vxlan: Option<VxlanGuard>,
+    encryption: Option<cove_firewall::EncryptionGuard>,
     shares: HashMap<String, Share>,
     pending: Vec<ElementDelta>,
     /// A rule changed or the kernel's state is unknown: write the whole ruleset next.
@@ -75,6 +76,7 @@ impl FirewallPlan {
             networks: self.networks.clone(),
             drop_foreign_forwarding: self.drop_foreign_forwarding,
             vxlan: self.vxlan.clone(),
+            encryption: self.encryption.clone(),
             ..FirewallModel::default()
         };
         for id in ids {
@@ -190,6 +192,7 @@ impl Controller {
             plan.shares = all_shares(st, &self.drivers, v6);
             plan.drop_foreign_forwarding = own_forwarding;
             plan.vxlan = self.vxlan_guard(st);
+            plan.encryption = self.encryption_guard(st);
             plan.built = true;
             plan.full = true;
             plan.pending.clear();
@@ -198,16 +201,19 @@ impl Controller {
         let new_networks =
             if changes.networks { networks(st, &self.drivers, v6) } else { plan.networks.clone() };
         let vxlan = self.vxlan_guard(st);
+        let encryption = self.encryption_guard(st);
         let mut before = FirewallModel {
             networks: plan.networks.clone(),
             drop_foreign_forwarding: plan.drop_foreign_forwarding,
             vxlan: plan.vxlan.clone(),
+            encryption: plan.encryption.clone(),
             ..FirewallModel::default()
         };
         let mut after = FirewallModel {
             networks: new_networks.clone(),
             drop_foreign_forwarding: own_forwarding,
             vxlan: vxlan.clone(),
+            encryption: encryption.clone(),
             ..FirewallModel::default()
         };
         // A container's links name another container's bridge port: when that one starts or
@@ -232,6 +238,7 @@ impl Controller {
         plan.networks = new_networks;
         plan.drop_foreign_forwarding = own_forwarding;
         plan.vxlan = vxlan.clone();
+        plan.encryption = encryption.clone();
         // Debug builds (every test run) check the incremental plan against one computed
         // from scratch.
         #[cfg(debug_assertions)]
@@ -240,6 +247,7 @@ impl Controller {
                 networks: networks(st, &self.drivers, v6),
                 drop_foreign_forwarding: own_forwarding,
                 vxlan,
+                encryption,
                 shares: all_shares(st, &self.drivers, v6),
                 ..FirewallPlan::default()
             };

@@ -179,7 +179,11 @@ impl Controller {
                 continue;
             }
             let Some(net) = st.networks.get(p.endpoint.network_id().as_str()) else { continue };
-            let peer = cove_drivers::Peer { endpoint: &p.endpoint.endpoint, host: p.host };
+            let peer = cove_drivers::Peer {
+                endpoint: &p.endpoint.endpoint,
+                host: p.host,
+                tunnel: p.tunnel,
+            };
             for op in self.drivers.of(net)?.peer_ops(net, peer)? {
                 s.add(&op);
             }

@@ -25,8 +25,10 @@ pub(super) fn seam(cluster: &(Records, Arc<MemStore>), n: u8) -> ClusterSeam {
             advertise,
             lease: None,
             labels: Default::default(),
+            tunnel: None,
         },
-        underlay: Underlay { advertise, mtu: 1500, port: 4789 },
+        underlay: Underlay { advertise, mtu: 1500, port: 4789, tunnel: None },
+        encryption: None,
     }
 }
 
