@@ -128,6 +128,17 @@ pub struct EncryptionView {
     pub refusal: Option<String>,
 }
 
+/// An error with its sources, `a: b: c`.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    s
+}
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -262,6 +273,15 @@ impl Controller {
         Ok(())
     }
 
+    /// Put the route guard back if someone removed it (`ip route replace`: idempotent).
+    pub(crate) async fn encryption_route_guard(&self) {
+        let Some(pool) = lock(&self.enc).pool else { return };
+        let op = cove_plan::Op::BlackholeRoute { dst: pool, metric: cove_plan::BLACKHOLE_METRIC };
+        if let Err(e) = self.kernel.apply(&[op]).await {
+            warn!(error = %Error::from(e), "could not restore the route guard of encrypted networks");
+        }
+    }
+
     fn key_path(&self) -> PathBuf {
         self.cfg.data_root.join("wg.key")
     }
@@ -272,11 +292,15 @@ impl Controller {
         let path = self.key_path();
         if path.exists() {
             return PrivateKey::load(&path)
-                .map_err(|e| Error::unavailable(format!("the node's key: {e}")));
+                .map_err(|e| Error::unavailable(format!("the node's key: {}", chain(&e))));
         }
+        std::fs::create_dir_all(&self.cfg.data_root).map_err(|e| {
+            Error::unavailable(format!("create {}: {e}", self.cfg.data_root.display()))
+        })?;
         let key = PrivateKey::generate()
-            .map_err(|e| Error::unavailable(format!("generate the node's key: {e}")))?;
-        key.save(&path).map_err(|e| Error::unavailable(format!("the node's key: {e}")))?;
+            .map_err(|e| Error::unavailable(format!("generate the node's key: {}", chain(&e))))?;
+        key.save(&path)
+            .map_err(|e| Error::unavailable(format!("the node's key: {}", chain(&e))))?;
         info!(path = %path.display(), "generated this node's tunnel key");
         Ok(key)
     }
@@ -426,7 +450,7 @@ impl Controller {
         let key = PrivateKey::generate()
             .map_err(|er| Error::unavailable(format!("generate a new key: {er}")))?;
         key.save(&self.key_path())
-            .map_err(|er| Error::unavailable(format!("save the new key: {er}")))?;
+            .map_err(|er| Error::unavailable(format!("save the new key: {}", chain(&er))))?;
         e.tunnels.set_key(&key);
         let public = key.public_key().to_base64();
         {

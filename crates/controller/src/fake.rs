@@ -1148,3 +1148,56 @@ mod tests {
         assert!(!m.neighbours.iter().any(|(_, l, _)| l == "vx-a"));
     }
 }
+
+/// What the fake tunnel was told.
+#[derive(Debug, Default)]
+pub struct TunnelModel {
+    /// The configuration it was started with (`None`: not running).
+    pub started: Option<cove_tunnel::TunnelConfig>,
+    /// Its peers, as last set.
+    pub peers: Vec<cove_tunnel::Peer>,
+    /// Its current public key.
+    pub public_key: Option<cove_tunnel::PublicKey>,
+    /// `start` fails with this, when set (e.g. `/dev/net/tun` missing).
+    pub fail_start: Option<String>,
+}
+
+/// A tunnel that records what it is told.
+#[derive(Debug, Default)]
+pub struct FakeTunnels(Mutex<TunnelModel>);
+
+impl FakeTunnels {
+    /// What it holds.
+    pub fn model(&self) -> MutexGuard<'_, TunnelModel> {
+        lock(&self.0)
+    }
+}
+
+impl crate::seams::Tunnels for FakeTunnels {
+    fn start(&self, config: cove_tunnel::TunnelConfig) -> std::result::Result<(), String> {
+        let mut m = lock(&self.0);
+        if let Some(why) = &m.fail_start {
+            return Err(why.clone());
+        }
+        m.public_key = Some(config.key.public_key());
+        m.started = Some(config);
+        Ok(())
+    }
+    fn set_peers(&self, peers: &[cove_tunnel::Peer]) -> std::result::Result<(), String> {
+        lock(&self.0).peers = peers.to_vec();
+        Ok(())
+    }
+    fn set_key(&self, key: &cove_tunnel::PrivateKey) {
+        lock(&self.0).public_key = Some(key.public_key());
+    }
+    fn stats(&self) -> Option<cove_tunnel::TunnelStats> {
+        let m = lock(&self.0);
+        m.started.as_ref()?;
+        Some(cove_tunnel::TunnelStats {
+            public_key: m.public_key?,
+            peers: vec![],
+            drops: Default::default(),
+            tun_writes: 0,
+        })
+    }
+}

@@ -208,6 +208,8 @@ impl Runtime for cove_runtime::Runtime {
     }
 }
 
+use crate::encryption::chain;
+
 /// The daemon's tunnel: `cove_tunnel::Tunnel`, held until the daemon exits (its device goes
 /// with it).
 #[derive(Debug, Default)]
@@ -217,13 +219,13 @@ pub struct RealTunnels {
 
 impl crate::seams::Tunnels for RealTunnels {
     fn start(&self, config: cove_tunnel::TunnelConfig) -> std::result::Result<(), String> {
-        let t = cove_tunnel::Tunnel::start(config).map_err(|e| e.to_string())?;
+        let t = cove_tunnel::Tunnel::start(config).map_err(|e| chain(&e))?;
         *self.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
         Ok(())
     }
     fn set_peers(&self, peers: &[cove_tunnel::Peer]) -> std::result::Result<(), String> {
         match self.tunnel.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            Some(t) => t.set_peers(peers).map_err(|e| e.to_string()),
+            Some(t) => t.set_peers(peers).map_err(|e| chain(&e)),
             None => Err("the tunnel is not running".into()),
         }
     }

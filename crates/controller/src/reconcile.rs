@@ -236,6 +236,7 @@ impl Controller {
         };
         let observed = self.observe(&desired).await?;
         hold(&mut desired, &observed, &held);
+        self.encryption_route_guard().await;
         let _st = self.state.lock().await;
         if self.store.revision()? != revision {
             return Ok(None);
