@@ -380,8 +380,18 @@ fn multihost_encryption_refused_where_it_cannot_be_enforced() {
     // The route guard stands anyway.
     assert!(h1.sh_ok("ip route show type blackhole").contains("10.255.0.0/16"));
 
-    let secure = create(h2, h1, &["--opt", "encrypted", "--subnet", "10.0.20.0/24"], "secure2");
-    let _ = secure;
+    let args = ["network", "create", "-d", "overlay", "--opt", "encrypted", "secure2"];
+    let id = h2.cove(&args).ok().stdout.trim().to_string();
+    assert!(eventually(10, || h1.cove(&["network", "ls", "--no-trunc"]).ok().stdout.contains(&id)));
+    // h1 knows it and guards its VNI, but has no datapath for it.
+    let vx = format!("vx-{}", &id[..12]);
+    assert!(!h1.sh(&format!("ip link show {vx}")).status.success());
+    let vni = h2.sh_ok(&format!("ip -d link show {vx}"));
+    let vni: u32 =
+        vni.split("vxlan id ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let guarded =
+        || h1.sh_ok("nft list set inet cove encrypted_vnis").contains(&format!("{vni:#x}"));
+    assert!(eventually(10, guarded), "h1 guards the VNI of a network it cannot carry");
     let out = h1.cove(&["run", "-d", "--network", "secure2", "--name", "c1", "bb", "sleep", "60"]);
     out.fails().stderr_has("/dev/net/tun");
     let eps = etcd.etcdctl(&["get", "--prefix", "/cove/v1/endpoints/", "--keys-only"]);
