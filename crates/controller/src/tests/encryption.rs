@@ -116,11 +116,12 @@ async fn encrypted_networks_ride_the_tunnel_and_peer_only_nodes_that_share_them(
     // its VNI from creation on, on both hosts, before any endpoint exists.
     let (vx, vni) = vxlan(&n2.h, "secure");
     let (pvx, _) = vxlan(&n2.h, "plain");
-    let k2 = n2.h.kernel.model();
-    assert_eq!(k2.vxlans[&vx].local, Some("10.255.0.2".parse().unwrap()));
-    assert_eq!(k2.vxlans[&pvx].local, Some("203.0.113.12".parse().unwrap()));
-    assert_eq!(k2.mtus.get(&vx), Some(&1370));
-    drop(k2);
+    {
+        let k2 = n2.h.kernel.model();
+        assert_eq!(k2.vxlans[&vx].local, Some("10.255.0.2".parse().unwrap()));
+        assert_eq!(k2.vxlans[&pvx].local, Some("203.0.113.12".parse().unwrap()));
+        assert_eq!(k2.mtus.get(&vx), Some(&1370));
+    }
     for n in [&n1, &n2] {
         let rules = ruleset_with(&n.h, &format!("elements = {{ {vni} }}")).await;
         assert!(rules.contains("chain enc_in") && rules.contains("chain enc_out"), "{rules}");
