@@ -729,6 +729,12 @@ impl Controller {
     /// it); a read that a local write of this host overtook is read again.
     pub(crate) async fn cluster_round(&self) -> Result<()> {
         let Some(c) = self.cluster() else { return Ok(()) };
+        // A tunnel that could not start for want of the store: now its record and the
+        // datapath of encrypted networks follow.
+        let tunnel_up = self.encryption_retry().await;
+        if tunnel_up && !self.node_lease_lost() {
+            self.cluster_register()?;
+        }
         if self.node_lease_lost() {
             warn!("this node's liveness in the cluster lapsed; registering again");
             self.check_node_id_unused().await?;
@@ -747,7 +753,7 @@ impl Controller {
             }
         };
         let (changed, writes) = self.cluster_apply(&mut st, c, view)?;
-        if changed {
+        if changed || tunnel_up {
             self.reconcile_host(&st).await?;
             self.sync_firewall_later(&st);
         }

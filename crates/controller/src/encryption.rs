@@ -87,6 +87,9 @@ pub struct EncryptionSeam {
 pub(crate) struct EncState {
     /// Why encrypted networks cannot be enforced here (None: they can).
     pub(crate) refusal: Option<String>,
+    /// The set-up failed on the cluster store (unreachable at start): the cluster loop
+    /// tries again.
+    retry: bool,
     /// The node's current key.
     key: Option<PrivateKey>,
     /// The cluster's tunnel pool.
@@ -218,7 +221,10 @@ impl Controller {
             ),
             Some((c, e)) => match self.encryption_setup(c, e).await {
                 Ok(()) => None,
-                Err(err) => Some(err.message),
+                Err((err, retry)) => {
+                    lock(&self.enc).retry = retry;
+                    Some(err.message)
+                }
             },
         };
         if let Some(why) = &refusal {
@@ -229,37 +235,73 @@ impl Controller {
         lock(&self.enc).refusal = refusal;
     }
 
-    async fn encryption_setup(&self, c: &ClusterSeam, e: &EncryptionSeam) -> Result<()> {
-        if !e.settings.mutual_tls {
+    /// Try the set-up again when it failed on the cluster store; returns whether the tunnel
+    /// is up now (the node's record and the host's datapath must follow).
+    pub(crate) async fn encryption_retry(&self) -> bool {
+        let Some((c, e)) = self.encryption_seam() else { return false };
+        if !lock(&self.enc).retry {
+            return false;
+        }
+        match self.encryption_setup(c, e).await {
+            Ok(()) => {
+                let mut s = lock(&self.enc);
+                s.retry = false;
+                s.refusal = None;
+                info!("encrypted overlay networks can be enforced on this host again");
+                true
+            }
+            Err((err, retry)) => {
+                let mut s = lock(&self.enc);
+                s.retry = retry;
+                s.refusal = Some(err.message);
+                false
+            }
+        }
+    }
+
+    /// The set-up; an error says whether trying again later can help (the cluster store
+    /// did not answer).
+    async fn encryption_setup(
+        &self,
+        c: &ClusterSeam,
+        e: &EncryptionSeam,
+    ) -> std::result::Result<(), (Error, bool)> {
+        let fatal = |e: Error| (e, false);
+        let store = |e: Error| {
+            let retry = e.kind == cove_model::ErrorKind::Unavailable;
+            (e, retry)
+        };
+        if !e.settings.mutual_tls && !lock(&self.enc).retry {
             warn!(
                 "SECURITY: the cluster store is not reached with mutual TLS (--cluster-store-opt \
                  kv.cacertfile/kv.certfile/kv.keyfile), yet it distributes the nodes' public keys \
                  for encrypted overlay networks: whoever can write to it can make itself a peer"
             );
         }
-        let key = self.load_or_create_key()?;
-        let pool = Self::cluster_pool(c, e)?;
+        let key = self.load_or_create_key().map_err(fatal)?;
+        let pool = Self::cluster_pool(c, e).map_err(store)?;
         // The route guard first: from here on, traffic to the pool never follows the
         // default route, whatever happens to the tunnel.
         let guard =
             cove_plan::Op::BlackholeRoute { dst: pool, metric: cove_plan::BLACKHOLE_METRIC };
         self.kernel.apply(&[guard]).await.map_err(|ke| {
-            Error::from(ke).context(format!("install the route guard blackhole {pool}"))
+            fatal(Error::from(ke).context(format!("install the route guard blackhole {pool}")))
         })?;
-        let ip = Self::reserve_tunnel_ip(c, pool)?;
+        lock(&self.enc).pool = Some(pool);
+        let ip = Self::reserve_tunnel_ip(c, pool).map_err(store)?;
         let mtu = c.underlay.mtu.saturating_sub(cove_tunnel::OVERHEAD);
         let listen = SocketAddr::new(c.node.advertise, e.settings.port);
         let config = TunnelConfig {
             netns: None,
             ifname: TUNNEL_DEVICE.into(),
             tunnel_addr: IpNet::new(ip, pool.prefix_len())
-                .map_err(|er| Error::internal(er.to_string()))?,
+                .map_err(|er| fatal(Error::internal(er.to_string())))?,
             mtu,
             listen,
             key: key.clone(),
         };
         e.tunnels.start(config).map_err(|why| {
-            Error::unavailable(format!("start the encrypted tunnel {TUNNEL_DEVICE}: {why}"))
+            fatal(Error::unavailable(format!("start the encrypted tunnel {TUNNEL_DEVICE}: {why}")))
         })?;
         let mut st = lock(&self.enc);
         st.record = Some(TunnelRecord {
