@@ -125,9 +125,15 @@ fn inspect(c: &dyn Cluster, i: usize, name: &str, format: &str) -> Result<String
 
 /// Container `name`'s address on `ov` (Docker's also have one on `docker_gwbridge`).
 fn ip_of(c: &dyn Cluster, i: usize, name: &str) -> Result<String> {
-    let ip = inspect(c, i, name, r#"{{(index .NetworkSettings.Networks "ov").IPAddress}}"#)?;
-    if ip.is_empty() {
-        bail!("{name} has no address on ov");
+    ip_on(c, i, name, "ov")
+}
+
+/// Container `name`'s address on network `net`.
+fn ip_on(c: &dyn Cluster, i: usize, name: &str, net: &str) -> Result<String> {
+    let format = format!(r#"{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}"#);
+    let ip = inspect(c, i, name, &format)?;
+    if ip.is_empty() || ip.contains("no value") {
+        bail!("{name} has no address on {net}");
     }
     Ok(ip)
 }
@@ -378,7 +384,7 @@ pub(crate) fn run(cove: &Path, o: &Options) -> Result<Outcome> {
     let (sb1, sb2) = (sandbox(&cove, 0, "c1")?, sandbox(&cove, 1, "c2")?);
     let c2_ip = ip_of(&cove, 1, "c2")?;
     let (sbe1, sbe2) = (sandbox(&cove, 0, "e1")?, sandbox(&cove, 1, "e2")?);
-    let e2_ip = ip_of(&cove, 1, "e2")?;
+    let e2_ip = ip_on(&cove, 1, "e2", "sec")?;
     let mut encrypted = Series::new("container → container across the encrypted overlay");
     let mut rotation = Series::new("rotate-key on h1 → h2's handshake with the new key");
     let mut fig = Figures::new(&cove);
