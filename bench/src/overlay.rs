@@ -3,7 +3,12 @@
 //!
 //! * throughput: one iperf3 TCP stream container → container across the VXLAN tunnel,
 //!   against a raw VXLAN pair between the same two host namespaces (the kernel's tunnel
-//!   with nothing of Cove's on the path) and against the underlay it rides on;
+//!   with nothing of Cove's on the path) and against the underlay it rides on; and across
+//!   an encrypted overlay (`--opt encrypted`: VXLAN over the nodes' WireGuard tunnel),
+//!   interleaved with the plain one (wireguard-go between the same namespaces is measured
+//!   at the crate level, `cove-tunnel`'s bench test, ADR 0019);
+//! * key rotation: from `cove node rotate-key` on h1 to h2's new handshake with h1, as
+//!   h2's `network inspect` shows it;
 //! * attach: `POST /networks/{id}/connect` + `disconnect` of a running container on an
 //!   overlay network, against the same on a bridge network, interleaved;
 //! * convergence: from the request that creates a server on h2 to the first TCP
@@ -120,9 +125,15 @@ fn inspect(c: &dyn Cluster, i: usize, name: &str, format: &str) -> Result<String
 
 /// Container `name`'s address on `ov` (Docker's also have one on `docker_gwbridge`).
 fn ip_of(c: &dyn Cluster, i: usize, name: &str) -> Result<String> {
-    let ip = inspect(c, i, name, r#"{{(index .NetworkSettings.Networks "ov").IPAddress}}"#)?;
-    if ip.is_empty() {
-        bail!("{name} has no address on ov");
+    ip_on(c, i, name, "ov")
+}
+
+/// Container `name`'s address on network `net`.
+fn ip_on(c: &dyn Cluster, i: usize, name: &str, net: &str) -> Result<String> {
+    let format = format!(r#"{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}"#);
+    let ip = inspect(c, i, name, &format)?;
+    if ip.is_empty() || ip.contains("no value") {
+        bail!("{name} has no address on {net}");
     }
     Ok(ip)
 }
@@ -341,8 +352,23 @@ pub(crate) fn run(cove: &Path, o: &Options) -> Result<Outcome> {
     let cove = Cove { hosts: [h1, h2] };
     cove.cli(0, &["network", "create", "-d", "overlay", "--subnet", "10.0.9.0/24", "ov"])?;
     cove.cli(0, &["network", "create", "--subnet", "10.0.8.0/24", "br"])?;
+    // The encrypted overlay (issue 18): VXLAN over the nodes' WireGuard tunnel.
+    cove.cli(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--opt",
+            "encrypted",
+            "--subnet",
+            "10.0.7.0/24",
+            "sec",
+        ],
+    )?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !h2.cove(&["network", "ls"]).stdout.contains(" ov ") {
+    while !h2.cove(&["network", "ls"]).stdout.contains(" sec ") {
         if Instant::now() > deadline {
             bail!("h2 never saw the overlay network");
         }
@@ -351,9 +377,16 @@ pub(crate) fn run(cove: &Path, o: &Options) -> Result<Outcome> {
     for (i, name) in [(0, "c1"), (1, "c2")] {
         cove.cli(i, &["run", "-d", "--network", "ov", "--name", name, "bb", "sleep", "100000"])?;
     }
+    for (i, name) in [(0, "e1"), (1, "e2")] {
+        cove.cli(i, &["run", "-d", "--network", "sec", "--name", name, "bb", "sleep", "100000"])?;
+    }
     cove.cli(0, &["run", "-d", "--name", "att", "bb", "sleep", "100000"])?;
     let (sb1, sb2) = (sandbox(&cove, 0, "c1")?, sandbox(&cove, 1, "c2")?);
     let c2_ip = ip_of(&cove, 1, "c2")?;
+    let (sbe1, sbe2) = (sandbox(&cove, 0, "e1")?, sandbox(&cove, 1, "e2")?);
+    let e2_ip = ip_on(&cove, 1, "e2", "sec")?;
+    let mut encrypted = Series::new("container → container across the encrypted overlay");
+    let mut rotation = Series::new("rotate-key on h1 → h2's handshake with the new key");
     let mut fig = Figures::new(&cove);
 
     let mut anchor = match docker_missing {
@@ -401,6 +434,7 @@ pub(crate) fn run(cove: &Path, o: &Options) -> Result<Outcome> {
     let mut raw = Series::new("host → host over a raw VXLAN pair (floor)");
     iperf_server(h2, "", 5301);
     iperf_server(h2, &sb2, 5302);
+    iperf_server(h2, &sbe2, 5304);
     anchor.step("iperf3 server", |d, _| {
         iperf_server(d.host(1), &docker_ends.1, 5303);
         Ok(())
@@ -409,6 +443,7 @@ pub(crate) fn run(cove: &Path, o: &Options) -> Result<Outcome> {
         underlay.push(iperf(h1, "", "203.0.113.12", 5301, o.seconds)?);
         raw.push(iperf(h1, "", "10.199.0.2", 5301, o.seconds)?);
         fig.overlay.push(iperf(h1, &sb1, &c2_ip, 5302, o.seconds)?);
+        encrypted.push(iperf(h1, &sbe1, &e2_ip, 5304, o.seconds)?);
         anchor.step("throughput", |d, f| {
             f.overlay.push(iperf(d.host(0), &docker_ends.0, &docker_ends.2, 5303, o.seconds)?);
             Ok(())
@@ -416,6 +451,10 @@ pub(crate) fn run(cove: &Path, o: &Options) -> Result<Outcome> {
     }
     stop_iperf_server(h2, 5301);
     stop_iperf_server(h2, 5302);
+    stop_iperf_server(h2, 5304);
+    for _ in 0..o.reps.max(3) {
+        rotation.push(rotate(h1, h2)?);
+    }
     anchor.step("iperf3 server", |d, _| {
         stop_iperf_server(d.host(1), 5303);
         Ok(())
@@ -459,7 +498,62 @@ pub(crate) fn run(cove: &Path, o: &Options) -> Result<Outcome> {
         }
         Anchor::Failed(why, f) => (f, Some(why)),
     };
-    Ok(report(&underlay, &raw, &fig, docker.as_deref(), why_not.as_deref()))
+    let mut out = report(&underlay, &raw, &fig, docker.as_deref(), why_not.as_deref());
+    encryption_report(&mut out, &fig.overlay, &encrypted, &rotation);
+    Ok(out)
+}
+
+/// h2's last handshake with its peer on `sec`, as inspect shows it.
+fn last_handshake(h2: &FakeHost) -> String {
+    let out = h2.cove(&["network", "inspect", "sec"]).stdout.to_string();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v[0]["Encryption"]["Peers"][0]["LastHandshake"].as_str().unwrap_or("").to_owned()
+}
+
+/// One key rotation on h1: from the API call to h2 having a new session (ms).
+fn rotate(h1: &FakeHost, h2: &FakeHost) -> Result<f64> {
+    let before = last_handshake(h2);
+    let t0 = Instant::now();
+    let out = h1.cove(&["node", "rotate-key"]);
+    if out.status != 0 {
+        bail!("rotate-key: {}", out.stderr);
+    }
+    let deadline = t0 + Duration::from_secs(15);
+    loop {
+        let now = last_handshake(h2);
+        if !now.is_empty() && now != before {
+            return Ok(ms(t0));
+        }
+        if Instant::now() > deadline {
+            bail!("h2 never made a new handshake after h1's key rotation (last {before:?})");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The encrypted overlay's rows and figures.
+fn encryption_report(out: &mut Outcome, overlay: &Series, encrypted: &Series, rotation: &Series) {
+    let ratio = encrypted.median() / overlay.median();
+    out.markdown.push_str(&format!(
+        "\n### Encrypted overlay (`--opt encrypted`, WireGuard in userspace)\n\n\
+         | measure | median | p90 | n |\n|---|---|---|---|\n\
+         | {} | {:.2} Gbit/s | {:.2} Gbit/s | {} |\n\
+         | {} | {:.0} ms | {:.0} ms | {} |\n\n\
+         The encrypted overlay carries {ratio:.2}x the plain overlay's throughput in this run.\n",
+        encrypted.name,
+        encrypted.median(),
+        encrypted.quantile(0.9),
+        encrypted.len(),
+        rotation.name,
+        rotation.median(),
+        rotation.quantile(0.9),
+        rotation.len(),
+    ));
+    if let Some(m) = out.json.as_object_mut() {
+        m.insert("throughput_encrypted_gbps".into(), encrypted.to_json());
+        m.insert("throughput_ratio_encrypted_overlay".into(), ratio.into());
+        m.insert("rotation_to_handshake_ms".into(), rotation.to_json());
+    }
 }
 
 fn report(

@@ -129,6 +129,23 @@ async fn node_remove(State(st): State<AppState>, json::Id(id): json::Id) -> ApiR
     Ok(StatusCode::OK.into_response())
 }
 
+/// `POST /nodes/{id}/rotate-key`: replace this node's tunnel key now (`{id}`: `self`, or
+/// this node's id or hostname; a node rotates only its own key).
+async fn node_rotate_key(State(st): State<AppState>, json::Id(id): json::Id) -> ApiResult {
+    let me = st.ctl.node_list().await.ok().and_then(|l| l.into_iter().find(|n| n.this));
+    let mine = id == "self"
+        || me.as_ref().is_some_and(|n| {
+            n.node.id == id || n.node.hostname == id || n.node.id.starts_with(&id)
+        });
+    if !mine {
+        return Err(ApiError::bad_request(format!(
+            "node {id} is not this node: a node rotates only its own key (run `cove node rotate-key` on it)"
+        )));
+    }
+    let key = st.ctl.node_rotate_key().await?;
+    Ok(axum::Json(serde_json::json!({ "PublicKey": key })).into_response())
+}
+
 /// Handler result.
 pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
 
@@ -199,6 +216,7 @@ fn route_table() -> Router<AppState> {
         .route("/events", get(events::events))
         .route("/nodes", get(swarm::nodes))
         .route("/nodes/{id}", get(swarm::node).delete(node_remove))
+        .route("/nodes/{id}/rotate-key", post(node_rotate_key))
         .route("/swarm", get(swarm::swarm))
         .route("/swarm/{action}", post(swarm::membership))
         .route("/services", get(swarm::list))

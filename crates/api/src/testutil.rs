@@ -66,7 +66,7 @@ pub(crate) fn net_view(name: &str, with_endpoint: bool) -> NetworkView {
     let record = net(name, name == "bridge");
     let endpoints =
         if with_endpoint { vec![(endpoint(&record), "test".to_string())] } else { vec![] };
-    NetworkView { record, endpoints, scope: "local", peers: vec![] }
+    NetworkView { record, endpoints, scope: "local", peers: vec![], encryption: None }
 }
 
 pub(crate) fn container(status: Status) -> ContainerRecord {

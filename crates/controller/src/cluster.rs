@@ -83,6 +83,8 @@ pub struct ClusterSeam {
     pub node: NodeRecord,
     /// How this host reaches the others.
     pub underlay: Underlay,
+    /// Encrypted overlay networks (`None`: this node has no tunnel, and refuses them).
+    pub encryption: Option<crate::encryption::EncryptionSeam>,
 }
 
 impl ClusterSeam {
@@ -177,12 +179,14 @@ impl Controller {
     /// to a lease kept alive from here: the node is listed down once that lapses).
     pub(crate) fn cluster_register(&self) -> Result<()> {
         let Some(c) = self.cluster() else { return Ok(()) };
+        // With its tunnel, when it has one: peers take its key and address from here.
+        let node = self.this_node().unwrap_or_else(|| c.node.clone());
         let mut b = Batch::new();
-        b.put(Table::NodeStates, &c.node.id, &c.node);
+        b.put(Table::NodeStates, &c.node.id, &node);
         match &c.leases {
             Some(leases) => {
                 let lease = leases.grant(NODE_TTL)?;
-                let live = NodeRecord { lease: Some(lease.id.0), ..c.node.clone() };
+                let live = NodeRecord { lease: Some(lease.id.0), ..node };
                 b.put_with_lease(Table::Nodes, &c.node.id, &live, lease.id);
                 c.store.commit(b)?;
                 let keep = KeepAlive::start(leases.clone(), lease);
@@ -191,7 +195,7 @@ impl Controller {
                 }
             }
             None => {
-                b.put(Table::Nodes, &c.node.id, &c.node);
+                b.put(Table::Nodes, &c.node.id, &node);
                 c.store.commit(b)?;
             }
         }
@@ -413,7 +417,10 @@ impl Controller {
         let c = self.cluster_or_unavailable(&format!("overlay network {}", net.name))?;
         // A network this host cannot carry (its underlay's MTU is too small) has no
         // datapath here: refuse its endpoints, naming why, before reserving anything.
-        self.drivers.of(net)?.network_ops(net, &self.plan_context())?;
+        self.drivers
+            .of(net)?
+            .network_ops(net, &self.plan_context())
+            .map_err(|e| self.explain_encryption(e))?;
         for _ in 0..ADDRESS_TRIES {
             let ep = allocate(st)?;
             let record = ClusterEndpoint {
@@ -514,7 +521,13 @@ impl Controller {
         let ClusterView { networks, nodes, endpoints, .. } = view;
         let mut changed = false;
         let mut local = Batch::new();
-        let addrs: BTreeSet<IpAddr> = nodes.values().map(|n| n.advertise).collect();
+        // Their tunnel addresses too: decrypted VXLAN comes from those.
+        let addrs: BTreeSet<IpAddr> = nodes
+            .values()
+            .flat_map(|n| {
+                std::iter::once(n.advertise).chain(n.tunnel.as_ref().map(|t| t.tunnel_ip))
+            })
+            .collect();
         if addrs != st.cluster_nodes {
             st.cluster_nodes = addrs;
             changed = true;
@@ -569,6 +582,7 @@ impl Controller {
                     endpoint: e.clone(),
                     host: node.advertise,
                     host_name: node.hostname.clone(),
+                    tunnel: node.tunnel.as_ref().map(|t| t.tunnel_ip),
                 },
             );
         }
@@ -588,6 +602,7 @@ impl Controller {
         }
         self.sync_global_pools(st);
         self.store.commit(local)?;
+        self.encryption_peers(st, &nodes, &endpoints);
 
         // This host's endpoints.
         let mut writes = vec![];
@@ -717,6 +732,12 @@ impl Controller {
     /// it); a read that a local write of this host overtook is read again.
     pub(crate) async fn cluster_round(&self) -> Result<()> {
         let Some(c) = self.cluster() else { return Ok(()) };
+        // A tunnel that could not start for want of the store: now its record and the
+        // datapath of encrypted networks follow.
+        let tunnel_up = self.encryption_retry().await;
+        if tunnel_up && !self.node_lease_lost() {
+            self.cluster_register()?;
+        }
         if self.node_lease_lost() {
             warn!("this node's liveness in the cluster lapsed; registering again");
             self.check_node_id_unused().await?;
@@ -735,7 +756,7 @@ impl Controller {
             }
         };
         let (changed, writes) = self.cluster_apply(&mut st, c, view)?;
-        if changed {
+        if changed || tunnel_up {
             self.reconcile_host(&st).await?;
             self.sync_firewall_later(&st);
         }

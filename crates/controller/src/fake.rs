@@ -82,6 +82,8 @@ pub struct KernelModel {
     pub netns: BTreeSet<PathBuf>,
     /// Routes of the host (for IPAM).
     pub routes: Vec<IpNet>,
+    /// Blackhole routes of the host (the encryption's route guard), with their metric.
+    pub blackholes: BTreeMap<IpNet, u32>,
     /// Sysctls of the host by key.
     pub sysctls: BTreeMap<String, String>,
     /// Port reservations by owner.
@@ -285,6 +287,9 @@ impl KernelModel {
             }
             Op::SetMtu { netns: Netns::Host, link, mtu } if self.mtus.contains_key(link) => {
                 self.mtus.insert(link.clone(), *mtu);
+            }
+            Op::BlackholeRoute { dst, metric } => {
+                self.blackholes.insert(*dst, *metric);
             }
             // Inside sandboxes and host details the model does not keep: journaled only.
             _ => {}
@@ -1169,5 +1174,61 @@ mod tests {
         let m = k.model();
         assert!(m.fdb_self.is_empty() && m.fdb_master.is_empty() && m.port_flags.is_empty());
         assert!(!m.neighbours.iter().any(|(_, l, _)| l == "vx-a"));
+    }
+}
+
+/// What the fake tunnel was told.
+#[derive(Debug, Default)]
+pub struct TunnelModel {
+    /// The configuration it was started with (`None`: not running).
+    pub started: Option<cove_tunnel::TunnelConfig>,
+    /// Its peers, as last set.
+    pub peers: Vec<cove_tunnel::Peer>,
+    /// Its current public key.
+    pub public_key: Option<cove_tunnel::PublicKey>,
+    /// `start` fails with this, when set (e.g. `/dev/net/tun` missing).
+    pub fail_start: Option<String>,
+}
+
+/// A tunnel that records what it is told.
+#[derive(Debug, Default)]
+pub struct FakeTunnels(Mutex<TunnelModel>);
+
+impl FakeTunnels {
+    /// What it holds.
+    pub fn model(&self) -> MutexGuard<'_, TunnelModel> {
+        lock(&self.0)
+    }
+}
+
+impl crate::seams::Tunnels for FakeTunnels {
+    fn start(&self, config: cove_tunnel::TunnelConfig) -> std::result::Result<(), String> {
+        let mut m = lock(&self.0);
+        if let Some(why) = &m.fail_start {
+            return Err(why.clone());
+        }
+        m.public_key = Some(config.key.public_key());
+        m.started = Some(config);
+        Ok(())
+    }
+    fn set_peers(&self, peers: &[cove_tunnel::Peer]) -> std::result::Result<(), String> {
+        lock(&self.0).peers = peers.to_vec();
+        Ok(())
+    }
+    fn set_key(&self, key: &cove_tunnel::PrivateKey) {
+        lock(&self.0).public_key = Some(key.public_key());
+    }
+    fn stats(&self) -> Option<cove_tunnel::TunnelStats> {
+        let m = lock(&self.0);
+        m.started.as_ref()?;
+        Some(cove_tunnel::TunnelStats {
+            public_key: m.public_key?,
+            peers: vec![],
+            drops: Default::default(),
+            tun_writes: 0,
+            tun_write_calls: 0,
+            tun_reads: 0,
+            tun_read_calls: 0,
+        })
     }
 }

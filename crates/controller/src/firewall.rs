@@ -61,6 +61,7 @@ pub(crate) struct FirewallPlan {
     networks: Vec<NetworkRules>,
     drop_foreign_forwarding: bool,
     vxlan: Option<VxlanGuard>,
+    encryption: Option<cove_firewall::EncryptionGuard>,
     shares: HashMap<String, Share>,
     /// The host is in a cluster: the services' scaffolding exists.
     service_lb: bool,
@@ -82,6 +83,7 @@ impl FirewallPlan {
             vxlan: self.vxlan.clone(),
             service_lb: self.service_lb,
             services: self.services.clone(),
+            encryption: self.encryption.clone(),
             ..FirewallModel::default()
         };
         for id in ids {
@@ -198,6 +200,7 @@ impl Controller {
             plan.drop_foreign_forwarding = own_forwarding;
             plan.vxlan = self.vxlan_guard(st);
             plan.service_lb = self.cluster().is_some();
+            plan.encryption = self.encryption_guard(st);
             plan.built = true;
             plan.full = true;
             plan.pending.clear();
@@ -206,11 +209,13 @@ impl Controller {
         let new_networks =
             if changes.networks { networks(st, &self.drivers, v6) } else { plan.networks.clone() };
         let vxlan = self.vxlan_guard(st);
+        let encryption = self.encryption_guard(st);
         let mut before = FirewallModel {
             networks: plan.networks.clone(),
             drop_foreign_forwarding: plan.drop_foreign_forwarding,
             vxlan: plan.vxlan.clone(),
             service_lb: plan.service_lb,
+            encryption: plan.encryption.clone(),
             ..FirewallModel::default()
         };
         let mut after = FirewallModel {
@@ -218,6 +223,7 @@ impl Controller {
             drop_foreign_forwarding: own_forwarding,
             vxlan: vxlan.clone(),
             service_lb: plan.service_lb,
+            encryption: encryption.clone(),
             ..FirewallModel::default()
         };
         // A container's links name another container's bridge port: when that one starts or
@@ -242,6 +248,7 @@ impl Controller {
         plan.networks = new_networks;
         plan.drop_foreign_forwarding = own_forwarding;
         plan.vxlan = vxlan.clone();
+        plan.encryption = encryption.clone();
         // Debug builds (every test run) check the incremental plan against one computed
         // from scratch.
         #[cfg(debug_assertions)]
@@ -250,6 +257,7 @@ impl Controller {
                 networks: networks(st, &self.drivers, v6),
                 drop_foreign_forwarding: own_forwarding,
                 vxlan,
+                encryption,
                 shares: all_shares(st, &self.drivers, v6),
                 service_lb: plan.service_lb,
                 services: plan.services.clone(),

@@ -8,6 +8,7 @@ mod config;
 mod containers;
 mod create;
 mod dns;
+mod encryption;
 mod etc_files;
 mod events;
 mod exec;
@@ -32,8 +33,12 @@ pub use cluster::{ClusterSeam, NodeView, NODE_TTL};
 pub use config::{ControllerConfig, NODE_DOWN_GRACE, TASK_DRAIN};
 pub use containers::WaitCondition;
 pub use cove_runtime::{ImageInfo, LogEntry, Stream};
+pub use encryption::{
+    EncryptionPeer, EncryptionSeam, EncryptionSettings, EncryptionView, TUNNEL_DEVICE,
+};
 pub use events::{Event, EventType};
 pub use exec::{ExecRequest, ExecView};
+pub use real::RealTunnels;
 pub use services::leader::SwarmView;
 pub use services::orchestrate::HISTORY as TASK_HISTORY;
 pub use services::ServiceRequest;
@@ -101,6 +106,8 @@ pub struct Controller {
     events: events::EventBus,
     /// Prometheus metrics (`cove daemon --metrics-addr`).
     metrics: Arc<cove_metrics::Metrics>,
+    /// This node's encrypted tunnel, as far as the controller knows it.
+    enc: std::sync::Mutex<encryption::EncState>,
 }
 
 /// Shared handle to the controller.
@@ -185,6 +192,7 @@ impl Controller {
             dns: dns::Dns::new(metrics.dns().clone()),
             events: events::EventBus::default(),
             metrics,
+            enc: std::sync::Mutex::default(),
         });
         let _ = ctl.me.set(Arc::downgrade(&ctl));
         // Before anything of the cluster: a copied data root must not join as its origin.
@@ -197,6 +205,8 @@ impl Controller {
             let mut st = ctl.state.lock().await;
             // Forwarding first: whether Cove turned it on is part of the firewall model.
             ctl.enable_forwarding().await?;
+            // The tunnel before registering: the node's record carries its key.
+            ctl.encryption_start().await;
             // The cluster first, best effort: without it, the mirrored global networks and
             // peers keep the data plane as it was.
             if let Err(e) = ctl.cluster_register().and_then(|()| ctl.cluster_sync(&mut st)) {
@@ -213,6 +223,7 @@ impl Controller {
         ctl.spawn_reconcile_loop()?;
         ctl.spawn_cluster_loop();
         ctl.spawn_services_loop();
+        ctl.spawn_key_rotation();
         Ok(ctl)
     }
 

@@ -62,8 +62,13 @@ impl Controller {
         PlanContext {
             firewall: self.cfg.firewall,
             firewall6: self.cfg.firewall6,
-            underlay: self.cluster().map(|c| c.underlay),
+            underlay: self.underlay(),
         }
+    }
+
+    /// This host's underlay, with its tunnel address while encryption can be enforced.
+    pub(crate) fn underlay(&self) -> Option<cove_drivers::Underlay> {
+        self.cluster().map(|c| cove_drivers::Underlay { tunnel: self.tunnel_ip(), ..c.underlay })
     }
 
     /// The host's facts a network plan needs (one route dump; no link listing).
@@ -103,16 +108,18 @@ impl Controller {
                 driver.name()
             )));
         }
-        let config = driver.validate(&NetworkRequest {
-            id: &id,
-            options: &req.options,
-            default_mtu: self.cfg.mtu,
-            device: match origin {
-                Origin::Builtin(device) => device,
-                Origin::User => None,
-            },
-            underlay: self.cluster().map(|c| c.underlay),
-        })?;
+        let config = driver
+            .validate(&NetworkRequest {
+                id: &id,
+                options: &req.options,
+                default_mtu: self.cfg.mtu,
+                device: match origin {
+                    Origin::Builtin(device) => device,
+                    Origin::User => None,
+                },
+                underlay: self.underlay(),
+            })
+            .map_err(|e| self.explain_encryption(e))?;
         let claims = driver.claims(&config);
         for claim in &claims {
             if let Some(other) = st
@@ -300,7 +307,8 @@ impl Controller {
         }
         peers.sort();
         peers.dedup();
-        NetworkView { record: net.clone(), endpoints, scope, peers }
+        let encryption = self.encryption_view(st, net);
+        NetworkView { record: net.clone(), endpoints, scope, peers, encryption }
     }
 
     /// Every network.

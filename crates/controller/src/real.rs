@@ -221,3 +221,34 @@ impl Runtime for cove_runtime::Runtime {
         cove_runtime::Runtime::exec(self, id, spec)
     }
 }
+
+use crate::encryption::chain;
+
+/// The daemon's tunnel: `cove_tunnel::Tunnel`, held until the daemon exits (its device goes
+/// with it).
+#[derive(Debug, Default)]
+pub struct RealTunnels {
+    tunnel: Mutex<Option<cove_tunnel::Tunnel>>,
+}
+
+impl crate::seams::Tunnels for RealTunnels {
+    fn start(&self, config: cove_tunnel::TunnelConfig) -> std::result::Result<(), String> {
+        let t = cove_tunnel::Tunnel::start(config).map_err(|e| chain(&e))?;
+        *self.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+        Ok(())
+    }
+    fn set_peers(&self, peers: &[cove_tunnel::Peer]) -> std::result::Result<(), String> {
+        match self.tunnel.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(t) => t.set_peers(peers).map_err(|e| chain(&e)),
+            None => Err("the tunnel is not running".into()),
+        }
+    }
+    fn set_key(&self, key: &cove_tunnel::PrivateKey) {
+        if let Some(t) = self.tunnel.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            t.set_key(key.clone());
+        }
+    }
+    fn stats(&self) -> Option<cove_tunnel::TunnelStats> {
+        self.tunnel.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|t| t.stats())
+    }
+}

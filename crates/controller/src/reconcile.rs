@@ -179,7 +179,11 @@ impl Controller {
                 continue;
             }
             let Some(net) = st.networks.get(p.endpoint.network_id().as_str()) else { continue };
-            let peer = cove_drivers::Peer { endpoint: &p.endpoint.endpoint, host: p.host };
+            let peer = cove_drivers::Peer {
+                endpoint: &p.endpoint.endpoint,
+                host: p.host,
+                tunnel: p.tunnel,
+            };
             for op in self.drivers.of(net)?.peer_ops(net, peer)? {
                 s.add(&op);
             }
@@ -238,6 +242,7 @@ impl Controller {
         };
         let observed = self.observe(&desired).await?;
         hold(&mut desired, &observed, &held);
+        self.encryption_route_guard().await;
         let _st = self.state.lock().await;
         if self.store.revision()? != revision {
             return Ok(None);

@@ -94,6 +94,19 @@ pub trait Firewall: Send + Sync + fmt::Debug {
     ) -> std::result::Result<tokio::sync::mpsc::Receiver<()>, KernelError>;
 }
 
+/// This node's encrypted tunnel (`cvwg0`, `cove_tunnel`): one per daemon, started once.
+pub trait Tunnels: Send + Sync + fmt::Debug {
+    /// Create the device and the socket and start the datapath, with no peers yet. The
+    /// error says why not (`/dev/net/tun` missing, the port taken, ...).
+    fn start(&self, config: cove_tunnel::TunnelConfig) -> std::result::Result<(), String>;
+    /// Replace the peer set.
+    fn set_peers(&self, peers: &[cove_tunnel::Peer]) -> std::result::Result<(), String>;
+    /// Replace the node's static key.
+    fn set_key(&self, key: &cove_tunnel::PrivateKey);
+    /// The tunnel's counters, while it runs.
+    fn stats(&self) -> Option<cove_tunnel::TunnelStats>;
+}
+
 /// A container's log, read as it grows.
 pub trait LogSource: Send + fmt::Debug {
     /// Entries written since the last call.

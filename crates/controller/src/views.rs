@@ -48,6 +48,8 @@ pub struct NetworkView {
     /// The hosts with endpoints on it, by name and tunnel address (global networks only;
     /// Docker's `Peers`).
     pub peers: Vec<(String, std::net::IpAddr)>,
+    /// An encrypted network's encryption: protocol, peers, handshakes, bytes.
+    pub encryption: Option<crate::EncryptionView>,
 }
 
 /// `POST /containers/create`, decoded.

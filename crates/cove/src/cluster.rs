@@ -32,6 +32,67 @@ pub struct ClusterArgs {
     /// The UDP port of the overlay's tunnels; the same on every host [default: 4789].
     #[arg(long)]
     pub data_path_port: Option<u16>,
+    /// The UDP port of the encrypted tunnel (`--opt encrypted` networks) [default: 51820].
+    #[arg(long)]
+    pub encryption_port: Option<u16>,
+    /// The pool of tunnel addresses, one per node; the first node's is the cluster's
+    /// [default: 10.255.0.0/16].
+    #[arg(long, value_name = "CIDR")]
+    pub encryption_tunnel_pool: Option<String>,
+    /// How often the node's tunnel key is replaced: `12h`, `30m`, `90s`; `0` never
+    /// [default: 12h].
+    #[arg(long, value_name = "DURATION")]
+    pub encryption_key_rotation: Option<String>,
+}
+
+/// `--encryption-key-rotation`: a number with `s`, `m`, `h` or `d` (seconds without one).
+fn parse_rotation(v: &str) -> anyhow::Result<std::time::Duration> {
+    let v = v.trim();
+    let (num, unit) = v.find(|c: char| !c.is_ascii_digit()).map_or((v, ""), |i| v.split_at(i));
+    let n: u64 = num.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "invalid --encryption-key-rotation {v:?}: expected a duration such as 12h, 30m or 90s"
+        )
+    })?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("invalid --encryption-key-rotation {v:?}: the unit must be s, m, h or d"),
+    };
+    if secs != 0 && secs < 10 {
+        bail!("invalid --encryption-key-rotation {v:?}: at least 10s (or 0 for never)");
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// The encryption flags, for a node of a cluster with a store.
+fn encryption(args: &ClusterArgs) -> anyhow::Result<cove_controller::EncryptionSettings> {
+    let opt = |k: &str| args.cluster_store_opt.iter().any(|o| o.starts_with(&format!("{k}=")));
+    let mut s = cove_controller::EncryptionSettings::defaults(
+        opt("kv.cacertfile") && opt("kv.certfile") && opt("kv.keyfile"),
+    );
+    if let Some(p) = args.encryption_port {
+        if p == 0 {
+            bail!("invalid --encryption-port 0");
+        }
+        s.port = p;
+    }
+    if let Some(pool) = &args.encryption_tunnel_pool {
+        let net: ipnet::IpNet = pool.parse().map_err(|_| {
+            anyhow::anyhow!("invalid --encryption-tunnel-pool {pool:?}: expected a prefix such as 10.255.0.0/16")
+        })?;
+        let host_bits = if net.addr().is_ipv4() { 32 } else { 128 } - u32::from(net.prefix_len());
+        if host_bits < 2 {
+            bail!("invalid --encryption-tunnel-pool {pool}: too small for even two nodes");
+        }
+        s.pool = net.trunc();
+    }
+    if let Some(r) = &args.encryption_key_rotation {
+        s.rotation = parse_rotation(r)?;
+    }
+    Ok(s)
 }
 
 /// The interface holding `addr`, or `addr` of the interface named so, and its MTU.
@@ -103,6 +164,7 @@ pub fn seam(args: &ClusterArgs, data_root: &Path) -> anyhow::Result<Option<Clust
     // does not (requests fail, naming why).
     let store =
         Arc::new(cove_etcd::EtcdStore::connect(config).map_err(|e| anyhow::anyhow!("{}", e.0))?);
+    let settings = encryption(args)?;
     let (addr, mtu) = resolve_advertise(advertise)?;
     let hostname = nix::unistd::gethostname()
         .ok()
@@ -118,12 +180,20 @@ pub fn seam(args: &ClusterArgs, data_root: &Path) -> anyhow::Result<Option<Clust
             advertise: addr,
             lease: None,
             labels: Default::default(),
+            tunnel: None,
         },
         underlay: Underlay {
             advertise: addr,
             mtu,
             port: args.data_path_port.unwrap_or(DEFAULT_DATA_PATH_PORT),
+            tunnel: None,
         },
+        // Every node of a cluster with a store has a tunnel (started with the daemon; see
+        // docs/adr/0021-encrypted-overlays.md).
+        encryption: Some(cove_controller::EncryptionSeam {
+            settings,
+            tunnels: Arc::new(cove_controller::RealTunnels::default()),
+        }),
     }))
 }
 
@@ -152,8 +222,15 @@ fn local_seam(data_root: &Path) -> anyhow::Result<ClusterSeam> {
             advertise: addr,
             lease: None,
             labels: Default::default(),
+            tunnel: None,
         },
-        underlay: Underlay { advertise: addr, mtu: 1500, port: DEFAULT_DATA_PATH_PORT },
+        underlay: Underlay {
+            advertise: addr,
+            mtu: 1500,
+            port: DEFAULT_DATA_PATH_PORT,
+            tunnel: None,
+        },
+        encryption: None,
     })
 }
 
@@ -188,6 +265,42 @@ mod tests {
         };
         let e = seam(&nowhere, dir.path()).unwrap_err();
         assert!(format!("{e:#}").contains("no interface of this host"), "{e:#}");
+    }
+
+    #[test]
+    fn encryption_flags_are_checked() {
+        let a = ClusterArgs::default();
+        let s = encryption(&a).unwrap();
+        assert_eq!((s.port, s.pool.to_string()), (51820, "10.255.0.0/16".to_string()));
+        assert_eq!(s.rotation, std::time::Duration::from_secs(12 * 3600));
+        assert!(!s.mutual_tls);
+        let tls = ClusterArgs {
+            cluster_store_opt: vec![
+                "kv.cacertfile=/a".into(),
+                "kv.certfile=/b".into(),
+                "kv.keyfile=/c".into(),
+            ],
+            encryption_key_rotation: Some("30m".into()),
+            encryption_tunnel_pool: Some("10.254.1.7/24".into()),
+            ..Default::default()
+        };
+        let s = encryption(&tls).unwrap();
+        assert!(s.mutual_tls);
+        assert_eq!(s.rotation, std::time::Duration::from_secs(1800));
+        assert_eq!(s.pool.to_string(), "10.254.1.0/24");
+        for bad in [
+            ClusterArgs { encryption_key_rotation: Some("1w".into()), ..Default::default() },
+            ClusterArgs { encryption_key_rotation: Some("5s".into()), ..Default::default() },
+            ClusterArgs {
+                encryption_tunnel_pool: Some("10.0.0.1/32".into()),
+                ..Default::default()
+            },
+            ClusterArgs { encryption_tunnel_pool: Some("nope".into()), ..Default::default() },
+            ClusterArgs { encryption_port: Some(0), ..Default::default() },
+        ] {
+            let e = format!("{:#}", encryption(&bad).unwrap_err());
+            assert!(e.contains("--encryption-"), "{e}");
+        }
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub struct Underlay {
     pub mtu: u32,
     /// The UDP port of the tunnels, the same on every host (`--data-path-port`).
     pub port: u16,
+    /// This host's address in the encrypted tunnel (`cvwg0`), while the tunnel runs and
+    /// its guards are in place: encrypted networks use it as their VXLAN source. `None`:
+    /// this host cannot carry encrypted networks.
+    pub tunnel: Option<IpAddr>,
 }
 
 /// Daemon settings a plan depends on.
@@ -105,6 +109,9 @@ pub struct Peer<'a> {
     pub endpoint: &'a EndpointRecord,
     /// The address of its host (`--cluster-advertise` there).
     pub host: IpAddr,
+    /// Its host's tunnel address, if its host has a tunnel: the only destination an
+    /// encrypted network may send to.
+    pub tunnel: Option<IpAddr>,
 }
 
 /// A kernel name a network's configuration takes for itself: no other network may take it,
@@ -212,6 +219,14 @@ pub trait NetworkDriver: Send + Sync + fmt::Debug {
     /// The number a network holds in the cluster, if any (to free it).
     fn segment_of(&self, _net: &NetworkRecord) -> Option<u32> {
         None
+    }
+
+    /// Whether `config` asks for its traffic between hosts to be encrypted (`--opt
+    /// encrypted`): the controller then refuses the network, and its endpoints, on a host
+    /// that cannot enforce it, and guards its segment ([`NetworkDriver::segment_of`]) in
+    /// the firewall.
+    fn encrypted(&self, _config: &DriverConfig) -> bool {
+        false
     }
 
     /// What this host needs to reach an endpoint on another host (forwarding and

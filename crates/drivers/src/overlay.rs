@@ -34,13 +34,19 @@ pub const VNI_RANGE: (u32, u32) = (4096, (1 << 24) - 1);
 const ENCAP_V4: u32 = 50;
 const ENCAP_V6: u32 = 70;
 
+/// What the WireGuard tunnel adds under an encrypted network's VXLAN (IPv6-safe: outer IP
+/// 40, UDP 8, WireGuard 32), `cove_tunnel::OVERHEAD` (a controller test checks they are
+/// equal; this crate stays free of the tunnel's I/O). An encrypted network's MTU is the
+/// underlay's minus both: 1370 on 1500.
+pub const TUNNEL_OVERHEAD: u32 = 80;
+
 /// `-o` option keys the overlay driver understands (Docker's names).
 pub mod keys {
     /// MTU of the network's interfaces.
     pub const MTU: &str = "com.docker.network.driver.mtu";
     /// The VXLAN network identifier to use (one; Docker takes a list, one per subnet).
     pub const VXLANID_LIST: &str = "com.docker.network.driver.overlay.vxlanid_list";
-    /// Encryption between hosts (not yet available).
+    /// Encryption between hosts (Docker's option: present, with no value, means on).
     pub const ENCRYPTED: &str = "encrypted";
 }
 
@@ -55,10 +61,32 @@ fn overlay_of(net: &NetworkRecord) -> Result<&OverlayOptions> {
     }
 }
 
-/// The largest MTU a network can have on an underlay of `mtu` reached from `advertise`.
-fn max_mtu(underlay_mtu: u32, advertise: IpAddr) -> u32 {
+/// The largest MTU a network can have on an underlay of `mtu` reached from `advertise`,
+/// with the tunnel's overhead too when it is `encrypted`.
+fn max_mtu(underlay_mtu: u32, advertise: IpAddr, encrypted: bool) -> u32 {
     let encap = if advertise.is_ipv6() { ENCAP_V6 } else { ENCAP_V4 };
-    underlay_mtu.saturating_sub(encap)
+    let tunnel = if encrypted { TUNNEL_OVERHEAD } else { 0 };
+    underlay_mtu.saturating_sub(encap + tunnel)
+}
+
+/// `--opt encrypted` as Docker takes it (present: on); `true`/`false` spelled out too.
+fn parse_encrypted(value: &str) -> Result<bool> {
+    match value {
+        "" | "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(Error::invalid(format!(
+            "invalid value \"{value}\" for option {}: give it without a value (--opt encrypted), or true/false",
+            keys::ENCRYPTED
+        ))),
+    }
+}
+
+/// Why this host cannot carry encrypted networks, as a refusal.
+fn no_tunnel(what: &str) -> Error {
+    Error::unavailable(format!(
+        "{what} is encrypted, but this host's encrypted tunnel (cvwg0) is not running: \
+         encryption cannot be enforced here"
+    ))
 }
 
 fn parse_vni(value: &str) -> Result<u32> {
@@ -86,7 +114,14 @@ impl NetworkDriver for OverlayDriver {
                 "overlay networks need a cluster: start the daemon with --cluster-store and --cluster-advertise",
             ));
         };
-        let limit = max_mtu(underlay.mtu, underlay.advertise);
+        let encrypted = match req.options.get(keys::ENCRYPTED) {
+            Some(v) => parse_encrypted(v)?,
+            None => false,
+        };
+        if encrypted && underlay.tunnel.is_none() {
+            return Err(no_tunnel("the network"));
+        }
+        let limit = max_mtu(underlay.mtu, underlay.advertise, encrypted);
         let mut mtu = limit.min(req.default_mtu);
         let mut vni = 0;
         for (key, value) in req.options {
@@ -99,24 +134,22 @@ impl NetworkDriver for OverlayDriver {
                     )?
                     .mtu;
                     if m > limit {
+                        let what = if encrypted { "an encrypted" } else { "an" };
                         return Err(Error::invalid(format!(
-                            "invalid value \"{value}\" for option {key}: the underlay's MTU is {} on {}, so an overlay network's MTU can be at most {limit}",
+                            "invalid value \"{value}\" for option {key}: the underlay's MTU is {} on {}, so {what} overlay network's MTU can be at most {limit}",
                             underlay.mtu, underlay.advertise
                         )));
                     }
                     mtu = m;
                 }
                 keys::VXLANID_LIST => vni = parse_vni(value)?,
-                keys::ENCRYPTED => {
-                    return Err(Error::invalid(
-                        "option encrypted: encrypted overlay networks are not available yet",
-                    ))
-                }
+                keys::ENCRYPTED => {}
                 other => {
                     return Err(Error::invalid(format!(
-                        "unknown option \"{other}\" for the overlay driver (supported: {}, {})",
+                        "unknown option \"{other}\" for the overlay driver (supported: {}, {}, {})",
                         keys::MTU,
-                        keys::VXLANID_LIST
+                        keys::VXLANID_LIST,
+                        keys::ENCRYPTED
                     )))
                 }
             }
@@ -132,6 +165,7 @@ impl NetworkDriver for OverlayDriver {
             },
             vxlan: format!("vx-{short}"),
             vni,
+            encrypted,
         }))
     }
 
@@ -153,23 +187,27 @@ impl NetworkDriver for OverlayDriver {
                 net.name
             )));
         };
-        if o.bridge.mtu > max_mtu(underlay.mtu, underlay.advertise) {
+        let limit = max_mtu(underlay.mtu, underlay.advertise, o.encrypted);
+        if o.bridge.mtu > limit {
             return Err(Error::unavailable(format!(
-                "overlay network {} has MTU {}, but this host's underlay MTU is {} on {}: at most {} fits",
-                net.name,
-                o.bridge.mtu,
-                underlay.mtu,
-                underlay.advertise,
-                max_mtu(underlay.mtu, underlay.advertise)
+                "overlay network {} has MTU {}, but this host's underlay MTU is {} on {}: at most {limit} fits",
+                net.name, o.bridge.mtu, underlay.mtu, underlay.advertise,
             )));
         }
+        // An encrypted network's datagrams leave from the tunnel address, so the kernel
+        // routes them into the tunnel device; without one it does not exist here at all.
+        let local = match (o.encrypted, underlay.tunnel) {
+            (false, _) => underlay.advertise,
+            (true, Some(tunnel)) => tunnel,
+            (true, None) => return Err(no_tunnel(&format!("overlay network {}", net.name))),
+        };
         let mut ops = BridgeDriver.network_ops(net, ctx)?;
         ops.extend([
             Op::CreateVxlan {
                 name: o.vxlan.clone(),
                 group: OWNED_LINK_GROUP,
                 vni: o.vni,
-                local: underlay.advertise,
+                local,
                 port: underlay.port,
                 mtu: o.bridge.mtu,
                 master: o.bridge.name.clone(),
@@ -243,12 +281,24 @@ impl NetworkDriver for OverlayDriver {
         overlay_of(net).ok().map(|o| o.vni).filter(|v| *v != 0)
     }
 
+    fn encrypted(&self, config: &DriverConfig) -> bool {
+        matches!(config, DriverConfig::Overlay(o) if o.encrypted)
+    }
+
     fn peer_ops(&self, net: &NetworkRecord, peer: Peer<'_>) -> Result<Vec<Op>> {
         let o = overlay_of(net)?;
         let ep = peer.endpoint;
+        // Structural guard: an encrypted network's forwarding entries name tunnel
+        // addresses only. A peer whose host has no tunnel is not programmed at all: it is
+        // unreachable rather than reached in clear.
+        let dst = match (o.encrypted, peer.tunnel) {
+            (false, _) => peer.host,
+            (true, Some(tunnel)) => tunnel,
+            (true, None) => return Ok(vec![]),
+        };
         let link = o.vxlan.clone();
         let mut ops = vec![
-            Op::VxlanFdb { link: link.clone(), mac: ep.mac, dst: peer.host },
+            Op::VxlanFdb { link: link.clone(), mac: ep.mac, dst },
             Op::BridgeFdb { link: link.clone(), mac: ep.mac },
         ];
         let addrs = ep.ipv4.map(|a| IpAddr::V4(a.addr())).into_iter();
@@ -269,7 +319,12 @@ mod tests {
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn underlay(mtu: u32) -> Underlay {
-        Underlay { advertise: "203.0.113.11".parse().unwrap(), mtu, port: 4789 }
+        Underlay { advertise: "203.0.113.11".parse().unwrap(), mtu, port: 4789, tunnel: None }
+    }
+
+    /// The underlay of a host whose tunnel runs (tunnel address 10.255.0.1).
+    fn tunnelled(mtu: u32) -> Underlay {
+        Underlay { tunnel: Some("10.255.0.1".parse().unwrap()), ..underlay(mtu) }
     }
 
     fn req<'a>(opts: &'a BTreeMap<String, String>, u: Option<Underlay>) -> NetworkRequest<'a> {
@@ -343,7 +398,8 @@ mod tests {
         for (k, v, want) in [
             (keys::VXLANID_LIST, "0", "between 1 and 16777215"),
             (keys::VXLANID_LIST, "x", "between 1 and 16777215"),
-            (keys::ENCRYPTED, "", "not available yet"),
+            (keys::ENCRYPTED, "", "cvwg0) is not running"),
+            (keys::ENCRYPTED, "maybe", "without a value"),
             ("com.docker.network.bridge.name", "x", "unknown option"),
         ] {
             let o = BTreeMap::from([(k.to_string(), v.to_string())]);
@@ -396,7 +452,7 @@ mod tests {
             gateway6: None,
             aliases: vec![],
         };
-        let peer = Peer { endpoint: &ep, host: "203.0.113.12".parse().unwrap() };
+        let peer = Peer { endpoint: &ep, host: "203.0.113.12".parse().unwrap(), tunnel: None };
         let ops = OverlayDriver.peer_ops(&net(4097), peer).unwrap();
         assert_eq!(ops.len(), 3);
         assert!(
@@ -406,6 +462,81 @@ mod tests {
         assert!(
             matches!(&ops[2], Op::Neighbor { link, addr, .. } if link == "vx-0123456789ab" && addr.to_string() == "10.0.9.2")
         );
+    }
+
+    fn encrypted_net(vni: u32) -> NetworkRecord {
+        let opts = BTreeMap::from([(keys::ENCRYPTED.to_string(), String::new())]);
+        let config = OverlayDriver.validate(&req(&opts, Some(tunnelled(1500)))).unwrap();
+        NetworkRecord { config: OverlayDriver.with_segment(config, vni), options: opts, ..net(0) }
+    }
+
+    fn peer_ep() -> EndpointRecord {
+        EndpointRecord {
+            id: "e".repeat(64).parse().unwrap(),
+            network_id: ID.parse().unwrap(),
+            container_id: "c".repeat(64).parse().unwrap(),
+            ifname: "eth0".into(),
+            host_ifname: None,
+            mac: MacAddr([2, 0x42, 10, 0, 9, 2]),
+            ipv4: Some("10.0.9.2/24".parse().unwrap()),
+            ipv6: None,
+            gateway4: Some("10.0.9.1".parse().unwrap()),
+            gateway6: None,
+            aliases: vec![],
+        }
+    }
+
+    #[test]
+    fn an_encrypted_network_leaves_room_for_both_encapsulations() {
+        let net = encrypted_net(4097);
+        let DriverConfig::Overlay(o) = &net.config else { panic!() };
+        assert!(o.encrypted && OverlayDriver.encrypted(&net.config));
+        assert_eq!(o.bridge.mtu, 1370, "1500 - 50 (VXLAN) - 80 (WireGuard)");
+        assert!(!OverlayDriver.encrypted(&self::net(4097).config));
+        let off = BTreeMap::from([(keys::ENCRYPTED.to_string(), "false".to_string())]);
+        let c = OverlayDriver.validate(&req(&off, Some(underlay(1500)))).unwrap();
+        assert!(!OverlayDriver.encrypted(&c));
+        let too_big = BTreeMap::from([
+            (keys::ENCRYPTED.to_string(), String::new()),
+            (keys::MTU.to_string(), "1450".to_string()),
+        ]);
+        let e = OverlayDriver.validate(&req(&too_big, Some(tunnelled(1500)))).unwrap_err();
+        assert!(e.message.contains("encrypted overlay network's MTU can be at most 1370"), "{e}");
+    }
+
+    #[test]
+    fn an_encrypted_network_sends_from_and_to_tunnel_addresses_only() {
+        let ctx = PlanContext { firewall: true, firewall6: false, underlay: Some(tunnelled(1500)) };
+        let net = encrypted_net(4097);
+        let got = render(&OverlayDriver.network_ops(&net, &ctx).unwrap());
+        let vx = got.lines().find(|l| l.starts_with("create vxlan")).unwrap();
+        assert!(vx.contains("local 10.255.0.1") && vx.contains("mtu 1370"), "{vx}");
+        assert!(!got.contains("203.0.113.11"), "no underlay address: {got}");
+
+        // A peer with a tunnel: the entry names its tunnel address, never its host's.
+        let ep = peer_ep();
+        let peer = Peer {
+            endpoint: &ep,
+            host: "203.0.113.12".parse().unwrap(),
+            tunnel: Some("10.255.0.2".parse().unwrap()),
+        };
+        let ops = OverlayDriver.peer_ops(&net, peer).unwrap();
+        assert!(
+            matches!(&ops[0], Op::VxlanFdb { dst, .. } if dst.to_string() == "10.255.0.2"),
+            "{ops:?}"
+        );
+        // A peer without one is not programmed at all.
+        let bare = Peer { tunnel: None, ..peer };
+        assert_eq!(OverlayDriver.peer_ops(&net, bare).unwrap(), vec![]);
+        // An unencrypted network still uses the host's underlay address.
+        let ops = OverlayDriver.peer_ops(&self::net(4098), peer).unwrap();
+        assert!(matches!(&ops[0], Op::VxlanFdb { dst, .. } if dst.to_string() == "203.0.113.12"));
+
+        // A host without a tunnel cannot carry it: a refusal naming the device.
+        let plain = PlanContext { underlay: Some(underlay(1500)), ..ctx };
+        let e = OverlayDriver.network_ops(&net, &plain).unwrap_err();
+        assert_eq!(e.kind, cove_model::ErrorKind::Unavailable);
+        assert!(e.message.contains("ov1") && e.message.contains("cvwg0"), "{e}");
     }
 
     #[test]

@@ -234,6 +234,7 @@ fn partial(m: &FirewallModel, other: &FirewallModel) -> FirewallModel {
         vxlan: m.vxlan.clone(),
         service_lb: m.service_lb,
         services: own(&m.services, &other.services),
+        encryption: m.encryption.clone(),
     }
 }
 
@@ -255,6 +256,7 @@ fn rules_differ(before: &FirewallModel, after: &FirewallModel) -> bool {
     before.drop_foreign_forwarding != after.drop_foreign_forwarding
         || before.vxlan != after.vxlan
         || before.service_lb != after.service_lb
+        || before.encryption != after.encryption
         || ruleset::lo6_bridges(before) != ruleset::lo6_bridges(after)
 }
 
@@ -369,6 +371,7 @@ mod tests {
             vxlan: None,
             service_lb: false,
             services: vec![],
+            encryption: None,
         }
     }
 

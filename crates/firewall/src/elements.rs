@@ -547,6 +547,7 @@ mod tests {
             vxlan: None,
             service_lb: false,
             services: vec![],
+            encryption: None,
         };
         let problems = m.problems();
         assert_eq!(problems.len(), 9, "{problems:#?}");

@@ -83,6 +83,7 @@
 mod counters;
 mod delta;
 mod elements;
+pub mod encryption;
 mod model;
 pub mod names;
 pub mod netlink;
@@ -93,6 +94,7 @@ pub use counters::{parse_counters, NamedCounter};
 pub use cove_model::{MacAddr, Proto};
 pub use delta::{ChainEdit, ElementDelta, SetChange};
 pub use elements::{FieldValue, SetElement};
+pub use encryption::EncryptionGuard;
 pub use model::{
     valid_ifname, EndpointRules, FirewallModel, LinkRule, NetworkRules, PublishedPort, VxlanGuard,
     MAX_IFNAME_LEN,

@@ -46,6 +46,10 @@ pub struct FirewallModel {
     /// [`ServiceLb`]).
     #[serde(default)]
     pub services: Vec<ServiceLb>,
+    /// The host has an encrypted tunnel: the guards of encrypted overlay networks
+    /// ([`crate::encryption`]).
+    #[serde(default)]
+    pub encryption: Option<crate::EncryptionGuard>,
 }
 
 /// Who may send this host VXLAN datagrams: the nodes of its cluster, on the data-path

@@ -442,6 +442,7 @@ mod tests {
             vxlan: None,
             service_lb: false,
             services: vec![],
+            encryption: None,
         }
     }
 

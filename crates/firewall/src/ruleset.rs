@@ -182,6 +182,10 @@ fn inet_chains(model: &FirewallModel) -> Vec<Chain> {
         chains.extend(crate::services::base_chains());
         chains.extend(service_chains(model));
     }
+    // Encrypted overlays' guards: chains of their own (crate::encryption).
+    if let Some(g) = &model.encryption {
+        chains.extend(crate::encryption::chains(g));
+    }
     chains
 }
 
@@ -296,6 +300,7 @@ fn write_table(
     contents: &Contents,
     chains: &[Chain],
     service_lb: bool,
+    extra: &str,
 ) {
     let table = family.table();
     // Create-if-missing, then delete, then create: one transaction that replaces the
@@ -304,6 +309,7 @@ fn write_table(
     for c in counters {
         let _ = writeln!(out, "\tcounter {c} {{}}");
     }
+    out.push_str(extra);
     let wanted = |d: &SetDecl| d.family == family && (service_lb || !d.service);
     for (d, elements) in DECLS.iter().zip(&contents.sets).filter(|(d, _)| wanted(d)) {
         let _ = writeln!(out, "\n\t{} {} {{", if d.map { "map" } else { "set" }, d.name);
@@ -341,8 +347,9 @@ pub(crate) fn render(model: &FirewallModel) -> String {
         inet_counters.extend(SERVICE_COUNTERS);
     }
     let lb = model.service_lb;
-    write_table(&mut out, Family::Inet, &inet_counters, &contents, &inet_chains(model), lb);
-    write_table(&mut out, Family::Bridge, BRIDGE_COUNTERS, &contents, &bridge_chains(), lb);
-    write_table(&mut out, Family::Netdev, &[], &contents, &netdev_chains(model), lb);
+    let enc = model.encryption.as_ref().map(crate::encryption::declarations).unwrap_or_default();
+    write_table(&mut out, Family::Inet, &inet_counters, &contents, &inet_chains(model), lb, &enc);
+    write_table(&mut out, Family::Bridge, BRIDGE_COUNTERS, &contents, &bridge_chains(), lb, "");
+    write_table(&mut out, Family::Netdev, &[], &contents, &netdev_chains(model), lb, "");
     out
 }

@@ -161,6 +161,11 @@ pub(crate) async fn exec(hs: &Handles, op: &Op) -> Result<Outcome, Cause> {
                 res => res?,
             }
         }
+        Op::BlackholeRoute { dst, metric } => {
+            let msg = blackhole_route(*dst, *metric)?;
+            nl::ack(hs.host(), RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_REPLACE)
+                .await?;
+        }
         Op::Sysctl { netns: Netns::Host, key, value } => netns::write_sysctl(key, value)?,
         Op::Sysctl { netns: Netns::Path(path), key, value } => {
             let (path, key, value, dev) = (path.clone(), key.clone(), value.clone(), hs.nsfs_dev());
@@ -325,6 +330,22 @@ fn route_message(
         None => b = b.scope(RouteScope::Link),
     }
     Ok(b.build())
+}
+
+/// `blackhole <dst> metric <metric>` in the main table (see `Op::BlackholeRoute`).
+fn blackhole_route(
+    dst: IpNet,
+    metric: u32,
+) -> Result<netlink_packet_route::route::RouteMessage, Cause> {
+    use netlink_packet_route::route::{RouteProtocol, RouteType};
+    Ok(RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(dst.trunc().addr(), dst.prefix_len())
+        .map_err(invalid_route)?
+        .kind(RouteType::BlackHole)
+        .scope(RouteScope::Universe)
+        .protocol(RouteProtocol::Static)
+        .priority(metric)
+        .build())
 }
 
 /// `local ::1 dev <oif> table local metric 1024` (see `Op::LoopbackRoute6`).

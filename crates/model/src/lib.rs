@@ -12,7 +12,7 @@ pub mod network;
 pub mod port;
 pub mod service;
 
-pub use cluster::{ClusterEndpoint, NodeRecord, PeerRecord};
+pub use cluster::{ClusterEndpoint, NodeRecord, PeerRecord, TunnelRecord};
 pub use container::*;
 pub use error::{Error, ErrorKind, Result};
 pub use id::*;

@@ -36,6 +36,11 @@ pub struct OverlayOptions {
     /// The VXLAN network identifier, unique in the cluster; 0 until the cluster assigns
     /// one.
     pub vni: u32,
+    /// `--opt encrypted`: between hosts the network's VXLAN rides the nodes' WireGuard
+    /// tunnel (tunnel addresses only, never the underlay's), guarded by the firewall.
+    /// Absent in records written before encryption existed: not encrypted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 /// One IPAM pool of a network, fully resolved (subnet and gateway are concrete).

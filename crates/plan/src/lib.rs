@@ -12,4 +12,4 @@ pub mod op;
 
 pub use diff::diff;
 pub use host::{kernel_fdb_mac, HostState, Link, LinkKind, Vxlan};
-pub use op::{Netns, Op, PortFlags, OWNED_LINK_GROUP, RETIRED_LINK_GROUP};
+pub use op::{Netns, Op, PortFlags, BLACKHOLE_METRIC, OWNED_LINK_GROUP, RETIRED_LINK_GROUP};

@@ -19,6 +19,10 @@ pub const OWNED_LINK_GROUP: u32 = 0x636f_7665;
 /// kernel is idle. "covx".
 pub const RETIRED_LINK_GROUP: u32 = 0x636f_7678;
 
+/// The metric of [`Op::BlackholeRoute`]: the highest there is, so every other route to the
+/// same prefix wins while it exists.
+pub const BLACKHOLE_METRIC: u32 = u32::MAX;
+
 /// The network namespace an operation runs in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Netns {
@@ -107,6 +111,18 @@ pub enum Op {
     LoopbackRoute6 {
         /// The bridge.
         link: String,
+    },
+    /// A `blackhole <dst> metric <metric>` route in the host namespace (`ip route replace`):
+    /// the route guard of encrypted overlays. With the highest metric it loses to any
+    /// other route to `dst` (the tunnel device's connected route while the tunnel is up),
+    /// and when that route goes (the device vanished with a dead daemon) packets to `dst`
+    /// are discarded instead of following the default route in clear. Independent of any
+    /// link, so it outlives the daemon. Replaced, never refused when it exists.
+    BlackholeRoute {
+        /// The tunnel pool.
+        dst: IpNet,
+        /// The route's metric (priority): [`BLACKHOLE_METRIC`].
+        metric: u32,
     },
     /// Write a sysctl (`net/ipv6/conf/cove0/disable_ipv6` style key, relative to /proc/sys).
     Sysctl {
@@ -398,6 +414,9 @@ impl fmt::Display for Op {
                 None => write!(f, "add route {dst} dev {link} in {netns}"),
             },
             Op::Sysctl { netns, key, value } => write!(f, "sysctl {key}={value} in {netns}"),
+            Op::BlackholeRoute { dst, metric } => {
+                write!(f, "replace route blackhole {dst} metric {metric}")
+            }
             Op::LoopbackRoute6 { link } => {
                 write!(f, "add route local ::1 dev {link} table local metric 1024")
             }

@@ -32,6 +32,63 @@ pub struct Network {
     /// Hosts with endpoints on a global network (Docker fills it for swarm-scope ones).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) peers: Vec<Peer>,
+    /// Cove's: an encrypted network's encryption (inspect only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) encryption: Option<Encryption>,
+}
+
+/// Cove's `Encryption` of an encrypted overlay network.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Encryption {
+    /// `wireguard`.
+    pub(crate) protocol: &'static str,
+    /// This node's public key (absent when its tunnel is not running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) public_key: Option<String>,
+    /// Why this host cannot carry the network, if it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+    pub(crate) peers: Vec<EncryptionPeer>,
+}
+
+/// One peer of an encrypted network.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptionPeer {
+    pub(crate) node: String,
+    pub(crate) endpoint: String,
+    pub(crate) public_key: String,
+    /// RFC 3339; empty before the first handshake.
+    pub(crate) last_handshake: String,
+    pub(crate) rx_bytes: u64,
+    pub(crate) tx_bytes: u64,
+}
+
+fn encryption(e: &cove_controller::EncryptionView) -> Encryption {
+    Encryption {
+        protocol: e.protocol,
+        public_key: e.public_key.clone(),
+        error: e.refusal.clone(),
+        peers: e
+            .peers
+            .iter()
+            .map(|p| EncryptionPeer {
+                node: p.node.clone(),
+                endpoint: p.endpoint.to_string(),
+                public_key: p.public_key.clone(),
+                last_handshake: p
+                    .last_handshake
+                    .map(|t| {
+                        chrono::DateTime::<chrono::Utc>::from(t)
+                            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                    })
+                    .unwrap_or_default(),
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+            })
+            .collect(),
+    }
 }
 
 /// One `Peers` entry.
@@ -143,6 +200,7 @@ pub fn network(
         options: r.options.clone(),
         labels: r.labels.clone(),
         peers: vec![],
+        encryption: None,
     }
 }
 
@@ -151,6 +209,7 @@ pub fn inspect(v: &NetworkView) -> Network {
     let mut n = network(&v.record, &v.endpoints, v.scope);
     n.peers =
         v.peers.iter().map(|(name, ip)| Peer { name: name.clone(), ip: ip.to_string() }).collect();
+    n.encryption = v.encryption.as_ref().map(encryption);
     n
 }
 

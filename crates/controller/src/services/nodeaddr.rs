@@ -181,7 +181,11 @@ impl Controller {
                 gateway6: None,
                 aliases: vec![],
             };
-            let peer = cove_drivers::Peer { endpoint: &ep, host: node.advertise };
+            let peer = cove_drivers::Peer {
+                endpoint: &ep,
+                host: node.advertise,
+                tunnel: node.tunnel.as_ref().map(|t| t.tunnel_ip),
+            };
             if let Ok(p) = driver.peer_ops(net, peer) {
                 ops.extend(p);
             }

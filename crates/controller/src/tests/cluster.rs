@@ -13,7 +13,7 @@ use crate::fake::FakeHost;
 use crate::{ClusterSeam, NetworkCreate};
 
 /// Host `n` of a cluster whose store is `cluster`, at 203.0.113.1n.
-pub(super) fn seam(cluster: &(Records, Arc<MemStore>), n: u8) -> ClusterSeam {
+pub(crate) fn seam(cluster: &(Records, Arc<MemStore>), n: u8) -> ClusterSeam {
     let advertise = format!("203.0.113.1{n}").parse().unwrap();
     ClusterSeam {
         store: cluster.0.clone(),
@@ -25,8 +25,10 @@ pub(super) fn seam(cluster: &(Records, Arc<MemStore>), n: u8) -> ClusterSeam {
             advertise,
             lease: None,
             labels: Default::default(),
+            tunnel: None,
         },
-        underlay: Underlay { advertise, mtu: 1500, port: 4789 },
+        underlay: Underlay { advertise, mtu: 1500, port: 4789, tunnel: None },
+        encryption: None,
     }
 }
 

@@ -6,6 +6,7 @@ mod cluster;
 mod cluster_ipam;
 mod containers;
 mod dns_links;
+mod encryption;
 mod endpoints;
 mod images_exec_events;
 mod metrics;

@@ -15,6 +15,8 @@ pub enum NodeCmd {
     /// Forget hosts that are down for good (their containers' addresses are freed)
     #[command(alias = "remove")]
     Rm(RmArgs),
+    /// Replace this node's encryption key now (peers take the new one from the cluster)
+    RotateKey,
 }
 
 /// `cove node rm`.
@@ -69,6 +71,11 @@ pub async fn run(client: &Client, cmd: NodeCmd) -> anyhow::Result<i32> {
                     }
                 );
             }
+            Ok(0)
+        }
+        NodeCmd::RotateKey => {
+            let v = client.post_val("/nodes/self/rotate-key").await?;
+            println!("{}", v.get("PublicKey").and_then(Val::as_str).unwrap_or(""));
             Ok(0)
         }
         NodeCmd::Rm(a) => {

@@ -4,6 +4,7 @@
 
 pub mod clients;
 pub mod failpoints;
+pub mod leak;
 pub mod multihost;
 pub mod raw;
 

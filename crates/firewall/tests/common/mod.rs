@@ -73,6 +73,7 @@ pub fn one_network() -> FirewallModel {
         vxlan: None,
         service_lb: false,
         services: vec![],
+        encryption: None,
     }
 }
 
@@ -136,6 +137,11 @@ pub fn full() -> FirewallModel {
         }),
         service_lb: false,
         services: vec![],
+        encryption: Some(cove_firewall::EncryptionGuard {
+            device: "cvwg0".into(),
+            port: 4789,
+            vnis: vec![4097, 4096],
+        }),
     }
 }
 
