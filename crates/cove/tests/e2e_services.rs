@@ -8,18 +8,11 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::clients::{docker, first};
+use common::clients::{docker, docker_lines as lines, first, nslookup_addrs};
 use serde_json::Value;
 
 fn need_docker() -> bool {
     cove_testkit::have_command("docker") && cove_testkit::have_command("timeout")
-}
-
-/// `docker <args>` output lines.
-fn lines(h: &cove_testkit::FakeHost, args: &[&str]) -> Vec<String> {
-    let r = docker(h, args);
-    r.ok();
-    r.stdout.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
 }
 
 /// The addresses `nslookup <name>` returns in a fresh container on `net` (sorted), or
@@ -27,16 +20,7 @@ fn lines(h: &cove_testkit::FakeHost, args: &[&str]) -> Vec<String> {
 fn lookup(h: &cove_testkit::FakeHost, net: &str, name: &str) -> Vec<String> {
     let r =
         docker(h, &["run", "--rm", "--network", net, "busybox", "nslookup", name, "127.0.0.11"]);
-    let mut out: Vec<String> = r
-        .stdout
-        .split("Name:")
-        .skip(1)
-        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("Address: ")))
-        .map(|a| a.trim().to_string())
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+    nslookup_addrs(&r.stdout)
 }
 
 /// The tasks of a service that are meant to run and run, as `docker service ps` JSON.
@@ -544,15 +528,7 @@ fn compose_compatibility_maps_replicas_to_containers_behind_one_name() {
         v
     };
     let r = docker(&h, &["exec", "rep_client_1", "nslookup", "web", "127.0.0.11"]);
-    let mut got: Vec<String> = r
-        .stdout
-        .split("Name:")
-        .skip(1)
-        .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("Address: ")))
-        .map(|a| a.trim().to_string())
-        .collect();
-    got.sort();
-    assert_eq!(got, ips);
+    assert_eq!(nslookup_addrs(&r.stdout), ips);
     let r = docker(
         &h,
         &[

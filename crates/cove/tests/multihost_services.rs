@@ -13,16 +13,10 @@ use cove_testkit::{require_etcd, require_root, Etcd, FakeHost, Netlab};
 use serde_json::Value;
 
 mod common;
-use common::clients::{docker, first};
+use common::clients::{docker, docker_lines as lines, first, nslookup_addrs};
 use common::multihost::{eventually, FLAGS};
 
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
-
-fn lines(h: &FakeHost, args: &[&str]) -> Vec<String> {
-    let r = docker(h, args);
-    r.ok();
-    r.stdout.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
-}
 
 /// Every task of `svc` that runs and is meant to (task JSON), as `h` sees them.
 fn running(h: &FakeHost, svc: &str) -> Vec<Value> {
@@ -47,17 +41,7 @@ fn ip_of_task(t: &Value) -> String {
 
 /// `nslookup <name>` from the running container `client` on `h` (sorted addresses).
 fn lookup(h: &FakeHost, client: &str, name: &str) -> Vec<String> {
-    let r = docker(h, &["exec", client, "nslookup", name, "127.0.0.11"]);
-    let mut out: Vec<String> = r
-        .stdout
-        .split("Name:")
-        .skip(1)
-        .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("Address: ")))
-        .map(|a| a.trim().to_string())
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+    nslookup_addrs(&docker(h, &["exec", client, "nslookup", name, "127.0.0.11"]).stdout)
 }
 
 /// Node id by hostname, from `docker node ls` on `h`.

@@ -60,3 +60,24 @@ pub fn python(h: &FakeHost, py: &Path, script: &Path, args: &[&str]) -> CmdResul
 pub fn first(v: serde_json::Value) -> serde_json::Value {
     v.as_array().and_then(|a| a.first()).cloned().unwrap_or(v)
 }
+
+/// `docker <args>` on `h` (which must succeed): its non-empty output lines.
+pub fn docker_lines(h: &FakeHost, args: &[&str]) -> Vec<String> {
+    let r = docker(h, args);
+    r.ok();
+    r.stdout.lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+/// The addresses in busybox `nslookup` output, sorted and deduplicated (empty when the
+/// name did not resolve).
+pub fn nslookup_addrs(output: &str) -> Vec<String> {
+    let mut out: Vec<String> = output
+        .split("Name:")
+        .skip(1)
+        .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("Address: ")))
+        .map(|a| a.trim().to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
