@@ -75,6 +75,22 @@ fn multihost_services_spread_fail_over_and_leave_nothing() {
     for h in HOSTS {
         lab.host(h).import_busybox("bb");
     }
+    // Before the baseline: each host's VXLAN guard knows every node (underlay and tunnel
+    // addresses), which the first cluster syncs settle.
+    for h in HOSTS {
+        let host = lab.host(h);
+        let guard = || host.sh_ok("nft list chain inet cove raw_prerouting");
+        assert!(
+            eventually(20, || {
+                let g = guard();
+                (1..=3).all(|n| {
+                    g.contains(&format!("203.0.113.1{n}")) && g.contains(&format!("10.255.0.{n}"))
+                })
+            }),
+            "{h}'s VXLAN guard never listed every node: {}",
+            guard()
+        );
+    }
     let baseline: Vec<_> = HOSTS.iter().map(|h| lab.host(h).snapshot()).collect();
 
     // Three managers, one leader, on every host's view.
