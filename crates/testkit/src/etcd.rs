@@ -473,9 +473,27 @@ impl Etcd {
         self.etcdctl(&["compact", &revision.to_string(), "--physical"]).ok();
     }
 
-    /// Stop etcd (SIGSTOP): connections stay open and nothing answers.
+    /// Stop etcd (SIGSTOP): connections stay open and nothing answers. Returns once every
+    /// thread of it is stopped: `kill` only queues the signal, and a thread running on
+    /// another CPU would otherwise still answer a request sent right after.
     pub fn pause(&self) {
         self.signal(libc::SIGSTOP);
+        let tasks = format!("/proc/{}/task", self.etcd.id());
+        let stopped = || {
+            std::fs::read_dir(&tasks).is_ok_and(|dir| {
+                dir.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                        // The state follows the parenthesised command name.
+                        stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+                    })
+                })
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !stopped() {
+            assert!(std::time::Instant::now() < deadline, "etcd did not stop on SIGSTOP");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Let a paused etcd go on (SIGCONT).
