@@ -79,8 +79,11 @@ impl Cost {
 pub(crate) struct StartRow {
     services: usize,
     start: Series,
+    /// The command returned; the API lists the container running (both from the command).
+    start_split: [Series; 2],
     stop: Series,
     floor_start: Series,
+    floor_split: [Series; 2],
     floor_rm: Series,
     start_cost: Cost,
     stop_cost: Cost,
@@ -95,8 +98,12 @@ impl StartRow {
             "services": self.services,
             "ruleset_lines": self.ruleset_lines,
             "scale_0_to_1_to_answer_ms": self.start.to_json(),
+            "scale_0_to_1_returns_ms": self.start_split[0].to_json(),
+            "scale_0_to_1_to_container_running_ms": self.start_split[1].to_json(),
             "scale_1_to_0_to_refused_ms": self.stop.to_json(),
             "run_to_answer_ms": self.floor_start.to_json(),
+            "run_returns_ms": self.floor_split[0].to_json(),
+            "run_to_container_running_ms": self.floor_split[1].to_json(),
             "rm_returns_ms": self.floor_rm.to_json(),
             "task_start_firewall": self.start_cost.json(),
             "task_stop_firewall": self.stop_cost.json(),
@@ -149,14 +156,75 @@ fn fill(h: &FakeHost, from: usize, to: usize) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cmd` (a `docker` command) on `h`, then `wait` (for the first answer), while
+/// polling `GET path` every 10 ms for a container whose state is running. Returns when
+/// the command returned and when the container was first seen running (ms from `t0`),
+/// and what `wait` returned.
+fn timed(
+    h: &FakeHost,
+    t0: Instant,
+    cmd: &[&str],
+    path: &str,
+    wait: impl FnOnce() -> Option<Instant>,
+) -> Result<(f64, Option<f64>, Option<Instant>)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let poll = s.spawn(|| {
+            let mut last = String::new();
+            loop {
+                let (code, body) = h.try_api("GET", path, None).unwrap_or_default();
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let running = |c: &serde_json::Value| {
+                    c["State"] == "running" || c["State"]["Running"] == true
+                };
+                if code == 200
+                    && v.as_array().map_or_else(|| running(&v), |l| l.iter().any(running))
+                {
+                    return Some(ms(t0));
+                }
+                if done.load(Ordering::Relaxed) {
+                    eprintln!("services: never saw it running at {path}: {code} {last:.300}");
+                    return None;
+                }
+                last = body;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let r = docker(h, cmd).map(|_| ms(t0));
+        let up = if r.is_ok() { wait() } else { None };
+        done.store(true, Ordering::Relaxed);
+        let running = poll.join().expect("poll thread");
+        Ok((r?, running, up))
+    })
+}
+
+/// `GET /containers/json` filtered on service `name`'s label.
+fn of_service(name: &str) -> String {
+    let filter = format!(r#"{{"label":["com.docker.swarm.service.name={name}"]}}"#);
+    let enc: String = filter
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("/containers/json?filters={enc}")
+}
+
 /// One scale 0 → 1 → 0 of `probe`.
 fn task_round(h: &FakeHost, cl: &str, vip: &str, row: &mut StartRow) -> Result<()> {
     let (m0, r0) = (metrics(h)?, ruleset(h));
     let w = Watch::start(h, cl, vip, 80, PACE_MS)?;
     let t0 = Instant::now();
-    docker(h, &["service", "scale", "-d", "probe=1"])?;
-    let up = w.first_answer_after(t0, Duration::from_secs(60)).context("probe never answered")?;
+    let scale = ["service", "scale", "-d", "probe=1"];
+    let (returned, running, up) = timed(h, t0, &scale, &of_service("probe"), || {
+        w.first_answer_after(t0, Duration::from_secs(60))
+    })?;
+    let up = up.context("probe never answered")?;
     row.start.push((up - t0).as_secs_f64() * 1e3);
+    row.start_split[0].push(returned);
+    row.start_split[1].extend(running);
     std::thread::sleep(SETTLE);
     let (m1, r1) = (metrics(h)?, ruleset(h));
     row.start_cost.push(&m0, &m1, &r0, &r1);
@@ -179,11 +247,17 @@ fn floor_round(h: &FakeHost, cl: &str, row: &mut StartRow) -> Result<()> {
     let (m0, r0) = (metrics(h)?, ruleset(h));
     let t0 = Instant::now();
     let run = ["run", "-d", "--name", "floor", "--network", "ov", "--ip", FLOOR_IP, "bb"];
-    docker(h, &[&run[..], &["sh", "-c", PAGE]].concat())?;
-    // Started once `run` returned: a probe to an address nobody has yet would leave a
-    // failed neighbour entry behind, and the next attempt waits for ARP again.
-    let w = Watch::start(h, cl, FLOOR_IP, 80, PACE_MS)?;
-    let up = w.first_answer_after(t0, Duration::from_secs(60)).context("floor never answered")?;
+    let run = [&run[..], &["sh", "-c", PAGE]].concat();
+    // The probe starts once `run` returned: one to an address nobody has yet would leave
+    // a failed neighbour entry behind, and the next attempt would wait for ARP again.
+    let mut w = None;
+    let (returned, running, up) = timed(h, t0, &run, "/containers/floor/json", || {
+        w = Some(Watch::start(h, cl, FLOOR_IP, 80, PACE_MS).ok()?);
+        w.as_ref()?.first_answer_after(t0, Duration::from_secs(60))
+    })?;
+    row.floor_split[0].push(returned);
+    row.floor_split[1].extend(running);
+    let up = up.context("floor never answered")?;
     row.floor_start.push((up - t0).as_secs_f64() * 1e3);
     drop(w);
     std::thread::sleep(SETTLE);
@@ -211,8 +285,16 @@ pub(crate) fn run(h: &FakeHost, cl: &str, o: &Options) -> Result<Vec<StartRow>> 
         let mut row = StartRow {
             services: n,
             start: Series::new("scale 0 → 1: command → answers through the VIP"),
+            start_split: [
+                Series::new("scale 0 → 1: command returns"),
+                Series::new("scale 0 → 1: command → task's container running (API)"),
+            ],
             stop: Series::new("scale 1 → 0: command → VIP refuses"),
             floor_start: Series::new("docker run → answers at its address (floor)"),
+            floor_split: [
+                Series::new("docker run returns (floor)"),
+                Series::new("docker run → container running (API) (floor)"),
+            ],
             floor_rm: Series::new("docker rm -f returns (floor)"),
             start_cost: Cost::default(),
             stop_cost: Cost::default(),
@@ -242,11 +324,16 @@ pub(crate) fn markdown(rows: &[StartRow]) -> String {
          full) | write ms | `nft -s list ruleset` lines |\n|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
+        let none = "- | - | -";
         for (s, c) in [
-            (&r.start, &r.start_cost),
-            (&r.stop, &r.stop_cost),
-            (&r.floor_start, &r.floor_cost),
-            (&r.floor_rm, &r.floor_rm_cost),
+            (&r.start_split[0], None),
+            (&r.start_split[1], None),
+            (&r.start, Some(&r.start_cost)),
+            (&r.stop, Some(&r.stop_cost)),
+            (&r.floor_split[0], None),
+            (&r.floor_split[1], None),
+            (&r.floor_start, Some(&r.floor_cost)),
+            (&r.floor_rm, Some(&r.floor_rm_cost)),
         ] {
             md.push_str(&format!(
                 "| {} | {} | {:.1} | {:.1} | {} | {} |\n",
@@ -255,7 +342,7 @@ pub(crate) fn markdown(rows: &[StartRow]) -> String {
                 s.median(),
                 s.quantile(0.9),
                 s.len(),
-                c.cells()
+                c.map_or_else(|| none.to_owned(), Cost::cells)
             ));
         }
     }
