@@ -4,8 +4,9 @@
 //! is the network path and not a fork per connection:
 //!
 //! * `__serve PORT`: accept, write `ok\n`, close; one connection at a time.
-//! * `__connect ADDR PORT COUNT`: COUNT sequential connections (connect, read to EOF,
-//!   close); prints JSON: elapsed ms, errors, and each connection's latency in µs.
+//! * `__connect ADDR[,ADDR...] PORT COUNT`: COUNT sequential connections (connect, read
+//!   to EOF, close), to the addresses in turn; prints JSON: elapsed ms, errors, and each
+//!   connection's latency in µs.
 //! * `__watch ADDR PORT PACE_MS`: forever, one HTTP/1.0 `GET /` per PACE_MS (the tasks'
 //!   busybox httpd serves its task's name), printing `<ms since start> <body>` or
 //!   `<ms> -<error>` per attempt, flushed; [`Watch`] reads it line by line.
@@ -30,7 +31,15 @@ pub(crate) fn dispatch(args: &[String]) -> Option<Result<()>> {
     let num = |i: usize| -> Result<u64> { rest.get(i).context("N")?.parse().context("N") };
     Some(match cmd.as_str() {
         "__serve" => rest.first().context("PORT").and_then(|p| serve(p.parse()?)),
-        "__connect" => addr(0).and_then(|a| connect(a, num(2)?)),
+        "__connect" => (|| {
+            let port = rest.get(1).context("PORT")?;
+            let to = rest
+                .first()
+                .context("ADDR")?
+                .split(',')
+                .map(|ip| format!("{ip}:{port}").parse::<SocketAddr>().context("ADDR PORT"));
+            connect(&to.collect::<Result<Vec<_>>>()?, num(2)?)
+        })(),
         "__watch" => addr(0).and_then(|a| watch(a, num(2)?)),
         _ => return None,
     })
@@ -48,21 +57,22 @@ fn serve(port: u16) -> Result<()> {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn connect(to: SocketAddr, count: u64) -> Result<()> {
+fn connect(to: &[SocketAddr], count: u64) -> Result<()> {
     let mut lat = Vec::with_capacity(count as usize);
     let mut errors = 0u64;
     let mut buf = [0u8; 16];
     let start = Instant::now();
-    for _ in 0..count {
+    for i in 0..count as usize {
         let t = Instant::now();
-        let ok = TcpStream::connect_timeout(&to, CONNECT_TIMEOUT).and_then(|mut s| {
-            s.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-            let mut n = 0;
-            while let Ok(k @ 1..) = s.read(&mut buf) {
-                n += k;
-            }
-            Ok(n)
-        });
+        let ok =
+            TcpStream::connect_timeout(&to[i % to.len()], CONNECT_TIMEOUT).and_then(|mut s| {
+                s.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+                let mut n = 0;
+                while let Ok(k @ 1..) = s.read(&mut buf) {
+                    n += k;
+                }
+                Ok(n)
+            });
         match ok {
             Ok(3) => lat.push(t.elapsed().as_micros() as u64),
             _ => errors += 1,
@@ -147,7 +157,8 @@ pub(crate) struct Connects {
     pub(crate) errors: u64,
 }
 
-/// `count` sequential connections from `sandbox` on `h` to `addr:port`.
+/// `count` sequential connections from `sandbox` on `h` to `addr:port` (`addr`: one
+/// address, or several separated by commas, taken in turn).
 pub(crate) fn connects(
     h: &FakeHost,
     sandbox: &str,
