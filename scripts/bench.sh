@@ -6,8 +6,10 @@
 # (only by name): two fake hosts and etcd, overlay throughput, attach and convergence, beside
 # Docker 20.10's classic overlay (`dockerd --cluster-store`) on two more fake hosts of the
 # same netlab (skipped, with the reason printed, without dockerd or with --peers sans docker);
-# `overlay-scale` (only by name): three fake hosts x N containers on 4 overlay networks.
-# Usage: scripts/bench.sh [all|attach|ports|scale|throughput|dns|fill|overlay|overlay-scale]
+# `overlay-scale` (only by name): three fake hosts x N containers on 4 overlay networks;
+# `services` (only by name): Swarm services through VIPs on one fake host and on three with
+# etcd (connections, throughput, task start cost, scale, failover; Docker's swarm attempt).
+# Usage: scripts/bench.sh [all|attach|ports|scale|throughput|dns|fill|overlay|overlay-scale|services]
 #        [--quick] [--full] [--per-host N] [--batch N] [--cycles N]
 #        [--iterations N] [--port-iterations N] [--counts N,N,...] [--peer-counts N,N,...]
 #        [--peer-iterations N] [--peers docker,netavark,cni] [--reps N] [--seconds S]
@@ -30,7 +32,7 @@ quick=0
 counts=0
 for a in "$@"; do
     case $a in
-        all|attach|ports|scale|throughput|dns|fill|overlay|overlay-scale) which=$a ;;
+        all|attach|ports|scale|throughput|dns|fill|overlay|overlay-scale|services) which=$a ;;
         --quick) quick=1 ;;
         --counts|--full) counts=1 ;;
     esac

@@ -19,6 +19,10 @@
 //! * `overlay-scale`: three fake hosts and etcd, N containers per host on 4 overlay
 //!   networks: start, attach, detach and rm latency as the cluster fills, etcd writes per
 //!   start, daemon RSS, and every container reachable from another host. By name only.
+//! * `services`: Swarm services on one fake host (a cluster of one) and on three with
+//!   etcd: connections and iperf3 through a VIP vs to a task, one task's start/stop cost
+//!   at N services (vs `docker run`), scale 1 → N convergence, failover after a daemon is
+//!   killed, and whether Docker's swarm services run on this kernel. By name only.
 //!
 //! Run it inside a fake host (`scripts/bench.sh` does): it starts its own daemon, so the
 //! real host is never touched. Timings live here, never in tests.
@@ -40,7 +44,13 @@ mod overlay_scale;
 mod peers;
 mod ports;
 mod scale;
+mod services;
+mod services_docker;
+mod services_lab;
+mod services_multi;
+mod services_start;
 mod stats;
+mod svcprobe;
 mod throughput;
 
 use anyhow::{bail, Context, Result};
@@ -49,15 +59,18 @@ use std::path::{Path, PathBuf};
 use daemon::Daemon;
 
 const USAGE: &str =
-    "usage: cove-bench [all|attach|ports|scale|throughput|dns|fill|overlay|overlay-scale] \
+    "usage: cove-bench [all|attach|ports|scale|throughput|dns|fill|overlay|overlay-scale|services] \
 [--quick] [--full] [--iterations N] [--port-iterations N] [--counts N,N,...] [--workers N] \
 [--reps N] [--seconds S] [--inflight N,N,...] [--peer-counts N,N,...] [--peer-iterations N] \
 [--peers docker,netavark,cni] [--fill-count N] [--fill-inflight N,N,...] [--fill-ports] \
-[--per-host N] [--batch N] [--cycles N] [--cove PATH] [--out DIR]
+[--per-host N] [--batch N] [--cycles N] [--conns N] [--services N,N,...] [--task-iterations N] \
+[--scale-to N] [--scale-reps N] [--failovers N] [--grace S] [--cove PATH] [--out DIR]
 (--reps applies to throughput, dns and fill, --seconds to throughput and dns, --inflight to
 dns, --peer-* to scale, --fill-* to fill, --per-host, --batch and --cycles to
 overlay-scale; --peers also to overlay (docker: Docker 20.10's classic overlay beside
-Cove's); `all` runs scale in place of ports)";
+Cove's) and services (docker: try Docker's swarm services); --reps, --seconds, --conns,
+--services, --task-iterations, --scale-*, --failovers and --grace to services; `all` runs
+scale in place of ports)";
 
 struct Args {
     which: String,
@@ -68,6 +81,7 @@ struct Args {
     dns: dns::Options,
     fill: fill::Options,
     overlay_scale: overlay_scale::Options,
+    services: services::Options,
     peer_counts: Vec<usize>,
     peer_iterations: usize,
     peers: Vec<String>,
@@ -90,6 +104,7 @@ fn parse_args() -> Result<Args> {
             attach_cycles: 5,
             cycles: 1,
         },
+        services: services::Options::full(),
         peer_counts: vec![10, 300],
         peer_iterations: 15,
         peers: scale::PEERS.iter().map(|p| p.to_string()).collect(),
@@ -114,7 +129,7 @@ fn parse_args() -> Result<Args> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "all" | "attach" | "ports" | "scale" | "throughput" | "dns" | "fill" | "overlay"
-            | "overlay-scale" => a.which = arg,
+            | "overlay-scale" | "services" => a.which = arg,
             "--quick" => {
                 a.quick = true;
                 a.ports.strict = true;
@@ -130,6 +145,7 @@ fn parse_args() -> Result<Args> {
                     fill::Options { containers: 10, inflight: vec![1, 4], reps: 1, ports: true };
                 a.overlay_scale =
                     overlay_scale::Options { per_host: 12, batch: 4, attach_cycles: 2, cycles: 1 };
+                a.services = services::Options::quick();
             }
             "--full" => a.ports.counts = vec![10, 300, 1000, 2000],
             "--iterations" => a.iterations = num(it.next(), "--iterations")?,
@@ -139,10 +155,12 @@ fn parse_args() -> Result<Args> {
                 a.throughput.reps = num(it.next(), "--reps")?.max(1);
                 a.dns.reps = a.throughput.reps;
                 a.fill.reps = a.throughput.reps;
+                a.services.reps = a.throughput.reps;
             }
             "--seconds" => {
                 a.throughput.seconds = num(it.next(), "--seconds")?.max(1) as u32;
                 a.dns.millis = u64::from(a.throughput.seconds) * 1000;
+                a.services.seconds = a.throughput.seconds;
             }
             "--inflight" => {
                 a.dns.inflight = list(it.next(), "--inflight")?;
@@ -163,6 +181,18 @@ fn parse_args() -> Result<Args> {
             "--per-host" => a.overlay_scale.per_host = num(it.next(), "--per-host")?.max(1),
             "--batch" => a.overlay_scale.batch = num(it.next(), "--batch")?.max(1),
             "--cycles" => a.overlay_scale.cycles = num(it.next(), "--cycles")?.max(1),
+            "--conns" => a.services.conns = num(it.next(), "--conns")?.max(1),
+            "--services" => {
+                a.services.services = list(it.next(), "--services")?;
+                a.services.services.retain(|&n| n > 0);
+            }
+            "--task-iterations" => {
+                a.services.iterations = num(it.next(), "--task-iterations")?.max(1)
+            }
+            "--scale-to" => a.services.scale_to = num(it.next(), "--scale-to")?.max(2),
+            "--scale-reps" => a.services.scale_reps = num(it.next(), "--scale-reps")?.max(1),
+            "--failovers" => a.services.failovers = num(it.next(), "--failovers")?.max(1),
+            "--grace" => a.services.grace = num(it.next(), "--grace")? as u64,
             "--counts" => a.ports.counts = list(it.next(), "--counts")?,
             "--peer-counts" => a.peer_counts = list(it.next(), "--peer-counts")?,
             "--peer-iterations" => a.peer_iterations = num(it.next(), "--peer-iterations")?.max(1),
@@ -172,6 +202,7 @@ fn parse_args() -> Result<Args> {
                 if let Some(bad) = a.peers.iter().find(|p| !scale::PEERS.contains(&p.as_str())) {
                     bail!("--peers: unknown peer {bad} (known: {})", scale::PEERS.join(","));
                 }
+                a.services.docker = a.peers.iter().any(|p| p == "docker");
             }
             "--cove" => a.cove = it.next().context("--cove PATH")?.into(),
             "--out" => a.out = Some(it.next().context("--out DIR")?.into()),
@@ -268,7 +299,19 @@ async fn run(a: &Args, d: &Daemon, root: &Path, r: &mut Results) -> Result<()> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
+    // The services bench's probes: this binary, run in a container's namespace.
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(r) = svcprobe::dispatch(&argv) {
+        return r;
+    }
     let args = parse_args()?;
+    if args.which == "services" {
+        let cove = std::fs::canonicalize(&args.cove).context("--cove")?;
+        let o = services::run(&cove, &args.services)?;
+        let mut results = Results::default();
+        results.add("Services", "services.json", o.markdown, o.json);
+        return results.write(args.out.as_deref());
+    }
     if args.which == "overlay-scale" {
         let cove = std::fs::canonicalize(&args.cove).context("--cove")?;
         let o = overlay_scale::run(&cove, &args.overlay_scale)?;

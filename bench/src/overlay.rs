@@ -144,7 +144,13 @@ fn sandbox(c: &dyn Cluster, i: usize, name: &str) -> Result<String> {
 }
 
 /// One iperf3 run from `client` (a shell prefix: which namespace) to `addr`; Gbit/s.
-fn iperf(client: &FakeHost, prefix: &str, addr: &str, port: u16, seconds: u32) -> Result<f64> {
+pub(crate) fn iperf(
+    client: &FakeHost,
+    prefix: &str,
+    addr: &str,
+    port: u16,
+    seconds: u32,
+) -> Result<f64> {
     let mut last = String::new();
     for _ in 0..20 {
         let out = client.sh(&format!("{prefix} iperf3 -c {addr} -p {port} -t {seconds} -J"));
@@ -163,12 +169,12 @@ fn iperf(client: &FakeHost, prefix: &str, addr: &str, port: u16, seconds: u32) -
 
 /// Start an iperf3 server (daemonized) on `port` in `prefix`'s namespace of `host`; its
 /// pid file is `/run/iperf3-<port>.pid` (the fake host's own `/run`).
-fn iperf_server(host: &FakeHost, prefix: &str, port: u16) {
+pub(crate) fn iperf_server(host: &FakeHost, prefix: &str, port: u16) {
     host.sh_ok(&format!("{prefix} iperf3 -s -p {port} -D -I /run/iperf3-{port}.pid"));
 }
 
 /// Stop the iperf3 server [`iperf_server`] started on `port`.
-fn stop_iperf_server(host: &FakeHost, port: u16) {
+pub(crate) fn stop_iperf_server(host: &FakeHost, port: u16) {
     host.sh(&format!("kill $(cat /run/iperf3-{port}.pid) && rm -f /run/iperf3-{port}.pid"));
 }
 
