@@ -290,6 +290,12 @@ impl Controller {
             t.exit_code =
                 self.container_get(&v.record.id).await.ok().map(|v| v.record.state.exit_code);
             self.remove_task_container(&v.record.id).await;
+            // Its endpoints leave the cluster before the task is reported shut down, so
+            // whoever waits for the task (a network removal after `docker stack rm`)
+            // finds the network free, not holding endpoints the next sync would withdraw.
+            if let Err(e) = self.cluster_round().await {
+                warn!(task = %t.id, error = %e, "could not withdraw a task's endpoints at once");
+            }
         }
         t.state = TaskState::Shutdown;
         t.message = "shutdown".into();

@@ -74,8 +74,18 @@ impl Controller {
         Ok(c.store.list::<ServiceRecord>(Table::Services)?.into_iter().map(|(_, s)| s).collect())
     }
 
-    /// A service by id, name or unique id prefix.
+    /// A service by id, name or unique id prefix. An id or a name is one or two key
+    /// reads; only a prefix lists the services.
     pub fn service_get(&self, reference: &str) -> Result<ServiceRecord> {
+        let c = self.services_cluster()?;
+        if let Some(s) = c.store.get::<ServiceRecord>(Table::Services, reference)? {
+            return Ok(s);
+        }
+        if let Some(id) = c.store.get::<String>(Table::ServiceNames, reference)? {
+            if let Some(s) = c.store.get::<ServiceRecord>(Table::Services, &id)? {
+                return Ok(s);
+            }
+        }
         let all = self.service_list()?;
         if let Some(s) = all.iter().find(|s| s.id == reference || s.plan.name == reference) {
             return Ok(s.clone());
