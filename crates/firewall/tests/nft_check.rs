@@ -182,19 +182,12 @@ fn deltas_pass_nft_check_and_reach_the_full_render() {
 fn nft_monitor_survives_everything_cove_writes() {
     preflight();
     let tmp = tempfile::tempdir().unwrap();
-    let watched = r#"nft monitor > /dev/null 2>&1 & m=$!; sleep 0.3
-        nft -f "$1"; [ -n "$2" ] && nft -f "$2"; sleep 0.3
-        if kill -0 $m 2>/dev/null; then echo alive; kill $m; else echo dead; fi"#;
-    let probe = |what: &str, files: &[&Path]| {
-        let mut args: Vec<&Path> = files.to_vec();
-        let empty = tmp.path().join("empty");
-        fs::write(&empty, "").unwrap();
-        if args.len() == 1 {
-            args.push(&empty);
-        }
-        let script = watched.replace(r#"[ -n "$2" ] && nft -f "$2""#, r#"nft -f "$2""#);
-        in_netns(what, &script, &args).trim().to_string()
-    };
+    // The monitor goes with the script whatever happens (an `nft` refusal ends it early
+    // under `sh -e`): left behind, it would outlive the test in its namespace.
+    let watched = r#"nft monitor > /dev/null 2>&1 & m=$!; trap 'kill $m 2>/dev/null || true' EXIT
+        sleep 0.3; for f in "$@"; do nft -f "$f"; done; sleep 0.3
+        if kill -0 $m 2>/dev/null; then echo alive; else echo dead; fi"#;
+    let probe = |what: &str, files: &[&Path]| in_netns(what, watched, files).trim().to_string();
     let crash = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/monitor_crash.nft");
     assert_eq!(probe("control", &[&crash]), "dead", "the probe cannot see a monitor crash");
     for golden in ["full.nft", "services.nft", "services_empty.nft"] {
