@@ -14,7 +14,6 @@ pub(crate) mod nodeaddr;
 pub(crate) mod orchestrate;
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
 use cove_model::{
     EndpointMode, Error, ErrorKind, NetworkRecord, PublishMode, Result, ServicePlan, ServiceRecord,
@@ -134,7 +133,7 @@ impl Controller {
         let mut plan = req.plan;
         plan.networks = self.service_networks(&req.networks).await?;
         let others = self.service_list()?;
-        check_plan(&plan, &others, None)?;
+        check_plan(&plan, &others)?;
         if plan.networks.is_empty() && has_ingress_ports(&plan) {
             // As Docker's: a service that publishes through the routing mesh without a
             // network of its own gets the `ingress` network.
@@ -217,7 +216,7 @@ impl Controller {
         }
         let others: Vec<ServiceRecord> =
             self.service_list()?.into_iter().filter(|s| s.id != old.id).collect();
-        check_plan(&plan, &others, Some(&old))?;
+        check_plan(&plan, &others)?;
         // Published ports keep the numbers they were given.
         for p in plan.ports.iter_mut().filter(|p| p.published.is_none()) {
             p.published = old
@@ -350,18 +349,15 @@ impl Controller {
                 st.networks.get(&n.network_id).cloned().ok_or_else(|| {
                     Error::not_found(format!("network {} not found", n.network_id))
                 })?;
-            let Some(pool) = net.pool_v4() else { continue };
-            let prefix = pool.subnet.prefix_len();
-            let driver = self.ipam.get(&net.ipam_driver)?.clone();
+            if net.pool_v4().is_none() {
+                continue;
+            }
             let state = st.pool_mut(&net.id, false).ok_or_else(|| {
                 Error::internal(format!("network {} has no IPv4 pool state", net.name))
             })?;
-            // Taken from the pool and left marked there: the cluster's reservation is what
-            // counts, and the next sync of the pools agrees with it.
-            let addr: IpAddr = driver
-                .request_address(state, None)
+            let addr = self
+                .request_pool_v4(&net, state)
                 .map_err(|e| e.context(format!("virtual IP on network {}", net.name)))?;
-            let addr = ipnet::IpNet::new(addr, prefix).expect("the pool's prefix is valid");
             out.push(ServiceVip { network_id: net.id.clone(), addr });
         }
         Ok(out)
@@ -426,6 +422,24 @@ impl Controller {
         }
     }
 
+    /// The next free IPv4 address of a network's pool (whose state is `state`), with the
+    /// pool's prefix length, for a cluster-wide reservation (a VIP, a node address). It
+    /// stays marked used in the local pool: the cluster's reservation is what counts, and
+    /// the next sync of the pools agrees with it.
+    pub(crate) fn request_pool_v4(
+        &self,
+        net: &NetworkRecord,
+        state: &mut cove_ipam::PoolState,
+    ) -> Result<ipnet::IpNet> {
+        let prefix = net
+            .pool_v4()
+            .ok_or_else(|| Error::internal(format!("network {} has no IPv4 pool", net.name)))?
+            .subnet
+            .prefix_len();
+        let addr = self.ipam.get(&net.ipam_driver)?.request_address(state, None)?;
+        Ok(ipnet::IpNet::new(addr, prefix).expect("the pool's prefix is valid"))
+    }
+
     /// Wake the orchestrator and this node's agent.
     pub(crate) fn services_nudge(&self) {
         self.services_wake.notify_one();
@@ -445,11 +459,7 @@ fn reserve_vips(b: &mut Batch, svc: &ServiceRecord) {
 }
 
 /// What no service spec may ask for, checked against the other services.
-fn check_plan(
-    plan: &ServicePlan,
-    others: &[ServiceRecord],
-    old: Option<&ServiceRecord>,
-) -> Result<()> {
+fn check_plan(plan: &ServicePlan, others: &[ServiceRecord]) -> Result<()> {
     if plan.task.image.is_empty() {
         return Err(Error::invalid("ContainerSpec: image reference must be provided"));
     }
@@ -484,7 +494,6 @@ fn check_plan(
             }
         }
     }
-    let _ = old;
     Ok(())
 }
 

@@ -81,12 +81,11 @@ impl Controller {
             let addr = {
                 let mut st = self.state.lock().await;
                 let Some(n) = st.networks.get(net.as_str()).cloned() else { return Ok(()) };
-                let Some(pool) = n.pool_v4() else { return Ok(()) };
-                let prefix = pool.subnet.prefix_len();
-                let driver = self.ipam.get(&n.ipam_driver)?.clone();
+                if n.pool_v4().is_none() {
+                    return Ok(());
+                }
                 let Some(state) = st.pool_mut(net, false) else { return Ok(()) };
-                let a = driver.request_address(state, None)?;
-                IpNet::new(a, prefix).expect("the pool's prefix is valid")
+                self.request_pool_v4(&n, state)?
             };
             let mac = match addr.addr() {
                 std::net::IpAddr::V4(v4) => MacAddr::from_ipv4(v4),

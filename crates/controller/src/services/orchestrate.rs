@@ -76,7 +76,7 @@ pub fn plan(s: Snapshot<'_>) -> Vec<TaskChange> {
     let services: HashMap<&str, &ServiceRecord> =
         s.services.iter().map(|svc| (svc.id.as_str(), svc)).collect();
     let nodes: HashMap<&str, &NodeInfo> = s.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-    let mut load = Load::new(s.tasks);
+    let mut load = Load::default();
 
     // Tasks of removed services, and tasks on nodes that are gone.
     for t in s.tasks {
@@ -94,28 +94,22 @@ pub fn plan(s: Snapshot<'_>) -> Vec<TaskChange> {
             out.push(TaskChange::Update(o));
         }
     }
-    let changed: BTreeSet<String> = out
+    // What the changes above leave, for the per-service pass (None: deleted); those tasks
+    // get no other change this round.
+    let first: HashMap<&str, Option<&TaskRecord>> = out
         .iter()
         .filter_map(|c| match c {
-            TaskChange::Update(t) => Some(t.id.clone()),
-            TaskChange::Delete(id) => Some(id.clone()),
+            TaskChange::Update(t) => Some((t.id.as_str(), Some(t))),
+            TaskChange::Delete(id) => Some((id.as_str(), None)),
             TaskChange::Create(_) => None,
         })
         .collect();
-    // What the changes above leave, for the per-service pass.
     let tasks: Vec<TaskRecord> = s
         .tasks
         .iter()
-        .map(|t| {
-            out.iter()
-                .find_map(|c| match c {
-                    TaskChange::Update(u) if u.id == t.id => Some(u.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| t.clone())
-        })
-        .filter(|t| !out.iter().any(|c| matches!(c, TaskChange::Delete(id) if *id == t.id)))
+        .filter_map(|t| first.get(t.id.as_str()).copied().unwrap_or(Some(t)).cloned())
         .collect();
+    let changed: BTreeSet<String> = first.keys().map(|id| id.to_string()).collect();
     for t in &tasks {
         load.set(t);
     }
@@ -125,9 +119,7 @@ pub fn plan(s: Snapshot<'_>) -> Vec<TaskChange> {
     for svc in svcs {
         let mine: Vec<&TaskRecord> = tasks.iter().filter(|t| t.service_id == svc.id).collect();
         let mut changes = match svc.plan.mode {
-            ServiceMode::Replicated { replicas } => {
-                replicated(svc, replicas, &mine, s, &nodes, &mut load)
-            }
+            ServiceMode::Replicated { replicas } => replicated(svc, replicas, &mine, s, &mut load),
             ServiceMode::Global => global(svc, &mine, s, &mut load),
         };
         changes.extend(history(&mine, &changes));
@@ -148,30 +140,23 @@ pub fn plan(s: Snapshot<'_>) -> Vec<TaskChange> {
 
 /// How many tasks meant to run each node holds, overall and per service, and which
 /// host-mode ports it publishes.
+#[derive(Default)]
 struct Load {
     total: HashMap<String, usize>,
     per_service: HashMap<(String, String), usize>,
     host_ports: HashMap<String, BTreeSet<(cove_model::Proto, u16)>>,
-    counted: HashMap<String, (String, String)>,
+    /// The tasks counted already.
+    counted: BTreeSet<String>,
 }
 
 impl Load {
-    fn new(_tasks: &[TaskRecord]) -> Self {
-        Load {
-            total: HashMap::new(),
-            per_service: HashMap::new(),
-            host_ports: HashMap::new(),
-            counted: HashMap::new(),
-        }
-    }
-
     /// Count a task meant to run on its node.
     fn set(&mut self, t: &TaskRecord) {
         let Some(node) = &t.node_id else { return };
         if t.desired != TaskState::Running || t.state.is_terminal() {
             return;
         }
-        if self.counted.insert(t.id.clone(), (node.clone(), t.service_id.clone())).is_some() {
+        if !self.counted.insert(t.id.clone()) {
             return;
         }
         *self.total.entry(node.clone()).or_default() += 1;
@@ -305,7 +290,6 @@ fn replicated(
     replicas: u64,
     mine: &[&TaskRecord],
     s: Snapshot<'_>,
-    _nodes: &HashMap<&str, &NodeInfo>,
     load: &mut Load,
 ) -> Vec<TaskChange> {
     let mut out = Vec::new();
@@ -376,11 +360,9 @@ fn replicated(
             }
         }
     }
-    for (slot, tasks) in slots.range(replicas + 1..) {
-        let _ = slot;
-        for t in tasks.iter().filter(|t| t.desired == TaskState::Running) {
-            out.push(TaskChange::Update(shut_down(t, s.now)));
-        }
+    let above = slots.range(replicas + 1..).flat_map(|(_, tasks)| tasks);
+    for t in above.filter(|t| t.desired == TaskState::Running) {
+        out.push(TaskChange::Update(shut_down(t, s.now)));
     }
     out
 }
