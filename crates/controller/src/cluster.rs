@@ -28,6 +28,7 @@ use cove_model::{
 };
 use cove_store::{Batch, KeepAlive, LeaseLost, Leases, Records, Table};
 
+use crate::lock;
 use crate::state::{address_keys, delete_endpoint, reserve_addresses, State};
 use crate::Controller;
 
@@ -106,13 +107,28 @@ pub struct NodeView {
     pub this: bool,
 }
 
+/// The next event of a watch of the cluster store, or never while there is none.
+pub(crate) async fn next_event(
+    watch: &mut Option<cove_store::Watch>,
+) -> Option<cove_store::WatchEvent> {
+    match watch.as_mut() {
+        Some(w) => w.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Let a burst of watch events settle: wait `settle`, then drop what arrived meanwhile
+/// (the round that follows reads the store whole).
+pub(crate) async fn settle_burst(watch: &mut Option<cove_store::Watch>, settle: Duration) {
+    tokio::time::sleep(settle).await;
+    if let Some(w) = watch.as_mut() {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, w.recv()).await {}
+    }
+}
+
 /// Whether the cluster store answered (a refusal, such as an address taken, is an answer).
 fn answered<T>(r: &Result<T>) -> bool {
     !matches!(r, Err(e) if e.kind == ErrorKind::Unavailable)
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Controller {
@@ -788,7 +804,7 @@ impl Controller {
                         .ok();
                 }
                 tokio::select! {
-                    ev = async { match watch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
+                    ev = next_event(&mut watch) => {
                         match ev {
                             Some(cove_store::WatchEvent::Lagged) | None => {
                                 watch = None;
@@ -798,10 +814,7 @@ impl Controller {
                             }
                             Some(_) => {}
                         }
-                        tokio::time::sleep(SETTLE).await;
-                        if let Some(w) = watch.as_mut() {
-                            while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, w.recv()).await {}
-                        }
+                        settle_burst(&mut watch, SETTLE).await;
                     }
                     _ = async { match lost.as_mut() { Some(rx) => { let _ = rx.wait_for(Option::is_some).await; } None => std::future::pending().await } } => {
                         lost = None;

@@ -31,6 +31,7 @@ use cove_store::{Batch, Table};
 use cove_tunnel::{Peer, PrivateKey, PublicKey, TunnelConfig, TunnelStats};
 
 use crate::cluster::ClusterSeam;
+use crate::lock;
 use crate::seams::Tunnels;
 use crate::state::State;
 use crate::Controller;
@@ -140,10 +141,6 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The `n`th usable address of `pool` (skipping the network address).

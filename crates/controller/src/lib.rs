@@ -113,6 +113,12 @@ pub struct Controller {
 /// Shared handle to the controller.
 pub type SharedController = Arc<Controller>;
 
+/// A std mutex's guard, poisoned or not: a panic elsewhere must not take the daemon's
+/// bookkeeping down with it.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Now, as Docker prints times: RFC 3339 with nanoseconds, UTC.
 pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)

@@ -189,7 +189,7 @@ impl Controller {
             }
         }
         // Services' VIPs on the bridges of their networks, node addresses.
-        let plane = self.service_plane.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let plane = crate::lock(&self.service_plane);
         for op in plane.kernel_ops() {
             s.add(&op);
         }

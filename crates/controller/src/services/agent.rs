@@ -24,6 +24,7 @@ use cove_store::{Batch, Table};
 use tracing::{debug, info, warn};
 
 use crate::cluster::ClusterSeam;
+use crate::lock;
 use crate::{ContainerCreate, ContainerView, Controller};
 
 /// Docker's task labels.
@@ -44,10 +45,6 @@ enum Work {
     Stop,
     /// Remove its stopped container.
     Remove,
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Write what a node observed of a task into its record: the observed fields only, onto
@@ -143,22 +140,15 @@ impl Controller {
         *lock(&self.cluster_reserved) = reserved;
         let nodes: BTreeMap<String, cove_model::NodeRecord> =
             c.store.list(Table::NodeStates)?.into_iter().collect();
-        let snat: BTreeMap<String, std::net::IpAddr> = addrs
-            .iter()
-            .filter(|a| a.node == me)
-            .map(|a| (a.network_id.to_string(), a.addr.addr()))
-            .collect();
         let (bridges, node_ops) = {
             let st = self.state.lock().await;
-            (self.service_bridges(&st), self.node_address_ops(&st, &addrs, &nodes, &me))
+            self.host_parts(&st, &addrs, &nodes, &me)
         };
-        let host = super::dataplane::HostView { me: &me, bridges: &bridges, snat: &snat };
-        let mut plane = super::dataplane::plan(&services, &all_tasks, &host);
-        plane.node_ops = node_ops;
+        let (plane, want) =
+            super::dataplane::service_view(&services, &all_tasks, &addrs, &me, &bridges, node_ops);
         if let Err(e) = self.apply_service_plane(plane).await {
             warn!(error = %e, "could not program the services' load balancing");
         }
-        let want = service_records(&services, &all_tasks);
         self.dns_services(&want);
 
         for task in tasks.iter().copied() {

@@ -161,7 +161,42 @@ pub(crate) fn plan(
     out
 }
 
+/// The services' DNS records by (network id, record id) (see `agent::service_records`).
+pub(crate) type ServiceNames = BTreeMap<(String, String), cove_dns::EndpointNames>;
+
+/// What this host programs and answers for services, from the cluster's records and its
+/// own part of them ([`Controller::host_parts`]): the plane and the DNS records.
+pub(crate) fn service_view(
+    services: &HashMap<String, ServiceRecord>,
+    tasks: &[TaskRecord],
+    addrs: &[cove_model::NodeAddress],
+    me: &str,
+    bridges: &BTreeMap<String, String>,
+    node_ops: Vec<Op>,
+) -> (ServicePlane, ServiceNames) {
+    let snat: BTreeMap<String, IpAddr> = addrs
+        .iter()
+        .filter(|a| a.node == me)
+        .map(|a| (a.network_id.to_string(), a.addr.addr()))
+        .collect();
+    let mut p = plan(services, tasks, &HostView { me, bridges, snat: &snat });
+    p.node_ops = node_ops;
+    (p, super::agent::service_records(services, tasks))
+}
+
 impl Controller {
+    /// This host's part of the services' view, read under the state lock: the bridges of
+    /// its networks, and the kernel objects of the node addresses.
+    pub(crate) fn host_parts(
+        &self,
+        st: &State,
+        addrs: &[cove_model::NodeAddress],
+        nodes: &BTreeMap<String, cove_model::NodeRecord>,
+        me: &str,
+    ) -> (BTreeMap<String, String>, Vec<Op>) {
+        (self.service_bridges(st), self.node_address_ops(st, addrs, nodes, me))
+    }
+
     /// The bridge of every network this host has, by network id.
     pub(crate) fn service_bridges(&self, st: &State) -> BTreeMap<String, String> {
         st.networks
@@ -180,8 +215,7 @@ impl Controller {
     /// the cluster store down, the plane comes with the first round that reaches it.
     pub(crate) fn restore_service_plane(&self, st: &State) {
         let Some(c) = self.cluster() else { return };
-        type Names = BTreeMap<(String, String), cove_dns::EndpointNames>;
-        let read = || -> Result<(ServicePlane, Names)> {
+        let read = || -> Result<(ServicePlane, ServiceNames)> {
             let services: HashMap<String, ServiceRecord> =
                 c.store.list::<ServiceRecord>(cove_store::Table::Services)?.into_iter().collect();
             let tasks: Vec<TaskRecord> = c
@@ -199,20 +233,13 @@ impl Controller {
             let nodes: BTreeMap<String, cove_model::NodeRecord> =
                 c.store.list(cove_store::Table::NodeStates)?.into_iter().collect();
             let me = c.node.id.as_str();
-            let snat: BTreeMap<String, IpAddr> = addrs
-                .iter()
-                .filter(|a| a.node == me)
-                .map(|a| (a.network_id.to_string(), a.addr.addr()))
-                .collect();
-            let bridges = self.service_bridges(st);
-            let mut p = plan(&services, &tasks, &HostView { me, bridges: &bridges, snat: &snat });
-            p.node_ops = self.node_address_ops(st, &addrs, &nodes, me);
-            Ok((p, super::agent::service_records(&services, &tasks)))
+            let (bridges, node_ops) = self.host_parts(st, &addrs, &nodes, me);
+            Ok(service_view(&services, &tasks, &addrs, me, &bridges, node_ops))
         };
         match read() {
             Ok((p, names)) => {
                 self.plan_services(&[], &p.lbs);
-                *self.service_plane.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = p;
+                *crate::lock(&self.service_plane) = p;
                 self.dns_services(&names);
             }
             Err(e) => warn!(error = %e, "services' data plane not restored at start"),
@@ -233,8 +260,7 @@ impl Controller {
     /// Bring this host's service plane in line with `want`: firewall elements, VIP
     /// addresses, stale UDP flows.
     pub(crate) async fn apply_service_plane(&self, want: ServicePlane) -> Result<()> {
-        let had =
-            self.service_plane.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let had = crate::lock(&self.service_plane).clone();
         if had == want {
             return Ok(());
         }
@@ -263,8 +289,7 @@ impl Controller {
         }
         // A node address first: the firewall SNATs to it.
         self.add_objects(&new_nodes, "a node address").await;
-        *self.service_plane.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            want.clone();
+        *crate::lock(&self.service_plane) = want.clone();
         self.plan_services(&had.lbs, &want.lbs);
         self.apply_pending().await?;
         self.add_objects(&new_vips, "a service's virtual IP").await;

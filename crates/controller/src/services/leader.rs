@@ -152,16 +152,13 @@ impl Controller {
                         .ok();
                 }
                 tokio::select! {
-                    ev = async { match watch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } } => {
+                    ev = crate::cluster::next_event(&mut watch) => {
                         match ev {
                             Some(cove_store::WatchEvent::Lagged) | None => watch = None,
                             Some(ev) if !relevant(&ev) => continue,
                             Some(_) => {}
                         }
-                        tokio::time::sleep(SETTLE).await;
-                        if let Some(w) = watch.as_mut() {
-                            while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, w.recv()).await {}
-                        }
+                        crate::cluster::settle_burst(&mut watch, SETTLE).await;
                     }
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(TICK) => {}
