@@ -143,6 +143,23 @@ fn node_id(data_root: &Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// This host as a node: its kept id, its hostname (`fallback` when it has none) and the
+/// address the others reach it at. Labels and the tunnel come later.
+fn this_node(data_root: &Path, advertise: IpAddr, fallback: &str) -> anyhow::Result<NodeRecord> {
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| fallback.to_string());
+    Ok(NodeRecord {
+        id: node_id(data_root)?,
+        hostname,
+        advertise,
+        lease: None,
+        labels: Default::default(),
+        tunnel: None,
+    })
+}
+
 /// The cluster membership the flags describe, if any.
 pub fn seam(args: &ClusterArgs, data_root: &Path) -> anyhow::Result<Option<ClusterSeam>> {
     let Some(url) = &args.cluster_store else {
@@ -166,22 +183,11 @@ pub fn seam(args: &ClusterArgs, data_root: &Path) -> anyhow::Result<Option<Clust
         Arc::new(cove_etcd::EtcdStore::connect(config).map_err(|e| anyhow::anyhow!("{}", e.0))?);
     let settings = encryption(args)?;
     let (addr, mtu) = resolve_advertise(advertise)?;
-    let hostname = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| addr.to_string());
     Ok(Some(ClusterSeam {
         store: cove_store::Records::new(store.clone()),
         url: store.url().to_string(),
         leases: Some(store),
-        node: NodeRecord {
-            id: node_id(data_root)?,
-            hostname,
-            advertise: addr,
-            lease: None,
-            labels: Default::default(),
-            tunnel: None,
-        },
+        node: this_node(data_root, addr, &addr.to_string())?,
         underlay: Underlay {
             advertise: addr,
             mtu,
@@ -208,22 +214,11 @@ fn local_seam(data_root: &Path) -> anyhow::Result<ClusterSeam> {
     let store = cove_store::Records::open(&path)
         .map_err(|e| anyhow::anyhow!("open {}: {e}", path.display()))?;
     let addr: IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
-    let hostname = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
     Ok(ClusterSeam {
         store,
         url: String::new(),
         leases: None,
-        node: NodeRecord {
-            id: node_id(data_root)?,
-            hostname,
-            advertise: addr,
-            lease: None,
-            labels: Default::default(),
-            tunnel: None,
-        },
+        node: this_node(data_root, addr, "localhost")?,
         underlay: Underlay {
             advertise: addr,
             mtu: 1500,
